@@ -1,0 +1,206 @@
+//! Per-session limits and tuning, shared by listeners, connectors and hand-started sessions.
+
+use std::time::Duration;
+
+use crate::ConfigError;
+
+/// Limits and tuning for a [`Session`](crate::Session). Every limit is on by default.
+///
+/// Build it with [`Default`] and chained setters; [`validate`](Self::validate) (called by every
+/// builder that starts sessions) rejects values that cannot work with a [`ConfigError`].
+///
+/// | setting | default | when reached |
+/// |---|---|---|
+/// | write watermarks | high 64 KiB, low 32 KiB | above high: reads pause, writes from outside are refused with [`SessionError::WriteBufferFull`](crate::SessionError::WriteBufferFull), the handler hears [`write_buffer_full`](crate::SessionHandler::write_buffer_full); back under low: all resume |
+/// | read chunk | 64 KiB | bytes asked of the socket per read; the buffer exists only while bytes wait in it |
+/// | read buffer (notify mode) | 256 KiB | reading stops until the owner takes data (Qt's `setReadBufferSize`) |
+/// | idle timeout | 120 s | no byte moved in either direction for that long: closed with [`DisconnectReason::IdleTimeout`](crate::DisconnectReason::IdleTimeout) |
+/// | frame timeout | 60 s | a partial frame waits that long with no complete frame arriving: closed with [`DisconnectReason::FrameTimeout`](crate::DisconnectReason::FrameTimeout) (slowloris) |
+/// | close timeout | 10 s | a graceful close that has not flushed and seen the peer's FIN by then is aborted |
+/// | frames per turn | 64 | the session yields to its mailbox and other actors after this many frames |
+/// | mailbox | 64 messages | `try_send` to the session fails beyond this; `send().await` waits |
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use switchboard::SessionConfig;
+///
+/// let config = SessionConfig::default()
+///     .write_watermarks(8 * 1024, 32 * 1024)
+///     .idle_timeout(Some(Duration::from_secs(30)));
+/// assert!(config.validate().is_ok());
+/// assert_eq!(config.high_watermark(), 32 * 1024);
+/// ```
+#[derive(Debug, Clone)]
+pub struct SessionConfig {
+    pub(crate) low_watermark: usize,
+    pub(crate) high_watermark: usize,
+    pub(crate) read_chunk: usize,
+    pub(crate) read_buffer_size: usize,
+    pub(crate) idle_timeout: Option<Duration>,
+    pub(crate) frame_timeout: Option<Duration>,
+    pub(crate) close_timeout: Duration,
+    pub(crate) frames_per_turn: usize,
+    pub(crate) mailbox_capacity: usize,
+    pub(crate) nodelay: bool,
+}
+
+impl Default for SessionConfig {
+    fn default() -> Self {
+        SessionConfig {
+            low_watermark: 32 * 1024,
+            high_watermark: 64 * 1024,
+            read_chunk: 64 * 1024,
+            read_buffer_size: 256 * 1024,
+            idle_timeout: Some(Duration::from_secs(120)),
+            frame_timeout: Some(Duration::from_secs(60)),
+            close_timeout: Duration::from_secs(10),
+            frames_per_turn: 64,
+            mailbox_capacity: 64,
+            nodelay: true,
+        }
+    }
+}
+
+impl SessionConfig {
+    /// Sets the write buffer's low and high watermarks in bytes (defaults 32 KiB and 64 KiB).
+    pub fn write_watermarks(mut self, low: usize, high: usize) -> Self {
+        self.low_watermark = low;
+        self.high_watermark = high;
+        self
+    }
+
+    /// Sets how many bytes one read asks of the socket (default 64 KiB).
+    pub fn read_chunk(mut self, bytes: usize) -> Self {
+        self.read_chunk = bytes;
+        self
+    }
+
+    /// Sets the notify-mode read buffer size in bytes (default 256 KiB), Qt's `setReadBufferSize`.
+    pub fn read_buffer_size(mut self, bytes: usize) -> Self {
+        self.read_buffer_size = bytes;
+        self
+    }
+
+    /// Sets the idle timeout (default 120 s); `None` turns it off.
+    pub fn idle_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.idle_timeout = timeout;
+        self
+    }
+
+    /// Sets the partial-frame timeout (default 60 s); `None` turns it off.
+    pub fn frame_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.frame_timeout = timeout;
+        self
+    }
+
+    /// Sets how long a graceful close may take before it becomes an abort (default 10 s).
+    pub fn close_timeout(mut self, timeout: Duration) -> Self {
+        self.close_timeout = timeout;
+        self
+    }
+
+    /// Sets how many frames a session hands its handler before it yields (default 64).
+    pub fn frames_per_turn(mut self, frames: usize) -> Self {
+        self.frames_per_turn = frames;
+        self
+    }
+
+    /// Sets the session's mailbox capacity (default 64 messages).
+    pub fn mailbox_capacity(mut self, messages: usize) -> Self {
+        self.mailbox_capacity = messages;
+        self
+    }
+
+    /// Sets `TCP_NODELAY` on the socket (default on: small replies leave at once).
+    pub fn nodelay(mut self, on: bool) -> Self {
+        self.nodelay = on;
+        self
+    }
+
+    /// The high watermark in bytes.
+    pub fn high_watermark(&self) -> usize {
+        self.high_watermark
+    }
+
+    /// The low watermark in bytes.
+    pub fn low_watermark(&self) -> usize {
+        self.low_watermark
+    }
+
+    /// The idle timeout, if on.
+    pub fn idle(&self) -> Option<Duration> {
+        self.idle_timeout
+    }
+
+    /// Checks that the settings can work together.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError::Invalid`] naming the first offending option.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.high_watermark == 0 {
+            return Err(ConfigError::invalid(
+                "write_watermarks",
+                "the high watermark must be above 0",
+            ));
+        }
+        if self.low_watermark > self.high_watermark {
+            return Err(ConfigError::invalid(
+                "write_watermarks",
+                format!(
+                    "the low watermark ({}) is above the high watermark ({})",
+                    self.low_watermark, self.high_watermark
+                ),
+            ));
+        }
+        if self.read_chunk == 0 {
+            return Err(ConfigError::invalid(
+                "read_chunk",
+                "must be at least 1 byte",
+            ));
+        }
+        if self.read_buffer_size == 0 {
+            return Err(ConfigError::invalid(
+                "read_buffer_size",
+                "must be at least 1 byte",
+            ));
+        }
+        if self.frames_per_turn == 0 {
+            return Err(ConfigError::invalid(
+                "frames_per_turn",
+                "must be at least 1",
+            ));
+        }
+        if self.mailbox_capacity == 0 {
+            return Err(ConfigError::invalid(
+                "mailbox_capacity",
+                "must be at least 1",
+            ));
+        }
+        for (option, timeout) in [
+            ("idle_timeout", self.idle_timeout),
+            ("frame_timeout", self.frame_timeout),
+        ] {
+            if timeout == Some(Duration::ZERO) {
+                return Err(ConfigError::invalid(
+                    option,
+                    "use None to turn it off, not zero",
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The period of the session's timeout check: a quarter of the shortest timeout, so a
+    /// timeout fires at most 25% late, with no clock read on the data path.
+    pub(crate) fn tick(&self) -> Option<Duration> {
+        let shortest = match (self.idle_timeout, self.frame_timeout) {
+            (Some(a), Some(b)) => a.min(b),
+            (Some(a), None) | (None, Some(a)) => a,
+            (None, None) => return None,
+        };
+        Some((shortest / 4).max(Duration::from_millis(5)))
+    }
+}

@@ -1,0 +1,100 @@
+//! Switchboard: Qt's `QTcpServer` / `QTcpSocket` programming model as actix actors, on a pool of
+//! worker threads.
+//!
+//! | Qt | Switchboard |
+//! |---|---|
+//! | `QTcpServer` | [`Listener`] (built with [`Listener::bind`]) |
+//! | `newConnection`, `acceptError` | [`ListenerEvent`], [`RegistryEvent::Connected`] |
+//! | `nextPendingConnection` | [`NextPendingConnection`] in pull mode ([`ListenerBuilder::pull`]) |
+//! | `QTcpSocket` | [`Session`], one actor per connection, on a [`WorkerPool`] thread |
+//! | `connectToHost`, `connected` | [`Connector::connect`], [`SessionHandler::connected`] |
+//! | `readyRead` + `read` | [`SessionHandler::ready_read`] with decoded frames; or [`Notify`] with [`Read`], [`ReadAll`], [`ReadLine`] |
+//! | `write`, `bytesWritten`, `bytesToWrite` | [`Write`], [`SessionHandler::bytes_written`], [`SessionInfo::bytes_to_write`] |
+//! | `disconnectFromHost`, `abort` | [`DisconnectFromHost`], [`Abort`] |
+//! | `disconnected`, `errorOccurred` | [`SessionHandler::disconnected`] with a [`DisconnectReason`], exactly once |
+//! | (none) | [`Registry`]: count, list, send-to-one, broadcast, kick, subscribe, wait, shutdown |
+//!
+//! Every limit is on by default: see [`SessionConfig`] and [`ListenerBuilder`].
+//!
+//! # Examples
+//!
+//! An echo server and a client in one process:
+//!
+//! ```
+//! # actix_rt::System::new().block_on(async {
+//! use bytes::Bytes;
+//! use switchboard::{Conn, Connector, Listener, SessionHandler, Write};
+//! use switchboard_codec::Lines;
+//!
+//! struct Echo;
+//! impl SessionHandler<Lines> for Echo {
+//!     fn ready_read(&mut self, line: String, conn: &mut Conn<'_, Lines, Self>) {
+//!         let _ = conn.write(line);
+//!     }
+//! }
+//!
+//! struct Client(Option<tokio::sync::oneshot::Sender<String>>);
+//! impl SessionHandler<Lines> for Client {
+//!     fn connected(&mut self, conn: &mut Conn<'_, Lines, Self>) {
+//!         conn.write("hello").unwrap();
+//!     }
+//!     fn ready_read(&mut self, line: String, conn: &mut Conn<'_, Lines, Self>) {
+//!         if let Some(reply) = self.0.take() {
+//!             let _ = reply.send(line);
+//!         }
+//!         conn.disconnect_from_host();
+//!     }
+//! }
+//!
+//! let server = Listener::bind("127.0.0.1:0".parse().unwrap())
+//!     .workers(2)
+//!     .serve(Lines::new(), || Echo)
+//!     .unwrap();
+//! let (tx, rx) = tokio::sync::oneshot::channel();
+//! Connector::new()
+//!     .connect(&server.local_addr().to_string(), Lines::new(), Client(Some(tx)))
+//!     .await
+//!     .unwrap();
+//! assert_eq!(rx.await.unwrap(), "hello");
+//! # });
+//! ```
+#![warn(
+    missing_docs,
+    missing_debug_implementations,
+    rust_2018_idioms,
+    unreachable_pub
+)]
+#![doc(test(attr(deny(warnings))))]
+
+mod config;
+mod connector;
+mod error;
+mod forward;
+mod listener;
+mod notify;
+mod registry;
+mod session;
+mod worker;
+
+pub use config::SessionConfig;
+pub use connector::Connector;
+pub use error::{ConfigError, ConnectError, ListenError, SessionError};
+pub use forward::{Forward, SessionEvent};
+pub use listener::{
+    bind_listener, default_max_connections, raise_fd_limit, Close, ConnectionPermit,
+    GetListenerStats, IsListening, Listener, ListenerBuilder, ListenerEvent, ListenerHandle,
+    ListenerStats, NextPendingConnection, PauseAccepting, PendingConnection, ResumeAccepting,
+    ServerAddress, SetMaxConnections, SetMaxConnectionsPerIp, SetMaxPendingConnections,
+    DEFAULT_BACKLOG, DEFAULT_MAX_PENDING,
+};
+pub use notify::{BytesAvailable, Notify, NotifyEvent, Read, ReadAll, ReadLine};
+pub use registry::{
+    Broadcast, BroadcastReport, Count, Get, Kick, List, Placeholder, Registry, RegistryEvent,
+    RegistryStats, SendTo, Shutdown, ShutdownReport, Subscribe, WaitForCount,
+};
+pub use session::{
+    Abort, Conn, DisconnectFromHost, DisconnectReason, Flush, GetInfo, PauseReading, ResumeReading,
+    Session, SessionBuilder, SessionCodec, SessionHandler, SessionId, SessionInfo, SessionState,
+    SharedError, SlowConsumerPolicy, Write,
+};
+pub use worker::{Assignment, WorkerPool};

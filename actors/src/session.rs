@@ -1,0 +1,1483 @@
+//! The [`Session`] actor: one TCP connection, Qt's `QTcpSocket`.
+//!
+//! A session owns its socket and drives it from one future inside its own actor context (the
+//! driver), so reads, writes, the handler and the mailbox share one thread with no locks and no
+//! extra hop. The driver never parks the actor: above the write high watermark it stops reading
+//! and refuses outside writes, but `Abort`, kicks and info queries are still answered at once.
+//!
+//! Read states (what the driver does in each):
+//!
+//! | state     | reads socket | hands buffered frames to handler | writes | leaves when |
+//! |-----------|--------------|----------------------------------|--------|-------------|
+//! | Open      | yes, unless paused or above high watermark | yes | accepted | close asked, EOF, error |
+//! | Closing   | no           | yes (bytes already read are answered) | accepted | buffer empty and flushed → shutdown(write) |
+//! | Lingering | discards until the peer's FIN | no | refused | FIN, error or close timeout |
+//! | Closed    | no           | no                               | refused | actor stops |
+
+use std::{
+    fmt, io,
+    marker::PhantomData,
+    net::SocketAddr,
+    panic::{catch_unwind, AssertUnwindSafe},
+    pin::Pin,
+    sync::{
+        atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering},
+        Arc,
+    },
+    task::{self, Poll},
+    time::{Duration, SystemTime},
+};
+
+use actix::{
+    fut::ActorFuture, Actor, ActorContext, Addr, AsyncContext, Context, Handler, Message,
+    ResponseFuture,
+};
+use actix_rt::ArbiterHandle;
+use bytes::{Bytes, BytesMut};
+use tokio::{io::AsyncWrite, net::TcpStream, sync::oneshot};
+use tokio_util::codec::{Decoder, Encoder};
+
+use crate::{
+    listener::ConnectionPermit, registry::Registration, worker::WorkerLoad, ConfigError, Registry,
+    SessionConfig, SessionError, WorkerPool,
+};
+
+/// A codec a [`Session`] can frame its socket with: any tokio-util `Decoder` that also encodes
+/// [`Bytes`] (so the [`Registry`] can send to and broadcast over any session), with errors that
+/// can travel across threads. Implemented for every such type; all `switchboard-codec` codecs
+/// qualify.
+///
+/// # Examples
+///
+/// ```
+/// fn assert_codec<C: switchboard::SessionCodec>() {}
+/// assert_codec::<switchboard_codec::Lines>();
+/// assert_codec::<switchboard_codec::Frames>();
+/// assert_codec::<switchboard_codec::Raw>();
+/// ```
+pub trait SessionCodec:
+    Decoder<Error = Self::DecodeError> + Encoder<Bytes, Error = Self::EncodeError> + Unpin + 'static
+{
+    /// The decoder's error type.
+    type DecodeError: std::error::Error + Send + Sync + 'static;
+    /// The error type of encoding [`Bytes`].
+    type EncodeError: std::error::Error + Send + Sync + 'static;
+}
+
+impl<C> SessionCodec for C
+where
+    C: Decoder + Encoder<Bytes> + Unpin + 'static,
+    <C as Decoder>::Error: std::error::Error + Send + Sync + 'static,
+    <C as Encoder<Bytes>>::Error: std::error::Error + Send + Sync + 'static,
+{
+    type DecodeError = <C as Decoder>::Error;
+    type EncodeError = <C as Encoder<Bytes>>::Error;
+}
+
+/// An error that can be cloned and sent across threads; downcast it to the codec's own type.
+pub type SharedError = Arc<dyn std::error::Error + Send + Sync>;
+
+/// A session's identity, unique within the process for its whole life.
+///
+/// # Examples
+///
+/// ```
+/// let a = switchboard::SessionId::next();
+/// let b = switchboard::SessionId::next();
+/// assert_ne!(a, b);
+/// assert_eq!(a.to_string(), format!("#{}", a.get()));
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SessionId(u64);
+
+impl SessionId {
+    /// Hands out a new id.
+    pub fn next() -> SessionId {
+        static NEXT: AtomicU64 = AtomicU64::new(1);
+        SessionId(NEXT.fetch_add(1, Ordering::Relaxed))
+    }
+
+    /// The id as a number.
+    pub fn get(self) -> u64 {
+        self.0
+    }
+}
+
+impl fmt::Display for SessionId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "#{}", self.0)
+    }
+}
+
+/// Why a session ended. Every session reports exactly one, once.
+///
+/// # Examples
+///
+/// ```
+/// use switchboard::DisconnectReason;
+/// assert!(!DisconnectReason::PeerClosed.is_error());
+/// assert!(DisconnectReason::IdleTimeout.is_error());
+/// assert_eq!(DisconnectReason::PeerClosed.to_string(), "the peer closed the connection");
+/// ```
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum DisconnectReason {
+    /// The peer closed its side (EOF) and everything owed to it was flushed.
+    PeerClosed,
+    /// The peer reset the connection.
+    Reset,
+    /// This side closed gracefully ([`DisconnectFromHost`]).
+    Closed,
+    /// This side closed at once ([`Abort`]); unsent data was discarded.
+    Aborted,
+    /// No byte moved in either direction for the idle timeout.
+    IdleTimeout,
+    /// A partial frame waited longer than the frame timeout.
+    FrameTimeout,
+    /// A graceful close could not flush within the close timeout.
+    CloseTimeout,
+    /// The peer sent bytes the codec rejects (too long, malformed, not UTF-8, cut off).
+    Codec(SharedError),
+    /// A socket error other than a reset.
+    Io(Arc<io::Error>),
+    /// A broadcast with [`SlowConsumerPolicy::Disconnect`](crate::SlowConsumerPolicy) found the
+    /// session's write buffer full.
+    SlowConsumer,
+    /// The registry kicked the session.
+    Kicked,
+    /// The server is shutting down.
+    Shutdown,
+    /// The session's handler panicked; the panic message.
+    HandlerPanicked(String),
+}
+
+impl DisconnectReason {
+    /// True for endings that point at a fault (timeouts, codec and I/O errors, panics, resets),
+    /// false for orderly closes by either side.
+    pub fn is_error(&self) -> bool {
+        !matches!(
+            self,
+            DisconnectReason::PeerClosed
+                | DisconnectReason::Closed
+                | DisconnectReason::Aborted
+                | DisconnectReason::Kicked
+                | DisconnectReason::Shutdown
+        )
+    }
+}
+
+impl fmt::Display for DisconnectReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DisconnectReason::PeerClosed => f.write_str("the peer closed the connection"),
+            DisconnectReason::Reset => f.write_str("the peer reset the connection"),
+            DisconnectReason::Closed => f.write_str("closed by this side"),
+            DisconnectReason::Aborted => f.write_str("aborted by this side"),
+            DisconnectReason::IdleTimeout => f.write_str("idle timeout"),
+            DisconnectReason::FrameTimeout => f.write_str("partial frame timed out"),
+            DisconnectReason::CloseTimeout => f.write_str("graceful close timed out"),
+            DisconnectReason::Codec(e) => write!(f, "bad input: {e}"),
+            DisconnectReason::Io(e) => write!(f, "socket error: {e}"),
+            DisconnectReason::SlowConsumer => f.write_str("too slow to keep up with a broadcast"),
+            DisconnectReason::Kicked => f.write_str("kicked"),
+            DisconnectReason::Shutdown => f.write_str("server shutdown"),
+            DisconnectReason::HandlerPanicked(m) => write!(f, "handler panicked: {m}"),
+        }
+    }
+}
+
+/// Where a session is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SessionState {
+    /// Connected: reading and writing.
+    Connected,
+    /// Closing gracefully: answering what was read, flushing, then waiting for the peer's FIN.
+    Closing,
+    /// Ended.
+    Closed,
+}
+
+impl SessionState {
+    fn from_u8(value: u8) -> SessionState {
+        match value {
+            0 => SessionState::Connected,
+            1 => SessionState::Closing,
+            _ => SessionState::Closed,
+        }
+    }
+}
+
+/// A snapshot of one session: addresses, worker, counters and state (Qt's `peerAddress`,
+/// `localAddress`, `bytesToWrite`, `state`).
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct SessionInfo {
+    /// The session's id.
+    pub id: SessionId,
+    /// The remote end.
+    pub peer_addr: SocketAddr,
+    /// The local end.
+    pub local_addr: SocketAddr,
+    /// Index of the worker thread in its pool, or `None` when started outside a pool.
+    pub worker: Option<usize>,
+    /// When the connection was established.
+    pub connected_at: SystemTime,
+    /// Bytes read from the socket.
+    pub bytes_in: u64,
+    /// Bytes written to the socket.
+    pub bytes_out: u64,
+    /// Frames decoded and handed to the handler.
+    pub frames_in: u64,
+    /// Items encoded for writing.
+    pub frames_out: u64,
+    /// Bytes waiting in the write buffer (as of the session's last turn).
+    pub bytes_to_write: usize,
+    /// Broadcast messages dropped for this session because it could not keep up.
+    pub broadcasts_dropped: u64,
+    /// Where the session is in its life.
+    pub state: SessionState,
+}
+
+/// What a session shares with the registry: identity and counters, published once per turn.
+#[derive(Debug)]
+pub(crate) struct SessionMeta {
+    pub(crate) id: SessionId,
+    pub(crate) peer_addr: SocketAddr,
+    pub(crate) local_addr: SocketAddr,
+    pub(crate) worker: Option<usize>,
+    pub(crate) connected_at: SystemTime,
+    bytes_in: AtomicU64,
+    bytes_out: AtomicU64,
+    frames_in: AtomicU64,
+    frames_out: AtomicU64,
+    bytes_to_write: AtomicUsize,
+    pub(crate) broadcasts_dropped: AtomicU64,
+    state: AtomicU8,
+    /// Set once a slow-consumer disconnect was sent, so a burst of broadcasts sends one, not many.
+    pub(crate) slow_consumer_flagged: AtomicBool,
+}
+
+impl SessionMeta {
+    fn new(id: SessionId, parts: Parts, worker: Option<usize>) -> SessionMeta {
+        SessionMeta {
+            id,
+            peer_addr: parts.peer_addr,
+            local_addr: parts.local_addr,
+            worker,
+            connected_at: SystemTime::now(),
+            bytes_in: AtomicU64::new(0),
+            bytes_out: AtomicU64::new(0),
+            frames_in: AtomicU64::new(0),
+            frames_out: AtomicU64::new(0),
+            bytes_to_write: AtomicUsize::new(0),
+            broadcasts_dropped: AtomicU64::new(0),
+            state: AtomicU8::new(0),
+            slow_consumer_flagged: AtomicBool::new(false),
+        }
+    }
+
+    /// A record with no session behind it, for measuring the registry alone.
+    pub(crate) fn placeholder(peer_addr: SocketAddr, local_addr: SocketAddr) -> Arc<SessionMeta> {
+        let parts = Parts {
+            id: None,
+            peer_addr,
+            local_addr,
+        };
+        Arc::new(SessionMeta::new(SessionId::next(), parts, None))
+    }
+
+    pub(crate) fn info(&self) -> SessionInfo {
+        SessionInfo {
+            id: self.id,
+            peer_addr: self.peer_addr,
+            local_addr: self.local_addr,
+            worker: self.worker,
+            connected_at: self.connected_at,
+            bytes_in: self.bytes_in.load(Ordering::Relaxed),
+            bytes_out: self.bytes_out.load(Ordering::Relaxed),
+            frames_in: self.frames_in.load(Ordering::Relaxed),
+            frames_out: self.frames_out.load(Ordering::Relaxed),
+            bytes_to_write: self.bytes_to_write.load(Ordering::Relaxed),
+            broadcasts_dropped: self.broadcasts_dropped.load(Ordering::Relaxed),
+            state: SessionState::from_u8(self.state.load(Ordering::Relaxed)),
+        }
+    }
+
+    pub(crate) fn bytes_to_write(&self) -> usize {
+        self.bytes_to_write.load(Ordering::Relaxed)
+    }
+}
+
+/// Code that runs inside a session, on its worker thread, with no mailbox hop: the fast path.
+///
+/// Every method but [`ready_read`](Self::ready_read) has a default that does nothing. A panic
+/// in any method ends only this session, with [`DisconnectReason::HandlerPanicked`].
+///
+/// # Examples
+///
+/// An echo handler:
+///
+/// ```
+/// use bytes::Bytes;
+/// use switchboard::{Conn, SessionHandler};
+/// use switchboard_codec::Raw;
+///
+/// struct Echo;
+///
+/// impl SessionHandler<Raw> for Echo {
+///     fn ready_read(&mut self, data: Bytes, conn: &mut Conn<'_, Raw, Self>) {
+///         // Reads pause above the high watermark, so this write is never refused.
+///         let _ = conn.write(data);
+///     }
+/// }
+/// ```
+pub trait SessionHandler<C: SessionCodec>: Sized + Unpin + 'static {
+    /// The session has started (Qt's `connected`, for client and server sessions alike).
+    fn connected(&mut self, conn: &mut Conn<'_, C, Self>) {
+        let _ = conn;
+    }
+
+    /// Whether the handler can take another frame now. Returning `Pending` (after arranging for
+    /// `cx` to be woken) stops delivery and, once the read buffer holds a frame, reading: TCP
+    /// then pushes back on the peer. The default is always ready.
+    fn poll_ready(&mut self, cx: &mut task::Context<'_>) -> Poll<()> {
+        let _ = cx;
+        Poll::Ready(())
+    }
+
+    /// A decoded frame arrived (Qt's `readyRead` followed by a read).
+    fn ready_read(&mut self, frame: C::Item, conn: &mut Conn<'_, C, Self>);
+
+    /// `bytes` more bytes left the write buffer for the socket (Qt's `bytesWritten`).
+    fn bytes_written(&mut self, bytes: usize, conn: &mut Conn<'_, C, Self>) {
+        let _ = (bytes, conn);
+    }
+
+    /// The write buffer went above its high watermark: reads are paused and outside writes are
+    /// refused until [`write_buffer_drained`](Self::write_buffer_drained).
+    fn write_buffer_full(&mut self, conn: &mut Conn<'_, C, Self>) {
+        let _ = conn;
+    }
+
+    /// The write buffer fell back to its low watermark: writes are welcome again.
+    fn write_buffer_drained(&mut self, conn: &mut Conn<'_, C, Self>) {
+        let _ = conn;
+    }
+
+    /// The session ended (Qt's `disconnected`); called exactly once, last.
+    fn disconnected(&mut self, reason: &DisconnectReason, info: &SessionInfo) {
+        let _ = (reason, info);
+    }
+}
+
+/// The session as its handler sees it during a callback: write, close, pause, query.
+pub struct Conn<'a, C: SessionCodec, H: SessionHandler<C>> {
+    core: &'a mut Core<C>,
+    ctx: &'a mut Context<Session<C, H>>,
+}
+
+impl<C: SessionCodec, H: SessionHandler<C>> fmt::Debug for Conn<'_, C, H> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Conn")
+            .field("id", &self.core.meta.id)
+            .finish()
+    }
+}
+
+impl<C: SessionCodec, H: SessionHandler<C>> Conn<'_, C, H> {
+    /// This session's id.
+    pub fn id(&self) -> SessionId {
+        self.core.meta.id
+    }
+
+    /// The remote address.
+    pub fn peer_addr(&self) -> SocketAddr {
+        self.core.meta.peer_addr
+    }
+
+    /// The local address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.core.meta.local_addr
+    }
+
+    /// A fresh snapshot of this session.
+    pub fn info(&mut self) -> SessionInfo {
+        self.core.publish();
+        self.core.meta.info()
+    }
+
+    /// Encodes `item` into the write buffer; the session writes it out as the socket allows.
+    ///
+    /// # Errors
+    ///
+    /// [`SessionError::WriteBufferFull`] at or above the high watermark,
+    /// [`SessionError::Closing`] once the write side is shut, [`SessionError::Encode`] when the
+    /// codec refuses the item.
+    pub fn write<T>(&mut self, item: T) -> Result<(), SessionError>
+    where
+        C: Encoder<T>,
+        <C as Encoder<T>>::Error: std::error::Error + Send + Sync + 'static,
+    {
+        self.core.write(item)
+    }
+
+    /// Bytes waiting in the write buffer (Qt's `bytesToWrite`).
+    pub fn bytes_to_write(&self) -> usize {
+        self.core.write_buf.len()
+    }
+
+    /// Closes gracefully: answers what was already read, flushes, then closes (Qt's
+    /// `disconnectFromHost`).
+    pub fn disconnect_from_host(&mut self) {
+        self.core.begin_close(DisconnectReason::Closed);
+    }
+
+    /// Closes at once, discarding unsent data (Qt's `abort`).
+    pub fn abort(&mut self) {
+        self.core.set_reason(DisconnectReason::Aborted);
+        self.core.state = State::Closed;
+        self.ctx.stop();
+    }
+
+    /// Stops reading from the socket until [`resume_reading`](Self::resume_reading).
+    pub fn pause_reading(&mut self) {
+        self.core.user_paused = true;
+    }
+
+    /// Resumes reading after [`pause_reading`](Self::pause_reading).
+    pub fn resume_reading(&mut self) {
+        self.core.user_paused = false;
+    }
+
+    /// The session's limits and tuning.
+    pub fn config(&self) -> &SessionConfig {
+        &self.core.config
+    }
+
+    /// This session's address, to hand to other actors.
+    pub fn address(&self) -> Addr<Session<C, H>> {
+        self.ctx.address()
+    }
+
+    /// The actix context, to spawn futures or set timers that run inside the session.
+    pub fn context(&mut self) -> &mut Context<Session<C, H>> {
+        self.ctx
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    Open,
+    Closing,
+    Lingering,
+    Closed,
+}
+
+/// Everything a session has but its handler, so the handler can borrow it mutably.
+pub(crate) struct Core<C> {
+    stream: Option<TcpStream>,
+    codec: C,
+    /// Bytes read but not yet decoded; empty with no allocation while nothing waits.
+    read_buf: BytesMut,
+    /// Encoded bytes not yet written; released once empty.
+    write_buf: BytesMut,
+    state: State,
+    /// Set by the first thing that ends the session; later causes do not overwrite it.
+    reason: Option<DisconnectReason>,
+    config: Arc<SessionConfig>,
+    meta: Arc<SessionMeta>,
+    /// The peer's FIN was seen: no more reads, and no lingering on close.
+    eof: bool,
+    /// The decoder asked for more bytes: reading is what moves the session forward.
+    needs_data: bool,
+    user_paused: bool,
+    above_high: bool,
+    /// The last flush stopped because the socket was full (a writable wake-up is registered).
+    write_blocked: bool,
+    /// Counters kept locally and published to `meta` once per turn.
+    bytes_in: u64,
+    bytes_out: u64,
+    frames_in: u64,
+    frames_out: u64,
+    /// Counter values at the last timeout tick, and how long they have not moved.
+    last_moved: u64,
+    idle_for: Duration,
+    last_frames: u64,
+    partial_for: Duration,
+    flush_waiters: Vec<oneshot::Sender<()>>,
+    registration: Option<Registration>,
+    /// Released when the session is dropped, whatever ended it.
+    _permit: Option<ConnectionPermit>,
+    _load: Option<WorkerLoad>,
+}
+
+impl<C: SessionCodec> Core<C> {
+    fn set_reason(&mut self, reason: DisconnectReason) {
+        if self.reason.is_none() {
+            self.reason = Some(reason);
+        }
+    }
+
+    fn write<T>(&mut self, item: T) -> Result<(), SessionError>
+    where
+        C: Encoder<T>,
+        <C as Encoder<T>>::Error: std::error::Error + Send + Sync + 'static,
+    {
+        if matches!(self.state, State::Lingering | State::Closed) {
+            return Err(SessionError::Closing);
+        }
+        if self.write_buf.len() >= self.config.high_watermark {
+            return Err(SessionError::WriteBufferFull {
+                buffered: self.write_buf.len(),
+                high_watermark: self.config.high_watermark,
+            });
+        }
+        self.codec
+            .encode(item, &mut self.write_buf)
+            .map_err(|e| SessionError::Encode(Arc::new(e)))?;
+        self.frames_out += 1;
+        Ok(())
+    }
+
+    fn begin_close(&mut self, reason: DisconnectReason) {
+        if self.state == State::Open {
+            self.set_reason(reason);
+            self.state = State::Closing;
+            self.meta.state.store(1, Ordering::Relaxed);
+        }
+    }
+
+    fn publish(&self) {
+        let m = &self.meta;
+        m.bytes_in.store(self.bytes_in, Ordering::Relaxed);
+        m.bytes_out.store(self.bytes_out, Ordering::Relaxed);
+        m.frames_in.store(self.frames_in, Ordering::Relaxed);
+        m.frames_out.store(self.frames_out, Ordering::Relaxed);
+        m.bytes_to_write
+            .store(self.write_buf.len(), Ordering::Relaxed);
+    }
+
+    /// Whether buffered frames may go to the handler now.
+    fn may_deliver(&self) -> bool {
+        matches!(self.state, State::Open | State::Closing) && !self.user_paused && !self.above_high
+    }
+}
+
+/// One TCP connection as an actor (Qt's `QTcpSocket`), generic over its codec `C` and the
+/// handler `H` that runs inside it.
+///
+/// Start one with a [`SessionBuilder`], or let a [`Listener`](crate::Listener) or
+/// [`Connector`](crate::Connector) do it. It takes [`Write`], [`Flush`],
+/// [`DisconnectFromHost`], [`Abort`], [`GetInfo`], [`PauseReading`] and [`ResumeReading`].
+pub struct Session<C: SessionCodec, H: SessionHandler<C>> {
+    core: Core<C>,
+    handler: H,
+}
+
+impl<C: SessionCodec, H: SessionHandler<C>> fmt::Debug for Session<C, H> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Session")
+            .field("id", &self.core.meta.id)
+            .field("peer", &self.core.meta.peer_addr)
+            .field("state", &self.core.state)
+            .finish()
+    }
+}
+
+fn panic_message(payload: Box<dyn std::any::Any + Send>) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_string()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "non-string panic payload".to_string()
+    }
+}
+
+impl<C: SessionCodec, H: SessionHandler<C>> Session<C, H> {
+    /// The handler, for message handlers that reach into it (such as [`Notify`](crate::Notify)'s reads).
+    pub(crate) fn handler_mut(&mut self) -> &mut H {
+        &mut self.handler
+    }
+
+    /// Runs a handler callback; a panic ends this session only.
+    fn call(
+        &mut self,
+        ctx: &mut Context<Self>,
+        f: impl FnOnce(&mut H, &mut Conn<'_, C, H>),
+    ) -> bool {
+        let Session { core, handler } = self;
+        let mut conn = Conn { core, ctx };
+        match catch_unwind(AssertUnwindSafe(|| f(handler, &mut conn))) {
+            Ok(()) => true,
+            Err(payload) => {
+                let message = panic_message(payload);
+                tracing::error!(session = %self.core.meta.id, %message, "session handler panicked");
+                self.fail(DisconnectReason::HandlerPanicked(message), ctx);
+                false
+            }
+        }
+    }
+
+    /// Ends the session now with `reason` (unless an earlier reason is already set).
+    fn fail(&mut self, reason: DisconnectReason, ctx: &mut Context<Self>) {
+        self.core.set_reason(reason);
+        self.core.state = State::Closed;
+        ctx.stop();
+    }
+
+    fn io_failure(error: io::Error) -> DisconnectReason {
+        match error.kind() {
+            io::ErrorKind::ConnectionReset | io::ErrorKind::BrokenPipe => DisconnectReason::Reset,
+            _ => DisconnectReason::Io(Arc::new(error)),
+        }
+    }
+
+    /// Writes what the socket takes. `Err` ends the session.
+    fn flush_writes(
+        &mut self,
+        ctx: &mut Context<Self>,
+        cx: &mut task::Context<'_>,
+    ) -> Result<(), DisconnectReason> {
+        let Some(stream) = self.core.stream.as_mut() else {
+            return Ok(());
+        };
+        let mut written = 0;
+        self.core.write_blocked = false;
+        while !self.core.write_buf.is_empty() {
+            match Pin::new(&mut *stream).poll_write(cx, &self.core.write_buf) {
+                Poll::Ready(Ok(0)) => {
+                    return Err(Self::io_failure(io::ErrorKind::WriteZero.into()));
+                }
+                Poll::Ready(Ok(n)) => {
+                    let _ = self.core.write_buf.split_to(n);
+                    written += n;
+                }
+                Poll::Ready(Err(e)) => return Err(Self::io_failure(e)),
+                Poll::Pending => {
+                    self.core.write_blocked = true;
+                    break;
+                }
+            }
+        }
+        if written == 0 {
+            if self.core.write_buf.len() > self.core.config.high_watermark && !self.core.above_high
+            {
+                self.core.above_high = true;
+                self.call(ctx, |h, c| h.write_buffer_full(c));
+            }
+            return Ok(());
+        }
+        self.core.bytes_out += written as u64;
+        if self.core.write_buf.is_empty() {
+            // An idle session holds no buffer.
+            self.core.write_buf = BytesMut::new();
+            for waiter in self.core.flush_waiters.drain(..) {
+                let _ = waiter.send(());
+            }
+        }
+        self.call(ctx, |h, c| h.bytes_written(written, c));
+        let buffered = self.core.write_buf.len();
+        if self.core.above_high && buffered <= self.core.config.low_watermark {
+            self.core.above_high = false;
+            self.call(ctx, |h, c| h.write_buffer_drained(c));
+        } else if !self.core.above_high && buffered > self.core.config.high_watermark {
+            self.core.above_high = true;
+            self.call(ctx, |h, c| h.write_buffer_full(c));
+        }
+        Ok(())
+    }
+
+    /// Hands buffered frames to the handler, at most `budget` of them, and says why it stopped.
+    fn deliver_frames(
+        &mut self,
+        ctx: &mut Context<Self>,
+        cx: &mut task::Context<'_>,
+        budget: &mut usize,
+    ) -> Result<Delivery, DisconnectReason> {
+        loop {
+            if self.core.needs_data {
+                return Ok(Delivery::NeedsData);
+            }
+            if *budget == 0 {
+                return Ok(Delivery::BudgetSpent);
+            }
+            // Above the high watermark, answering more would only grow the buffer.
+            if !self.core.may_deliver()
+                || self.core.write_buf.len() > self.core.config.high_watermark
+            {
+                return Ok(Delivery::Stalled);
+            }
+            if self.handler.poll_ready(cx).is_pending() {
+                return Ok(Delivery::Stalled);
+            }
+            let decoded = if self.core.eof {
+                self.core.codec.decode_eof(&mut self.core.read_buf)
+            } else {
+                self.core.codec.decode(&mut self.core.read_buf)
+            };
+            match decoded {
+                Ok(Some(frame)) => {
+                    self.core.frames_in += 1;
+                    *budget -= 1;
+                    if !self.call(ctx, |h, c| h.ready_read(frame, c)) {
+                        return Ok(Delivery::Stalled);
+                    }
+                }
+                Ok(None) => {
+                    self.core.needs_data = true;
+                    if self.core.read_buf.is_empty() && self.core.read_buf.capacity() > 0 {
+                        self.core.read_buf = BytesMut::new();
+                    }
+                }
+                Err(e) => return Err(DisconnectReason::Codec(Arc::new(e))),
+            }
+        }
+    }
+
+    /// Reads from the socket once it is readable. Returns whether bytes arrived.
+    fn read_socket(&mut self, cx: &mut task::Context<'_>) -> Result<Poll<()>, DisconnectReason> {
+        let core = &mut self.core;
+        let Some(stream) = core.stream.as_ref() else {
+            return Ok(Poll::Pending);
+        };
+        loop {
+            match stream.poll_read_ready(cx) {
+                Poll::Pending => return Ok(Poll::Pending),
+                Poll::Ready(Err(e)) => return Err(Self::io_failure(e)),
+                Poll::Ready(Ok(())) => {}
+            }
+            // Allocate only now: a fresh socket can report readable before any byte arrives.
+            core.read_buf.reserve(core.config.read_chunk);
+            match stream.try_read_buf(&mut core.read_buf) {
+                Ok(0) => {
+                    core.eof = true;
+                    core.needs_data = false;
+                    return Ok(Poll::Ready(()));
+                }
+                Ok(n) => {
+                    core.bytes_in += n as u64;
+                    core.needs_data = false;
+                    return Ok(Poll::Ready(()));
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    if core.read_buf.is_empty() {
+                        core.read_buf = BytesMut::new();
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(Self::io_failure(e)),
+            }
+        }
+    }
+
+    /// Reads and throws away until the peer's FIN, so closing never resets data the peer has
+    /// not read yet.
+    fn linger(&mut self, cx: &mut task::Context<'_>) -> Poll<()> {
+        let Some(stream) = self.core.stream.as_ref() else {
+            return Poll::Ready(());
+        };
+        let mut scratch = [0u8; 2048];
+        loop {
+            match stream.poll_read_ready(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Err(_)) => return Poll::Ready(()),
+                Poll::Ready(Ok(())) => {}
+            }
+            match stream.try_read(&mut scratch) {
+                Ok(0) => return Poll::Ready(()),
+                Ok(n) => self.core.bytes_in += n as u64,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => return Poll::Ready(()),
+            }
+        }
+    }
+
+    /// One turn of the driver: write, hand frames to the handler, read, until the socket has
+    /// nothing more or the turn's frame budget is spent.
+    fn drive(&mut self, ctx: &mut Context<Self>, cx: &mut task::Context<'_>) -> Poll<()> {
+        let mut budget = self.core.config.frames_per_turn;
+        let result = loop {
+            let step = self.step(ctx, cx, &mut budget);
+            // Never go to sleep on unflushed replies unless the socket itself said "full".
+            let unflushed = !self.core.write_buf.is_empty() && !self.core.write_blocked;
+            if step.is_pending() && unflushed && self.core.state != State::Closed {
+                continue;
+            }
+            break step;
+        };
+        self.core.publish();
+        result
+    }
+
+    fn step(
+        &mut self,
+        ctx: &mut Context<Self>,
+        cx: &mut task::Context<'_>,
+        budget: &mut usize,
+    ) -> Poll<()> {
+        loop {
+            if let Err(reason) = self.flush_writes(ctx, cx) {
+                self.fail(reason, ctx);
+                break Poll::Ready(());
+            }
+            match self.core.state {
+                State::Closed => break Poll::Ready(()),
+                State::Lingering => {
+                    if self.linger(cx).is_ready() {
+                        self.finish_close(ctx);
+                        break Poll::Ready(());
+                    }
+                    break Poll::Pending;
+                }
+                State::Open | State::Closing => {}
+            }
+            let delivery = match self.deliver_frames(ctx, cx, budget) {
+                Ok(delivery) => delivery,
+                Err(reason) => {
+                    self.fail(reason, ctx);
+                    break Poll::Ready(());
+                }
+            };
+            match (self.core.state, delivery) {
+                (State::Closed, _) => break Poll::Ready(()),
+                (_, Delivery::BudgetSpent) => {
+                    // Let the mailbox and the other sessions on this thread have their turn.
+                    cx.waker().wake_by_ref();
+                    break Poll::Pending;
+                }
+                // Woken by the handler, the socket draining, or a resume message.
+                (_, Delivery::Stalled) => break Poll::Pending,
+                (_, Delivery::NeedsData) => {}
+            }
+            if self.core.eof {
+                // Everything the peer sent has been answered: flush, then close.
+                self.core.begin_close(DisconnectReason::PeerClosed);
+            }
+            if self.core.state == State::Closing {
+                if !self.core.write_buf.is_empty() {
+                    break Poll::Pending;
+                }
+                match self
+                    .core
+                    .stream
+                    .as_mut()
+                    .map(|s| Pin::new(s).poll_shutdown(cx))
+                {
+                    Some(Poll::Pending) => break Poll::Pending,
+                    Some(Poll::Ready(Ok(()))) if !self.core.eof => {
+                        self.core.state = State::Lingering;
+                        continue;
+                    }
+                    _ => {
+                        self.finish_close(ctx);
+                        break Poll::Ready(());
+                    }
+                }
+            }
+            if self.core.user_paused || self.core.above_high {
+                break Poll::Pending;
+            }
+            match self.read_socket(cx) {
+                Ok(Poll::Ready(())) => continue,
+                Ok(Poll::Pending) => break Poll::Pending,
+                Err(reason) => {
+                    self.fail(reason, ctx);
+                    break Poll::Ready(());
+                }
+            }
+        }
+    }
+
+    fn finish_close(&mut self, ctx: &mut Context<Self>) {
+        self.core.state = State::Closed;
+        ctx.stop();
+    }
+
+    fn tick(&mut self, ctx: &mut Context<Self>, period: Duration) {
+        let core = &mut self.core;
+        let moved = core.bytes_in + core.bytes_out;
+        if moved == core.last_moved {
+            core.idle_for += period;
+        } else {
+            core.last_moved = moved;
+            core.idle_for = Duration::ZERO;
+        }
+        if core.read_buf.is_empty() || core.frames_in != core.last_frames {
+            core.last_frames = core.frames_in;
+            core.partial_for = Duration::ZERO;
+        } else {
+            core.partial_for += period;
+        }
+        let reason = if core.config.idle_timeout.is_some_and(|t| core.idle_for >= t) {
+            Some(DisconnectReason::IdleTimeout)
+        } else if core
+            .config
+            .frame_timeout
+            .is_some_and(|t| core.partial_for >= t)
+        {
+            Some(DisconnectReason::FrameTimeout)
+        } else {
+            None
+        };
+        if let Some(reason) = reason {
+            tracing::debug!(session = %core.meta.id, %reason, "closing session");
+            self.fail(reason, ctx);
+        }
+    }
+}
+
+/// Why [`Session::deliver_frames`] stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Delivery {
+    /// No complete frame is buffered: reading moves the session forward.
+    NeedsData,
+    /// Frames wait, but the handler, a pause or the write buffer holds them back.
+    Stalled,
+    /// The turn's frame budget is used up.
+    BudgetSpent,
+}
+
+/// The future that drives a session's socket from inside its actor context.
+struct Driver<C, H>(PhantomData<fn() -> (C, H)>);
+
+impl<C: SessionCodec, H: SessionHandler<C>> ActorFuture<Session<C, H>> for Driver<C, H> {
+    type Output = ();
+
+    fn poll(
+        self: Pin<&mut Self>,
+        session: &mut Session<C, H>,
+        ctx: &mut Context<Session<C, H>>,
+        cx: &mut task::Context<'_>,
+    ) -> Poll<()> {
+        session.drive(ctx, cx)
+    }
+}
+
+impl<C: SessionCodec, H: SessionHandler<C>> Actor for Session<C, H> {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        ctx.set_mailbox_capacity(self.core.config.mailbox_capacity);
+        if self.core.stream.is_none() {
+            // Setting the socket up on this thread failed; the reason is already recorded.
+            ctx.stop();
+            return;
+        }
+        if let Some(registration) = &mut self.core.registration {
+            registration.connected(&self.core.meta, ctx.address());
+        }
+        if let Some(period) = self.core.config.tick() {
+            ctx.run_interval(period, move |session, ctx| session.tick(ctx, period));
+        }
+        if self.call(ctx, |h, c| h.connected(c)) {
+            ctx.spawn(Driver(PhantomData));
+        }
+    }
+
+    fn stopped(&mut self, _ctx: &mut Context<Self>) {
+        let reason = self.core.reason.take().unwrap_or(DisconnectReason::Closed);
+        self.core.state = State::Closed;
+        self.core.meta.state.store(2, Ordering::Relaxed);
+        self.core.publish();
+        let info = self.core.meta.info();
+        tracing::debug!(session = %info.id, peer = %info.peer_addr, %reason, "session ended");
+        let handler = &mut self.handler;
+        if let Err(payload) =
+            catch_unwind(AssertUnwindSafe(|| handler.disconnected(&reason, &info)))
+        {
+            tracing::error!(session = %info.id, message = %panic_message(payload), "disconnected handler panicked");
+        }
+        if let Some(registration) = self.core.registration.take() {
+            registration.finish(reason, info);
+        }
+    }
+}
+
+/// Sends `item` (Qt's `write`): encoded into the write buffer at once, written as the socket
+/// allows.
+///
+/// # Errors
+///
+/// As [`Conn::write`]: refused with [`SessionError::WriteBufferFull`] at or above the high
+/// watermark, so a producer learns of a slow peer instead of growing memory.
+///
+/// # Examples
+///
+/// ```no_run
+/// # async fn demo<H: switchboard::SessionHandler<switchboard_codec::Lines>>(
+/// #     session: actix::Addr<switchboard::Session<switchboard_codec::Lines, H>>) {
+/// use switchboard::Write;
+/// session.send(Write("hello".to_string())).await.unwrap().unwrap();
+/// # }
+/// ```
+#[derive(Debug, Clone)]
+pub struct Write<T>(pub T);
+
+impl<T> Message for Write<T> {
+    type Result = Result<(), SessionError>;
+}
+
+impl<C, H, T> Handler<Write<T>> for Session<C, H>
+where
+    C: SessionCodec + Encoder<T>,
+    <C as Encoder<T>>::Error: std::error::Error + Send + Sync + 'static,
+    H: SessionHandler<C>,
+{
+    type Result = Result<(), SessionError>;
+
+    fn handle(&mut self, msg: Write<T>, _ctx: &mut Context<Self>) -> Self::Result {
+        self.core.write(msg.0)
+    }
+}
+
+/// Resolves once everything written so far has been handed to the kernel (Qt's `flush`, or
+/// `waitForBytesWritten` without blocking a thread).
+///
+/// # Errors
+///
+/// [`SessionError::Gone`] if the session ends first.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Flush;
+
+impl Message for Flush {
+    type Result = Result<(), SessionError>;
+}
+
+impl<C: SessionCodec, H: SessionHandler<C>> Handler<Flush> for Session<C, H> {
+    type Result = ResponseFuture<Result<(), SessionError>>;
+
+    fn handle(&mut self, _: Flush, _ctx: &mut Context<Self>) -> Self::Result {
+        if self.core.write_buf.is_empty() {
+            return Box::pin(async { Ok(()) });
+        }
+        let (tx, rx) = oneshot::channel();
+        self.core.flush_waiters.push(tx);
+        Box::pin(async move { rx.await.map_err(|_| SessionError::Gone) })
+    }
+}
+
+/// Closes gracefully (Qt's `disconnectFromHost`): stops reading, answers frames already read,
+/// flushes, shuts the write side, then waits (up to the close timeout) for the peer's FIN.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct DisconnectFromHost;
+
+impl Message for DisconnectFromHost {
+    type Result = ();
+}
+
+impl<C: SessionCodec, H: SessionHandler<C>> Handler<DisconnectFromHost> for Session<C, H> {
+    type Result = ();
+
+    fn handle(&mut self, _: DisconnectFromHost, ctx: &mut Context<Self>) {
+        self.close(DisconnectReason::Closed, true, ctx);
+    }
+}
+
+/// Closes at once, discarding unsent data (Qt's `abort`). Answered even when the write buffer
+/// is full.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Abort;
+
+impl Message for Abort {
+    type Result = ();
+}
+
+impl<C: SessionCodec, H: SessionHandler<C>> Handler<Abort> for Session<C, H> {
+    type Result = ();
+
+    fn handle(&mut self, _: Abort, ctx: &mut Context<Self>) {
+        self.close(DisconnectReason::Aborted, false, ctx);
+    }
+}
+
+/// Asks for a [`SessionInfo`] snapshot.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct GetInfo;
+
+impl Message for GetInfo {
+    type Result = SessionInfo;
+}
+
+impl<C: SessionCodec, H: SessionHandler<C>> Handler<GetInfo> for Session<C, H> {
+    type Result = actix::MessageResult<GetInfo>;
+
+    fn handle(&mut self, _: GetInfo, _ctx: &mut Context<Self>) -> Self::Result {
+        self.core.publish();
+        actix::MessageResult(self.core.meta.info())
+    }
+}
+
+/// Stops reading from the socket (Akka's `SuspendReading`); TCP then pushes back on the peer.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PauseReading;
+
+impl Message for PauseReading {
+    type Result = ();
+}
+
+impl<C: SessionCodec, H: SessionHandler<C>> Handler<PauseReading> for Session<C, H> {
+    type Result = ();
+
+    fn handle(&mut self, _: PauseReading, _ctx: &mut Context<Self>) {
+        self.core.user_paused = true;
+    }
+}
+
+/// Resumes reading after [`PauseReading`] (Akka's `ResumeReading`).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ResumeReading;
+
+impl Message for ResumeReading {
+    type Result = ();
+}
+
+impl<C: SessionCodec, H: SessionHandler<C>> Handler<ResumeReading> for Session<C, H> {
+    type Result = ();
+
+    fn handle(&mut self, _: ResumeReading, _ctx: &mut Context<Self>) {
+        self.core.user_paused = false;
+    }
+}
+
+/// How a broadcast treats a session whose write buffer is full.
+///
+/// # Examples
+///
+/// ```
+/// assert_eq!(switchboard::SlowConsumerPolicy::default(), switchboard::SlowConsumerPolicy::Drop);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SlowConsumerPolicy {
+    /// Skip this message for that session and count it in
+    /// [`SessionInfo::broadcasts_dropped`] and the registry's totals. The default.
+    #[default]
+    Drop,
+    /// Disconnect that session with [`DisconnectReason::SlowConsumer`].
+    Disconnect,
+}
+
+/// Registry-to-session traffic: deliveries and closes, type-erased so the registry can hold any
+/// session.
+#[derive(Debug)]
+pub(crate) enum Control {
+    Deliver(Bytes, SlowConsumerPolicy),
+    Close(DisconnectReason, bool),
+}
+
+impl Message for Control {
+    type Result = ();
+}
+
+impl<C: SessionCodec, H: SessionHandler<C>> Handler<Control> for Session<C, H> {
+    type Result = ();
+
+    fn handle(&mut self, msg: Control, ctx: &mut Context<Self>) {
+        match msg {
+            Control::Deliver(data, policy) => match self.core.write(data) {
+                Ok(()) => {}
+                Err(SessionError::WriteBufferFull { .. }) => self.slow_consumer(policy, ctx),
+                Err(_) => {}
+            },
+            Control::Close(reason, graceful) => self.close(reason, graceful, ctx),
+        }
+    }
+}
+
+impl<C: SessionCodec, H: SessionHandler<C>> Session<C, H> {
+    pub(crate) fn slow_consumer(&mut self, policy: SlowConsumerPolicy, ctx: &mut Context<Self>) {
+        match policy {
+            SlowConsumerPolicy::Drop => {
+                self.core
+                    .meta
+                    .broadcasts_dropped
+                    .fetch_add(1, Ordering::Relaxed);
+                if let Some(registration) = &self.core.registration {
+                    registration.count_drop();
+                }
+            }
+            SlowConsumerPolicy::Disconnect => self.fail(DisconnectReason::SlowConsumer, ctx),
+        }
+    }
+
+    fn close(&mut self, reason: DisconnectReason, graceful: bool, ctx: &mut Context<Self>) {
+        if !graceful {
+            self.fail(reason, ctx);
+            return;
+        }
+        if self.core.state != State::Open {
+            return;
+        }
+        self.core.begin_close(reason);
+        ctx.run_later(self.core.config.close_timeout, |session, ctx| {
+            if session.core.state != State::Closed {
+                session.core.reason = Some(DisconnectReason::CloseTimeout);
+                session.fail(DisconnectReason::CloseTimeout, ctx);
+            }
+        });
+    }
+}
+
+/// Starts a [`Session`] over a stream you already hold, on the current arbiter or on a worker
+/// pool.
+///
+/// # Examples
+///
+/// ```
+/// # actix_rt::System::new().block_on(async {
+/// use bytes::Bytes;
+/// use switchboard::{Conn, SessionBuilder, SessionHandler};
+/// use switchboard_codec::Raw;
+///
+/// struct Echo;
+/// impl SessionHandler<Raw> for Echo {
+///     fn ready_read(&mut self, data: Bytes, conn: &mut Conn<'_, Raw, Self>) {
+///         let _ = conn.write(data);
+///     }
+/// }
+///
+/// let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+/// let client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+/// let (server_side, _) = listener.accept().unwrap();
+/// let session = SessionBuilder::new(Raw, Echo).start_std(server_side).unwrap();
+/// assert!(session.connected());
+/// # drop(client);
+/// # });
+/// ```
+#[derive(Debug)]
+pub struct SessionBuilder<C, H> {
+    codec: C,
+    handler: H,
+    config: SessionConfig,
+    registry: Option<Registry>,
+}
+
+impl<C: SessionCodec, H: SessionHandler<C>> SessionBuilder<C, H> {
+    /// A builder for a session framed by `codec` and driven by `handler`, default config.
+    pub fn new(codec: C, handler: H) -> Self {
+        SessionBuilder {
+            codec,
+            handler,
+            config: SessionConfig::default(),
+            registry: None,
+        }
+    }
+
+    /// Uses `config` for limits and tuning.
+    pub fn config(mut self, config: SessionConfig) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// Registers the session with `registry` for its whole life.
+    pub fn registry(mut self, registry: Registry) -> Self {
+        self.registry = Some(registry);
+        self
+    }
+
+    /// Starts the session on the current arbiter over a tokio stream.
+    ///
+    /// # Errors
+    ///
+    /// [`SessionError::Io`] if the socket's addresses cannot be read, or a
+    /// [`ConfigError`](crate::ConfigError) reported as [`SessionError::Io`] with kind
+    /// `InvalidInput`.
+    pub fn start(self, stream: TcpStream) -> Result<Addr<Session<C, H>>, SessionError> {
+        self.config.validate().map_err(config_error)?;
+        let parts = Parts::new(stream.peer_addr(), stream.local_addr())?;
+        let SessionBuilder {
+            codec,
+            handler,
+            config,
+            registry,
+        } = self;
+        let session = new_session(
+            Ok(stream),
+            parts,
+            codec,
+            handler,
+            Arc::new(config),
+            registry,
+            None,
+            None,
+        );
+        Ok(session.start())
+    }
+
+    /// Starts the session on the current arbiter over a std stream (set non-blocking here).
+    ///
+    /// # Errors
+    ///
+    /// As [`start`](Self::start), plus the error of registering the socket with the runtime.
+    pub fn start_std(
+        self,
+        stream: std::net::TcpStream,
+    ) -> Result<Addr<Session<C, H>>, SessionError> {
+        stream.set_nonblocking(true).map_err(io_error)?;
+        let stream = TcpStream::from_std(stream).map_err(io_error)?;
+        self.start(stream)
+    }
+}
+
+impl<C, H> SessionBuilder<C, H>
+where
+    C: SessionCodec + Send,
+    H: SessionHandler<C> + Send,
+{
+    /// Starts the session on a worker of `pool` (the least loaded, by default).
+    ///
+    /// # Errors
+    ///
+    /// As [`start`](Self::start).
+    pub fn start_on(
+        self,
+        pool: &WorkerPool,
+        stream: std::net::TcpStream,
+    ) -> Result<Addr<Session<C, H>>, SessionError> {
+        self.config.validate().map_err(config_error)?;
+        let parts = Parts::new(stream.peer_addr(), stream.local_addr())?;
+        let SessionBuilder {
+            codec,
+            handler,
+            config,
+            registry,
+        } = self;
+        let (arbiter, load) = pool.pick();
+        Ok(spawn_on(
+            &arbiter,
+            stream,
+            parts,
+            Arc::new(config),
+            registry,
+            None,
+            load,
+            move || (codec, handler),
+        ))
+    }
+}
+
+fn io_error(error: io::Error) -> SessionError {
+    SessionError::Io(Arc::new(error))
+}
+
+fn config_error(error: ConfigError) -> SessionError {
+    SessionError::Io(Arc::new(io::Error::new(io::ErrorKind::InvalidInput, error)))
+}
+
+/// The addresses of a stream, read before it moves to its worker.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Parts {
+    /// Set when the id was handed out before the session starts (listener events, pull mode).
+    pub(crate) id: Option<SessionId>,
+    pub(crate) peer_addr: SocketAddr,
+    pub(crate) local_addr: SocketAddr,
+}
+
+impl Parts {
+    pub(crate) fn new(
+        peer: io::Result<SocketAddr>,
+        local: io::Result<SocketAddr>,
+    ) -> Result<Parts, SessionError> {
+        Ok(Parts {
+            id: None,
+            peer_addr: peer.map_err(io_error)?,
+            local_addr: local.map_err(io_error)?,
+        })
+    }
+}
+
+/// Moves a std stream to `arbiter` and starts a session there; `make` builds the codec and
+/// handler on the worker thread, so neither needs to be `Send`.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn spawn_on<C, H, F>(
+    arbiter: &ArbiterHandle,
+    stream: std::net::TcpStream,
+    parts: Parts,
+    config: Arc<SessionConfig>,
+    registry: Option<Registry>,
+    permit: Option<ConnectionPermit>,
+    load: WorkerLoad,
+    make: F,
+) -> Addr<Session<C, H>>
+where
+    C: SessionCodec,
+    H: SessionHandler<C>,
+    F: FnOnce() -> (C, H) + Send + 'static,
+{
+    Session::start_in_arbiter(arbiter, move |_ctx| {
+        let stream = stream
+            .set_nonblocking(true)
+            .and_then(|()| TcpStream::from_std(stream));
+        let (codec, handler) = make();
+        new_session(
+            stream,
+            parts,
+            codec,
+            handler,
+            config,
+            registry,
+            permit,
+            Some(load),
+        )
+    })
+}
+
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn new_session<C: SessionCodec, H: SessionHandler<C>>(
+    stream: io::Result<TcpStream>,
+    parts: Parts,
+    codec: C,
+    handler: H,
+    config: Arc<SessionConfig>,
+    registry: Option<Registry>,
+    permit: Option<ConnectionPermit>,
+    load: Option<WorkerLoad>,
+) -> Session<C, H> {
+    let (stream, reason) = match stream {
+        Ok(stream) => {
+            if config.nodelay {
+                let _ = stream.set_nodelay(true);
+            }
+            (Some(stream), None)
+        }
+        Err(e) => (None, Some(DisconnectReason::Io(Arc::new(e)))),
+    };
+    let worker = load.as_ref().map(|l| l.index);
+    let meta = Arc::new(SessionMeta::new(
+        parts.id.unwrap_or_else(SessionId::next),
+        parts,
+        worker,
+    ));
+    Session {
+        core: Core {
+            stream,
+            codec,
+            read_buf: BytesMut::new(),
+            write_buf: BytesMut::new(),
+            state: State::Open,
+            reason,
+            config,
+            registration: registry.map(|r| Registration::new(r, meta.clone())),
+            meta,
+            eof: false,
+            needs_data: true,
+            user_paused: false,
+            above_high: false,
+            write_blocked: false,
+            bytes_in: 0,
+            bytes_out: 0,
+            frames_in: 0,
+            frames_out: 0,
+            last_moved: 0,
+            idle_for: Duration::ZERO,
+            last_frames: 0,
+            partial_for: Duration::ZERO,
+            flush_waiters: Vec::new(),
+            _permit: permit,
+            _load: load,
+        },
+        handler,
+    }
+}

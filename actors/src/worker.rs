@@ -1,0 +1,208 @@
+//! The pool of worker threads that sessions run on, one actix arbiter per thread.
+
+use std::{
+    fmt,
+    sync::{
+        atomic::{AtomicUsize, Ordering},
+        Arc,
+    },
+};
+
+use actix_rt::{Arbiter, ArbiterHandle};
+
+use crate::ConfigError;
+
+/// How a [`WorkerPool`] picks the worker for a new session.
+///
+/// # Examples
+///
+/// ```
+/// use switchboard::Assignment;
+/// assert_eq!(Assignment::default(), Assignment::LeastLoaded);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Assignment {
+    /// The worker with the fewest live sessions (ties go round-robin). The default.
+    #[default]
+    LeastLoaded,
+    /// Each worker in turn.
+    RoundRobin,
+}
+
+/// A fixed set of worker threads, each running an actix arbiter; sessions are started on them
+/// so that one busy connection never stalls the others or the accept loop.
+///
+/// Cloning is cheap and shares the threads. The threads stop when the last clone is dropped.
+///
+/// # Panics
+///
+/// Creating a pool outside a running actix `System` panics (actix needs one to start arbiters).
+///
+/// # Examples
+///
+/// ```
+/// # actix_rt::System::new().block_on(async {
+/// use switchboard::WorkerPool;
+///
+/// let pool = WorkerPool::new(2).unwrap();
+/// assert_eq!(pool.len(), 2);
+/// assert!(WorkerPool::new(0).is_err());
+/// # });
+/// ```
+#[derive(Clone)]
+pub struct WorkerPool {
+    inner: Arc<PoolInner>,
+}
+
+struct PoolInner {
+    workers: Vec<Worker>,
+    /// Round-robin cursor, also used to break ties between equally loaded workers.
+    next: AtomicUsize,
+    assignment: Assignment,
+}
+
+struct Worker {
+    arbiter: Arbiter,
+    /// Live sessions on this worker; decremented by [`WorkerLoad`]'s `Drop`, so it cannot leak.
+    load: Arc<AtomicUsize>,
+}
+
+impl WorkerPool {
+    /// Starts `threads` worker threads with least-loaded assignment.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError`] when `threads` is 0.
+    pub fn new(threads: usize) -> Result<Self, ConfigError> {
+        Self::with_assignment(threads, Assignment::LeastLoaded)
+    }
+
+    /// Starts one worker thread per available core.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # actix_rt::System::new().block_on(async {
+    /// let pool = switchboard::WorkerPool::per_core();
+    /// assert!(pool.len() >= 1);
+    /// # });
+    /// ```
+    pub fn per_core() -> Self {
+        Self::new(default_threads()).expect("at least one core")
+    }
+
+    /// Starts `threads` worker threads that assign sessions by `assignment`.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError`] when `threads` is 0.
+    pub fn with_assignment(threads: usize, assignment: Assignment) -> Result<Self, ConfigError> {
+        if threads == 0 {
+            return Err(ConfigError::invalid(
+                "workers",
+                "at least one worker thread is needed",
+            ));
+        }
+        let workers = (0..threads)
+            .map(|index| {
+                let arbiter = Arbiter::with_tokio_rt(move || {
+                    tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .thread_name(format!("switchboard-worker-{index}"))
+                        .build()
+                        .expect("worker runtime")
+                });
+                Worker {
+                    arbiter,
+                    load: Arc::new(AtomicUsize::new(0)),
+                }
+            })
+            .collect();
+        Ok(WorkerPool {
+            inner: Arc::new(PoolInner {
+                workers,
+                next: AtomicUsize::new(0),
+                assignment,
+            }),
+        })
+    }
+
+    /// Number of worker threads.
+    pub fn len(&self) -> usize {
+        self.inner.workers.len()
+    }
+
+    /// Always false: a pool has at least one worker.
+    pub fn is_empty(&self) -> bool {
+        self.inner.workers.is_empty()
+    }
+
+    /// Live sessions on each worker, in worker order.
+    pub fn loads(&self) -> Vec<usize> {
+        self.inner
+            .workers
+            .iter()
+            .map(|w| w.load.load(Ordering::Relaxed))
+            .collect()
+    }
+
+    /// Picks a worker for a new session and counts the session against it.
+    pub(crate) fn pick(&self) -> (ArbiterHandle, WorkerLoad) {
+        let inner = &self.inner;
+        let start = inner.next.fetch_add(1, Ordering::Relaxed);
+        let count = inner.workers.len();
+        let index = match inner.assignment {
+            Assignment::RoundRobin => start % count,
+            Assignment::LeastLoaded => (0..count)
+                .map(|offset| (start + offset) % count)
+                .min_by_key(|&i| inner.workers[i].load.load(Ordering::Relaxed))
+                .unwrap_or(0),
+        };
+        let worker = &inner.workers[index];
+        worker.load.fetch_add(1, Ordering::Relaxed);
+        (
+            worker.arbiter.handle(),
+            WorkerLoad {
+                index,
+                load: worker.load.clone(),
+            },
+        )
+    }
+}
+
+impl fmt::Debug for WorkerPool {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WorkerPool")
+            .field("threads", &self.len())
+            .field("assignment", &self.inner.assignment)
+            .field("loads", &self.loads())
+            .finish()
+    }
+}
+
+impl Drop for PoolInner {
+    fn drop(&mut self) {
+        for worker in &self.workers {
+            worker.arbiter.stop();
+        }
+    }
+}
+
+/// One session's share of a worker's load; releases it when dropped.
+#[derive(Debug)]
+pub(crate) struct WorkerLoad {
+    pub(crate) index: usize,
+    load: Arc<AtomicUsize>,
+}
+
+impl Drop for WorkerLoad {
+    fn drop(&mut self) {
+        self.load.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+pub(crate) fn default_threads() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+}
