@@ -47,6 +47,7 @@ pub struct Connector {
     config: SessionConfig,
     pool: Option<WorkerPool>,
     registry: Option<Registry>,
+    local_addr: Option<SocketAddr>,
 }
 
 impl Default for Connector {
@@ -67,7 +68,16 @@ impl Connector {
             config: SessionConfig::default(),
             pool: None,
             registry: None,
+            local_addr: None,
         }
+    }
+
+    /// Binds the client socket to `addr` before connecting (port 0: any port). Load tests use
+    /// it to spread connections over several loopback source addresses (127.0.0.2, ...), each
+    /// with its own range of ephemeral ports.
+    pub fn bind_local(mut self, addr: SocketAddr) -> Self {
+        self.local_addr = Some(addr);
+        self
     }
 
     /// Sets the connect timeout (resolution included).
@@ -121,7 +131,7 @@ impl Connector {
                 e,
             ))))
         })?;
-        let stream = match tokio::time::timeout(self.timeout, open(target)).await {
+        let stream = match tokio::time::timeout(self.timeout, open(target, self.local_addr)).await {
             Ok(result) => result?,
             Err(_) => {
                 return Err(ConnectError::Timeout {
@@ -168,7 +178,7 @@ impl Connector {
     }
 }
 
-async fn open(target: &str) -> Result<TcpStream, ConnectError> {
+async fn open(target: &str, local: Option<SocketAddr>) -> Result<TcpStream, ConnectError> {
     let addrs: Vec<SocketAddr> = tokio::net::lookup_host(target)
         .await
         .map_err(|source| ConnectError::Resolve {
@@ -178,7 +188,7 @@ async fn open(target: &str) -> Result<TcpStream, ConnectError> {
         .collect();
     let mut last = None;
     for addr in addrs {
-        match TcpStream::connect(addr).await {
+        match connect_one(addr, local).await {
             Ok(stream) => return Ok(stream),
             Err(source) => last = Some(ConnectError::Io { addr, source }),
         }
@@ -186,4 +196,17 @@ async fn open(target: &str) -> Result<TcpStream, ConnectError> {
     Err(last.unwrap_or_else(|| ConnectError::NoAddress {
         target: target.to_string(),
     }))
+}
+
+async fn connect_one(addr: SocketAddr, local: Option<SocketAddr>) -> std::io::Result<TcpStream> {
+    let Some(local) = local else {
+        return TcpStream::connect(addr).await;
+    };
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.bind(local)?;
+    socket.connect(addr).await
 }
