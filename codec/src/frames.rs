@@ -19,7 +19,9 @@ use crate::CodecError;
 ///   more: the caller should close the connection. Further calls give the same
 ///   error again.
 /// - **Memory.** Once a header is read, the decoder reserves room for the rest of
-///   that frame only, so at most the limit plus the header is reserved at once.
+///   that frame, but never more than [`Frames::RESERVE_STEP`] (64 KiB) ahead of the
+///   bytes that actually arrived: a peer that declares a large frame and sends little
+///   of it (slowloris) costs what it sent, not what it declared.
 /// - **End of stream.** [`decode_eof`](Decoder::decode_eof) gives `None` at a frame
 ///   boundary, and [`CodecError::Truncated`] if the stream ended inside a header or
 ///   a payload.
@@ -92,6 +94,9 @@ impl Frames {
     /// assert_eq!(buf.len(), Frames::HEADER_LEN + 3);
     /// ```
     pub const HEADER_LEN: usize = 4;
+
+    /// The most the decoder reserves ahead of the bytes received, for a large frame.
+    pub const RESERVE_STEP: usize = 64 * 1024;
 
     /// Creates a frame codec with the default limit, [`Frames::DEFAULT_MAX_FRAME_LENGTH`] (1 MiB).
     ///
@@ -169,8 +174,9 @@ impl Frames {
                 limit: self.max_frame_length,
             })?;
         buf.advance(Self::HEADER_LEN);
-        // Room for the rest of this frame, and no more.
-        buf.reserve(len.saturating_sub(buf.len()));
+        // Room for the rest of this frame, and no more; at most one step ahead of
+        // what arrived, so a declared length alone never allocates.
+        buf.reserve(len.saturating_sub(buf.len()).min(Self::RESERVE_STEP));
         Ok(Some(len))
     }
 
@@ -612,6 +618,18 @@ mod tests {
         assert_eq!(codec.decode(&mut buf).unwrap(), None);
         assert!(buf.capacity() >= max);
         assert!(buf.capacity() <= 2 * (max + Frames::HEADER_LEN));
+    }
+
+    #[test]
+    fn large_declared_frame_reserves_one_step_not_the_declared_length() {
+        let mut codec = Frames::new();
+        let mut buf = BytesMut::new();
+        let declared = u32::try_from(Frames::DEFAULT_MAX_FRAME_LENGTH).unwrap();
+        buf.extend_from_slice(&declared.to_be_bytes());
+        buf.extend_from_slice(&[1; 10]);
+        assert_eq!(codec.decode(&mut buf).unwrap(), None);
+        assert!(buf.capacity() >= Frames::RESERVE_STEP);
+        assert!(buf.capacity() <= 2 * Frames::RESERVE_STEP, "capacity {}", buf.capacity());
     }
 
     #[test]
