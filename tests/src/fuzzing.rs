@@ -1,0 +1,210 @@
+//! Harnesses shared by the fuzz targets in `fuzz/` and by their regression tests
+//! (`tests/fuzz_regressions.rs`), so a crashing input found by the fuzzer replays here on the
+//! stable toolchain, in CI, through the very same code.
+//!
+//! Input layout for every harness: byte 0 picks the limit, byte 1 seeds the split points, the
+//! rest is the byte stream a peer sends, cut into chunks of pseudo-random sizes.
+
+use std::{
+    io::{Read, Write},
+    net::{Shutdown, SocketAddr, TcpStream},
+    sync::OnceLock,
+    time::Duration,
+};
+
+use bytes::{Bytes, BytesMut};
+use switchboard::{Conn, Listener, SessionConfig, SessionHandler};
+use switchboard_codec::{CodecError, Frames, Lines, Raw};
+use tokio_util::codec::Decoder;
+
+/// Cuts `data` into chunks whose sizes come from a xorshift generator seeded by `seed`.
+pub fn chunks(data: &[u8], seed: u8) -> Vec<&[u8]> {
+    let mut state = u32::from(seed) | 0x9e37_0000;
+    let mut out = Vec::new();
+    let mut rest = data;
+    while !rest.is_empty() {
+        state ^= state << 13;
+        state ^= state >> 17;
+        state ^= state << 5;
+        // Mostly small pieces (every boundary matters), sometimes large ones.
+        let size = if state % 4 == 0 { state as usize % 4096 } else { state as usize % 8 } + 1;
+        let (head, tail) = rest.split_at(size.min(rest.len()));
+        out.push(head);
+        rest = tail;
+    }
+    out
+}
+
+fn layout(data: &[u8]) -> Option<(u8, u8, &[u8])> {
+    match data {
+        [limit, seed, stream @ ..] => Some((*limit, *seed, stream)),
+        _ => None,
+    }
+}
+
+/// Feeds arbitrary bytes to a `Lines` decoder with a limit of 0–255 and checks its promises:
+/// no panic, no line over the limit or containing a newline, only limit and UTF-8 errors, and
+/// never more buffered than the limit plus what the last chunk brought.
+pub fn lines_decoder(data: &[u8]) {
+    let Some((limit, seed, stream)) = layout(data) else {
+        return;
+    };
+    let max = usize::from(limit);
+    let mut codec = Lines::with_max_length(max);
+    let mut buf = BytesMut::new();
+    for chunk in chunks(stream, seed) {
+        buf.extend_from_slice(chunk);
+        loop {
+            match codec.decode(&mut buf) {
+                Ok(Some(line)) => {
+                    assert!(line.len() <= max, "line of {} bytes over limit {max}", line.len());
+                    assert!(!line.contains('\n'));
+                }
+                Ok(None) => break,
+                Err(CodecError::LineTooLong { limit }) => assert_eq!(limit, max),
+                Err(CodecError::InvalidUtf8 { .. }) => {}
+                Err(other) => panic!("unexpected error {other:?}"),
+            }
+        }
+        assert!(
+            buf.len() <= max + 2,
+            "{} bytes buffered with a limit of {max}",
+            buf.len()
+        );
+    }
+    while let Ok(Some(line)) = codec.decode_eof(&mut buf) {
+        assert!(line.len() <= max);
+    }
+}
+
+/// Feeds arbitrary bytes to a `Frames` decoder with a limit of 0–255 × 64 bytes and checks:
+/// no panic, no frame over the limit, and once a frame is rejected the stream stays rejected.
+pub fn frames_decoder(data: &[u8]) {
+    let Some((limit, seed, stream)) = layout(data) else {
+        return;
+    };
+    let max = usize::from(limit) * 64;
+    let mut codec = Frames::with_max_frame_length(max);
+    let mut buf = BytesMut::new();
+    for chunk in chunks(stream, seed) {
+        buf.extend_from_slice(chunk);
+        loop {
+            match codec.decode(&mut buf) {
+                Ok(Some(frame)) => assert!(frame.len() <= max),
+                Ok(None) => break,
+                Err(CodecError::FrameTooLong { len, limit }) => {
+                    assert!(len > limit as u64);
+                    assert!(codec.decode(&mut buf).is_err(), "a rejected stream must stay rejected");
+                    return;
+                }
+                Err(other) => panic!("unexpected error {other:?}"),
+            }
+        }
+        // What waits is one partial frame: at most its header and payload.
+        assert!(buf.len() < max + Frames::HEADER_LEN + 4096 + 8);
+        assert!(buf.capacity() <= 2 * (max + Frames::HEADER_LEN) + 2 * Frames::RESERVE_STEP + 8192);
+    }
+    let _ = codec.decode_eof(&mut buf);
+}
+
+/// Feeds arbitrary bytes to the `Raw` decoder: everything that goes in comes out, in order.
+pub fn raw_decoder(data: &[u8]) {
+    let Some((_, seed, stream)) = layout(data) else {
+        return;
+    };
+    let mut out = Vec::with_capacity(stream.len());
+    let mut buf = BytesMut::new();
+    for chunk in chunks(stream, seed) {
+        buf.extend_from_slice(chunk);
+        while let Some(bytes) = Raw.decode(&mut buf).expect("raw never fails") {
+            out.extend_from_slice(&bytes);
+        }
+    }
+    assert_eq!(out, stream);
+}
+
+struct RawEcho;
+impl SessionHandler<Raw> for RawEcho {
+    fn ready_read(&mut self, data: Bytes, conn: &mut Conn<'_, Raw, Self>) {
+        let _ = conn.write(data);
+    }
+}
+
+struct LineEcho;
+impl SessionHandler<Lines> for LineEcho {
+    fn ready_read(&mut self, line: String, conn: &mut Conn<'_, Lines, Self>) {
+        let _ = conn.write(line);
+    }
+}
+
+struct FrameEcho;
+impl SessionHandler<Frames> for FrameEcho {
+    fn ready_read(&mut self, frame: Bytes, conn: &mut Conn<'_, Frames, Self>) {
+        let _ = conn.write(frame);
+    }
+}
+
+/// Echo servers (raw, lines with a 64-byte limit, frames with a 256-byte limit) running on a
+/// background actix system for the whole process.
+fn echo_servers() -> &'static [SocketAddr; 3] {
+    static SERVERS: OnceLock<[SocketAddr; 3]> = OnceLock::new();
+    SERVERS.get_or_init(|| {
+        // Fuzz targets have no Rust `main`, so SIGPIPE is not ignored for them: a write to a
+        // connection the server already closed would kill the fuzzer instead of failing.
+        // SAFETY: setting a signal disposition to SIG_IGN has no other effect.
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_IGN);
+        }
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            actix_rt::System::new().block_on(async move {
+                let config = SessionConfig::default().idle_timeout(Some(Duration::from_secs(5)));
+                let bind = || Listener::bind("127.0.0.1:0".parse().unwrap()).workers(2).session_config(config.clone());
+                let raw = bind().serve(Raw, || RawEcho).expect("raw echo");
+                let lines = bind().serve(Lines::with_max_length(64), || LineEcho).expect("line echo");
+                let frames = bind().serve(Frames::with_max_frame_length(256), || FrameEcho).expect("frame echo");
+                tx.send([raw.local_addr(), lines.local_addr(), frames.local_addr()]).unwrap();
+                futures::future::pending::<()>().await;
+            });
+        });
+        rx.recv().expect("echo servers started")
+    })
+}
+
+/// Sends arbitrary bytes, in arbitrary splits, to a live session (byte 0 picks the raw, lines
+/// or frames echo server) and half-closes. The session must answer and close by itself: a
+/// panic in a worker would leave the connection hanging and fail the read timeout. The raw
+/// echo must return the input byte for byte.
+pub fn live_session(data: &[u8]) {
+    let Some((selector, seed, stream)) = layout(data) else {
+        return;
+    };
+    let which = usize::from(selector % 3);
+    let addr = echo_servers()[which];
+    let mut client = TcpStream::connect(addr).expect("connect to the echo server");
+    client.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let reader = {
+        let mut client = client.try_clone().unwrap();
+        std::thread::spawn(move || {
+            let mut echoed = Vec::new();
+            let result = client.read_to_end(&mut echoed);
+            (result.map(|_| ()), echoed)
+        })
+    };
+    for chunk in chunks(stream, seed) {
+        // The server may close first (bad input): that is an answer, not a failure.
+        if client.write_all(chunk).is_err() {
+            break;
+        }
+    }
+    let _ = client.shutdown(Shutdown::Write);
+    let (result, echoed) = reader.join().expect("reader thread");
+    match result {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
+        Err(e) => panic!("the session neither answered nor closed: {e}"),
+    }
+    if which == 0 {
+        assert_eq!(echoed, stream, "raw echo must return every byte");
+    }
+}
