@@ -886,12 +886,17 @@ pub struct Close;
 
 impl Handler<Close> for Listener {
     type Result = ();
-    fn handle(&mut self, _: Close, ctx: &mut Context<Self>) {
-        self.socket = None;
+    fn handle(&mut self, _: Close, _: &mut Context<Self>) {
+        if self.socket.take().is_some() {
+            tracing::info!(addr = %self.local_addr, "stopped listening");
+        }
         if let Mode::Pull { queue, .. } = &mut self.mode {
             queue.clear();
         }
-        ctx.stop();
+        // The actor stays up so that `IsListening` and `ServerAddress` answer `false` and
+        // `None` as documented (stopping it here made them fail with a mailbox error). With
+        // its socket gone the accept loop ends, so the actor (and its thread) stops once the
+        // last `Addr` is dropped.
     }
 }
 

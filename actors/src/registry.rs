@@ -378,13 +378,17 @@ impl Registry {
     pub fn wait_for_count(&self, count: usize) -> impl Future<Output = ()> + Send + 'static {
         let registry = self.clone();
         async move {
-            registry.inner.waiters.fetch_add(1, Ordering::AcqRel);
+            // SeqCst here and in `change_count`: each side writes one atomic and then reads the
+            // other's (store-buffering), and only a total order guarantees that at least one
+            // side sees the other's write. With acquire/release both could read the old values
+            // and the wake-up would be lost.
+            registry.inner.waiters.fetch_add(1, Ordering::SeqCst);
             let _waiting = WaiterGuard(&registry.inner.waiters);
             loop {
                 let changed = registry.inner.count_changed.notified();
                 tokio::pin!(changed);
                 changed.as_mut().enable();
-                if registry.count() == count {
+                if registry.inner.live.load(Ordering::SeqCst) == count {
                     return;
                 }
                 changed.await;
@@ -437,14 +441,15 @@ impl Registry {
     }
 
     fn change_count(&self, delta: isize) {
+        // SeqCst: see `wait_for_count`.
         if delta > 0 {
-            self.inner.live.fetch_add(1, Ordering::AcqRel);
+            self.inner.live.fetch_add(1, Ordering::SeqCst);
             self.inner.connected.fetch_add(1, Ordering::Relaxed);
         } else {
-            self.inner.live.fetch_sub(1, Ordering::AcqRel);
+            self.inner.live.fetch_sub(1, Ordering::SeqCst);
             self.inner.disconnected.fetch_add(1, Ordering::Relaxed);
         }
-        if self.inner.waiters.load(Ordering::Acquire) > 0 {
+        if self.inner.waiters.load(Ordering::SeqCst) > 0 {
             self.inner.count_changed.notify_waiters();
         }
     }

@@ -430,7 +430,11 @@ impl<C: SessionCodec, H: SessionHandler<C>> Conn<'_, C, H> {
     /// Closes gracefully: answers what was already read, flushes, then closes (Qt's
     /// `disconnectFromHost`).
     pub fn disconnect_from_host(&mut self) {
-        self.core.begin_close(DisconnectReason::Closed);
+        if self.core.begin_close(DisconnectReason::Closed) {
+            // Bounded like the `DisconnectFromHost` message: a peer that never reads or never
+            // sends its FIN must not hold the session open for ever.
+            arm_close_timeout(self.ctx, self.core.config.close_timeout);
+        }
     }
 
     /// Closes at once, discarding unsent data (Qt's `abort`).
@@ -540,11 +544,16 @@ impl<C: SessionCodec> Core<C> {
         Ok(())
     }
 
-    fn begin_close(&mut self, reason: DisconnectReason) {
+    /// Moves an open session to `Closing`; true when it did, so a close started by this side
+    /// can arm its timeout ([`arm_close_timeout`]).
+    fn begin_close(&mut self, reason: DisconnectReason) -> bool {
         if self.state == State::Open {
             self.set_reason(reason);
             self.state = State::Closing;
             self.meta.state.store(1, Ordering::Relaxed);
+            true
+        } else {
+            false
         }
     }
 
@@ -661,8 +670,12 @@ impl<C: SessionCodec, H: SessionHandler<C>> Session<C, H> {
                 }
             }
         }
+        // "Full" starts at the high watermark itself, where `Core::write` starts refusing
+        // (`>=`): with `>` a buffer at exactly the mark refused writes but never paused reads
+        // nor reported `write_buffer_full`/`write_buffer_drained`, and echoed frames were lost.
         if written == 0 {
-            if self.core.write_buf.len() > self.core.config.high_watermark && !self.core.above_high
+            if self.core.write_buf.len() >= self.core.config.high_watermark
+                && !self.core.above_high
             {
                 self.core.above_high = true;
                 self.call(ctx, |h, c| h.write_buffer_full(c));
@@ -682,7 +695,7 @@ impl<C: SessionCodec, H: SessionHandler<C>> Session<C, H> {
         if self.core.above_high && buffered <= self.core.config.low_watermark {
             self.core.above_high = false;
             self.call(ctx, |h, c| h.write_buffer_drained(c));
-        } else if !self.core.above_high && buffered > self.core.config.high_watermark {
+        } else if !self.core.above_high && buffered >= self.core.config.high_watermark {
             self.core.above_high = true;
             self.call(ctx, |h, c| h.write_buffer_full(c));
         }
@@ -703,9 +716,10 @@ impl<C: SessionCodec, H: SessionHandler<C>> Session<C, H> {
             if *budget == 0 {
                 return Ok(Delivery::BudgetSpent);
             }
-            // Above the high watermark, answering more would only grow the buffer.
+            // At the high watermark the handler's writes are refused: hold frames back until
+            // the buffer drains, so an answer is never lost to a refusal.
             if !self.core.may_deliver()
-                || self.core.write_buf.len() > self.core.config.high_watermark
+                || self.core.write_buf.len() >= self.core.config.high_watermark
             {
                 return Ok(Delivery::Stalled);
             }
@@ -853,7 +867,9 @@ impl<C: SessionCodec, H: SessionHandler<C>> Session<C, H> {
                 (_, Delivery::NeedsData) => {}
             }
             if self.core.eof {
-                // Everything the peer sent has been answered: flush, then close.
+                // Everything the peer sent has been answered: flush, then close. No close
+                // timeout here: a half-closed peer may still be reading a long answer; one that
+                // stopped reading is the idle timeout's to end.
                 self.core.begin_close(DisconnectReason::PeerClosed);
             }
             if self.core.state == State::Closing {
@@ -1207,17 +1223,24 @@ impl<C: SessionCodec, H: SessionHandler<C>> Session<C, H> {
             self.fail(reason, ctx);
             return;
         }
-        if self.core.state != State::Open {
-            return;
+        if self.core.begin_close(reason) {
+            arm_close_timeout(ctx, self.core.config.close_timeout);
         }
-        self.core.begin_close(reason);
-        ctx.run_later(self.core.config.close_timeout, |session, ctx| {
-            if session.core.state != State::Closed {
-                session.core.reason = Some(DisconnectReason::CloseTimeout);
-                session.fail(DisconnectReason::CloseTimeout, ctx);
-            }
-        });
     }
+}
+
+/// Aborts a graceful close started by this side (message or handler) that has not finished
+/// within `timeout`, with [`DisconnectReason::CloseTimeout`].
+fn arm_close_timeout<C: SessionCodec, H: SessionHandler<C>>(
+    ctx: &mut Context<Session<C, H>>,
+    timeout: Duration,
+) {
+    ctx.run_later(timeout, |session, ctx| {
+        if session.core.state != State::Closed {
+            session.core.reason = Some(DisconnectReason::CloseTimeout);
+            session.fail(DisconnectReason::CloseTimeout, ctx);
+        }
+    });
 }
 
 /// Starts a [`Session`] over a stream you already hold, on the current arbiter or on a worker

@@ -1,1 +1,320 @@
-//! Benchmark support.
+//! Support for Switchboard's benchmarks: reading a process's CPU time and memory from `/proc`,
+//! medians, descriptor limits, sockets bound to a chosen source address, and the JSON report a
+//! load run prints.
+//!
+//! The binaries in `src/bin` are the end-to-end pieces:
+//!
+//! | binary | what it is |
+//! |---|---|
+//! | `baseline_echo` | the yardstick: a plain tokio echo server (accept, spawn, read, write back) |
+//! | `scale_server` | a Switchboard echo server on the library that times registry count/list/broadcast on demand |
+//! | `load_client` | pipelined echo load (throughput, ping-pong latency, bandwidth) printing one JSON report |
+//! | `accept_rate` | connect, one-byte echo, close, N at a time, for a while: connections/s |
+//! | `hold_clients` | opens N idle connections from a source-address range and holds them |
+//! | `e2e` | runs every scenario A/B/A/B against the baseline and prints the table |
+#![warn(missing_docs, rust_2018_idioms, unreachable_pub)]
+
+use std::{
+    io,
+    net::{IpAddr, Ipv4Addr, SocketAddr},
+    time::Duration,
+};
+
+use serde::{Deserialize, Serialize};
+
+/// Latency percentiles of a load run, in microseconds.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
+pub struct Latency {
+    /// Median round trip.
+    pub p50: f64,
+    /// 90th percentile.
+    pub p90: f64,
+    /// 99th percentile.
+    pub p99: f64,
+    /// 99.9th percentile.
+    pub p999: f64,
+    /// Largest round trip seen.
+    pub max: f64,
+}
+
+/// What one load run measured; the same fields `switchboard load --json` prints.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct LoadReport {
+    /// Echoed messages per second.
+    pub msgs_per_s: f64,
+    /// Echoed payload megabytes (10^6 bytes) per second.
+    pub mb_per_s: f64,
+    /// Round-trip latency of each message.
+    pub latency_us: Latency,
+    /// Connections that failed (connect, read or write errors).
+    pub errors: u64,
+    /// Messages echoed in the measured window.
+    #[serde(default)]
+    pub messages: u64,
+    /// Length of the measured window in seconds.
+    #[serde(default)]
+    pub seconds: f64,
+    /// The server's CPU seconds over the window, when its PID was given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_cpu_s: Option<f64>,
+    /// The load client's own CPU seconds over the window.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_cpu_s: Option<f64>,
+}
+
+/// A process's CPU time so far (user + system, all threads), in seconds, from `/proc/PID/stat`.
+///
+/// # Errors
+///
+/// The process is gone or its stat line cannot be parsed.
+pub fn cpu_seconds(pid: u32) -> io::Result<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // The command name (field 2) may hold spaces and parentheses: count fields after the last ')'.
+    let after = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest)
+        .ok_or_else(|| io::Error::other("malformed /proc stat"))?;
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    // After ')': state is field 3, so utime (14) and stime (15) are at indexes 11 and 12.
+    let parse = |i: usize| -> io::Result<u64> {
+        fields
+            .get(i)
+            .and_then(|f| f.parse().ok())
+            .ok_or_else(|| io::Error::other("malformed /proc stat"))
+    };
+    let ticks = parse(11)? + parse(12)?;
+    Ok(ticks as f64 / clock_ticks_per_second())
+}
+
+/// The kernel's clock ticks per second (`_SC_CLK_TCK`), the unit of `/proc` CPU times.
+pub fn clock_ticks_per_second() -> f64 {
+    // SAFETY: sysconf has no preconditions.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if ticks > 0 {
+        ticks as f64
+    } else {
+        100.0
+    }
+}
+
+/// A process's resident set size in KiB, from `VmRSS` in `/proc/PID/status`.
+///
+/// # Errors
+///
+/// The process is gone or has no `VmRSS` line.
+pub fn rss_kib(pid: u32) -> io::Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .ok_or_else(|| io::Error::other("no VmRSS in /proc status"))
+}
+
+/// Number of descriptors a process has open, from `/proc/PID/fd`.
+///
+/// # Errors
+///
+/// The process is gone.
+pub fn open_fds(pid: u32) -> io::Result<usize> {
+    Ok(std::fs::read_dir(format!("/proc/{pid}/fd"))?.count())
+}
+
+/// The median of `values` (the mean of the middle two for an even count); `NaN` when empty.
+///
+/// # Examples
+///
+/// ```
+/// assert_eq!(switchboard_benches::median(&[3.0, 1.0, 2.0]), 2.0);
+/// assert_eq!(switchboard_benches::median(&[4.0, 1.0, 2.0, 3.0]), 2.5);
+/// ```
+pub fn median(values: &[f64]) -> f64 {
+    let mut sorted: Vec<f64> = values.iter().copied().filter(|v| !v.is_nan()).collect();
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    sorted.sort_by(|a, b| a.total_cmp(b));
+    let mid = sorted.len() / 2;
+    if sorted.len() % 2 == 1 {
+        sorted[mid]
+    } else {
+        (sorted[mid - 1] + sorted[mid]) / 2.0
+    }
+}
+
+/// Raises the soft descriptor limit to the hard one; returns the new soft limit.
+///
+/// # Errors
+///
+/// The operating system's error.
+pub fn raise_nofile() -> io::Result<u64> {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit only read and write the struct passed to them.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        if limit.rlim_cur < limit.rlim_max {
+            limit.rlim_cur = limit.rlim_max;
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+        }
+    }
+    Ok(limit.rlim_cur as u64)
+}
+
+/// The `index`-th loopback source address of a range starting at `127.0.0.first`, wrapping
+/// inside `127.0.0.first ..= 127.0.0.last` (then on to `127.0.1.x`, and so on).
+///
+/// # Examples
+///
+/// ```
+/// use std::net::{IpAddr, Ipv4Addr};
+/// let ip = switchboard_benches::loopback_source(2, 2, 1);
+/// assert_eq!(ip, IpAddr::V4(Ipv4Addr::new(127, 0, 0, 3)));
+/// let ip = switchboard_benches::loopback_source(2, 2, 2);
+/// assert_eq!(ip, IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2)));
+/// ```
+pub fn loopback_source(first: u32, count: u32, index: u32) -> IpAddr {
+    let n = first + index % count.max(1);
+    IpAddr::V4(Ipv4Addr::new(127, 0, (n >> 8) as u8, (n & 0xff) as u8))
+}
+
+/// Connects to `server` from `source` (port chosen at connect time, so one source address
+/// serves every destination port: `IP_BIND_ADDRESS_NO_PORT`), as a tokio stream with
+/// `TCP_NODELAY` on.
+///
+/// # Errors
+///
+/// The socket, bind or connect error.
+pub async fn connect_from(
+    source: Option<IpAddr>,
+    server: SocketAddr,
+) -> io::Result<tokio::net::TcpStream> {
+    let socket = match server {
+        SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+    };
+    if let Some(ip) = source {
+        set_bind_no_port(&socket);
+        socket.bind(SocketAddr::new(ip, 0))?;
+    }
+    let stream = socket.connect(server).await?;
+    stream.set_nodelay(true)?;
+    Ok(stream)
+}
+
+fn set_bind_no_port(socket: &tokio::net::TcpSocket) {
+    use std::os::fd::AsRawFd;
+    let one: libc::c_int = 1;
+    // SAFETY: a valid descriptor and a c_int option value of the right size. Failure only means
+    // the port is chosen at bind time, which still works for the address counts used here.
+    unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::IPPROTO_IP,
+            libc::IP_BIND_ADDRESS_NO_PORT,
+            (&one as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        );
+    }
+}
+
+/// Parses a duration given in seconds, possibly fractional (`5`, `0.5`).
+///
+/// # Errors
+///
+/// Not a non-negative number.
+pub fn parse_seconds(text: &str) -> Result<Duration, String> {
+    text.parse::<f64>()
+        .ok()
+        .filter(|s| s.is_finite() && *s >= 0.0)
+        .map(Duration::from_secs_f64)
+        .ok_or_else(|| format!("not a number of seconds: {text}"))
+}
+
+/// Minimal `--name value` argument reading for the bench binaries (no parser dependency).
+#[derive(Debug)]
+pub struct Args {
+    args: Vec<String>,
+}
+
+impl Args {
+    /// This process's arguments, less the program name.
+    pub fn from_env() -> Args {
+        Args {
+            args: std::env::args().skip(1).collect(),
+        }
+    }
+
+    /// Arguments from a list (for tests).
+    pub fn from_vec(args: Vec<String>) -> Args {
+        Args { args }
+    }
+
+    /// Whether the flag `--name` is present.
+    pub fn flag(&self, name: &str) -> bool {
+        self.args.iter().any(|a| a == name)
+    }
+
+    /// The value after `--name`, if given.
+    pub fn value(&self, name: &str) -> Option<&str> {
+        self.args
+            .iter()
+            .position(|a| a == name)
+            .and_then(|i| self.args.get(i + 1))
+            .map(String::as_str)
+    }
+
+    /// The value after `--name` parsed, or `default`.
+    ///
+    /// # Panics
+    ///
+    /// The value does not parse (a usage error in a bench tool).
+    pub fn get<T: std::str::FromStr>(&self, name: &str, default: T) -> T {
+        match self.value(name) {
+            Some(v) => v
+                .parse()
+                .unwrap_or_else(|_| panic!("bad value for {name}: {v}")),
+            None => default,
+        }
+    }
+
+    /// The first argument, when it is not a flag (tools take their address first).
+    pub fn positional(&self) -> Option<&str> {
+        self.args
+            .first()
+            .filter(|a| !a.starts_with("--"))
+            .map(String::as_str)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_own_cpu_and_rss() {
+        let pid = std::process::id();
+        assert!(cpu_seconds(pid).unwrap() >= 0.0);
+        assert!(rss_kib(pid).unwrap() > 0);
+        assert!(open_fds(pid).unwrap() > 0);
+    }
+
+    #[test]
+    fn args_values_and_positional() {
+        let args = Args::from_vec(
+            ["127.0.0.1:1", "--connections", "4", "--quick"]
+                .map(String::from)
+                .to_vec(),
+        );
+        assert_eq!(args.get("--connections", 1usize), 4);
+        assert_eq!(args.get("--size", 64usize), 64);
+        assert_eq!(args.positional(), Some("127.0.0.1:1"));
+    }
+}

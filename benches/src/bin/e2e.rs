@@ -1,0 +1,998 @@
+//! The end-to-end measurement runner: every scenario, Switchboard against the plain-tokio
+//! baseline, alternating A B A B in the same run, medians of the rounds, ratios.
+//!
+//! It builds nothing. First:
+//!
+//! ```text
+//! cargo build --release -p switchboard-cli -p switchboard-benches
+//! target/release/e2e [--quick] [--rounds 3] [--duration 5] [--only throughput,latency,...]
+//!                    [--out target/e2e/results.json] [--file-mib 1024]
+//! ```
+//!
+//! Scenarios: `throughput`, `latency`, `bandwidth`, `accept`, `memory`, `scale`, `registry`,
+//! `file`. Loopback only. Every child it starts is killed by its own PID when the runner is done
+//! with it (or unwinds). The table goes to stdout, everything measured to the JSON file.
+
+use std::{
+    fmt::Write as _,
+    io::{BufRead, BufReader, Write as _},
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    process::{Child, ChildStdin, ChildStdout, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use bytes::Bytes;
+use serde_json::{json, Value};
+use switchboard::{Registry, SlowConsumerPolicy};
+use switchboard_benches::{median, open_fds, parse_seconds, raise_nofile, rss_kib, Args};
+
+/// A child process, killed (by its PID) and reaped when dropped.
+struct Proc {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    stdout: BufReader<ChildStdout>,
+}
+
+impl Proc {
+    fn spawn(command: &mut Command) -> Proc {
+        let mut child = command
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {command:?}: {e}"));
+        let stdin = child.stdin.take();
+        let stdout = BufReader::new(child.stdout.take().expect("piped stdout"));
+        Proc {
+            child,
+            stdin,
+            stdout,
+        }
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    fn line(&mut self) -> String {
+        let mut line = String::new();
+        self.stdout.read_line(&mut line).expect("read child stdout");
+        line.trim().to_string()
+    }
+
+    fn json(&mut self) -> Value {
+        let line = self.line();
+        serde_json::from_str(&line).unwrap_or_else(|_| panic!("not JSON: {line:?}"))
+    }
+
+    fn send(&mut self, line: &str) {
+        let stdin = self.stdin.as_mut().expect("stdin open");
+        writeln!(stdin, "{line}").expect("write child stdin");
+        stdin.flush().expect("flush child stdin");
+    }
+
+    /// Closes the child's stdin (hold_clients and scale_server exit on it) and waits up to
+    /// `wait` for it to exit.
+    fn close_stdin(&mut self, wait: Duration) {
+        self.stdin = None;
+        let deadline = Instant::now() + wait;
+        while Instant::now() < deadline {
+            if matches!(self.child.try_wait(), Ok(Some(_))) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Side {
+    Baseline,
+    Switchboard,
+}
+
+impl Side {
+    fn name(self) -> &'static str {
+        match self {
+            Side::Baseline => "baseline",
+            Side::Switchboard => "switchboard",
+        }
+    }
+}
+
+/// A running echo server.
+struct Server {
+    proc: Proc,
+    addr: SocketAddr,
+}
+
+impl Server {
+    fn pid(&self) -> u32 {
+        self.proc.pid()
+    }
+}
+
+struct Opts {
+    quick: bool,
+    rounds: usize,
+    duration: f64,
+    warmup: f64,
+    bin_dir: PathBuf,
+    switchboard: PathBuf,
+    out: PathBuf,
+    only: Option<Vec<String>>,
+    file_mib: u64,
+    threads: usize,
+    /// Run the Switchboard side as `scale_server` (the library with the same raw echo handler
+    /// and default session config) instead of `switchboard serve`.
+    library_server: bool,
+}
+
+impl Opts {
+    fn bin(&self, name: &str) -> PathBuf {
+        self.bin_dir.join(name)
+    }
+
+    fn wants(&self, scenario: &str) -> bool {
+        self.only
+            .as_ref()
+            .is_none_or(|only| only.iter().any(|s| s == scenario))
+    }
+}
+
+/// Whether a smaller or a larger Switchboard/baseline ratio is better.
+#[derive(Debug, Clone, Copy)]
+enum Goal {
+    AtLeast(f64),
+    AtMost(f64),
+    /// An absolute bound on the Switchboard figure.
+    AbsAtMost(f64),
+    AbsAtLeast(f64),
+    None,
+}
+
+struct Row {
+    scenario: &'static str,
+    metric: String,
+    unit: &'static str,
+    switchboard: f64,
+    baseline: Option<f64>,
+    ratio: Option<f64>,
+    goal: Goal,
+    command: String,
+}
+
+impl Row {
+    fn met(&self) -> Option<bool> {
+        match self.goal {
+            Goal::AtLeast(t) => self.ratio.map(|r| r >= t),
+            Goal::AtMost(t) => self.ratio.map(|r| r <= t),
+            Goal::AbsAtMost(t) => Some(self.switchboard <= t),
+            Goal::AbsAtLeast(t) => Some(self.switchboard >= t),
+            Goal::None => None,
+        }
+    }
+
+    fn target(&self) -> String {
+        match self.goal {
+            Goal::AtLeast(t) => format!("≥ {t:.2}×"),
+            Goal::AtMost(t) => format!("≤ {t:.2}×"),
+            Goal::AbsAtMost(t) => format!("≤ {t} {}", self.unit),
+            Goal::AbsAtLeast(t) => format!("≥ {t} {}", self.unit),
+            Goal::None => "—".to_string(),
+        }
+    }
+}
+
+struct Report {
+    rows: Vec<Row>,
+    raw: serde_json::Map<String, Value>,
+}
+
+impl Report {
+    /// Adds a row from paired rounds: medians of each side, median of the per-round ratios.
+    #[allow(clippy::too_many_arguments)]
+    fn paired(
+        &mut self,
+        scenario: &'static str,
+        metric: &str,
+        unit: &'static str,
+        sb: &[f64],
+        base: &[f64],
+        goal: Goal,
+        command: &str,
+    ) {
+        let ratios: Vec<f64> = sb.iter().zip(base).map(|(s, b)| s / b).collect();
+        self.rows.push(Row {
+            scenario,
+            metric: metric.to_string(),
+            unit,
+            switchboard: median(sb),
+            baseline: Some(median(base)),
+            ratio: Some(median(&ratios)),
+            goal,
+            command: command.to_string(),
+        });
+    }
+
+    fn single(
+        &mut self,
+        scenario: &'static str,
+        metric: &str,
+        unit: &'static str,
+        value: f64,
+        goal: Goal,
+        command: &str,
+    ) {
+        self.rows.push(Row {
+            scenario,
+            metric: metric.to_string(),
+            unit,
+            switchboard: value,
+            baseline: None,
+            ratio: None,
+            goal,
+            command: command.to_string(),
+        });
+    }
+}
+
+fn main() {
+    let args = Args::from_env();
+    let quick = args.flag("--quick");
+    let exe = std::env::current_exe().expect("current exe");
+    let bin_dir = args
+        .value("--bin-dir")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| exe.parent().expect("exe dir").to_path_buf());
+    let opts = Opts {
+        quick,
+        rounds: args.get("--rounds", if quick { 1 } else { 3 }),
+        duration: parse_seconds(args.value("--duration").unwrap_or(if quick { "1" } else { "5" }))
+            .expect("--duration")
+            .as_secs_f64(),
+        warmup: if quick { 0.2 } else { 1.0 },
+        switchboard: args
+            .value("--switchboard")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| bin_dir.join("switchboard")),
+        out: args
+            .value("--out")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from("target/e2e/results.json")),
+        only: args
+            .value("--only")
+            .map(|s| s.split(',').map(String::from).collect()),
+        file_mib: args.get("--file-mib", if quick { 64 } else { 1024 }),
+        threads: args.get("--threads", 1),
+        library_server: args.value("--sb-server") == Some("library"),
+        bin_dir,
+    };
+    raise_nofile().expect("raise descriptor limit");
+    for needed in ["baseline_echo", "load_client", "accept_rate", "hold_clients", "scale_server"] {
+        assert!(
+            opts.bin(needed).exists(),
+            "{} missing: run `cargo build --release -p switchboard-cli -p switchboard-benches` first",
+            opts.bin(needed).display()
+        );
+    }
+    assert!(
+        opts.library_server || opts.switchboard.exists(),
+        "{} missing: run `cargo build --release -p switchboard-cli` first (or pass --sb-server library)",
+        opts.switchboard.display()
+    );
+
+    let started = Instant::now();
+    let mut report = Report {
+        rows: Vec::new(),
+        raw: serde_json::Map::new(),
+    };
+    eprintln!(
+        "e2e: {} round(s), {} s per run, {} s warm-up{}",
+        opts.rounds,
+        opts.duration,
+        opts.warmup,
+        if quick { " (quick)" } else { "" }
+    );
+    if opts.wants("throughput") {
+        throughput(&opts, &mut report);
+    }
+    if opts.wants("crosscheck") && opts.switchboard.exists() {
+        crosscheck(&opts, &mut report);
+    }
+    if opts.wants("latency") {
+        latency(&opts, &mut report);
+    }
+    if opts.wants("bandwidth") {
+        bandwidth(&opts, &mut report);
+    }
+    if opts.wants("accept") {
+        accept(&opts, &mut report);
+    }
+    if opts.wants("memory") {
+        memory(&opts, &mut report);
+    }
+    if opts.wants("scale") {
+        scale(&opts, &mut report);
+    }
+    if opts.wants("registry") {
+        registry(&opts, &mut report);
+    }
+    if opts.wants("file") && opts.switchboard.exists() {
+        file(&opts, &mut report);
+    }
+
+    let table = table(&report.rows);
+    println!("{table}");
+    let rows: Vec<Value> = report
+        .rows
+        .iter()
+        .map(|r| {
+            json!({
+                "scenario": r.scenario, "metric": r.metric, "unit": r.unit,
+                "switchboard": r.switchboard, "baseline": r.baseline, "ratio": r.ratio,
+                "target": r.target(), "met": r.met(), "command": r.command,
+            })
+        })
+        .collect();
+    let doc = json!({
+        "rounds": opts.rounds,
+        "duration_s": opts.duration,
+        "quick": opts.quick,
+        "switchboard_server": if opts.library_server { "scale_server (library)" } else { "switchboard serve --mode echo --codec raw" },
+        "elapsed_s": started.elapsed().as_secs_f64(),
+        "rows": rows,
+        "raw": report.raw,
+    });
+    if let Some(dir) = opts.out.parent() {
+        let _ = std::fs::create_dir_all(dir);
+    }
+    std::fs::write(&opts.out, serde_json::to_string_pretty(&doc).expect("json"))
+        .expect("write results");
+    eprintln!(
+        "e2e: done in {:.0} s; results in {}",
+        started.elapsed().as_secs_f64(),
+        opts.out.display()
+    );
+}
+
+fn table(rows: &[Row]) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "| scenario | metric | Switchboard | baseline | ratio | target | met |"
+    );
+    let _ = writeln!(out, "|---|---|---|---|---|---|---|");
+    for r in rows {
+        let num = |v: f64| {
+            if v.abs() >= 100.0 {
+                format!("{v:.0}")
+            } else if v.abs() >= 1.0 {
+                format!("{v:.2}")
+            } else {
+                format!("{v:.3}")
+            }
+        };
+        let _ = writeln!(
+            out,
+            "| {} | {} ({}) | {} | {} | {} | {} | {} |",
+            r.scenario,
+            r.metric,
+            r.unit,
+            num(r.switchboard),
+            r.baseline.map_or("—".to_string(), num),
+            r.ratio.map_or("—".to_string(), |x| format!("{x:.3}×")),
+            r.target(),
+            match r.met() {
+                Some(true) => "yes",
+                Some(false) => "**no**",
+                None => "—",
+            }
+        );
+    }
+    out
+}
+
+fn start_server(opts: &Opts, side: Side, extra: &[&str]) -> Server {
+    let mut command = match side {
+        Side::Baseline => Command::new(opts.bin("baseline_echo")),
+        Side::Switchboard if opts.library_server => {
+            let mut c = Command::new(opts.bin("scale_server"));
+            c.args(["--idle-timeout", "120"]);
+            c
+        }
+        Side::Switchboard => {
+            let mut c = Command::new(&opts.switchboard);
+            c.args(["serve", "--mode", "echo", "--codec", "raw", "--port", "0"]);
+            // Logs at warn: the per-connection info lines would measure the terminal.
+            c.env("RUST_LOG", "warn");
+            c
+        }
+    };
+    command.args(extra).stderr(Stdio::null());
+    let mut proc = Proc::spawn(&mut command);
+    let addr = listening(&mut proc);
+    Server { proc, addr }
+}
+
+fn listening(proc: &mut Proc) -> SocketAddr {
+    loop {
+        let line = proc.line();
+        assert!(!line.is_empty(), "server exited before it listened");
+        if let Some(addr) = line.strip_prefix("listening on ") {
+            return addr.trim().parse().expect("listening address");
+        }
+    }
+}
+
+fn run_json(command: &mut Command) -> Value {
+    let output = command
+        .stderr(Stdio::inherit())
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {command:?}: {e}"));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let line = stdout.lines().last().unwrap_or_default();
+    serde_json::from_str(line)
+        .unwrap_or_else(|_| panic!("{command:?} printed no JSON: {stdout:?}"))
+}
+
+fn num(v: &Value, key: &str) -> f64 {
+    v.pointer(key)
+        .and_then(Value::as_f64)
+        .unwrap_or(f64::NAN)
+}
+
+/// One load run of `load_client` against `server`; the report with the server's CPU.
+fn load(opts: &Opts, server: &Server, c: usize, p: usize, size: usize) -> Value {
+    run_json(
+        Command::new(opts.bin("load_client"))
+            .arg(server.addr.to_string())
+            .args(["--connections", &c.to_string()])
+            .args(["--pipeline", &p.to_string()])
+            .args(["--size", &size.to_string()])
+            .args(["--duration", &opts.duration.to_string()])
+            .args(["--warmup", &opts.warmup.to_string()])
+            .args(["--threads", &opts.threads.to_string()])
+            .args(["--server-pid", &server.pid().to_string()]),
+    )
+}
+
+fn load_command(opts: &Opts, c: usize, p: usize, size: usize) -> String {
+    format!(
+        "load_client ADDR --connections {c} --pipeline {p} --size {size} --duration {} --warmup {} --threads {}",
+        opts.duration, opts.warmup, opts.threads
+    )
+}
+
+/// Runs `f` on each side, A B A B, `rounds` times, with both servers up the whole time.
+fn alternate(
+    opts: &Opts,
+    label: &str,
+    mut f: impl FnMut(&Server, Side) -> Value,
+) -> (Vec<Value>, Vec<Value>) {
+    let servers = [
+        (Side::Baseline, start_server(opts, Side::Baseline, &[])),
+        (Side::Switchboard, start_server(opts, Side::Switchboard, &[])),
+    ];
+    let (mut base, mut sb) = (Vec::new(), Vec::new());
+    for round in 0..opts.rounds {
+        for (side, server) in &servers {
+            let v = f(server, *side);
+            eprintln!("{label} round {} {}: {v}", round + 1, side.name());
+            match side {
+                Side::Baseline => base.push(v),
+                Side::Switchboard => sb.push(v),
+            }
+        }
+    }
+    (base, sb)
+}
+
+fn column(values: &[Value], f: impl Fn(&Value) -> f64) -> Vec<f64> {
+    values.iter().map(f).collect()
+}
+
+fn throughput(opts: &Opts, report: &mut Report) {
+    let (c, p, size) = (100, 16, 64);
+    let (base, sb) = alternate(opts, "throughput", |s, _| load(opts, s, c, p, size));
+    let command = load_command(opts, c, p, size);
+    let rate = |v: &Value| num(v, "/msgs_per_s");
+    let cpu_per_msg = |v: &Value| num(v, "/server_cpu_s") / num(v, "/messages") * 1e9;
+    report.paired(
+        "throughput",
+        "100 conn × 16 in flight × 64 B",
+        "msgs/s",
+        &column(&sb, rate),
+        &column(&base, rate),
+        Goal::AtLeast(0.95),
+        &command,
+    );
+    report.paired(
+        "throughput",
+        "server CPU per message",
+        "ns",
+        &column(&sb, cpu_per_msg),
+        &column(&base, cpu_per_msg),
+        Goal::AtMost(1.2),
+        &command,
+    );
+    report
+        .raw
+        .insert("throughput".into(), json!({"baseline": base, "switchboard": sb}));
+}
+
+/// The throughput scenario again with `switchboard load` (the library's own, verifying load
+/// generator) as the client instead of `load_client`.
+fn crosscheck(opts: &Opts, report: &mut Report) {
+    let duration = opts.duration.to_string();
+    let args = [
+        "load", "--connections", "100", "--pipeline", "16", "--size", "64", "--codec", "raw",
+        "--duration", &duration, "--json",
+    ];
+    let (base, sb) = alternate(opts, "crosscheck", |s, _| {
+        run_json(
+            Command::new(&opts.switchboard)
+                .args(args)
+                .arg(s.addr.to_string())
+                .env("RUST_LOG", "error"),
+        )
+    });
+    let rate = |v: &Value| num(v, "/msgs_per_s");
+    report.paired(
+        "throughput",
+        "same, client `switchboard load` (cross-check)",
+        "msgs/s",
+        &column(&sb, rate),
+        &column(&base, rate),
+        Goal::AtLeast(0.95),
+        &format!("switchboard {} ADDR", args.join(" ")),
+    );
+    report
+        .raw
+        .insert("crosscheck".into(), json!({"baseline": base, "switchboard": sb}));
+}
+
+fn latency(opts: &Opts, report: &mut Report) {
+    let (base, sb) = alternate(opts, "latency", |s, _| load(opts, s, 1, 1, 64));
+    let command = load_command(opts, 1, 1, 64);
+    for (key, name, goal) in [
+        ("/latency_us/p50", "ping-pong 64 B p50", Goal::AtMost(1.10)),
+        ("/latency_us/p99", "ping-pong 64 B p99", Goal::AtMost(1.10)),
+        ("/latency_us/p999", "ping-pong 64 B p99.9", Goal::None),
+    ] {
+        report.paired(
+            "latency",
+            name,
+            "µs",
+            &column(&sb, |v| num(v, key)),
+            &column(&base, |v| num(v, key)),
+            goal,
+            &command,
+        );
+    }
+    report
+        .raw
+        .insert("latency".into(), json!({"baseline": base, "switchboard": sb}));
+}
+
+fn bandwidth(opts: &Opts, report: &mut Report) {
+    let (c, p, size) = (10, 4, 64 * 1024);
+    let (base, sb) = alternate(opts, "bandwidth", |s, _| load(opts, s, c, p, size));
+    let command = load_command(opts, c, p, size);
+    let cpu_per_mb = |v: &Value| num(v, "/server_cpu_s") / (num(v, "/messages") * size as f64) * 1e9;
+    report.paired(
+        "bandwidth",
+        "10 conn × 64 KiB messages, 4 in flight",
+        "MB/s",
+        &column(&sb, |v| num(v, "/mb_per_s")),
+        &column(&base, |v| num(v, "/mb_per_s")),
+        Goal::AtLeast(1.1),
+        &command,
+    );
+    report.paired(
+        "bandwidth",
+        "server CPU per MB",
+        "ms",
+        &column(&sb, cpu_per_mb),
+        &column(&base, cpu_per_mb),
+        Goal::None,
+        &command,
+    );
+    report
+        .raw
+        .insert("bandwidth".into(), json!({"baseline": base, "switchboard": sb}));
+}
+
+fn accept(opts: &Opts, report: &mut Report) {
+    let (base, sb) = alternate(opts, "accept", |s, _| {
+        run_json(
+            Command::new(opts.bin("accept_rate"))
+                .arg(s.addr.to_string())
+                .args(["--concurrency", "8"])
+                .args(["--duration", &opts.duration.to_string()])
+                .args(["--warmup", "0.5"])
+                .args(["--server-pid", &s.pid().to_string()]),
+        )
+    });
+    let command = format!(
+        "accept_rate ADDR --concurrency 8 --duration {} --warmup 0.5",
+        opts.duration
+    );
+    report.paired(
+        "accept",
+        "connect + 1-byte echo + close, 8 at a time",
+        "conn/s",
+        &column(&sb, |v| num(v, "/conns_per_s")),
+        &column(&base, |v| num(v, "/conns_per_s")),
+        Goal::AtLeast(0.85),
+        &command,
+    );
+    let cpu = |v: &Value| num(v, "/server_cpu_s") / num(v, "/connections") * 1e6;
+    report.paired(
+        "accept",
+        "server CPU per connection",
+        "µs",
+        &column(&sb, cpu),
+        &column(&base, cpu),
+        Goal::None,
+        &command,
+    );
+    report
+        .raw
+        .insert("accept".into(), json!({"baseline": base, "switchboard": sb}));
+}
+
+/// Opens `total` idle connections to `addr` from `processes` hold_clients (source addresses
+/// 127.0.0.first, first+1, …, one per process); returns them and how many opened.
+fn hold(opts: &Opts, addr: SocketAddr, total: usize, processes: usize, first: u32) -> (Vec<Proc>, usize) {
+    let per = total.div_ceil(processes);
+    let mut clients: Vec<Proc> = (0..processes)
+        .map(|k| {
+            let count = per.min(total - per * k);
+            Proc::spawn(
+                Command::new(opts.bin("hold_clients"))
+                    .arg(addr.to_string())
+                    .args(["--count", &count.to_string()])
+                    .args(["--source-first", &(first + k as u32).to_string()])
+                    .args(["--source-count", "1"])
+                    .args(["--hold", "300"])
+                    .stderr(Stdio::inherit()),
+            )
+        })
+        .collect();
+    let opened = clients
+        .iter_mut()
+        .map(|c| num(&c.json(), "/opened") as usize)
+        .sum();
+    (clients, opened)
+}
+
+/// Waits until the server has `fds` descriptors open (the accepted connections), up to 60 s.
+fn wait_fds(pid: u32, fds: usize) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < deadline {
+        if open_fds(pid).unwrap_or(0) >= fds {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    false
+}
+
+/// RSS growth per idle connection of a fresh server holding `total` connections, in bytes.
+fn idle_cost(opts: &Opts, side: Side, total: usize) -> Value {
+    let server = start_server(opts, side, &[]);
+    std::thread::sleep(Duration::from_millis(300));
+    let pid = server.pid();
+    let (rss0, fds0) = (rss_kib(pid).expect("rss"), open_fds(pid).expect("fds"));
+    let started = Instant::now();
+    let (mut clients, opened) = hold(opts, server.addr, total, 2, 2);
+    let accepted = wait_fds(pid, fds0 + opened);
+    // Let the workers finish starting sessions and the allocator settle.
+    std::thread::sleep(Duration::from_millis(700));
+    let rss1 = rss_kib(pid).expect("rss");
+    let fds1 = open_fds(pid).expect("fds");
+    for client in &mut clients {
+        client.close_stdin(Duration::from_secs(10));
+    }
+    json!({
+        "opened": opened,
+        "accepted_all": accepted,
+        "server_fds": fds1 - fds0,
+        "rss0_kib": rss0, "rss1_kib": rss1,
+        "bytes_per_conn": (rss1 as f64 - rss0 as f64) * 1024.0 / opened.max(1) as f64,
+        "open_s": started.elapsed().as_secs_f64(),
+    })
+}
+
+fn memory(opts: &Opts, report: &mut Report) {
+    let total = if opts.quick { 1000 } else { 10_000 };
+    let (mut base, mut sb) = (Vec::new(), Vec::new());
+    for round in 0..opts.rounds {
+        for side in [Side::Baseline, Side::Switchboard] {
+            let v = idle_cost(opts, side, total);
+            eprintln!("memory round {} {}: {v}", round + 1, side.name());
+            match side {
+                Side::Baseline => base.push(v),
+                Side::Switchboard => sb.push(v),
+            }
+        }
+    }
+    let per = |v: &Value| num(v, "/bytes_per_conn");
+    let command = format!(
+        "fresh server; hold_clients ADDR --count {} ×2 (127.0.0.2, .3); VmRSS delta / connections",
+        total / 2
+    );
+    report.paired(
+        "memory",
+        &format!("{total} idle connections: RSS per connection"),
+        "B",
+        &column(&sb, per),
+        &column(&base, per),
+        Goal::AbsAtMost(2048.0),
+        &command,
+    );
+    report
+        .raw
+        .insert("memory".into(), json!({"baseline": base, "switchboard": sb}));
+}
+
+fn scale(opts: &Opts, report: &mut Report) {
+    let total = if opts.quick { 2_000 } else { 19_200 };
+    let processes = if opts.quick { 1 } else { 3 };
+    let mut server = Proc::spawn(
+        Command::new(opts.bin("scale_server"))
+            .args(["--max-connections", "19900"])
+            .stderr(Stdio::null()),
+    );
+    let addr = listening(&mut server);
+    std::thread::sleep(Duration::from_millis(300));
+    let rss0 = rss_kib(server.pid()).expect("rss");
+    let started = Instant::now();
+    let (mut clients, opened) = hold(opts, addr, total, processes, 2);
+    server.send(&format!("wait {opened} 60"));
+    let waited = server.json();
+    let open_s = started.elapsed().as_secs_f64();
+    std::thread::sleep(Duration::from_millis(500));
+    server.send("measure");
+    let measured = server.json();
+    for client in &mut clients {
+        client.close_stdin(Duration::from_secs(20));
+    }
+    server.send("wait 0 30");
+    let drained = server.json();
+    eprintln!("scale: opened {opened} in {open_s:.1} s; {waited}; {measured}; {drained}");
+    let count = num(&measured, "/count");
+    let command = format!(
+        "scale_server --max-connections 19900; hold_clients ADDR --count {} ×{processes} (127.0.0.2..); stdin `measure`",
+        total / processes
+    );
+    report.single(
+        "scale",
+        &format!("idle connections held by one server (of {total} opened)"),
+        "conn",
+        count,
+        Goal::AbsAtLeast(if opts.quick { 2_000.0 } else { 19_000.0 }),
+        &command,
+    );
+    report.single(
+        "scale",
+        "registry count == connections held, then 0 after close",
+        "bool",
+        f64::from(
+            count as usize == opened && num(&drained, "/count") == 0.0,
+        ),
+        Goal::AbsAtLeast(1.0),
+        &command,
+    );
+    report.single(
+        "scale",
+        &format!("registry list at {count}"),
+        "ms",
+        num(&measured, "/list_ms"),
+        Goal::AbsAtMost(20.0),
+        &command,
+    );
+    report.single(
+        "scale",
+        &format!("registry broadcast 64 B to {count} sessions"),
+        "ms",
+        num(&measured, "/broadcast_ms"),
+        Goal::None,
+        &command,
+    );
+    let per_conn = (num(&measured, "/rss_kib") - rss0 as f64) * 1024.0 / count.max(1.0);
+    report.single(
+        "scale",
+        &format!("RSS per connection at {count}"),
+        "B",
+        per_conn,
+        Goal::AbsAtMost(2048.0),
+        &command,
+    );
+    report.raw.insert(
+        "scale".into(),
+        json!({"opened": opened, "open_s": open_s, "rss0_kib": rss0, "waited": waited,
+               "measured": measured, "drained": drained, "bytes_per_conn": per_conn}),
+    );
+}
+
+/// Times `f` five times; the median in ms.
+fn timed_ms<T>(mut f: impl FnMut() -> T) -> f64 {
+    let times: Vec<f64> = (0..5)
+        .map(|_| {
+            let start = Instant::now();
+            std::hint::black_box(f());
+            start.elapsed().as_secs_f64() * 1e3
+        })
+        .collect();
+    median(&times)
+}
+
+fn registry(opts: &Opts, report: &mut Report) {
+    let sizes: &[usize] = if opts.quick {
+        &[100_000]
+    } else {
+        &[100_000, 1_000_000]
+    };
+    let pid = std::process::id();
+    let local: SocketAddr = "127.0.0.1:7000".parse().expect("address");
+    let mut raw = Vec::new();
+    for &entries in sizes {
+        let registry = Registry::new();
+        let rss0 = rss_kib(pid).expect("rss");
+        let fill = Instant::now();
+        let held: Vec<_> = (0..entries)
+            .map(|i| {
+                let peer = SocketAddr::from(([127, (i >> 16) as u8, (i >> 8) as u8, i as u8], 9));
+                registry.register_placeholder(peer, local)
+            })
+            .collect();
+        let fill_ms = fill.elapsed().as_secs_f64() * 1e3;
+        let rss1 = rss_kib(pid).expect("rss");
+        let count = registry.count();
+        let count_ms = timed_ms(|| registry.count());
+        let ids_ms = timed_ms(|| registry.ids().len());
+        let list_ms = timed_ms(|| registry.list().len());
+        let message = Bytes::from_static(&[b'x'; 64]);
+        let broadcast_ms =
+            timed_ms(|| registry.broadcast(message.clone(), None, SlowConsumerPolicy::Drop));
+        let bytes_per_entry = (rss1 as f64 - rss0 as f64) * 1024.0 / entries as f64;
+        let v = json!({
+            "entries": entries, "count": count, "fill_ms": fill_ms, "count_ms": count_ms,
+            "ids_ms": ids_ms, "list_ms": list_ms, "broadcast_ms": broadcast_ms,
+            "bytes_per_entry": bytes_per_entry,
+        });
+        eprintln!("registry {entries}: {v}");
+        let command = "e2e --only registry (placeholder entries, in process); also `cargo bench -p switchboard-benches --bench registry`";
+        report.single(
+            "registry",
+            &format!("list {entries} entries"),
+            "ms",
+            list_ms,
+            if entries == 100_000 {
+                Goal::AbsAtMost(100.0)
+            } else {
+                Goal::None
+            },
+            command,
+        );
+        report.single(
+            "registry",
+            &format!("broadcast loop over {entries} placeholder entries"),
+            "ms",
+            broadcast_ms,
+            Goal::None,
+            command,
+        );
+        report.single(
+            "registry",
+            &format!("memory per registry entry at {entries}"),
+            "B",
+            bytes_per_entry,
+            Goal::None,
+            command,
+        );
+        drop(held);
+        raw.push(v);
+    }
+    report.raw.insert("registry".into(), Value::Array(raw));
+}
+
+/// Writes `mib` MiB of pseudo-random bytes to `path` unless it already has that size.
+fn make_file(path: &Path, mib: u64) {
+    if std::fs::metadata(path).is_ok_and(|m| m.len() == mib << 20) {
+        return;
+    }
+    let mut file = std::io::BufWriter::new(std::fs::File::create(path).expect("create file"));
+    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    let mut chunk = vec![0u8; 1 << 20];
+    for _ in 0..mib {
+        for word in chunk.chunks_exact_mut(8) {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            word.copy_from_slice(&state.to_le_bytes());
+        }
+        file.write_all(&chunk).expect("write file");
+    }
+    file.flush().expect("flush file");
+}
+
+fn file(opts: &Opts, report: &mut Report) {
+    let dir = PathBuf::from("target/e2e");
+    std::fs::create_dir_all(&dir).expect("target/e2e");
+    let path = dir.join(format!("payload-{}mib.bin", opts.file_mib));
+    make_file(&path, opts.file_mib);
+    let bytes = (opts.file_mib << 20) as f64;
+    let received = dir.join(format!("received-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&received);
+    std::fs::create_dir_all(&received).expect("received dir");
+    let mut server = Proc::spawn(
+        Command::new(&opts.switchboard)
+            .args(["serve", "--mode", "files", "--port", "0", "--dir"])
+            .arg(&received)
+            .env("RUST_LOG", "warn")
+            .stderr(Stdio::null()),
+    );
+    let addr = listening(&mut server);
+    let (mut cat, mut send) = (Vec::new(), Vec::new());
+    for round in 0..opts.rounds {
+        let start = Instant::now();
+        let status = Command::new("sh")
+            .arg("-c")
+            .arg(format!("cat '{}' > /dev/null", path.display()))
+            .status()
+            .expect("cat");
+        assert!(status.success(), "cat failed");
+        cat.push(bytes / 1e6 / start.elapsed().as_secs_f64());
+
+        let start = Instant::now();
+        let output = Command::new(&opts.switchboard)
+            .args(["send", &addr.to_string()])
+            .arg(&path)
+            .env("RUST_LOG", "warn")
+            .output()
+            .expect("switchboard send");
+        let seconds = start.elapsed().as_secs_f64();
+        assert!(
+            output.status.success(),
+            "send failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        send.push(bytes / 1e6 / seconds);
+        eprintln!(
+            "file round {}: cat {:.0} MB/s, send {:.0} MB/s",
+            round + 1,
+            cat[round],
+            send[round]
+        );
+        // The server never overwrites: clear the upload before the next round.
+        let _ = std::fs::remove_dir_all(&received);
+        std::fs::create_dir_all(&received).expect("received dir");
+    }
+    drop(server);
+    let _ = std::fs::remove_dir_all(&received);
+    report.paired(
+        "file",
+        &format!("send {} MiB via serve --mode files (baseline: cat > /dev/null)", opts.file_mib),
+        "MB/s",
+        &send,
+        &cat,
+        Goal::AtLeast(0.5),
+        &format!(
+            "switchboard serve --mode files --port 0 --dir D; switchboard send ADDR {}; vs cat FILE > /dev/null",
+            path.display()
+        ),
+    );
+    report
+        .raw
+        .insert("file".into(), json!({"cat_mb_s": cat, "send_mb_s": send}));
+}

@@ -1,0 +1,122 @@
+//! Chat mode: one room, line based, over the listener's [`Registry`].
+//!
+//! | event | the client itself sees | every other client sees |
+//! |---|---|---|
+//! | it connects | `* welcome #ID, N online` | `* #ID joined` |
+//! | it sends `text` | nothing | `[#ID] text` |
+//! | it leaves | (gone) | `* #ID left` |
+//! | the server's stdin has `text` | `[server] text` | `[server] text` |
+//!
+//! Relaying uses [`Registry::broadcast`] with [`SlowConsumerPolicy::Drop`]: a client whose write
+//! buffer or mailbox is full misses that line (counted in the registry's stats) instead of
+//! slowing the room down or growing memory. Empty lines are not relayed. A line that would get
+//! too long once prefixed is refused with `* line too long to relay`.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use switchboard::{
+    Conn, DisconnectReason, ListenerBuilder, ListenerHandle, Registry, SessionHandler,
+    SessionInfo, SlowConsumerPolicy,
+};
+use switchboard_codec::Lines;
+
+use super::Totals;
+
+/// Starts the chat listener; lines may be up to `max_line` bytes, prefix included.
+pub(crate) fn start(
+    builder: ListenerBuilder,
+    max_line: usize,
+    totals: Arc<Totals>,
+) -> anyhow::Result<ListenerHandle> {
+    // The handler needs the registry, which the listener creates: make it here and hand it over.
+    let registry = Registry::new();
+    let for_handlers = registry.clone();
+    Ok(builder
+        .registry(registry)
+        .serve(Lines::with_max_length(max_line), move || Member {
+            registry: for_handlers.clone(),
+            totals: totals.clone(),
+            max_line,
+        })?)
+}
+
+/// Sends lines typed on the server's stdin to every client as `[server] text`. When stdin
+/// ends (or is not a terminal and empty) the server carries on without it.
+pub(crate) fn forward_stdin(registry: Registry) {
+    let mut lines = match crate::stdin::lines() {
+        Ok(lines) => lines,
+        Err(error) => {
+            tracing::warn!(%error, "cannot read stdin; server messages are off");
+            return;
+        }
+    };
+    actix_rt::spawn(async move {
+        while let Some(line) = lines.recv().await {
+            if line.is_empty() {
+                continue;
+            }
+            let mut message = b"[server] ".to_vec();
+            message.extend_from_slice(&line);
+            let report = registry.broadcast(Bytes::from(message), None, SlowConsumerPolicy::Drop);
+            tracing::debug!(queued = report.queued, "server message sent");
+        }
+        tracing::debug!("stdin ended; server messages are off");
+    });
+}
+
+/// One chat client.
+struct Member {
+    registry: Registry,
+    totals: Arc<Totals>,
+    max_line: usize,
+}
+
+impl SessionHandler<Lines> for Member {
+    fn connected(&mut self, conn: &mut Conn<'_, Lines, Self>) {
+        let id = conn.id();
+        // The session is registered before `connected` runs, so the count includes it.
+        let online = self.registry.count();
+        let _ = conn.write(format!("* welcome {id}, {online} online"));
+        self.registry.broadcast(
+            Bytes::from(format!("* {id} joined")),
+            Some(id),
+            SlowConsumerPolicy::Drop,
+        );
+        tracing::info!(session = %id, peer = %conn.peer_addr(), online, "joined");
+    }
+
+    fn ready_read(&mut self, line: String, conn: &mut Conn<'_, Lines, Self>) {
+        if line.is_empty() {
+            return;
+        }
+        let message = format!("[{}] {line}", conn.id());
+        if message.len() > self.max_line {
+            let _ = conn.write("* line too long to relay");
+            return;
+        }
+        self.registry.broadcast(
+            Bytes::from(message),
+            Some(conn.id()),
+            SlowConsumerPolicy::Drop,
+        );
+    }
+
+    fn disconnected(&mut self, reason: &DisconnectReason, info: &SessionInfo) {
+        self.totals.add(info);
+        // Still registered while this runs: leave itself out.
+        self.registry.broadcast(
+            Bytes::from(format!("* {} left", info.id)),
+            Some(info.id),
+            SlowConsumerPolicy::Drop,
+        );
+        tracing::info!(
+            session = %info.id,
+            peer = %info.peer_addr,
+            %reason,
+            dropped = info.broadcasts_dropped,
+            lasted = ?super::lifetime(info),
+            "left"
+        );
+    }
+}

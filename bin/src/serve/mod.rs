@@ -1,0 +1,182 @@
+//! `switchboard serve`: a [`Listener`] in chat, echo or files mode, with graceful shutdown on
+//! SIGINT/SIGTERM.
+//!
+//! The order of start-up matters to scripts and tests: signal handlers are installed first, then
+//! the listener binds, then `listening on IP:PORT` is printed and flushed (exactly once). So a
+//! signal sent as soon as that line is read is always handled as a graceful shutdown.
+//!
+//! Bytes in and out are summed from each session's final counters in its `disconnected`
+//! callback, so the summary counts every session that ended, whatever the reason.
+
+mod chat;
+mod echo;
+mod files;
+
+use std::{
+    io::Write as _,
+    net::SocketAddr,
+    process::ExitCode,
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc,
+    },
+    time::Duration,
+};
+
+use anyhow::{bail, Context as _};
+use switchboard::{DisconnectReason, Listener, ListenerHandle, SessionConfig, SessionInfo};
+use switchboard_codec::{Frames, Lines, Raw};
+use tokio::signal::unix::{signal, Signal, SignalKind};
+
+use crate::cli::{CodecKind, Mode, ServeArgs};
+
+/// Byte counts of every session that has ended.
+#[derive(Debug, Default)]
+pub(crate) struct Totals {
+    bytes_in: AtomicU64,
+    bytes_out: AtomicU64,
+}
+
+impl Totals {
+    /// Adds a finished session's counters.
+    pub(crate) fn add(&self, info: &SessionInfo) {
+        self.bytes_in.fetch_add(info.bytes_in, Ordering::Relaxed);
+        self.bytes_out.fetch_add(info.bytes_out, Ordering::Relaxed);
+    }
+}
+
+/// Runs the server until SIGINT or SIGTERM.
+pub(crate) fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
+    let codec = match (args.mode, args.codec) {
+        (Mode::Chat, None | Some(CodecKind::Lines)) => CodecKind::Lines,
+        (Mode::Chat, Some(other)) => bail!(
+            "chat mode is line based: it takes --codec lines only, not {}",
+            other.name()
+        ),
+        (Mode::Files, None | Some(CodecKind::Frames)) => CodecKind::Frames,
+        (Mode::Files, Some(other)) => bail!(
+            "files mode speaks its own framed protocol: it takes --codec frames only, not {}",
+            other.name()
+        ),
+        (Mode::Echo, codec) => codec.unwrap_or(CodecKind::Lines),
+    };
+    if args.workers == Some(0) {
+        bail!("--workers must be at least 1");
+    }
+    if args.max_connections == Some(0) {
+        bail!("--max-connections must be at least 1");
+    }
+    if let Err(error) = switchboard::raise_fd_limit() {
+        tracing::warn!(%error, "cannot raise the open-file limit");
+    }
+    actix_rt::System::new().block_on(serve(args, codec))
+}
+
+async fn serve(args: ServeArgs, codec: CodecKind) -> anyhow::Result<ExitCode> {
+    // Before binding: a signal that comes once `listening on` is out must find a handler.
+    let mut interrupt = signal(SignalKind::interrupt()).context("cannot install a SIGINT handler")?;
+    let mut terminate =
+        signal(SignalKind::terminate()).context("cannot install a SIGTERM handler")?;
+
+    let mut config = SessionConfig::default();
+    if args.idle_timeout.is_zero() {
+        config = config.idle_timeout(None);
+    } else {
+        config = config.idle_timeout(Some(args.idle_timeout));
+    }
+    if args.mode == Mode::Files {
+        // A turn of an upload writes and hashes up to frames_per_turn × 64 KiB. A session that
+        // always has a full turn wakes itself again at once, and the worker's current-thread
+        // runtime polls for other sockets' readiness only every 61 task polls: with the default
+        // 64 frames a small upload on the same worker as a big one waited seconds (debug build).
+        config = config.frames_per_turn(4);
+    }
+    let addr = SocketAddr::new(args.bind, args.port);
+    let mut builder = Listener::bind(addr).session_config(config);
+    if let Some(workers) = args.workers {
+        builder = builder.workers(workers);
+    }
+    if let Some(max) = args.max_connections {
+        builder = builder.max_connections(max);
+    }
+    let totals = Arc::new(Totals::default());
+    let max_line = args.max_frame.unwrap_or(Lines::DEFAULT_MAX_LENGTH);
+    let max_frame = args.max_frame.unwrap_or(Frames::DEFAULT_MAX_FRAME_LENGTH);
+
+    let handle: ListenerHandle = match (args.mode, codec) {
+        (Mode::Chat, _) => chat::start(builder, max_line, totals.clone())?,
+        (Mode::Echo, CodecKind::Lines) => {
+            echo::start(builder, Lines::with_max_length(max_line), totals.clone())?
+        }
+        (Mode::Echo, CodecKind::Frames) => {
+            echo::start(builder, Frames::with_max_frame_length(max_frame), totals.clone())?
+        }
+        (Mode::Echo, CodecKind::Raw) => echo::start(builder, Raw, totals.clone())?,
+        (Mode::Files, _) => files::start(builder, &args.dir, max_frame, totals.clone())?,
+    };
+
+    let local = handle.local_addr();
+    {
+        let mut stdout = std::io::stdout().lock();
+        let _ = writeln!(stdout, "listening on {local}");
+        let _ = stdout.flush();
+    }
+    tracing::info!(
+        addr = %local,
+        mode = args.mode.name(),
+        codec = codec.name(),
+        workers = handle.pool().len(),
+        "serving"
+    );
+    if args.mode == Mode::Chat {
+        chat::forward_stdin(handle.registry().clone());
+    }
+
+    let which = next_signal(&mut interrupt, &mut terminate).await;
+    tracing::info!(
+        signal = which,
+        drain_timeout = ?args.drain_timeout,
+        "shutting down: no longer accepting, closing sessions"
+    );
+    let shutdown = handle.shutdown(args.drain_timeout);
+    tokio::pin!(shutdown);
+    let report = tokio::select! {
+        report = &mut shutdown => report,
+        which = next_signal(&mut interrupt, &mut terminate) => {
+            tracing::warn!(signal = which, "second signal: aborting the remaining sessions");
+            handle.registry().close_all(DisconnectReason::Shutdown, false);
+            shutdown.await
+        }
+    };
+
+    let stats = handle.registry().stats();
+    let mut stdout = std::io::stdout().lock();
+    let _ = writeln!(
+        stdout,
+        "shutdown: served {} connections, {} bytes in, {} bytes out, drained {}, aborted {}, unflushed {} bytes",
+        stats.connected,
+        totals.bytes_in.load(Ordering::Relaxed),
+        totals.bytes_out.load(Ordering::Relaxed),
+        report.drained,
+        report.aborted,
+        report.unflushed_bytes,
+    );
+    let _ = stdout.flush();
+    if stats.live > 0 {
+        tracing::warn!(live = stats.live, "sessions still registered at exit");
+    }
+    tracing::info!(elapsed = ?report.elapsed, "stopped");
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn next_signal(interrupt: &mut Signal, terminate: &mut Signal) -> &'static str {
+    tokio::select! {
+        _ = interrupt.recv() => "SIGINT",
+        _ = terminate.recv() => "SIGTERM",
+    }
+}
+
+/// How long a served session lasted, for logs.
+pub(crate) fn lifetime(info: &SessionInfo) -> Duration {
+    info.connected_at.elapsed().unwrap_or_default()
+}

@@ -1,0 +1,188 @@
+//! Notify mode, Qt's pull style: `ReadyRead` says bytes wait; `Read`, `ReadAll` and `ReadLine`
+//! take them. The read buffer is bounded: when it is full the session stops reading, and the
+//! owner's reads let it go on.
+
+use std::{
+    io::Write as _,
+    net::SocketAddr,
+    sync::{Arc, Mutex},
+};
+
+use actix::Addr;
+use switchboard::{
+    BytesAvailable, DisconnectReason, GetInfo, Listener, ListenerHandle, Notify, NotifyEvent,
+    Read, ReadAll, ReadLine, Session, SessionConfig, SessionId, Write,
+};
+use switchboard_codec::Raw;
+use switchboard_tests::{
+    any_port, assert_pattern, inbox, pattern, read_to_eof, std_connect, within, Received,
+};
+use tokio::sync::mpsc;
+
+type NotifySession = Session<Raw, Notify>;
+
+fn serve(config: SessionConfig) -> (ListenerHandle, Received<NotifyEvent>) {
+    let (owner, events) = inbox::<NotifyEvent>();
+    let owner = Arc::new(Mutex::new(owner));
+    let server = Listener::bind(any_port())
+        .workers(2)
+        .session_config(config)
+        .serve(Raw, move || Notify::new(owner.lock().unwrap().clone()))
+        .unwrap();
+    (server, events)
+}
+
+async fn connected(events: &mut Received<NotifyEvent>) -> (SessionId, Addr<NotifySession>) {
+    match events.next("NotifyEvent::Connected").await {
+        NotifyEvent::Connected { info, session } => (info.id, session),
+        other => panic!("expected Connected, got {other:?}"),
+    }
+}
+
+async fn ready_read(events: &mut Received<NotifyEvent>, of: SessionId) -> usize {
+    match events
+        .expect("ReadyRead", |e| matches!(e, NotifyEvent::ReadyRead { .. }))
+        .await
+    {
+        NotifyEvent::ReadyRead { id, available } => {
+            assert_eq!(id, of);
+            assert!(available > 0, "ReadyRead with nothing to read");
+            available
+        }
+        _ => unreachable!(),
+    }
+}
+
+/// A std client that sends `data` and then waits for `go` before closing.
+fn client(
+    addr: SocketAddr,
+    data: Vec<u8>,
+) -> (
+    std::sync::mpsc::Sender<()>,
+    tokio::task::JoinHandle<Vec<u8>>,
+) {
+    let (go, go_rx) = std::sync::mpsc::channel::<()>();
+    let done = tokio::task::spawn_blocking(move || {
+        let mut stream = std_connect(addr);
+        stream.write_all(&data).unwrap();
+        go_rx.recv().unwrap();
+        stream.shutdown(std::net::Shutdown::Write).unwrap();
+        read_to_eof(&mut stream, false)
+    });
+    (go, done)
+}
+
+#[actix_rt::test]
+async fn ready_read_then_read_line_read_and_read_all() {
+    let (server, mut events) = serve(SessionConfig::default());
+    let (go, done) = client(server.local_addr(), b"hello\nworld\npartial".to_vec());
+    let (id, session) = connected(&mut events).await;
+
+    let available = ready_read(&mut events, id).await;
+    assert_eq!(available, 19, "one small write arrives in one piece on loopback");
+    assert_eq!(within("BytesAvailable", session.send(BytesAvailable)).await.unwrap(), 19);
+    let line = within("ReadLine", session.send(ReadLine { max: 1024 })).await.unwrap();
+    assert_eq!(line.as_deref(), Some(&b"hello\n"[..]));
+    let line = within("ReadLine", session.send(ReadLine { max: 1024 })).await.unwrap();
+    assert_eq!(line.as_deref(), Some(&b"world\n"[..]));
+    // No complete line waits (Qt's canReadLine is false)...
+    let line = within("ReadLine", session.send(ReadLine { max: 1024 })).await.unwrap();
+    assert_eq!(line, None);
+    // ...unless `max` bytes do.
+    let line = within("ReadLine", session.send(ReadLine { max: 2 })).await.unwrap();
+    assert_eq!(line.as_deref(), Some(&b"pa"[..]));
+    let bytes = within("Read", session.send(Read { max: 3 })).await.unwrap();
+    assert_eq!(&bytes[..], b"rti");
+    let rest = within("ReadAll", session.send(ReadAll)).await.unwrap();
+    assert_eq!(&rest[..], b"al");
+    let empty = within("ReadAll", session.send(ReadAll)).await.unwrap();
+    assert!(empty.is_empty());
+
+    // Writing is the same as in push mode.
+    within("Write", session.send(Write(bytes::Bytes::from_static(b"bye"))))
+        .await
+        .unwrap()
+        .unwrap();
+    go.send(()).unwrap();
+    match events
+        .expect("Disconnected", |e| matches!(e, NotifyEvent::Disconnected { .. }))
+        .await
+    {
+        NotifyEvent::Disconnected { reason, info } => {
+            assert_eq!(info.id, id);
+            assert!(matches!(reason, DisconnectReason::PeerClosed), "{reason:?}");
+            assert_eq!(info.bytes_in, 19);
+        }
+        _ => unreachable!(),
+    }
+    assert_eq!(within("the client", done).await.unwrap(), b"bye");
+    within("the registry to empty", server.registry().wait_for_count(0)).await;
+}
+
+/// With the read buffer full the session stops reading: the peer's extra bytes stay in the
+/// kernel; each read by the owner lets more in, until everything arrived in order.
+#[actix_rt::test]
+async fn full_read_buffer_stops_reading_until_the_owner_reads() {
+    const LIMIT: usize = 16 * 1024;
+    const CHUNK: usize = 4 * 1024;
+    // Well beyond what the kernel buffers of a loopback pair hold (a few MiB).
+    const TOTAL: usize = 16 * 1024 * 1024;
+    let config = SessionConfig::default()
+        .read_buffer_size(LIMIT)
+        .read_chunk(CHUNK);
+    let (server, mut events) = serve(config);
+    let addr = server.local_addr();
+    let (sent_tx, mut sent) = mpsc::unbounded_channel();
+    let (go, go_rx) = std::sync::mpsc::channel::<()>();
+    let writer = tokio::task::spawn_blocking(move || {
+        let mut stream = std_connect(addr);
+        stream.write_all(&pattern(0, TOTAL)).unwrap();
+        sent_tx.send(()).unwrap();
+        go_rx.recv().unwrap();
+    });
+    let (id, session) = connected(&mut events).await;
+    ready_read(&mut events, id).await;
+
+    // Let the session fill its buffer: it reads until the buffer reaches its limit, then
+    // stops (a bounded number of queries; each is a round trip to the session, no sleep).
+    let mut available = 0;
+    for _ in 0..10_000 {
+        available = within("BytesAvailable", session.send(BytesAvailable))
+            .await
+            .unwrap();
+        if available >= LIMIT {
+            break;
+        }
+    }
+    assert!(available >= LIMIT, "the buffer never filled: {available}");
+    assert!(available < LIMIT + 2 * CHUNK, "the buffer grew to {available}");
+    let first = within("GetInfo", session.send(GetInfo)).await.unwrap();
+    let again = within("BytesAvailable", session.send(BytesAvailable))
+        .await
+        .unwrap();
+    let second = within("GetInfo", session.send(GetInfo)).await.unwrap();
+    assert_eq!(again, available, "the full buffer kept growing");
+    assert_eq!(first.bytes_in, second.bytes_in, "kept reading with a full buffer");
+    assert_eq!(first.bytes_in as usize, available);
+    assert!(sent.try_recv().is_err(), "the peer could write all of it");
+
+    // Reading lets the rest in, in order.
+    let mut received = Vec::with_capacity(TOTAL);
+    let mut reads = 0;
+    loop {
+        let bytes = within("ReadAll", session.send(ReadAll)).await.unwrap();
+        received.extend_from_slice(&bytes);
+        reads += 1;
+        assert!(reads < 100_000, "too many reads");
+        if received.len() >= TOTAL {
+            break;
+        }
+        ready_read(&mut events, id).await;
+    }
+    assert_eq!(received.len(), TOTAL);
+    assert_pattern(&received);
+    within("the writer to finish", sent.recv()).await.unwrap();
+    go.send(()).unwrap();
+    within("the writer", writer).await.unwrap();
+    within("the registry to empty", server.registry().wait_for_count(0)).await;
+}
