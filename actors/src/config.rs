@@ -11,7 +11,7 @@ use crate::ConfigError;
 ///
 /// | setting | default | when reached |
 /// |---|---|---|
-/// | write watermarks | high 64 KiB, low 32 KiB | above high: reads pause, writes from outside are refused with [`SessionError::WriteBufferFull`](crate::SessionError::WriteBufferFull), the handler hears [`write_buffer_full`](crate::SessionHandler::write_buffer_full); back under low: all resume |
+/// | write watermarks | high 64 KiB, low 32 KiB | at or above high: reads pause, writes from outside are refused with [`SessionError::WriteBufferFull`](crate::SessionError::WriteBufferFull), the handler hears [`write_buffer_full`](crate::SessionHandler::write_buffer_full); back under low: all resume |
 /// | read chunk | 64 KiB | bytes asked of the socket per read; the buffer exists only while bytes wait in it |
 /// | read buffer (notify mode) | 256 KiB | reading stops until the owner takes data (Qt's `setReadBufferSize`) |
 /// | idle timeout | 120 s | no byte moved in either direction for that long: closed with [`DisconnectReason::IdleTimeout`](crate::DisconnectReason::IdleTimeout) |

@@ -46,7 +46,7 @@ where
         /// How many.
         bytes: usize,
     },
-    /// The write buffer went above its high watermark.
+    /// The write buffer reached its high watermark.
     WriteBufferFull {
         /// The session.
         id: SessionId,

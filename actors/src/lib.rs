@@ -22,8 +22,7 @@
 //!
 //! ```
 //! # actix_rt::System::new().block_on(async {
-//! use bytes::Bytes;
-//! use switchboard::{Conn, Connector, Listener, SessionHandler, Write};
+//! use switchboard::{Conn, Connector, Listener, SessionHandler};
 //! use switchboard_codec::Lines;
 //!
 //! struct Echo;

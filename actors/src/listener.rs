@@ -105,6 +105,8 @@ pub fn raise_fd_limit() -> io::Result<u64> {
             }
         }
     }
+    // `rlim_t` is `u64` on Linux but not on every platform.
+    #[allow(clippy::unnecessary_cast)]
     Ok(limit.rlim_cur as u64)
 }
 
@@ -116,6 +118,8 @@ pub fn default_max_connections() -> usize {
         rlim_max: 0,
     };
     // SAFETY: getrlimit only writes the struct passed to it.
+    // `rlim_t` is `u64` on Linux but not on every platform.
+    #[allow(clippy::unnecessary_cast)]
     let soft = if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } == 0 {
         limit.rlim_cur as u64
     } else {

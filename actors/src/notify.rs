@@ -49,6 +49,7 @@ pub enum NotifyEvent {
 /// # Examples
 ///
 /// ```no_run
+/// # #[allow(dead_code)]
 /// # async fn demo(session: actix::Addr<switchboard::Session<switchboard_codec::Raw, switchboard::Notify>>) {
 /// use switchboard::{ReadAll, ReadLine};
 /// let line = session.send(ReadLine { max: 1024 }).await.unwrap();

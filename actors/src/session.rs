@@ -9,7 +9,7 @@
 //!
 //! | state     | reads socket | hands buffered frames to handler | writes | leaves when |
 //! |-----------|--------------|----------------------------------|--------|-------------|
-//! | Open      | yes, unless paused or above high watermark | yes | accepted | close asked, EOF, error |
+//! | Open      | yes, unless paused or at the high watermark | yes | accepted | close asked, EOF, error |
 //! | Closing   | no           | yes (bytes already read are answered) | accepted | buffer empty and flushed → shutdown(write) |
 //! | Lingering | discards until the peer's FIN | no | refused | FIN, error or close timeout |
 //! | Closed    | no           | no                               | refused | actor stops |
@@ -327,10 +327,12 @@ impl SessionMeta {
 ///
 /// impl SessionHandler<Raw> for Echo {
 ///     fn ready_read(&mut self, data: Bytes, conn: &mut Conn<'_, Raw, Self>) {
-///         // Reads pause above the high watermark, so this write is never refused.
+///         // Frames wait while the buffer is at the high watermark, so this write is never
+///         // refused.
 ///         let _ = conn.write(data);
 ///     }
 /// }
+/// # let _ = Echo;
 /// ```
 pub trait SessionHandler<C: SessionCodec>: Sized + Unpin + 'static {
     /// The session has started (Qt's `connected`, for client and server sessions alike).
@@ -354,7 +356,7 @@ pub trait SessionHandler<C: SessionCodec>: Sized + Unpin + 'static {
         let _ = (bytes, conn);
     }
 
-    /// The write buffer went above its high watermark: reads are paused and outside writes are
+    /// The write buffer reached its high watermark: reads are paused and outside writes are
     /// refused until [`write_buffer_drained`](Self::write_buffer_drained).
     fn write_buffer_full(&mut self, conn: &mut Conn<'_, C, Self>) {
         let _ = conn;
@@ -497,6 +499,9 @@ pub(crate) struct Core<C> {
     needs_data: bool,
     user_paused: bool,
     above_high: bool,
+    /// A write was refused since the last flush: the handler hears `write_buffer_full` (and
+    /// so, later, `write_buffer_drained`) even if the buffer is back under the mark by then.
+    refused: bool,
     /// The last flush stopped because the socket was full (a writable wake-up is registered).
     write_blocked: bool,
     /// Counters kept locally and published to `meta` once per turn.
@@ -532,6 +537,7 @@ impl<C: SessionCodec> Core<C> {
             return Err(SessionError::Closing);
         }
         if self.write_buf.len() >= self.config.high_watermark {
+            self.refused = true;
             return Err(SessionError::WriteBufferFull {
                 buffered: self.write_buf.len(),
                 high_watermark: self.config.high_watermark,
@@ -673,8 +679,12 @@ impl<C: SessionCodec, H: SessionHandler<C>> Session<C, H> {
         // "Full" starts at the high watermark itself, where `Core::write` starts refusing
         // (`>=`): with `>` a buffer at exactly the mark refused writes but never paused reads
         // nor reported `write_buffer_full`/`write_buffer_drained`, and echoed frames were lost.
+        // A refused write counts as full even if this flush already took the buffer back under
+        // the mark: whoever was refused was told to wait for `write_buffer_drained`, so the
+        // pair must be reported.
         if written == 0 {
-            if self.core.write_buf.len() >= self.core.config.high_watermark
+            let refused = std::mem::take(&mut self.core.refused);
+            if (refused || self.core.write_buf.len() >= self.core.config.high_watermark)
                 && !self.core.above_high
             {
                 self.core.above_high = true;
@@ -692,12 +702,15 @@ impl<C: SessionCodec, H: SessionHandler<C>> Session<C, H> {
         }
         self.call(ctx, |h, c| h.bytes_written(written, c));
         let buffered = self.core.write_buf.len();
+        let refused = std::mem::take(&mut self.core.refused);
+        if !self.core.above_high && (refused || buffered >= self.core.config.high_watermark) {
+            self.core.above_high = true;
+            self.call(ctx, |h, c| h.write_buffer_full(c));
+        }
+        // Also right after a full reported above, when the buffer is already back down.
         if self.core.above_high && buffered <= self.core.config.low_watermark {
             self.core.above_high = false;
             self.call(ctx, |h, c| h.write_buffer_drained(c));
-        } else if !self.core.above_high && buffered >= self.core.config.high_watermark {
-            self.core.above_high = true;
-            self.call(ctx, |h, c| h.write_buffer_full(c));
         }
         Ok(())
     }
@@ -1023,6 +1036,7 @@ impl<C: SessionCodec, H: SessionHandler<C>> Actor for Session<C, H> {
 /// # Examples
 ///
 /// ```no_run
+/// # #[allow(dead_code)]
 /// # async fn demo<H: switchboard::SessionHandler<switchboard_codec::Lines>>(
 /// #     session: actix::Addr<switchboard::Session<switchboard_codec::Lines, H>>) {
 /// use switchboard::Write;
@@ -1488,6 +1502,7 @@ pub(crate) fn new_session<C: SessionCodec, H: SessionHandler<C>>(
             needs_data: true,
             user_paused: false,
             above_high: false,
+            refused: false,
             write_blocked: false,
             bytes_in: 0,
             bytes_out: 0,

@@ -27,7 +27,11 @@ pub fn chunks(data: &[u8], seed: u8) -> Vec<&[u8]> {
         state ^= state >> 17;
         state ^= state << 5;
         // Mostly small pieces (every boundary matters), sometimes large ones.
-        let size = if state % 4 == 0 { state as usize % 4096 } else { state as usize % 8 } + 1;
+        let size = if state % 4 == 0 {
+            state as usize % 4096
+        } else {
+            state as usize % 8
+        } + 1;
         let (head, tail) = rest.split_at(size.min(rest.len()));
         out.push(head);
         rest = tail;
@@ -57,7 +61,11 @@ pub fn lines_decoder(data: &[u8]) {
         loop {
             match codec.decode(&mut buf) {
                 Ok(Some(line)) => {
-                    assert!(line.len() <= max, "line of {} bytes over limit {max}", line.len());
+                    assert!(
+                        line.len() <= max,
+                        "line of {} bytes over limit {max}",
+                        line.len()
+                    );
                     assert!(!line.contains('\n'));
                 }
                 Ok(None) => break,
@@ -94,7 +102,10 @@ pub fn frames_decoder(data: &[u8]) {
                 Ok(None) => break,
                 Err(CodecError::FrameTooLong { len, limit }) => {
                     assert!(len > limit as u64);
-                    assert!(codec.decode(&mut buf).is_err(), "a rejected stream must stay rejected");
+                    assert!(
+                        codec.decode(&mut buf).is_err(),
+                        "a rejected stream must stay rejected"
+                    );
                     return;
                 }
                 Err(other) => panic!("unexpected error {other:?}"),
@@ -159,11 +170,20 @@ fn echo_servers() -> &'static [SocketAddr; 3] {
         std::thread::spawn(move || {
             actix_rt::System::new().block_on(async move {
                 let config = SessionConfig::default().idle_timeout(Some(Duration::from_secs(5)));
-                let bind = || Listener::bind("127.0.0.1:0".parse().unwrap()).workers(2).session_config(config.clone());
+                let bind = || {
+                    Listener::bind("127.0.0.1:0".parse().unwrap())
+                        .workers(2)
+                        .session_config(config.clone())
+                };
                 let raw = bind().serve(Raw, || RawEcho).expect("raw echo");
-                let lines = bind().serve(Lines::with_max_length(64), || LineEcho).expect("line echo");
-                let frames = bind().serve(Frames::with_max_frame_length(256), || FrameEcho).expect("frame echo");
-                tx.send([raw.local_addr(), lines.local_addr(), frames.local_addr()]).unwrap();
+                let lines = bind()
+                    .serve(Lines::with_max_length(64), || LineEcho)
+                    .expect("line echo");
+                let frames = bind()
+                    .serve(Frames::with_max_frame_length(256), || FrameEcho)
+                    .expect("frame echo");
+                tx.send([raw.local_addr(), lines.local_addr(), frames.local_addr()])
+                    .unwrap();
                 futures::future::pending::<()>().await;
             });
         });
@@ -182,7 +202,9 @@ pub fn live_session(data: &[u8]) {
     let which = usize::from(selector % 3);
     let addr = echo_servers()[which];
     let mut client = TcpStream::connect(addr).expect("connect to the echo server");
-    client.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    client
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
     let reader = {
         let mut client = client.try_clone().unwrap();
         std::thread::spawn(move || {

@@ -55,10 +55,7 @@ where
 }
 
 /// Runs blocking client code on tokio's blocking pool and awaits it within [`LIMIT`].
-pub async fn blocking<R: Send + 'static>(
-    what: &str,
-    f: impl FnOnce() -> R + Send + 'static,
-) -> R {
+pub async fn blocking<R: Send + 'static>(what: &str, f: impl FnOnce() -> R + Send + 'static) -> R {
     within(what, tokio::task::spawn_blocking(f))
         .await
         .unwrap_or_else(|e| panic!("{what} failed: {e}"))
@@ -69,7 +66,9 @@ pub async fn blocking<R: Send + 'static>(
 pub fn std_connect(addr: SocketAddr) -> TcpStream {
     let stream = TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect to {addr}: {e}"));
     stream.set_read_timeout(Some(LIMIT)).expect("read timeout");
-    stream.set_write_timeout(Some(LIMIT)).expect("write timeout");
+    stream
+        .set_write_timeout(Some(LIMIT))
+        .expect("write timeout");
     stream
 }
 
@@ -92,9 +91,7 @@ pub fn read_to_eof(stream: &mut TcpStream, allow_reset: bool) -> Vec<u8> {
         match stream.read(&mut buf) {
             Ok(0) => return all,
             Ok(n) => all.extend_from_slice(&buf[..n]),
-            Err(e) if allow_reset && e.kind() == std::io::ErrorKind::ConnectionReset => {
-                return all
-            }
+            Err(e) if allow_reset && e.kind() == std::io::ErrorKind::ConnectionReset => return all,
             Err(e) => panic!("read to EOF failed after {} bytes: {e}", all.len()),
         }
     }
@@ -546,7 +543,9 @@ impl<C: ProbeCodec> Events<C> {
     /// The next session to start: its snapshot, address and thread name.
     pub async fn connected(&mut self) -> (SessionInfo, Addr<ProbeSession<C>>, String) {
         match self
-            .expect("a session to start", |e| matches!(e, Event::Connected { .. }))
+            .expect("a session to start", |e| {
+                matches!(e, Event::Connected { .. })
+            })
             .await
         {
             Event::Connected {

@@ -16,13 +16,11 @@ use actix::Addr;
 use bytes::Bytes;
 use futures::task::AtomicWaker;
 use switchboard::{
-    Conn, DisconnectReason, GetInfo, Listener, PauseReading, ResumeReading, Session,
-    SessionConfig, SessionHandler, SessionInfo,
+    Conn, DisconnectReason, GetInfo, Listener, PauseReading, ResumeReading, Session, SessionConfig,
+    SessionHandler, SessionInfo,
 };
 use switchboard_codec::Raw;
-use switchboard_tests::{
-    any_port, assert_pattern, pattern, std_connect, within, Event, Probes,
-};
+use switchboard_tests::{any_port, assert_pattern, pattern, std_connect, within, Event, Probes};
 use tokio::sync::mpsc;
 
 const PREFIX: usize = 1024;
@@ -231,7 +229,10 @@ async fn lagging_handler_stops_reading_then_gets_everything() {
         .unwrap();
     let second = within("GetInfo", session.send(GetInfo)).await.unwrap();
     assert_eq!(second.bytes_in, first.bytes_in);
-    assert!(frames.try_recv().is_err(), "a frame reached a handler that was not ready");
+    assert!(
+        frames.try_recv().is_err(),
+        "a frame reached a handler that was not ready"
+    );
 
     gate.open();
     client.go.send(()).unwrap();

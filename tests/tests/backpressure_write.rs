@@ -18,7 +18,7 @@ use switchboard::{
 use switchboard_codec::{Lines, Raw};
 use switchboard_tests::{
     any_port, assert_pattern, blocking, ended_once, pattern, read_line, read_to_eof, std_connect,
-    within, Events, ProbeSession, Probes,
+    within, Event, Events, ProbeSession, Probes,
 };
 use tokio::sync::mpsc;
 
@@ -53,6 +53,17 @@ fn lazy_reader(
         read_to_eof(&mut stream, true)
     });
     (client, peer_rx, go_tx)
+}
+
+/// Forgets what the probe reported up to now (call it right after a refusal: everything
+/// before the refusal is already in the channel); returns whether `write_buffer_full` was
+/// among it. A kernel that keeps taking a little from a silent peer (gVisor's does) can
+/// produce full/drained pairs before the refusal; only a drain after it means room now.
+fn forget_history(events: &mut Events<Raw>, id: switchboard::SessionId) -> bool {
+    events
+        .drain_now()
+        .iter()
+        .any(|e| matches!(e, Event::Full { id: of, .. } if *of == id))
 }
 
 /// Writes pattern chunks from outside until the session refuses one; returns the bytes
@@ -93,20 +104,19 @@ async fn full_write_buffer_refuses_writes_until_the_peer_reads() {
         }
         other => panic!("expected WriteBufferFull, got {other:?}"),
     }
-    // The handler heard of it, and memory stays bounded while the peer does not read.
-    let buffered = events.full(info.id).await;
-    assert!(buffered >= high && buffered < high + CHUNK, "{buffered}");
+    // The handler heard of it (before the refusal, or on the flush right after it), and
+    // memory stays bounded while the peer does not read.
+    if !forget_history(&mut events, info.id) {
+        let buffered = events.full(info.id).await;
+        assert!(buffered < high + CHUNK, "{buffered}");
+    }
     let snapshot = within("GetInfo", session.send(GetInfo)).await.unwrap();
-    assert!(snapshot.bytes_to_write >= high, "{}", snapshot.bytes_to_write);
-    assert!(snapshot.bytes_to_write < high + CHUNK);
-    assert_eq!(snapshot.state, SessionState::Connected);
-    let again = within("Write", session.send(Write(Bytes::from_static(b"x"))))
-        .await
-        .unwrap();
     assert!(
-        again.as_ref().is_err_and(SessionError::is_backpressure),
-        "{again:?}"
+        snapshot.bytes_to_write < high + CHUNK,
+        "{}",
+        snapshot.bytes_to_write
     );
+    assert_eq!(snapshot.state, SessionState::Connected);
     // The registry sees the same bound.
     let listed = server.registry().get(info.id).unwrap();
     assert!(listed.bytes_to_write < high + CHUNK);
@@ -160,7 +170,7 @@ async fn get_info_and_abort_are_answered_while_the_write_buffer_is_full() {
             .await
             .expect("GetInfo answered promptly while full")
             .unwrap();
-        assert!(snapshot.bytes_to_write >= config_high());
+        assert!(snapshot.bytes_to_write < config_high() + CHUNK);
     }
     tokio::time::timeout(prompt, session.send(Abort))
         .await
@@ -199,7 +209,12 @@ async fn echo_is_never_refused_with_small_watermarks() {
         // All at once, so the session decodes many frames in one turn.
         client
             .get_mut()
-            .write_all(sent.iter().map(|l| format!("{l}\n")).collect::<String>().as_bytes())
+            .write_all(
+                sent.iter()
+                    .map(|l| format!("{l}\n"))
+                    .collect::<String>()
+                    .as_bytes(),
+            )
             .unwrap();
         (0..sent.len())
             .map(|_| read_line(&mut client))
@@ -212,11 +227,12 @@ async fn echo_is_never_refused_with_small_watermarks() {
     ended_once(&probes, &mut events, info.id).await;
 }
 
-/// `write_buffer_full` and the refusal of outside writes agree on where the watermark is: a
-/// buffer filled to exactly the high watermark is both refused and reported, so the handler
-/// always hears `write_buffer_drained` afterwards.
+/// A writer that was refused always hears `write_buffer_full` and then
+/// `write_buffer_drained`, even when the session flushed below the mark before it noticed:
+/// waiting for the drain after a refusal, as `SessionError::WriteBufferFull` advises, never
+/// hangs.
 #[actix_rt::test]
-async fn refusal_and_full_event_agree_at_exactly_the_high_watermark() {
+async fn a_refused_writer_always_hears_full_then_drained() {
     let config = SessionConfig::default()
         .idle_timeout(None)
         .write_watermarks(1024, 4 * CHUNK);
@@ -225,10 +241,11 @@ async fn refusal_and_full_event_agree_at_exactly_the_high_watermark() {
     let (client, mut peer, go) = lazy_reader(addr);
     let peer = within("client", peer.recv()).await.unwrap();
     let (info, session) = events.connected_from(peer).await;
-    // Fill the kernel buffers first, so the session's own buffer grows by whole chunks.
     let (sent, refusal) = write_until_refused(&session, 0).await;
     assert!(refusal.is_backpressure(), "{refusal:?}");
-    events.full(info.id).await;
+    if !forget_history(&mut events, info.id) {
+        events.full(info.id).await;
+    }
     go.send(()).unwrap();
     events.drained(info.id).await;
     within("DisconnectFromHost", session.send(DisconnectFromHost))
@@ -262,4 +279,58 @@ async fn flush_resolves_after_a_slow_reader_catches_up() {
     let got = within("the client", client).await.unwrap();
     assert_eq!(got.len(), sent);
     ended_once(&probes, &mut events, info.id).await;
+}
+
+/// On the first frame (by then the socket is known to be writable), writes exactly the high
+/// watermark, then one more item, which is refused; reports what it hears.
+struct Eager {
+    heard: mpsc::UnboundedSender<&'static str>,
+    done: bool,
+}
+
+impl switchboard::SessionHandler<Raw> for Eager {
+    fn ready_read(&mut self, _: Bytes, conn: &mut switchboard::Conn<'_, Raw, Self>) {
+        if std::mem::replace(&mut self.done, true) {
+            return;
+        }
+        let high = conn.config().high_watermark();
+        conn.write(Bytes::from(vec![1u8; high])).unwrap();
+        let refused = conn.write(Bytes::from_static(b"one more")).unwrap_err();
+        assert!(refused.is_backpressure(), "{refused:?}");
+        let _ = self.heard.send("refused");
+    }
+
+    fn write_buffer_full(&mut self, _: &mut switchboard::Conn<'_, Raw, Self>) {
+        let _ = self.heard.send("full");
+    }
+
+    fn write_buffer_drained(&mut self, _: &mut switchboard::Conn<'_, Raw, Self>) {
+        let _ = self.heard.send("drained");
+    }
+}
+
+/// The deterministic case of the above: the refusal happens just before a flush that empties
+/// the buffer into the (writable) socket at once. The handler still hears both events.
+#[actix_rt::test]
+async fn a_refusal_just_before_a_flush_is_still_reported() {
+    let (tx, mut heard) = mpsc::unbounded_channel();
+    let server = Listener::bind(any_port())
+        .workers(1)
+        .serve(Raw, move || Eager {
+            heard: tx.clone(),
+            done: false,
+        })
+        .unwrap();
+    let addr = server.local_addr();
+    let high = SessionConfig::default().high_watermark();
+    let client = tokio::task::spawn_blocking(move || {
+        let mut stream = std_connect(addr);
+        std::io::Write::write_all(&mut stream, b"go").unwrap();
+        let mut buf = vec![0u8; high];
+        std::io::Read::read_exact(&mut stream, &mut buf).unwrap();
+    });
+    for expected in ["refused", "full", "drained"] {
+        assert_eq!(within(expected, heard.recv()).await, Some(expected));
+    }
+    within("the client", client).await.unwrap();
 }

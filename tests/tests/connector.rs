@@ -29,9 +29,11 @@ async fn refused_port_is_a_typed_io_error() {
     let (probes, _) = Probes::<Lines>::quiet();
     let result = within(
         "connect",
-        Connector::new()
-            .timeout(Duration::from_secs(5))
-            .connect(&format!("127.0.0.1:{port}"), Lines::new(), probes.make()),
+        Connector::new().timeout(Duration::from_secs(5)).connect(
+            &format!("127.0.0.1:{port}"),
+            Lines::new(),
+            probes.make(),
+        ),
     )
     .await;
     match result {
@@ -53,7 +55,10 @@ async fn a_target_without_a_port_is_a_resolve_error() {
     .await;
     match result {
         Err(ConnectError::Resolve { target, .. }) => assert_eq!(target, "no port here"),
-        other => panic!("expected ConnectError::Resolve, got {:?}", other.map(|_| ())),
+        other => panic!(
+            "expected ConnectError::Resolve, got {:?}",
+            other.map(|_| ())
+        ),
     }
 }
 
@@ -96,7 +101,10 @@ async fn unanswered_handshake_times_out() {
             assert_eq!(target, addr.to_string());
             assert_eq!(after, timeout);
         }
-        other => panic!("expected ConnectError::Timeout, got {:?}", other.map(|_| ())),
+        other => panic!(
+            "expected ConnectError::Timeout, got {:?}",
+            other.map(|_| ())
+        ),
     }
     drop((held, listener));
 }
@@ -115,7 +123,11 @@ async fn connects_by_name_and_talks() {
     let (client_probes, mut client_events) = Probes::<Lines>::quiet();
     let client = within(
         "connect",
-        Connector::new().connect(&format!("localhost:{port}"), Lines::new(), client_probes.make()),
+        Connector::new().connect(
+            &format!("localhost:{port}"),
+            Lines::new(),
+            client_probes.make(),
+        ),
     )
     .await
     .expect("localhost resolves and connects");
@@ -157,14 +169,19 @@ async fn client_sessions_on_a_pool_join_their_registry() {
 
     let pool = WorkerPool::new(2).unwrap();
     let registry = Registry::new();
-    let connector = Connector::new().pool(pool.clone()).registry(registry.clone());
+    let connector = Connector::new()
+        .pool(pool.clone())
+        .registry(registry.clone());
     let (client_probes, mut client_events) = Probes::<Lines>::quiet();
     let mut clients = Vec::new();
     for _ in 0..6 {
         clients.push(
-            within("connect", connector.connect(&target, Lines::new(), client_probes.make()))
-                .await
-                .unwrap(),
+            within(
+                "connect",
+                connector.connect(&target, Lines::new(), client_probes.make()),
+            )
+            .await
+            .unwrap(),
         );
     }
     within("six client sessions", registry.wait_for_count(6)).await;
@@ -179,7 +196,10 @@ async fn client_sessions_on_a_pool_join_their_registry() {
             .await
             .unwrap()
             .unwrap();
-        assert_eq!(client_events.frame(info.id).await, format!("from {}", info.id));
+        assert_eq!(
+            client_events.frame(info.id).await,
+            format!("from {}", info.id)
+        );
     }
 
     // The server ends them all; each client session sees the close exactly once.
@@ -194,7 +214,11 @@ async fn client_sessions_on_a_pool_join_their_registry() {
         assert!(matches!(reason, DisconnectReason::PeerClosed), "{reason:?}");
     }
     within("the client registry to empty", registry.wait_for_count(0)).await;
-    within("the server registry to empty", server.registry().wait_for_count(0)).await;
+    within(
+        "the server registry to empty",
+        server.registry().wait_for_count(0),
+    )
+    .await;
     for _ in 0..6 {
         let (info, _, _) = server_events.connected().await;
         ended_once(&server_probes, &mut server_events, info.id).await;

@@ -107,15 +107,17 @@ async fn recipient_hears_backpressure_and_bytes_written() {
     }
     // (Events passed over here stay stashed, in order, for the count below.)
     events
-        .expect("WriteBufferFull", |e| {
-            matches!(e, SessionEvent::WriteBufferFull { id: of } if *of == id)
-        })
+        .expect(
+            "WriteBufferFull",
+            |e| matches!(e, SessionEvent::WriteBufferFull { id: of } if *of == id),
+        )
         .await;
     go.send(()).unwrap();
     events
-        .expect("WriteBufferDrained", |e| {
-            matches!(e, SessionEvent::WriteBufferDrained { id: of } if *of == id)
-        })
+        .expect(
+            "WriteBufferDrained",
+            |e| matches!(e, SessionEvent::WriteBufferDrained { id: of } if *of == id),
+        )
         .await;
     within("DisconnectFromHost", session.send(DisconnectFromHost))
         .await

@@ -7,7 +7,9 @@ use std::{fs, path::PathBuf};
 use switchboard_tests::fuzzing;
 
 fn inputs(target: &str) -> Vec<(PathBuf, Vec<u8>)> {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../fuzz/regressions").join(target);
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../fuzz/regressions")
+        .join(target);
     let mut found: Vec<_> = fs::read_dir(&dir)
         .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
         .map(|entry| entry.unwrap().path())
@@ -18,7 +20,11 @@ fn inputs(target: &str) -> Vec<(PathBuf, Vec<u8>)> {
         })
         .collect();
     found.sort();
-    assert!(!found.is_empty(), "no regression inputs in {}", dir.display());
+    assert!(
+        !found.is_empty(),
+        "no regression inputs in {}",
+        dir.display()
+    );
     found
 }
 

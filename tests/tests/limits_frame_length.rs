@@ -41,14 +41,18 @@ async fn line_over_limit_closes_only_that_session() {
     let mut bad = std_connect(addr);
     let (bad_info, _) = events.connected_from(bad.local_addr().unwrap()).await;
     let bad = blocking("the bad client", move || {
-        bad.write_all(format!("{}\n", "b".repeat(65)).as_bytes()).unwrap();
+        bad.write_all(format!("{}\n", "b".repeat(65)).as_bytes())
+            .unwrap();
         read_to_eof(&mut bad, true)
     })
     .await;
     assert!(bad.is_empty(), "the long line was answered");
     let reason = ended_once(&probes, &mut events, bad_info.id).await;
     let error = codec_error(&reason);
-    assert!(matches!(error, CodecError::LineTooLong { limit: 64 }), "{error:?}");
+    assert!(
+        matches!(error, CodecError::LineTooLong { limit: 64 }),
+        "{error:?}"
+    );
     assert!(error.is_limit());
     assert!(reason.is_error());
     assert_eq!(
@@ -70,10 +74,7 @@ async fn line_over_limit_closes_only_that_session() {
 }
 
 fn frame(payload: &[u8]) -> Vec<u8> {
-    let mut out = u32::try_from(payload.len())
-        .unwrap()
-        .to_be_bytes()
-        .to_vec();
+    let mut out = u32::try_from(payload.len()).unwrap().to_be_bytes().to_vec();
     out.extend_from_slice(payload);
     out
 }
@@ -117,10 +118,19 @@ async fn frame_over_limit_closes_only_that_session() {
     let reason = ended_once(&probes, &mut events, bad_info.id).await;
     let error = codec_error(&reason);
     assert!(
-        matches!(error, CodecError::FrameTooLong { len: 4096, limit: 1024 }),
+        matches!(
+            error,
+            CodecError::FrameTooLong {
+                len: 4096,
+                limit: 1024
+            }
+        ),
         "{error:?}"
     );
-    assert_eq!(events.frame(good_info.id).await, Bytes::from(vec![7u8; 1024]));
+    assert_eq!(
+        events.frame(good_info.id).await,
+        Bytes::from(vec![7u8; 1024])
+    );
 
     let mut good = good;
     let good = blocking("the good client again", move || {
@@ -156,5 +166,8 @@ async fn partial_frame_is_ended_by_the_frame_timeout() {
     .await;
     assert!(client.is_empty());
     let reason = within("the end", ended_once(&probes, &mut events, info.id)).await;
-    assert!(matches!(reason, DisconnectReason::FrameTimeout), "{reason:?}");
+    assert!(
+        matches!(reason, DisconnectReason::FrameTimeout),
+        "{reason:?}"
+    );
 }

@@ -72,8 +72,11 @@ async fn at_the_limit_new_clients_wait_until_one_leaves_or_the_limit_rises() {
 
     let mut three = connect(addr).await;
     send(&mut three, "three").await;
-    let waiting = assert_silent("reply for a client over the limit", Box::pin(reply(&mut three)))
-        .await;
+    let waiting = assert_silent(
+        "reply for a client over the limit",
+        Box::pin(reply(&mut three)),
+    )
+    .await;
     let stats = within("stats", listener.send(GetListenerStats))
         .await
         .unwrap();
@@ -91,8 +94,11 @@ async fn at_the_limit_new_clients_wait_until_one_leaves_or_the_limit_rises() {
     // Still at the limit: a fourth waits...
     let mut four = connect(addr).await;
     send(&mut four, "four").await;
-    let waiting = assert_silent("reply for a client over the limit", Box::pin(reply(&mut four)))
-        .await;
+    let waiting = assert_silent(
+        "reply for a client over the limit",
+        Box::pin(reply(&mut four)),
+    )
+    .await;
     // ...until the limit is raised.
     within("SetMaxConnections", listener.send(SetMaxConnections(3)))
         .await
@@ -107,8 +113,11 @@ async fn at_the_limit_new_clients_wait_until_one_leaves_or_the_limit_rises() {
     // And the new limit holds too.
     let mut five = connect(addr).await;
     send(&mut five, "five").await;
-    let waiting = assert_silent("reply for a client over the raised limit", Box::pin(reply(&mut five)))
-        .await;
+    let waiting = assert_silent(
+        "reply for a client over the raised limit",
+        Box::pin(reply(&mut five)),
+    )
+    .await;
     drop(two);
     assert_eq!(within("the fifth client's reply", waiting).await, "five");
     drop((three, four, five));
@@ -132,9 +141,12 @@ async fn per_ip_limit_closes_the_extra_client_at_once() {
     assert_eq!(ask(&mut one, "one").await, "one");
     let mut extra = connect(addr).await;
     let mut rest = Vec::new();
-    let n = within("the extra client to be closed", extra.read_to_end(&mut rest))
-        .await
-        .unwrap_or(0);
+    let n = within(
+        "the extra client to be closed",
+        extra.read_to_end(&mut rest),
+    )
+    .await
+    .unwrap_or(0);
     assert_eq!(n, 0, "the extra client got data");
     let stats = within("stats", listener.send(GetListenerStats))
         .await
@@ -143,9 +155,12 @@ async fn per_ip_limit_closes_the_extra_client_at_once() {
     assert_eq!(stats.active, 1);
     assert_eq!(server.registry().count(), 1);
 
-    within("SetMaxConnectionsPerIp", listener.send(SetMaxConnectionsPerIp(None)))
-        .await
-        .unwrap();
+    within(
+        "SetMaxConnectionsPerIp",
+        listener.send(SetMaxConnectionsPerIp(None)),
+    )
+    .await
+    .unwrap();
     let mut two = connect(addr).await;
     assert_eq!(ask(&mut two, "two").await, "two");
     drop((one, two));

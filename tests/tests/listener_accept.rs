@@ -66,11 +66,23 @@ async fn many_std_clients_at_once_are_all_served() {
     for _ in 0..THREADS {
         peers.extend(within("a client thread", ready.recv()).await.unwrap());
     }
-    within("100 live sessions", server.registry().wait_for_count(THREADS * EACH)).await;
-    let mut listed: Vec<_> = server.registry().list().iter().map(|i| i.peer_addr).collect();
+    within(
+        "100 live sessions",
+        server.registry().wait_for_count(THREADS * EACH),
+    )
+    .await;
+    let mut listed: Vec<_> = server
+        .registry()
+        .list()
+        .iter()
+        .map(|i| i.peer_addr)
+        .collect();
     listed.sort();
     peers.sort();
-    assert_eq!(listed, peers, "the registry lists exactly the connected clients");
+    assert_eq!(
+        listed, peers,
+        "the registry lists exactly the connected clients"
+    );
     let mut announced_peers = Vec::new();
     for _ in 0..THREADS * EACH {
         match announced.next("NewConnection").await {
@@ -116,7 +128,8 @@ async fn pause_and_resume_accepting() {
     assert!(within("IsListening", listener.send(IsListening))
         .await
         .unwrap());
-    let mut client = AsyncBufReader::new(within("connect", TcpStream::connect(addr)).await.unwrap());
+    let mut client =
+        AsyncBufReader::new(within("connect", TcpStream::connect(addr)).await.unwrap());
     client.get_mut().write_all(b"wait for me\n").await.unwrap();
     let waiting = assert_silent("a reply while paused", Box::pin(reply(&mut client))).await;
     assert_eq!(server.registry().count(), 0);
@@ -124,7 +137,10 @@ async fn pause_and_resume_accepting() {
     within("ResumeAccepting", listener.send(ResumeAccepting))
         .await
         .unwrap();
-    assert_eq!(within("the reply after resuming", waiting).await, "wait for me");
+    assert_eq!(
+        within("the reply after resuming", waiting).await,
+        "wait for me"
+    );
     assert_eq!(server.registry().count(), 1);
 }
 
@@ -221,8 +237,8 @@ async fn shutdown_aborts_what_cannot_drain() {
     let client = tokio::task::spawn_blocking(move || {
         // A fixed, small receive buffer: with autotuning the kernel could keep taking the
         // session's buffered bytes while it waits to be drained.
-        let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
-            .unwrap();
+        let socket =
+            socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
         socket.set_recv_buffer_size(4096).unwrap();
         socket.connect(&addr.into()).unwrap();
         let _stream: std::net::TcpStream = socket.into();

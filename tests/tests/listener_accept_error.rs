@@ -20,7 +20,10 @@ fn nofile() -> libc::rlimit {
         rlim_max: 0,
     };
     // SAFETY: getrlimit only writes the struct passed to it.
-    assert_eq!(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) }, 0);
+    assert_eq!(
+        unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) },
+        0
+    );
     limit
 }
 
@@ -48,7 +51,7 @@ fn exhaust(file: &File) -> Vec<OwnedFd> {
 #[actix_rt::test]
 async fn accept_error_is_reported_and_accepting_resumes() {
     let (owner, mut events) = inbox::<ListenerEvent>();
-    let (probes, _probe_events) = Probes::<Lines>::echo();
+    let (probes, mut probe_events) = Probes::<Lines>::echo();
     let server = Listener::bind(any_port())
         .workers(1)
         .events(owner)
@@ -66,6 +69,10 @@ async fn accept_error_is_reported_and_accepting_resumes() {
         ListenerEvent::NewConnection { .. } => {}
         other => panic!("{other:?}"),
     }
+    // Its server side is closed only once the session is dropped: wait, or that descriptor
+    // would come free while the test holds all the others.
+    let (warm, _, _) = probe_events.connected().await;
+    probe_events.dropped(warm.id).await;
 
     let saved = nofile();
     // A low limit, so exhausting it is quick.
@@ -100,7 +107,9 @@ async fn accept_error_is_reported_and_accepting_resumes() {
     }
 
     // After the back-off the waiting client is accepted and served.
-    client.set_read_timeout(Some(switchboard_tests::LIMIT)).unwrap();
+    client
+        .set_read_timeout(Some(switchboard_tests::LIMIT))
+        .unwrap();
     let reply = blocking("the waiting client", move || {
         let mut client = BufReader::new(client);
         echo_line(&mut client, "served after all")

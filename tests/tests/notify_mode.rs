@@ -10,8 +10,8 @@ use std::{
 
 use actix::Addr;
 use switchboard::{
-    BytesAvailable, DisconnectReason, GetInfo, Listener, ListenerHandle, Notify, NotifyEvent,
-    Read, ReadAll, ReadLine, Session, SessionConfig, SessionId, Write,
+    BytesAvailable, DisconnectReason, GetInfo, Listener, ListenerHandle, Notify, NotifyEvent, Read,
+    ReadAll, ReadLine, Session, SessionConfig, SessionId, Write,
 };
 use switchboard_codec::Raw;
 use switchboard_tests::{
@@ -79,17 +79,33 @@ async fn ready_read_then_read_line_read_and_read_all() {
     let (id, session) = connected(&mut events).await;
 
     let available = ready_read(&mut events, id).await;
-    assert_eq!(available, 19, "one small write arrives in one piece on loopback");
-    assert_eq!(within("BytesAvailable", session.send(BytesAvailable)).await.unwrap(), 19);
-    let line = within("ReadLine", session.send(ReadLine { max: 1024 })).await.unwrap();
+    assert_eq!(
+        available, 19,
+        "one small write arrives in one piece on loopback"
+    );
+    assert_eq!(
+        within("BytesAvailable", session.send(BytesAvailable))
+            .await
+            .unwrap(),
+        19
+    );
+    let line = within("ReadLine", session.send(ReadLine { max: 1024 }))
+        .await
+        .unwrap();
     assert_eq!(line.as_deref(), Some(&b"hello\n"[..]));
-    let line = within("ReadLine", session.send(ReadLine { max: 1024 })).await.unwrap();
+    let line = within("ReadLine", session.send(ReadLine { max: 1024 }))
+        .await
+        .unwrap();
     assert_eq!(line.as_deref(), Some(&b"world\n"[..]));
     // No complete line waits (Qt's canReadLine is false)...
-    let line = within("ReadLine", session.send(ReadLine { max: 1024 })).await.unwrap();
+    let line = within("ReadLine", session.send(ReadLine { max: 1024 }))
+        .await
+        .unwrap();
     assert_eq!(line, None);
     // ...unless `max` bytes do.
-    let line = within("ReadLine", session.send(ReadLine { max: 2 })).await.unwrap();
+    let line = within("ReadLine", session.send(ReadLine { max: 2 }))
+        .await
+        .unwrap();
     assert_eq!(line.as_deref(), Some(&b"pa"[..]));
     let bytes = within("Read", session.send(Read { max: 3 })).await.unwrap();
     assert_eq!(&bytes[..], b"rti");
@@ -99,13 +115,18 @@ async fn ready_read_then_read_line_read_and_read_all() {
     assert!(empty.is_empty());
 
     // Writing is the same as in push mode.
-    within("Write", session.send(Write(bytes::Bytes::from_static(b"bye"))))
-        .await
-        .unwrap()
-        .unwrap();
+    within(
+        "Write",
+        session.send(Write(bytes::Bytes::from_static(b"bye"))),
+    )
+    .await
+    .unwrap()
+    .unwrap();
     go.send(()).unwrap();
     match events
-        .expect("Disconnected", |e| matches!(e, NotifyEvent::Disconnected { .. }))
+        .expect("Disconnected", |e| {
+            matches!(e, NotifyEvent::Disconnected { .. })
+        })
         .await
     {
         NotifyEvent::Disconnected { reason, info } => {
@@ -155,14 +176,20 @@ async fn full_read_buffer_stops_reading_until_the_owner_reads() {
         }
     }
     assert!(available >= LIMIT, "the buffer never filled: {available}");
-    assert!(available < LIMIT + 2 * CHUNK, "the buffer grew to {available}");
+    assert!(
+        available < LIMIT + 2 * CHUNK,
+        "the buffer grew to {available}"
+    );
     let first = within("GetInfo", session.send(GetInfo)).await.unwrap();
     let again = within("BytesAvailable", session.send(BytesAvailable))
         .await
         .unwrap();
     let second = within("GetInfo", session.send(GetInfo)).await.unwrap();
     assert_eq!(again, available, "the full buffer kept growing");
-    assert_eq!(first.bytes_in, second.bytes_in, "kept reading with a full buffer");
+    assert_eq!(
+        first.bytes_in, second.bytes_in,
+        "kept reading with a full buffer"
+    );
     assert_eq!(first.bytes_in as usize, available);
     assert!(sent.try_recv().is_err(), "the peer could write all of it");
 

@@ -28,7 +28,11 @@ async fn listen_on_port_zero_reports_the_bound_address() {
         .expect("listen on 127.0.0.1:0");
     let addr = server.local_addr();
     assert_eq!(addr.ip().to_string(), "127.0.0.1");
-    assert_ne!(addr.port(), 0, "port 0 must be replaced by the port the OS chose");
+    assert_ne!(
+        addr.port(),
+        0,
+        "port 0 must be replaced by the port the OS chose"
+    );
 
     let listening = within("IsListening", server.address().send(IsListening)).await;
     assert!(listening.expect("listener alive"));
@@ -37,7 +41,10 @@ async fn listen_on_port_zero_reports_the_bound_address() {
 
     // The port is really taken: listening on it again is a typed error naming the address.
     let (again, _) = Probes::<Lines>::echo();
-    match Listener::bind(addr).workers(1).serve(Lines::new(), again.factory()) {
+    match Listener::bind(addr)
+        .workers(1)
+        .serve(Lines::new(), again.factory())
+    {
         Err(ListenError::Bind { addr: asked, .. }) => assert_eq!(asked, addr),
         other => panic!("expected ListenError::Bind, got {other:?}"),
     }
@@ -90,7 +97,10 @@ async fn new_connection_is_announced_by_listener_and_registry() {
 
     match registry_events.next("RegistryEvent::Connected").await {
         RegistryEvent::Connected(info) => {
-            assert_eq!(info.id, id, "the listener and the registry name the same session");
+            assert_eq!(
+                info.id, id,
+                "the listener and the registry name the same session"
+            );
             assert_eq!(info.peer_addr, peer);
             assert_eq!(info.local_addr, addr);
         }
@@ -133,16 +143,24 @@ async fn pull_mode_hands_over_pending_connections_in_order() {
     let listener = server.address().clone();
 
     // Nothing waits yet.
-    let none = within("NextPendingConnection", listener.send(NextPendingConnection)).await;
+    let none = within(
+        "NextPendingConnection",
+        listener.send(NextPendingConnection),
+    )
+    .await;
     assert!(none.unwrap().is_none());
 
     let (peers_tx, mut peers_rx) = mpsc::unbounded_channel();
     let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
     let clients = tokio::task::spawn_blocking(move || {
         let first = BufReader::new(std_connect(addr));
-        peers_tx.send(first.get_ref().local_addr().unwrap()).unwrap();
+        peers_tx
+            .send(first.get_ref().local_addr().unwrap())
+            .unwrap();
         let second = BufReader::new(std_connect(addr));
-        peers_tx.send(second.get_ref().local_addr().unwrap()).unwrap();
+        peers_tx
+            .send(second.get_ref().local_addr().unwrap())
+            .unwrap();
         let mut replies = Vec::new();
         for mut client in [first, second] {
             replies.push(echo_line(&mut client, "over"));
@@ -166,19 +184,32 @@ async fn pull_mode_hands_over_pending_connections_in_order() {
         .await;
 
     let (probes, mut events) = Probes::<Lines>::echo();
-    let pending = within("NextPendingConnection", listener.send(NextPendingConnection))
-        .await
-        .unwrap()
-        .expect("a pending connection");
+    let pending = within(
+        "NextPendingConnection",
+        listener.send(NextPendingConnection),
+    )
+    .await
+    .unwrap()
+    .expect("a pending connection");
     assert_eq!(pending.id(), first_id);
     assert_eq!(pending.peer_addr(), first_peer);
     pending.start(Lines::new(), probes.make()).unwrap();
     let (info, _, thread) = events.connected().await;
     assert_eq!(info.id, first_id, "the session keeps the announced id");
-    let here = std::thread::current().name().unwrap_or_default().to_string();
-    assert_ne!(thread, here, "the session runs on a worker, not the owner's thread");
+    let here = std::thread::current()
+        .name()
+        .unwrap_or_default()
+        .to_string();
+    assert_ne!(
+        thread, here,
+        "the session runs on a worker, not the owner's thread"
+    );
     assert!(info.worker.is_some(), "started on the listener's pool");
-    within("the registry to count it", server.registry().wait_for_count(1)).await;
+    within(
+        "the registry to count it",
+        server.registry().wait_for_count(1),
+    )
+    .await;
 
     // Taking one made room: the second is accepted and announced now.
     let second_id = match announced.next("the second NewConnection").await {
@@ -188,10 +219,13 @@ async fn pull_mode_hands_over_pending_connections_in_order() {
         }
         other => panic!("expected NewConnection, got {other:?}"),
     };
-    let pending = within("NextPendingConnection", listener.send(NextPendingConnection))
-        .await
-        .unwrap()
-        .expect("the second pending connection");
+    let pending = within(
+        "NextPendingConnection",
+        listener.send(NextPendingConnection),
+    )
+    .await
+    .unwrap()
+    .expect("the second pending connection");
     assert_eq!(pending.id(), second_id);
     pending.start(Lines::new(), probes.make()).unwrap();
 
@@ -284,10 +318,7 @@ async fn std_client_reads_and_writes_then_closes() {
     let addr = server.local_addr();
     let replies = blocking("a std client", move || {
         let mut client = BufReader::new(std_connect(addr));
-        client
-            .get_mut()
-            .write_all(b"one\ntwo\r\nthree\n")
-            .unwrap();
+        client.get_mut().write_all(b"one\ntwo\r\nthree\n").unwrap();
         (0..3).map(|_| read_line(&mut client)).collect::<Vec<_>>()
     })
     .await;

@@ -11,8 +11,8 @@ use std::{
 use actix::Actor;
 use bytes::Bytes;
 use switchboard::{
-    Broadcast, DisconnectReason, Get, Kick, List, Listener, ListenerHandle, SendTo,
-    SessionConfig, SessionError, SessionId, SlowConsumerPolicy, WaitForCount,
+    Broadcast, DisconnectReason, Get, Kick, List, Listener, ListenerHandle, SendTo, SessionConfig,
+    SessionError, SessionId, SlowConsumerPolicy, WaitForCount,
 };
 use switchboard_codec::Lines;
 use switchboard_tests::{
@@ -92,14 +92,13 @@ async fn drop_policy_counts_drops_for_a_slow_client_while_a_reader_gets_everythi
     let mut rounds = 0;
     while registry.get(slow_info.id).unwrap().broadcasts_dropped < 20 {
         assert!(rounds < MAX_ROUNDS, "too few broadcasts were dropped");
-        let report = registry.broadcast(
-            Bytes::from(message(rounds)),
-            None,
-            SlowConsumerPolicy::Drop,
-        );
+        let report =
+            registry.broadcast(Bytes::from(message(rounds)), None, SlowConsumerPolicy::Drop);
         assert_eq!(report.queued + report.mailbox_full, 2);
         // Lock step: the reading client gets this message before the next goes out.
-        let got = within("the reading client's copy", fast.recv()).await.unwrap();
+        let got = within("the reading client's copy", fast.recv())
+            .await
+            .unwrap();
         assert_eq!(got, message(rounds), "round {rounds}");
         rounds += 1;
     }
@@ -136,7 +135,10 @@ async fn drop_policy_counts_drops_for_a_slow_client_while_a_reader_gets_everythi
         rounds as u64
     );
     assert_eq!(registry.stats().broadcasts_dropped, last.broadcasts_dropped);
-    assert!(!registry.kick(slow_info.id, false), "kicking a gone session");
+    assert!(
+        !registry.kick(slow_info.id, false),
+        "kicking a gone session"
+    );
     assert_eq!(registry.count(), 1);
 }
 
@@ -152,13 +154,18 @@ async fn disconnect_policy_closes_the_slow_client_only() {
 
     let mut rounds = 0;
     while registry.get(slow_info.id).is_some() {
-        assert!(rounds < MAX_ROUNDS, "the slow client was never disconnected");
+        assert!(
+            rounds < MAX_ROUNDS,
+            "the slow client was never disconnected"
+        );
         registry.broadcast(
             Bytes::from(message(rounds)),
             None,
             SlowConsumerPolicy::Disconnect,
         );
-        let got = within("the reading client's copy", fast.recv()).await.unwrap();
+        let got = within("the reading client's copy", fast.recv())
+            .await
+            .unwrap();
         assert_eq!(got, message(rounds), "round {rounds}");
         rounds += 1;
     }
@@ -199,9 +206,12 @@ async fn send_to_kick_and_wait_for_count() {
     let (a_info, _) = events.connected_from(a_peer).await;
     let (b_info, _) = events.connected_from(b_peer).await;
 
-    within("send_to", registry.send_to(a_info.id, Bytes::from_static(b"for a only")))
-        .await
-        .unwrap();
+    within(
+        "send_to",
+        registry.send_to(a_info.id, Bytes::from_static(b"for a only")),
+    )
+    .await
+    .unwrap();
     assert_eq!(within("a's line", a.recv()).await.unwrap(), "for a only");
     let report = registry.broadcast(
         Bytes::from_static(b"for everyone but a"),
@@ -220,7 +230,11 @@ async fn send_to_kick_and_wait_for_count() {
     assert!(matches!(reason, DisconnectReason::Kicked), "{reason:?}");
     assert!(within("a's EOF", a.recv()).await.is_none());
     within("one session", registry.wait_for_count(1)).await;
-    let gone = within("send_to a gone session", registry.send_to(a_info.id, Bytes::new())).await;
+    let gone = within(
+        "send_to a gone session",
+        registry.send_to(a_info.id, Bytes::new()),
+    )
+    .await;
     assert!(matches!(gone, Err(SessionError::Gone)), "{gone:?}");
     assert!(!registry.kick(a_info.id, true));
     let listed: Vec<SessionId> = registry.ids();

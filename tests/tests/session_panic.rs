@@ -120,5 +120,8 @@ async fn panic_in_connected_ends_that_session_and_is_reported_once() {
     assert_eq!(echoed, b"ok");
     let reason = within("disconnected", ended.recv()).await.unwrap();
     assert!(matches!(reason, DisconnectReason::PeerClosed), "{reason:?}");
-    assert!(ended.try_recv().is_err(), "a second disconnected for one session");
+    assert!(
+        ended.try_recv().is_err(),
+        "a second disconnected for one session"
+    );
 }

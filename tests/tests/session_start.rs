@@ -7,7 +7,9 @@ use std::{
     net::{TcpListener, TcpStream},
 };
 
-use switchboard::{DisconnectReason, Registry, SessionBuilder, SessionConfig, SessionError, WorkerPool};
+use switchboard::{
+    DisconnectReason, Registry, SessionBuilder, SessionConfig, SessionError, WorkerPool,
+};
 use switchboard_codec::Lines;
 use switchboard_tests::{any_port, blocking, echo_line, ended_once, std_connect, within, Probes};
 
@@ -64,10 +66,16 @@ async fn start_on_runs_on_a_pool_worker() {
             .unwrap();
         clients.push(client);
     }
-    let here = std::thread::current().name().unwrap_or("<unnamed>").to_string();
+    let here = std::thread::current()
+        .name()
+        .unwrap_or("<unnamed>")
+        .to_string();
     let (a, _, a_thread) = events.connected().await;
     let (b, _, b_thread) = events.connected().await;
-    assert_ne!(a.worker, b.worker, "least-loaded puts them on different workers");
+    assert_ne!(
+        a.worker, b.worker,
+        "least-loaded puts them on different workers"
+    );
     assert_ne!(a_thread, b_thread);
     assert_ne!(a_thread, here);
     within("both registered", registry.wait_for_count(2)).await;
@@ -107,6 +115,9 @@ async fn invalid_config_is_a_typed_error() {
         .start_std(server_side);
     match result {
         Err(SessionError::Io(e)) => assert_eq!(e.kind(), std::io::ErrorKind::InvalidInput),
-        other => panic!("expected an InvalidInput error, got {:?}", other.map(|_| ())),
+        other => panic!(
+            "expected an InvalidInput error, got {:?}",
+            other.map(|_| ())
+        ),
     }
 }

@@ -30,7 +30,10 @@ async fn least_loaded_spreads_sessions_over_both_workers() {
     let mut clients: Vec<BufReader<TcpStream>> = Vec::new();
     let mut workers = Vec::new();
     let mut threads: HashMap<usize, String> = HashMap::new();
-    let here = std::thread::current().name().unwrap_or_default().to_string();
+    let here = std::thread::current()
+        .name()
+        .unwrap_or_default()
+        .to_string();
     for _ in 0..4 {
         let client = std_connect(addr);
         let peer = client.local_addr().unwrap();
@@ -40,7 +43,10 @@ async fn least_loaded_spreads_sessions_over_both_workers() {
         assert_ne!(thread, here, "a session must not run on the test's thread");
         // A worker is one thread: every session on it reports the same thread name.
         let known = threads.entry(worker).or_insert_with(|| thread.clone());
-        assert_eq!(*known, thread, "worker {worker} ran sessions on two threads");
+        assert_eq!(
+            *known, thread,
+            "worker {worker} ran sessions on two threads"
+        );
         workers.push(worker);
     }
     workers.sort();
@@ -126,15 +132,24 @@ async fn a_blocked_worker_does_not_stall_the_other() {
     let mut free = BufReader::new(free);
     let free = blocking("the free client's echoes", move || {
         for i in 0..50 {
-            assert_eq!(echo_line(&mut free, &format!("free {i}")), format!("free {i}"));
+            assert_eq!(
+                echo_line(&mut free, &format!("free {i}")),
+                format!("free {i}")
+            );
         }
         free
     })
     .await;
-    assert!(!blocked_client.is_finished(), "the blocked session answered");
+    assert!(
+        !blocked_client.is_finished(),
+        "the blocked session answered"
+    );
 
     release_tx.send(()).unwrap();
-    assert_eq!(within("the blocked echo", blocked_client).await.unwrap(), "block");
+    assert_eq!(
+        within("the blocked echo", blocked_client).await.unwrap(),
+        "block"
+    );
     drop(free);
     let seen: HashSet<_> = [blocked_info.worker, free_info.worker].into();
     assert_eq!(seen.len(), 2);
