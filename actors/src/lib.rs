@@ -97,3 +97,8 @@ pub use session::{
     SharedError, SlowConsumerPolicy, Write,
 };
 pub use worker::{Assignment, WorkerPool};
+
+/// The README's examples, compiled as doctests so they cannot rot.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+struct ReadmeDoctests;
