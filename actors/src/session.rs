@@ -11,7 +11,7 @@
 //! |-----------|--------------|----------------------------------|--------|-------------|
 //! | Open      | yes, unless paused or at the high watermark | yes | accepted | close asked, EOF, error |
 //! | Closing   | no           | yes (bytes already read are answered) | accepted | buffer empty and flushed → shutdown(write) |
-//! | Lingering | discards until the peer's FIN | no | refused | FIN, error or close timeout |
+//! | Lingering | discards until the peer's FIN (counted in `bytes_discarded`, not `bytes_in`) | no | refused | FIN, error or close timeout |
 //! | Closed    | no           | no                               | refused | actor stops |
 
 use std::{
@@ -223,7 +223,10 @@ pub struct SessionInfo {
     pub worker: Option<usize>,
     /// When the connection was established.
     pub connected_at: SystemTime,
-    /// Bytes read from the socket.
+    /// Bytes read from the socket and kept: decoded and handed to the handler, or waiting to
+    /// be. Bytes thrown away while lingering for the peer's FIN are not counted here (see
+    /// [`bytes_discarded`](Self::bytes_discarded)), so for an echo `bytes_in == bytes_out`
+    /// once everything is flushed.
     pub bytes_in: u64,
     /// Bytes written to the socket.
     pub bytes_out: u64,
@@ -235,6 +238,9 @@ pub struct SessionInfo {
     pub bytes_to_write: usize,
     /// Broadcast messages dropped for this session because it could not keep up.
     pub broadcasts_dropped: u64,
+    /// Bytes read and thrown away after this side shut its write half (a graceful close
+    /// waiting for the peer's FIN): never handed to the handler, never answered.
+    pub bytes_discarded: u64,
     /// Where the session is in its life.
     pub state: SessionState,
 }
@@ -251,6 +257,7 @@ pub(crate) struct SessionMeta {
     bytes_out: AtomicU64,
     frames_in: AtomicU64,
     frames_out: AtomicU64,
+    bytes_discarded: AtomicU64,
     bytes_to_write: AtomicUsize,
     pub(crate) broadcasts_dropped: AtomicU64,
     state: AtomicU8,
@@ -270,6 +277,7 @@ impl SessionMeta {
             bytes_out: AtomicU64::new(0),
             frames_in: AtomicU64::new(0),
             frames_out: AtomicU64::new(0),
+            bytes_discarded: AtomicU64::new(0),
             bytes_to_write: AtomicUsize::new(0),
             broadcasts_dropped: AtomicU64::new(0),
             state: AtomicU8::new(0),
@@ -300,6 +308,7 @@ impl SessionMeta {
             frames_out: self.frames_out.load(Ordering::Relaxed),
             bytes_to_write: self.bytes_to_write.load(Ordering::Relaxed),
             broadcasts_dropped: self.broadcasts_dropped.load(Ordering::Relaxed),
+            bytes_discarded: self.bytes_discarded.load(Ordering::Relaxed),
             state: SessionState::from_u8(self.state.load(Ordering::Relaxed)),
         }
     }
@@ -509,6 +518,9 @@ pub(crate) struct Core<C> {
     bytes_out: u64,
     frames_in: u64,
     frames_out: u64,
+    /// Bytes read while lingering and thrown away; kept out of `bytes_in`, which counts only
+    /// input the session accepted (an echo's `bytes_in` must equal its `bytes_out`).
+    bytes_discarded: u64,
     /// Counter values at the last timeout tick, and how long they have not moved.
     last_moved: u64,
     idle_for: Duration,
@@ -569,6 +581,8 @@ impl<C: SessionCodec> Core<C> {
         m.bytes_out.store(self.bytes_out, Ordering::Relaxed);
         m.frames_in.store(self.frames_in, Ordering::Relaxed);
         m.frames_out.store(self.frames_out, Ordering::Relaxed);
+        m.bytes_discarded
+            .store(self.bytes_discarded, Ordering::Relaxed);
         m.bytes_to_write
             .store(self.write_buf.len(), Ordering::Relaxed);
     }
@@ -814,7 +828,8 @@ impl<C: SessionCodec, H: SessionHandler<C>> Session<C, H> {
             }
             match stream.try_read(&mut scratch) {
                 Ok(0) => return Poll::Ready(()),
-                Ok(n) => self.core.bytes_in += n as u64,
+                // Not `bytes_in`: these bytes were never accepted (nor answered).
+                Ok(n) => self.core.bytes_discarded += n as u64,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(_) => return Poll::Ready(()),
@@ -826,8 +841,9 @@ impl<C: SessionCodec, H: SessionHandler<C>> Session<C, H> {
     /// nothing more or the turn's frame budget is spent.
     fn drive(&mut self, ctx: &mut Context<Self>, cx: &mut task::Context<'_>) -> Poll<()> {
         let mut budget = self.core.config.frames_per_turn;
+        let mut reads_left = READS_PER_TURN;
         let result = loop {
-            let step = self.step(ctx, cx, &mut budget);
+            let step = self.step(ctx, cx, &mut budget, &mut reads_left);
             // Never go to sleep on unflushed replies unless the socket itself said "full".
             let unflushed = !self.core.write_buf.is_empty() && !self.core.write_blocked;
             if step.is_pending() && unflushed && self.core.state != State::Closed {
@@ -844,6 +860,7 @@ impl<C: SessionCodec, H: SessionHandler<C>> Session<C, H> {
         ctx: &mut Context<Self>,
         cx: &mut task::Context<'_>,
         budget: &mut usize,
+        reads_left: &mut usize,
     ) -> Poll<()> {
         loop {
             if let Err(reason) = self.flush_writes(ctx, cx) {
@@ -909,8 +926,17 @@ impl<C: SessionCodec, H: SessionHandler<C>> Session<C, H> {
             if self.core.user_paused || self.core.above_high {
                 break Poll::Pending;
             }
+            if *reads_left == 0 {
+                // A turn moves at most a few read chunks, so one fast sender cannot hold its
+                // worker thread while its neighbours' sockets wait.
+                cx.waker().wake_by_ref();
+                break Poll::Pending;
+            }
             match self.read_socket(cx) {
-                Ok(Poll::Ready(())) => continue,
+                Ok(Poll::Ready(())) => {
+                    *reads_left -= 1;
+                    continue;
+                }
                 Ok(Poll::Pending) => break Poll::Pending,
                 Err(reason) => {
                     self.fail(reason, ctx);
@@ -927,7 +953,8 @@ impl<C: SessionCodec, H: SessionHandler<C>> Session<C, H> {
 
     fn tick(&mut self, ctx: &mut Context<Self>, period: Duration) {
         let core = &mut self.core;
-        let moved = core.bytes_in + core.bytes_out;
+        // Discarded bytes moved too: a peer still sending while we linger is not idle.
+        let moved = core.bytes_in + core.bytes_out + core.bytes_discarded;
         if moved == core.last_moved {
             core.idle_for += period;
         } else {
@@ -957,6 +984,9 @@ impl<C: SessionCodec, H: SessionHandler<C>> Session<C, H> {
         }
     }
 }
+
+/// Socket reads one driver turn may make before it yields (each up to `read_chunk` bytes).
+const READS_PER_TURN: usize = 4;
 
 /// Why [`Session::deliver_frames`] stopped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -1508,6 +1538,7 @@ pub(crate) fn new_session<C: SessionCodec, H: SessionHandler<C>>(
             bytes_out: 0,
             frames_in: 0,
             frames_out: 0,
+            bytes_discarded: 0,
             last_moved: 0,
             idle_for: Duration::ZERO,
             last_frames: 0,

@@ -32,7 +32,8 @@ pub enum Assignment {
 /// A fixed set of worker threads, each running an actix arbiter; sessions are started on them
 /// so that one busy connection never stalls the others or the accept loop.
 ///
-/// Cloning is cheap and shares the threads. The threads stop when the last clone is dropped.
+/// Cloning is cheap and shares the threads. The threads stop when the last clone is dropped
+/// and the last session running on them has ended.
 ///
 /// # Panics
 ///
@@ -64,7 +65,7 @@ struct PoolInner {
 struct Worker {
     arbiter: Arbiter,
     /// Live sessions on this worker; decremented by [`WorkerLoad`]'s `Drop`, so it cannot leak.
-    load: Arc<AtomicUsize>,
+    load: AtomicUsize,
 }
 
 impl WorkerPool {
@@ -114,7 +115,7 @@ impl WorkerPool {
                 });
                 Worker {
                     arbiter,
-                    load: Arc::new(AtomicUsize::new(0)),
+                    load: AtomicUsize::new(0),
                 }
             })
             .collect();
@@ -164,7 +165,7 @@ impl WorkerPool {
             worker.arbiter.handle(),
             WorkerLoad {
                 index,
-                load: worker.load.clone(),
+                pool: self.inner.clone(),
             },
         )
     }
@@ -188,16 +189,23 @@ impl Drop for PoolInner {
     }
 }
 
-/// One session's share of a worker's load; releases it when dropped.
-#[derive(Debug)]
+/// One session's share of a worker's load; releases it when dropped. It also keeps the pool
+/// alive: the worker threads stop only once the last handle and the last session are gone, so
+/// dropping a `WorkerPool` (or the `Connector` holding it) never kills live sessions.
 pub(crate) struct WorkerLoad {
     pub(crate) index: usize,
-    load: Arc<AtomicUsize>,
+    pool: Arc<PoolInner>,
+}
+
+impl fmt::Debug for WorkerLoad {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WorkerLoad").field("index", &self.index).finish()
+    }
 }
 
 impl Drop for WorkerLoad {
     fn drop(&mut self) {
-        self.load.fetch_sub(1, Ordering::Relaxed);
+        self.pool.workers[self.index].load.fetch_sub(1, Ordering::Relaxed);
     }
 }
 

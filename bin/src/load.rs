@@ -42,8 +42,8 @@ use futures::StreamExt as _;
 use hdrhistogram::Histogram;
 use serde::Serialize;
 use switchboard::{
-    Abort, Conn, Connector, DisconnectReason, Session, SessionCodec, SessionError,
-    SessionHandler, SessionInfo, WorkerPool,
+    Abort, Conn, Connector, DisconnectReason, Session, SessionCodec, SessionError, SessionHandler,
+    SessionInfo, WorkerPool,
 };
 use switchboard_codec::{Frames, Lines, Raw};
 use tokio::sync::mpsc;
@@ -78,7 +78,8 @@ pub(crate) fn run(args: LoadArgs) -> anyhow::Result<ExitCode> {
                 drive(args, codec, true, true).await
             }
             CodecKind::Frames => {
-                let codec = Frames::with_max_frame_length(size.max(Frames::DEFAULT_MAX_FRAME_LENGTH));
+                let codec =
+                    Frames::with_max_frame_length(size.max(Frames::DEFAULT_MAX_FRAME_LENGTH));
                 drive(args, codec, false, true).await
             }
             CodecKind::Raw => drive(args, Raw, false, false).await,
@@ -268,9 +269,9 @@ impl Loader {
 
     /// Whether `data` is bytes `offset..` of message `recv_seq`.
     fn matches(&self, data: &[u8], offset: usize) -> bool {
-        data.iter().enumerate().all(|(k, &b)| {
-            b == pattern(self.shared.text, self.conn, self.recv_seq, offset + k)
-        })
+        data.iter()
+            .enumerate()
+            .all(|(k, &b)| b == pattern(self.shared.text, self.conn, self.recv_seq, offset + k))
     }
 
     fn mismatch<C>(&mut self, what: String, conn: &mut Conn<'_, C, Self>)
@@ -281,7 +282,11 @@ impl Loader {
         self.mismatches += 1;
         self.shared.mismatches.fetch_add(1, Ordering::Relaxed);
         if !self.shared.mismatch_logged.swap(true, Ordering::Relaxed) {
-            tracing::warn!(conn = self.conn, seq = self.recv_seq, "echo mismatch: {what}");
+            tracing::warn!(
+                conn = self.conn,
+                seq = self.recv_seq,
+                "echo mismatch: {what}"
+            );
         }
         // The stream can no longer be trusted: end this connection.
         self.done_sending = true;
@@ -311,7 +316,10 @@ where
                 return self.mismatch(format!("{} bytes nobody asked for", data.len()), conn);
             }
             if data.len() != size || !self.matches(&data, 0) {
-                return self.mismatch(format!("a {}-byte reply is not the message sent", data.len()), conn);
+                return self.mismatch(
+                    format!("a {}-byte reply is not the message sent", data.len()),
+                    conn,
+                );
             }
             self.reply_complete(now);
         } else {
@@ -324,7 +332,11 @@ where
                 let take = (size - self.offset).min(data.len() - pos);
                 if !self.matches(&data[pos..pos + take], self.offset) {
                     return self.mismatch(
-                        format!("bytes {}..{} differ from those sent", self.offset, self.offset + take),
+                        format!(
+                            "bytes {}..{} differ from those sent",
+                            self.offset,
+                            self.offset + take
+                        ),
                         conn,
                     );
                 }
@@ -633,8 +645,11 @@ where
     let messages: u64 = collected.iter().map(|r| r.replies).sum();
     let mismatch: u64 = collected.iter().map(|r| r.mismatches).sum();
     let lost: u64 = collected.iter().map(|r| r.lost).sum();
-    let disconnected =
-        collected.iter().filter(|r| r.unexpected_end.is_some()).count() as u64 + missing_reports;
+    let disconnected = collected
+        .iter()
+        .filter(|r| r.unexpected_end.is_some())
+        .count() as u64
+        + missing_reports;
     if let Some(reason) = collected.iter().find_map(|r| r.unexpected_end.as_ref()) {
         tracing::warn!(%reason, count = disconnected, "connections ended unexpectedly");
     }

@@ -113,7 +113,11 @@ fn usage_error(error: clap::Error) -> ExitCode {
                 .collect::<Vec<_>>()
                 .join(" ");
             let message = message.strip_prefix("error: ").unwrap_or(&message);
-            let message = if message.is_empty() { "invalid arguments" } else { message };
+            let message = if message.is_empty() {
+                "invalid arguments"
+            } else {
+                message
+            };
             eprintln!("switchboard: {message} (see --help)");
             ExitCode::from(2)
         }
@@ -122,7 +126,8 @@ fn usage_error(error: clap::Error) -> ExitCode {
 
 fn init_logging(default_level: &str) {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level));
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

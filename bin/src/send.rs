@@ -29,7 +29,7 @@ use futures::StreamExt as _;
 use indicatif::{HumanBytes, MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use sha2::{Digest, Sha256};
 use switchboard::{
-    ConnectError, Conn, Connector, DisconnectReason, SessionError, SessionHandler, SessionInfo,
+    Conn, ConnectError, Connector, DisconnectReason, SessionError, SessionHandler, SessionInfo,
     WorkerPool,
 };
 use switchboard_codec::Frames;
@@ -67,7 +67,8 @@ pub(crate) fn run(args: SendArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn check_file(path: &PathBuf) -> anyhow::Result<Job> {
-    let meta = std::fs::metadata(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let meta =
+        std::fs::metadata(path).with_context(|| format!("cannot read {}", path.display()))?;
     if !meta.is_file() {
         bail!("{} is not a regular file", path.display());
     }
@@ -79,7 +80,10 @@ fn check_file(path: &PathBuf) -> anyhow::Result<Job> {
         .with_context(|| format!("{} has no UTF-8 file name", path.display()))?
         .to_string();
     if let Err(reason) = protocol::check_name(&name) {
-        bail!("cannot send {}: the server refuses {reason}", path.display());
+        bail!(
+            "cannot send {}: the server refuses {reason}",
+            path.display()
+        );
     }
     Ok(Job {
         path: path.clone(),
@@ -99,16 +103,17 @@ async fn send_all(args: SendArgs, jobs: Vec<Job>) -> anyhow::Result<ExitCode> {
     let progress = Progress::new(total);
     let started = Instant::now();
 
-    let mut results: Vec<(usize, Outcome)> = futures::stream::iter(jobs.iter().cloned().enumerate())
-        .map(|(index, job)| {
-            let connector = connector.clone();
-            let bar = progress.file(&job);
-            let target = args.target.clone();
-            async move { (index, upload(&connector, &target, job, bar).await) }
-        })
-        .buffer_unordered(parallel)
-        .collect()
-        .await;
+    let mut results: Vec<(usize, Outcome)> =
+        futures::stream::iter(jobs.iter().cloned().enumerate())
+            .map(|(index, job)| {
+                let connector = connector.clone();
+                let bar = progress.file(&job);
+                let target = args.target.clone();
+                async move { (index, upload(&connector, &target, job, bar).await) }
+            })
+            .buffer_unordered(parallel)
+            .collect()
+            .await;
     results.sort_by_key(|(index, _)| *index);
     let elapsed = started.elapsed();
     progress.finish();
@@ -316,7 +321,10 @@ impl SessionHandler<Frames> for Uploader {
                 conn.disconnect_from_host();
             }
             (stage, reply) => {
-                self.fail(format!("unexpected `{reply}` from the server ({stage:?})"), conn);
+                self.fail(
+                    format!("unexpected `{reply}` from the server ({stage:?})"),
+                    conn,
+                );
             }
         }
     }
@@ -398,7 +406,7 @@ impl Progress {
                     } else {
                         "?".into()
                     };
-                    let percent = if total == 0 { 100 } else { done * 100 / total };
+                    let percent = (done * 100).checked_div(total).unwrap_or(100);
                     let mut stdout = std::io::stdout().lock();
                     let _ = writeln!(
                         stdout,

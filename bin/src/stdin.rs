@@ -38,7 +38,8 @@ pub(crate) fn lines() -> io::Result<mpsc::Receiver<Vec<u8>>> {
                     }
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                     Err(error) => {
-                        tracing::warn!(%error, "cannot read stdin");
+                        // EIO: a background process reading its terminal.
+                        tracing::info!(%error, "cannot read stdin; ignoring it");
                         break;
                     }
                 }

@@ -65,9 +65,17 @@ fn bad_invocations_are_one_line_and_status_2() {
 
 #[test]
 fn mode_and_codec_that_do_not_fit_are_refused() {
-    let finished = run(&["serve", "--port", "0", "--mode", "chat", "--codec", "raw"], STEP);
+    let finished = run(
+        &["serve", "--port", "0", "--mode", "chat", "--codec", "raw"],
+        STEP,
+    );
     assert_one_line_error(&finished, "chat mode is line based");
-    let finished = run(&["serve", "--port", "0", "--mode", "files", "--codec", "lines"], STEP);
+    let finished = run(
+        &[
+            "serve", "--port", "0", "--mode", "files", "--codec", "lines",
+        ],
+        STEP,
+    );
     assert_one_line_error(&finished, "files mode");
 }
 
@@ -77,7 +85,10 @@ fn every_subcommand_has_help() {
         let finished = run(&[sub, "--help"], STEP);
         assert!(finished.status.success(), "{finished:?}");
         let text = finished.stdout.join("\n");
-        assert!(text.contains(&format!("Usage: switchboard {sub}")), "{text}");
+        assert!(
+            text.contains(&format!("Usage: switchboard {sub}")),
+            "{text}"
+        );
         assert!(finished.stderr.is_empty(), "{finished:?}");
     }
     let finished = run(&["--help"], STEP);

@@ -136,7 +136,11 @@ fn raw_echo_returns_every_byte_to_a_plain_tcp_stream() {
     assert!(finished.status.success(), "{finished:?}");
     let summary = &finished.stdout[0];
     assert_eq!(summary_value(summary, "in"), data.len() as u64, "{summary}");
-    assert_eq!(summary_value(summary, "out"), data.len() as u64, "{summary}");
+    assert_eq!(
+        summary_value(summary, "out"),
+        data.len() as u64,
+        "{summary}"
+    );
 }
 
 #[test]
@@ -184,15 +188,48 @@ fn sigterm_during_traffic_flushes_closes_and_exits_0_with_a_summary() {
     assert!(finished.status.success(), "{finished:?}");
     assert_eq!(finished.stdout.len(), 1, "{finished:?}");
     let summary = &finished.stdout[0];
-    assert!(summary.starts_with("shutdown: served 1 connections"), "{summary}");
+    assert!(
+        summary.starts_with("shutdown: served 1 connections"),
+        "{summary}"
+    );
     assert_eq!(summary_value(summary, "drained"), 1, "{summary}");
     assert_eq!(summary_value(summary, "aborted"), 0, "{summary}");
     // Every byte the server wrote arrived, and it is what was sent, in order.
-    assert_eq!(summary_value(summary, "out"), echoed.len() as u64, "{summary}");
-    assert!(summary_value(summary, "in") >= echoed.len() as u64, "{summary}");
+    assert_eq!(
+        summary_value(summary, "out"),
+        echoed.len() as u64,
+        "{summary}"
+    );
+    assert!(
+        summary_value(summary, "in") >= echoed.len() as u64,
+        "{summary}"
+    );
     assert!(echoed.len() <= sent.len() + 64 * 1024);
     let pattern = pattern(64 * 1024, 3);
     for (i, chunk) in echoed.chunks(pattern.len()).enumerate() {
-        assert!(chunk == &pattern[..chunk.len()], "echo differs in chunk {i}");
+        assert!(
+            chunk == &pattern[..chunk.len()],
+            "echo differs in chunk {i}"
+        );
     }
+}
+
+#[test]
+fn connect_prints_replies_and_exits_0_when_the_server_closes() {
+    let server = Server::start(&["--mode", "echo"]);
+    let mut client = Proc::spawn(&["connect", &server.target()]);
+    client.stderr_until("connected to");
+    client.write_stdin("ping");
+    assert_eq!(client.stdout_line(), "ping");
+    client.write_stdin("pong");
+    assert_eq!(client.stdout_line(), "pong");
+
+    // SIGTERM: the server closes gracefully; the client says so and exits 0, stdin still open.
+    let finished = server.terminate();
+    assert!(finished.status.success(), "{finished:?}");
+    assert!(finished.stdout[0].contains("drained 1"), "{finished:?}");
+    let line = client.stderr_until("disconnected: ");
+    assert_eq!(line, "disconnected: the peer closed the connection");
+    let finished = client.wait(STEP);
+    assert!(finished.status.success(), "{finished:?}");
 }

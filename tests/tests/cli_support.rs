@@ -31,9 +31,14 @@ pub fn switchboard_bin() -> &'static Path {
             .expect("tests/ sits in the workspace");
         let release = !cfg!(debug_assertions);
         let mut build = Command::new(env!("CARGO"));
-        build
-            .current_dir(workspace)
-            .args(["build", "--quiet", "-p", "switchboard-cli", "--bin", "switchboard"]);
+        build.current_dir(workspace).args([
+            "build",
+            "--quiet",
+            "-p",
+            "switchboard-cli",
+            "--bin",
+            "switchboard",
+        ]);
         if release {
             build.arg("--release");
         }
@@ -348,9 +353,15 @@ pub fn assert_one_line_error(finished: &Finished, needle: &str) {
         1,
         "expected exactly one stderr line: {finished:?}"
     );
-    assert!(finished.stdout.is_empty(), "expected no stdout: {finished:?}");
+    assert!(
+        finished.stdout.is_empty(),
+        "expected no stdout: {finished:?}"
+    );
     let line = &finished.stderr[0];
     assert!(line.starts_with("switchboard: "), "{line}");
-    assert!(line.contains(needle), "`{line}` does not mention `{needle}`");
+    assert!(
+        line.contains(needle),
+        "`{line}` does not mention `{needle}`"
+    );
     assert!(!line.contains("panicked"), "{line}");
 }

@@ -121,3 +121,19 @@ async fn invalid_config_is_a_typed_error() {
         ),
     }
 }
+
+#[actix_rt::test]
+async fn sessions_keep_their_pool_alive_after_the_last_handle_is_dropped() {
+    let pool = WorkerPool::new(1).unwrap();
+    let (probes, mut events) = Probes::<Lines>::echo();
+    let (client, server_side) = pair();
+    SessionBuilder::new(Lines::new(), probes.make())
+        .start_on(&pool, server_side)
+        .unwrap();
+    let (info, _, _) = events.connected().await;
+    // The worker thread must outlive the pool handle while a session runs on it.
+    drop(pool);
+    talk_and_close(client).await;
+    let reason = ended_once(&probes, &mut events, info.id).await;
+    assert!(matches!(reason, DisconnectReason::PeerClosed), "{reason:?}");
+}

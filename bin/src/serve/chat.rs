@@ -16,8 +16,8 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use switchboard::{
-    Conn, DisconnectReason, ListenerBuilder, ListenerHandle, Registry, SessionHandler,
-    SessionInfo, SlowConsumerPolicy,
+    Conn, DisconnectReason, ListenerBuilder, ListenerHandle, Registry, SessionHandler, SessionInfo,
+    SlowConsumerPolicy,
 };
 use switchboard_codec::Lines;
 
@@ -44,6 +44,13 @@ pub(crate) fn start(
 /// Sends lines typed on the server's stdin to every client as `[server] text`. When stdin
 /// ends (or is not a terminal and empty) the server carries on without it.
 pub(crate) fn forward_stdin(registry: Registry) {
+    // A server started in the background of an interactive shell would be stopped by SIGTTIN
+    // at its first read of the terminal; ignored, the read fails instead and the server goes on
+    // without server messages.
+    // SAFETY: setting a signal's disposition to SIG_IGN has no memory-safety requirements.
+    unsafe {
+        libc::signal(libc::SIGTTIN, libc::SIG_IGN);
+    }
     let mut lines = match crate::stdin::lines() {
         Ok(lines) => lines,
         Err(error) => {

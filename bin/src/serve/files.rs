@@ -46,8 +46,6 @@ struct Store {
     in_flight: Mutex<HashSet<String>>,
     /// Makes temporary names unique within the process.
     next_temp: AtomicU64,
-    /// Files stored since start.
-    stored: AtomicU64,
 }
 
 /// Starts the files listener, storing into `dir` (created if missing).
@@ -64,23 +62,26 @@ pub(crate) fn start(
     }
     remove_leftovers(dir);
     // Fail now, not at the first upload, when the directory cannot be written.
-    let probe = dir.join(format!("{TEMP_PREFIX}probe-{}{TEMP_SUFFIX}", std::process::id()));
-    File::create(&probe)
-        .with_context(|| format!("cannot write to {}", dir.display()))?;
+    let probe = dir.join(format!(
+        "{TEMP_PREFIX}probe-{}{TEMP_SUFFIX}",
+        std::process::id()
+    ));
+    File::create(&probe).with_context(|| format!("cannot write to {}", dir.display()))?;
     let _ = fs::remove_file(&probe);
 
     let store = Arc::new(Store {
         dir: dir.to_path_buf(),
         in_flight: Mutex::new(HashSet::new()),
         next_temp: AtomicU64::new(0),
-        stored: AtomicU64::new(0),
     });
     tracing::info!(dir = %dir.display(), "storing uploads");
-    Ok(builder.serve(Frames::with_max_frame_length(max_frame), move || Receiver {
-        store: store.clone(),
-        totals: totals.clone(),
-        state: State::Idle,
-    })?)
+    Ok(
+        builder.serve(Frames::with_max_frame_length(max_frame), move || Receiver {
+            store: store.clone(),
+            totals: totals.clone(),
+            state: State::Idle,
+        })?,
+    )
 }
 
 fn remove_leftovers(dir: &Path) {
@@ -93,7 +94,9 @@ fn remove_leftovers(dir: &Path) {
         if name.starts_with(TEMP_PREFIX) && name.ends_with(TEMP_SUFFIX) {
             match fs::remove_file(entry.path()) {
                 Ok(()) => tracing::info!(file = %name, "removed a left-over partial upload"),
-                Err(error) => tracing::warn!(file = %name, %error, "cannot remove a partial upload"),
+                Err(error) => {
+                    tracing::warn!(file = %name, %error, "cannot remove a partial upload")
+                }
             }
         }
     }
@@ -282,7 +285,6 @@ impl Receiver {
         let started = incoming.started;
         match incoming.commit(&expected) {
             Ok(digest) => {
-                self.store.stored.fetch_add(1, Ordering::Relaxed);
                 let elapsed = started.elapsed();
                 tracing::info!(
                     session = %conn.id(),

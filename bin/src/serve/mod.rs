@@ -74,7 +74,8 @@ pub(crate) fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
 
 async fn serve(args: ServeArgs, codec: CodecKind) -> anyhow::Result<ExitCode> {
     // Before binding: a signal that comes once `listening on` is out must find a handler.
-    let mut interrupt = signal(SignalKind::interrupt()).context("cannot install a SIGINT handler")?;
+    let mut interrupt =
+        signal(SignalKind::interrupt()).context("cannot install a SIGINT handler")?;
     let mut terminate =
         signal(SignalKind::terminate()).context("cannot install a SIGTERM handler")?;
 
@@ -108,9 +109,11 @@ async fn serve(args: ServeArgs, codec: CodecKind) -> anyhow::Result<ExitCode> {
         (Mode::Echo, CodecKind::Lines) => {
             echo::start(builder, Lines::with_max_length(max_line), totals.clone())?
         }
-        (Mode::Echo, CodecKind::Frames) => {
-            echo::start(builder, Frames::with_max_frame_length(max_frame), totals.clone())?
-        }
+        (Mode::Echo, CodecKind::Frames) => echo::start(
+            builder,
+            Frames::with_max_frame_length(max_frame),
+            totals.clone(),
+        )?,
         (Mode::Echo, CodecKind::Raw) => echo::start(builder, Raw, totals.clone())?,
         (Mode::Files, _) => files::start(builder, &args.dir, max_frame, totals.clone())?,
     };
