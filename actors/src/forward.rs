@@ -261,10 +261,19 @@ where
     }
 
     fn disconnected(&mut self, reason: &DisconnectReason, info: &SessionInfo) {
-        self.push(SessionEvent::Disconnected {
+        let event = SessionEvent::Disconnected {
             reason: reason.clone(),
             info: info.clone(),
-        });
+        };
+        if self.queue.is_some() && self.backlog.queued.load(Ordering::Acquire) > 0 {
+            // Behind events still queued: the pump keeps the order.
+            self.push(event);
+        } else {
+            // Nothing ahead of it (or the session never started): send it now, so it arrives
+            // even if the worker thread, and the pump with it, is being torn down. One per
+            // session, so skipping the capacity check stays bounded.
+            self.recipient.do_send(event);
+        }
         // Closing the queue lets the pump finish once it has delivered everything.
         self.queue = None;
     }

@@ -374,7 +374,11 @@ impl Registry {
     }
 
     /// Resolves once exactly `count` sessions are live (Ranch's `wait_for_connections`).
-    /// Wrap it in a timeout where the count may never come.
+    ///
+    /// The count is checked each time it changes, as seen when this future runs: a count
+    /// passed through quickly on the way elsewhere (2 → 3 → 4 between two polls) may be
+    /// missed. Waiting for a count the registry settles on (all connected, or 0 after
+    /// closing) is exact. Wrap it in a timeout where the count may never come.
     pub fn wait_for_count(&self, count: usize) -> impl Future<Output = ()> + Send + 'static {
         let registry = self.clone();
         async move {
