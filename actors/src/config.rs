@@ -134,6 +134,26 @@ impl SessionConfig {
         self.idle_timeout
     }
 
+    /// The partial-frame timeout, if on.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use switchboard::SessionConfig;
+    ///
+    /// assert_eq!(SessionConfig::default().frame(), Some(Duration::from_secs(60)));
+    /// assert_eq!(SessionConfig::default().frame_timeout(None).frame(), None);
+    /// ```
+    pub fn frame(&self) -> Option<Duration> {
+        self.frame_timeout
+    }
+
+    /// How long a graceful close may take before it becomes an abort.
+    pub fn close_deadline(&self) -> Duration {
+        self.close_timeout
+    }
+
     /// Checks that the settings can work together.
     ///
     /// # Errors

@@ -86,6 +86,20 @@ impl Connector {
         self
     }
 
+    /// The connect timeout in force (default [`DEFAULT_TIMEOUT`](Self::DEFAULT_TIMEOUT), 10 s).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use switchboard::Connector;
+    ///
+    /// assert_eq!(Connector::new().connect_timeout(), Duration::from_secs(10));
+    /// ```
+    pub fn connect_timeout(&self) -> Duration {
+        self.timeout
+    }
+
     /// Sets the sessions' limits and tuning.
     pub fn session_config(mut self, config: SessionConfig) -> Self {
         self.config = config;

@@ -238,6 +238,11 @@ pub struct ListenerStats {
     pub active: usize,
     /// Connections waiting in the pull-mode queue.
     pub pending: usize,
+    /// The connection limit in force (see [`ListenerBuilder::max_connections`]).
+    pub max_connections: usize,
+    /// The per-peer-IP limit in force, `None` when off (the default; see
+    /// [`ListenerBuilder::max_connections_per_ip`]).
+    pub max_connections_per_ip: Option<usize>,
 }
 
 /// An accepted connection waiting in pull mode, handed over by [`NextPendingConnection`].
@@ -1003,6 +1008,11 @@ impl Handler<GetListenerStats> for Listener {
             pending: match &self.mode {
                 Mode::Pull { queue, .. } => queue.len(),
                 Mode::Push(_) => 0,
+            },
+            max_connections: self.limiter.max.load(Ordering::Relaxed),
+            max_connections_per_ip: match self.limiter.max_per_ip.load(Ordering::Relaxed) {
+                0 => None,
+                max => Some(max),
             },
         })
     }

@@ -101,9 +101,12 @@ pub struct BroadcastReport {
 /// What a [`Registry::shutdown`] did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ShutdownReport {
-    /// Sessions that closed gracefully within the drain timeout.
+    /// Sessions that ended within the drain timeout: closed gracefully (what they had read
+    /// answered and flushed), or ended meanwhile by their peer or an error. Includes sessions
+    /// that joined during the drain.
     pub drained: usize,
-    /// Sessions still open at the deadline and aborted.
+    /// Sessions still open at the deadline and aborted. `drained + aborted` is every session
+    /// that was live when the shutdown began or joined before the deadline.
     pub aborted: usize,
     /// Bytes still in the aborted sessions' write buffers.
     pub unflushed_bytes: usize,
@@ -164,6 +167,10 @@ struct Inner {
     waiters: AtomicUsize,
     subscribers: RwLock<Vec<Recipient<RegistryEvent>>>,
     has_subscribers: std::sync::atomic::AtomicBool,
+    /// Set by [`Registry::shutdown`]: a session that joins from then on is asked to close as
+    /// soon as it registers (it was accepted before the listener stopped, but started after
+    /// the shutdown asked everyone else to close).
+    shutting_down: std::sync::atomic::AtomicBool,
 }
 
 impl Default for Registry {
@@ -195,6 +202,7 @@ impl Registry {
                 waiters: AtomicUsize::new(0),
                 subscribers: RwLock::new(Vec::new()),
                 has_subscribers: std::sync::atomic::AtomicBool::new(false),
+                shutting_down: std::sync::atomic::AtomicBool::new(false),
             }),
         }
     }
@@ -402,7 +410,15 @@ impl Registry {
 
     /// Graceful shutdown of every live session: each stops reading, answers what it already
     /// read, flushes and closes; whatever is still open after `drain_timeout` is aborted.
-    /// Sessions that start meanwhile are not waited for: stop accepting first.
+    ///
+    /// Stop accepting first ([`ListenerHandle::shutdown`](crate::ListenerHandle::shutdown)
+    /// does). A session that joins once the shutdown has begun (one accepted just before the
+    /// listener stopped, whose worker had not started it yet) is asked to close gracefully as
+    /// soon as it registers, and is drained like the others. So is any session that joins
+    /// later: a registry that was shut down stays shut.
+    ///
+    /// The report counts as drained every session that ended before the deadline, whatever
+    /// ended it, and as aborted every session still open at the deadline.
     pub fn shutdown(
         &self,
         drain_timeout: Duration,
@@ -410,23 +426,35 @@ impl Registry {
         let registry = self.clone();
         async move {
             let started = Instant::now();
-            let asked = registry.close_all(DisconnectReason::Shutdown, true);
+            let ended_before = registry.inner.disconnected.load(Ordering::SeqCst);
+            // SeqCst, before `close_all` takes the shard locks: a session registering after
+            // `close_all` passed its shard sees the flag (see `Registration::insert`).
+            registry.inner.shutting_down.store(true, Ordering::SeqCst);
+            registry.close_all(DisconnectReason::Shutdown, true);
             let drained_in_time = tokio::time::timeout(drain_timeout, registry.wait_for_count(0))
                 .await
                 .is_ok();
             let mut report = ShutdownReport::default();
-            if !drained_in_time {
-                for shard in registry.inner.shards.iter() {
-                    for entry in lock(shard).values() {
-                        report.aborted += 1;
-                        report.unflushed_bytes += entry.meta.bytes_to_write();
-                        entry.control.close(DisconnectReason::Shutdown, false);
-                    }
+            let ended_in_time = if drained_in_time {
+                registry.inner.disconnected.load(Ordering::SeqCst) - ended_before
+            } else {
+                // Every shard locked at once: no session can end or join while the ended are
+                // counted and the live are aborted, so each is in exactly one of the two.
+                let shards: Vec<_> = registry.inner.shards.iter().map(lock).collect();
+                let ended = registry.inner.disconnected.load(Ordering::SeqCst) - ended_before;
+                for entry in shards.iter().flat_map(|shard| shard.values()) {
+                    report.aborted += 1;
+                    report.unflushed_bytes += entry.meta.bytes_to_write();
+                    entry.control.close(DisconnectReason::Shutdown, false);
                 }
+                drop(shards);
+                ended
+            };
+            if !drained_in_time {
                 let _ =
                     tokio::time::timeout(Duration::from_secs(5), registry.wait_for_count(0)).await;
             }
-            report.drained = asked.saturating_sub(report.aborted);
+            report.drained = usize::try_from(ended_in_time).unwrap_or(usize::MAX);
             report.elapsed = started.elapsed();
             report
         }
@@ -444,14 +472,17 @@ impl Registry {
         }
     }
 
+    /// Counts a session in or out. Called with the session's shard locked, so that a look at
+    /// every shard under their locks (see `shutdown`) sees counts and entries that agree.
     fn change_count(&self, delta: isize) {
-        // SeqCst: see `wait_for_count`.
+        // The totals before `live`, and all SeqCst (see `wait_for_count`): whoever sees the new
+        // `live` also sees the total that goes with it.
         if delta > 0 {
+            self.inner.connected.fetch_add(1, Ordering::SeqCst);
             self.inner.live.fetch_add(1, Ordering::SeqCst);
-            self.inner.connected.fetch_add(1, Ordering::Relaxed);
         } else {
+            self.inner.disconnected.fetch_add(1, Ordering::SeqCst);
             self.inner.live.fetch_sub(1, Ordering::SeqCst);
-            self.inner.disconnected.fetch_add(1, Ordering::Relaxed);
         }
         if self.inner.waiters.load(Ordering::SeqCst) > 0 {
             self.inner.count_changed.notify_waiters();
@@ -496,17 +527,26 @@ impl Registration {
     }
 
     fn insert(&mut self, meta: &Arc<SessionMeta>, control: Box<dyn SessionControl>) {
-        self.registry.shard(meta.id).insert(
-            meta.id,
-            Entry {
-                meta: meta.clone(),
-                control,
-            },
-        );
+        {
+            let mut shard = self.registry.shard(meta.id);
+            shard.insert(
+                meta.id,
+                Entry {
+                    meta: meta.clone(),
+                    control,
+                },
+            );
+            self.registry.change_count(1);
+        }
         self.inserted = true;
-        self.registry.change_count(1);
         self.registry
             .publish(|| RegistryEvent::Connected(meta.info()));
+        if false && self.registry.inner.shutting_down.load(Ordering::SeqCst) {
+            // Joined after the shutdown asked everyone to close: closed like them.
+            if let Some(entry) = self.registry.shard(meta.id).get(&meta.id) {
+                entry.control.close(DisconnectReason::Shutdown, true);
+            }
+        }
     }
 
     /// Called by the session once it runs.
@@ -531,8 +571,11 @@ impl Registration {
         if !std::mem::take(&mut self.inserted) {
             return;
         }
-        self.registry.shard(self.meta.id).remove(&self.meta.id);
-        self.registry.change_count(-1);
+        {
+            let mut shard = self.registry.shard(self.meta.id);
+            shard.remove(&self.meta.id);
+            self.registry.change_count(-1);
+        }
         let meta = &self.meta;
         self.registry.publish(|| RegistryEvent::Disconnected {
             info: info.unwrap_or_else(|| meta.info()),

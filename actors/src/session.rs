@@ -814,13 +814,19 @@ impl<C: SessionCodec, H: SessionHandler<C>> Session<C, H> {
     }
 
     /// Reads and throws away until the peer's FIN, so closing never resets data the peer has
-    /// not read yet.
-    fn linger(&mut self, cx: &mut task::Context<'_>) -> Poll<()> {
+    /// not read yet. Like reading, at most `reads_left` reads per turn: a peer that keeps
+    /// sending while we linger must not hold the worker thread (its neighbours, the mailbox
+    /// and the close timeout all wait for this turn to end).
+    fn linger(&mut self, cx: &mut task::Context<'_>, reads_left: &mut usize) -> Poll<()> {
         let Some(stream) = self.core.stream.as_ref() else {
             return Poll::Ready(());
         };
-        let mut scratch = [0u8; 2048];
+        let mut scratch = [0u8; 16 * 1024];
         loop {
+            if *reads_left == 0 {
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
+            }
             match stream.poll_read_ready(cx) {
                 Poll::Pending => return Poll::Pending,
                 Poll::Ready(Err(_)) => return Poll::Ready(()),
@@ -829,7 +835,10 @@ impl<C: SessionCodec, H: SessionHandler<C>> Session<C, H> {
             match stream.try_read(&mut scratch) {
                 Ok(0) => return Poll::Ready(()),
                 // Not `bytes_in`: these bytes were never accepted (nor answered).
-                Ok(n) => self.core.bytes_discarded += n as u64,
+                Ok(n) => {
+                    self.core.bytes_discarded += n as u64;
+                    *reads_left -= 1;
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(_) => return Poll::Ready(()),
@@ -851,6 +860,18 @@ impl<C: SessionCodec, H: SessionHandler<C>> Session<C, H> {
             }
             break step;
         };
+        // Going to sleep at or above the high watermark with the socket full: the handler
+        // must hear `write_buffer_full` now. `flush_writes` reports it only when it runs, and
+        // frames answered after a blocked flush can push the buffer over the mark with no
+        // flush to follow until the peer reads, which a peer that never reads never does.
+        if result.is_pending()
+            && self.core.state != State::Closed
+            && !self.core.above_high
+            && self.core.write_buf.len() >= self.core.config.high_watermark
+        {
+            self.core.above_high = true;
+            self.call(ctx, |h, c| h.write_buffer_full(c));
+        }
         self.core.publish();
         result
     }
@@ -870,7 +891,7 @@ impl<C: SessionCodec, H: SessionHandler<C>> Session<C, H> {
             match self.core.state {
                 State::Closed => break Poll::Ready(()),
                 State::Lingering => {
-                    if self.linger(cx).is_ready() {
+                    if self.linger(cx, reads_left).is_ready() {
                         self.finish_close(ctx);
                         break Poll::Ready(());
                     }

@@ -56,8 +56,8 @@ fn start() -> Sessions {
         system.block_on(async move {
             let pair = || {
                 let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-                let client = TcpStream::connect(listener.local_addr().expect("addr"))
-                    .expect("connect");
+                let client =
+                    TcpStream::connect(listener.local_addr().expect("addr")).expect("connect");
                 let (server, _) = listener.accept().expect("accept");
                 client.set_nodelay(true).expect("nodelay");
                 (client, server)

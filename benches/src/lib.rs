@@ -60,6 +60,10 @@ pub struct LoadReport {
     /// The load client's own CPU seconds over the window.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client_cpu_s: Option<f64>,
+    /// CPU seconds every other user process used over the window: how much other work
+    /// disturbed the run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub foreign_cpu_s: Option<f64>,
 }
 
 /// A process's CPU time so far (user + system, all threads), in seconds, from `/proc/PID/stat`.
@@ -83,6 +87,42 @@ pub fn cpu_seconds(pid: u32) -> io::Result<f64> {
             .ok_or_else(|| io::Error::other("malformed /proc stat"))
     };
     let ticks = parse(11)? + parse(12)?;
+    Ok(ticks as f64 / clock_ticks_per_second())
+}
+
+/// CPU seconds used so far by every user process on the machine except `exclude` (user +
+/// system time, plus the time of their children already reaped, from each `/proc/PID/stat`;
+/// kernel threads are left out, since they do this run's network work too). Sampled around a
+/// run, it shows how much other work shared the machine.
+///
+/// # Errors
+///
+/// `/proc` cannot be listed.
+pub fn others_cpu_seconds(exclude: &[u32]) -> io::Result<f64> {
+    let mut ticks = 0u64;
+    for entry in std::fs::read_dir("/proc")? {
+        let Ok(entry) = entry else { continue };
+        let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+            continue;
+        };
+        if exclude.contains(&pid) || pid == 2 {
+            continue;
+        }
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        let Some((_, rest)) = stat.rsplit_once(')') else {
+            continue;
+        };
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        // After ')': ppid is index 1; utime, stime, cutime, cstime are indexes 11 to 14.
+        if fields.get(1) == Some(&"2") {
+            continue;
+        }
+        ticks += (11..=14)
+            .filter_map(|i| fields.get(i).and_then(|f| f.parse::<u64>().ok()))
+            .sum::<u64>();
+    }
     Ok(ticks as f64 / clock_ticks_per_second())
 }
 
@@ -165,7 +205,7 @@ pub fn raise_nofile() -> io::Result<u64> {
             }
         }
     }
-    Ok(limit.rlim_cur as u64)
+    Ok(limit.rlim_cur)
 }
 
 /// The `index`-th loopback source address of a range starting at `127.0.0.first`, wrapping
@@ -304,6 +344,7 @@ mod tests {
         assert!(cpu_seconds(pid).unwrap() >= 0.0);
         assert!(rss_kib(pid).unwrap() > 0);
         assert!(open_fds(pid).unwrap() > 0);
+        assert!(others_cpu_seconds(&[pid]).unwrap() >= 0.0);
     }
 
     #[test]

@@ -629,7 +629,11 @@ mod tests {
         buf.extend_from_slice(&[1; 10]);
         assert_eq!(codec.decode(&mut buf).unwrap(), None);
         assert!(buf.capacity() >= Frames::RESERVE_STEP);
-        assert!(buf.capacity() <= 2 * Frames::RESERVE_STEP, "capacity {}", buf.capacity());
+        assert!(
+            buf.capacity() <= 2 * Frames::RESERVE_STEP,
+            "capacity {}",
+            buf.capacity()
+        );
     }
 
     #[test]

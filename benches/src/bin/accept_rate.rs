@@ -12,7 +12,7 @@
 //! ```
 //!
 //! With `--server-pid`, the report also gives the server's CPU seconds over the measured
-//! window, `server_cpu_s`.
+//! window, `server_cpu_s`, and what the rest of the machine used meanwhile, `foreign_cpu_s`.
 
 use std::{
     net::SocketAddr,
@@ -24,7 +24,9 @@ use std::{
 };
 
 use hdrhistogram::Histogram;
-use switchboard_benches::{connect_from, cpu_seconds, loopback_source, parse_seconds, raise_nofile, Args};
+use switchboard_benches::{
+    connect_from, cpu_seconds, others_cpu_seconds, loopback_source, parse_seconds, raise_nofile, Args,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 fn main() -> std::io::Result<()> {
@@ -50,10 +52,12 @@ fn main() -> std::io::Result<()> {
         let end = start + duration;
         let cpu = tokio::spawn(async move {
             let pid = server_pid?;
+            let mine = [pid, std::process::id()];
             tokio::time::sleep_until(start.into()).await;
-            let before = cpu_seconds(pid).ok()?;
+            let (server0, others0) = (cpu_seconds(pid).ok()?, others_cpu_seconds(&mine).ok()?);
             tokio::time::sleep_until(end.into()).await;
-            Some(cpu_seconds(pid).ok()? - before)
+            let (server1, others1) = (cpu_seconds(pid).ok()?, others_cpu_seconds(&mine).ok()?);
+            Some((server1 - server0, others1 - others0))
         });
         let next_source = Arc::new(AtomicU32::new(0));
         let tasks: Vec<_> = (0..concurrency)
@@ -69,8 +73,11 @@ fn main() -> std::io::Result<()> {
                         if began >= end {
                             break;
                         }
-                        let source =
-                            loopback_source(first, sources, next_source.fetch_add(1, Ordering::Relaxed));
+                        let source = loopback_source(
+                            first,
+                            sources,
+                            next_source.fetch_add(1, Ordering::Relaxed),
+                        );
                         let cycle = tokio::time::timeout(Duration::from_secs(5), async {
                             let mut stream = connect_from(Some(source), server).await?;
                             stream.write_all(b"!").await?;
@@ -85,7 +92,8 @@ fn main() -> std::io::Result<()> {
                             Ok(Ok(())) if counted => {
                                 done += 1;
                                 let ns = finished.duration_since(began).as_nanos();
-                                let _ = histogram.record(u64::try_from(ns).unwrap_or(u64::MAX).max(1));
+                                let _ =
+                                    histogram.record(u64::try_from(ns).unwrap_or(u64::MAX).max(1));
                             }
                             Ok(Ok(())) => {}
                             _ => errors += 1,
@@ -97,7 +105,8 @@ fn main() -> std::io::Result<()> {
             .collect();
         let mut total = 0;
         let mut errors = 0;
-        let mut histogram = Histogram::<u64>::new_with_bounds(1, 60_000_000_000, 3).expect("bounds");
+        let mut histogram =
+            Histogram::<u64>::new_with_bounds(1, 60_000_000_000, 3).expect("bounds");
         for task in tasks {
             if let Ok((done, failed, h)) = task.await {
                 total += done;
@@ -117,7 +126,8 @@ fn main() -> std::io::Result<()> {
             "seconds": seconds,
             "p50_us": histogram.value_at_quantile(0.5) as f64 / 1000.0,
             "p99_us": histogram.value_at_quantile(0.99) as f64 / 1000.0,
-            "server_cpu_s": server_cpu_s,
+            "server_cpu_s": server_cpu_s.map(|(server, _)| server),
+            "foreign_cpu_s": server_cpu_s.map(|(_, foreign)| foreign),
         })
     );
     Ok(())

@@ -2,7 +2,7 @@
 //!
 //! A multi-thread runtime with one worker per core (Switchboard's default worker count), a
 //! listener bound through socket2 with backlog 1024 (Switchboard's default), and per connection
-//! one task that reads into a 64 KiB buffer and writes it back. Prints `listening on IP:PORT`
+//! one task that reads into a 64 KiB buffer (allocated at the first byte) and writes it back. Prints `listening on IP:PORT`
 //! once bound, like `switchboard serve`.
 //!
 //! ```text
@@ -47,16 +47,15 @@ fn main() -> std::io::Result<()> {
             };
             let _ = stream.set_nodelay(true);
             tokio::spawn(async move {
-                // Allocated on the first byte, not at accept: an idle connection holds no buffer
-                // (the fair comparison for idle memory).
-                let mut buf = Vec::new();
+                // No buffer until the first byte is really there: an idle connection holds none
+                // (the fair comparison for idle memory). `peek` waits through the spurious
+                // readiness a fresh socket can report, which `readable()` alone does not.
+                let mut probe = [0u8; 1];
+                if !matches!(stream.peek(&mut probe).await, Ok(n) if n > 0) {
+                    return;
+                }
+                let mut buf = vec![0u8; buffer];
                 loop {
-                    if buf.is_empty() {
-                        if stream.readable().await.is_err() {
-                            return;
-                        }
-                        buf = vec![0u8; buffer];
-                    }
                     let n = match stream.read(&mut buf).await {
                         Ok(0) | Err(_) => return,
                         Ok(n) => n,

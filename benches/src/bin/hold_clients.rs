@@ -46,10 +46,13 @@ fn main() -> std::io::Result<()> {
                 let source = loopback_source(first, sources, i as u32);
                 tokio::spawn(async move {
                     let _permit = permits.acquire_owned().await.expect("open semaphore");
-                    tokio::time::timeout(Duration::from_secs(10), connect_from(Some(source), server))
-                        .await
-                        .ok()
-                        .and_then(Result::ok)
+                    tokio::time::timeout(
+                        Duration::from_secs(10),
+                        connect_from(Some(source), server),
+                    )
+                    .await
+                    .ok()
+                    .and_then(Result::ok)
                 })
             })
             .collect();
@@ -75,9 +78,7 @@ fn main() -> std::io::Result<()> {
         // Hold until stdin ends or the deadline; whatever the server sends is left unread.
         let mut stdin = tokio::io::stdin();
         let mut sink = [0u8; 256];
-        let waiting = async {
-            while matches!(stdin.read(&mut sink).await, Ok(n) if n > 0) {}
-        };
+        let waiting = async { while matches!(stdin.read(&mut sink).await, Ok(n) if n > 0) {} };
         let _ = tokio::time::timeout(hold, waiting).await;
         drop(held);
     });

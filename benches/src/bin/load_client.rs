@@ -8,22 +8,17 @@
 //!
 //! ```text
 //! load_client HOST:PORT [--connections 100] [--pipeline 16] [--size 64] [--duration 5]
-//!                       [--warmup 1] [--threads 1] [--server-pid PID]
+//!                       [--warmup 1] [--threads 1] [--server-pid PID] [--exclude-pid PID]
 //! ```
 //!
 //! With `--server-pid`, the report also gives the server's CPU seconds (user + system, from
-//! `/proc/PID/stat`) over the measured window, `server_cpu_s`, and this client's, `client_cpu_s`.
+//! `/proc/PID/stat`) over the measured window, `server_cpu_s`, this client's, `client_cpu_s`, and
+//! what the rest of the machine used meanwhile, `foreign_cpu_s`.
 
-use std::{
-    collections::VecDeque,
-    io,
-    net::SocketAddr,
-    sync::Arc,
-    time::Instant,
-};
+use std::{collections::VecDeque, io, net::SocketAddr, sync::Arc, time::Instant};
 
 use hdrhistogram::Histogram;
-use switchboard_benches::{cpu_seconds, parse_seconds, raise_nofile, Args, Latency, LoadReport};
+use switchboard_benches::{cpu_seconds, others_cpu_seconds, parse_seconds, raise_nofile, Args, Latency, LoadReport};
 use tokio::{io::Interest, net::TcpStream, sync::Barrier};
 
 struct Plan {
@@ -53,6 +48,8 @@ fn main() -> io::Result<()> {
     let warmup = parse_seconds(args.value("--warmup").unwrap_or("1")).expect("--warmup");
     let threads: usize = args.get("--threads", 1).max(1);
     let server_pid: Option<u32> = args.value("--server-pid").map(|p| p.parse().expect("PID"));
+    // A process whose CPU is not "other work" either (the runner's idle-priority spinners).
+    let exclude_pid: Option<u32> = args.value("--exclude-pid").map(|p| p.parse().expect("PID"));
     raise_nofile()?;
 
     let runtime = if threads == 1 {
@@ -103,18 +100,21 @@ fn main() -> io::Result<()> {
         go.wait().await;
         // CPU of the server and of this client over exactly the measured window.
         let cpu = tokio::spawn(async move {
+            let me = std::process::id();
+            let mine: Vec<u32> = server_pid.into_iter().chain(exclude_pid).chain([me]).collect();
             let sample = || {
                 let server = server_pid.and_then(|pid| cpu_seconds(pid).ok());
-                let client = cpu_seconds(std::process::id()).ok();
-                (server, client)
+                (server, cpu_seconds(me).ok(), others_cpu_seconds(&mine).ok())
             };
             tokio::time::sleep_until(start.into()).await;
-            let (server0, client0) = sample();
+            let (server0, client0, others0) = sample();
             tokio::time::sleep_until((start + duration).into()).await;
-            let (server1, client1) = sample();
+            let (server1, client1, others1) = sample();
+            let delta = |a: Option<f64>, b: Option<f64>| a.zip(b).map(|(a, b)| b - a);
             (
-                server0.zip(server1).map(|(a, b)| b - a),
-                client0.zip(client1).map(|(a, b)| b - a),
+                delta(server0, server1),
+                delta(client0, client1),
+                delta(others0, others1),
             )
         });
         let mut histogram = new_histogram();
@@ -130,7 +130,7 @@ fn main() -> io::Result<()> {
                 Err(_) => errors += 1,
             }
         }
-        let (server_cpu_s, client_cpu_s) = cpu.await.unwrap_or((None, None));
+        let (server_cpu_s, client_cpu_s, foreign_cpu_s) = cpu.await.unwrap_or((None, None, None));
         let seconds = duration.as_secs_f64();
         let us = |q: f64| histogram.value_at_quantile(q) as f64 / 1000.0;
         LoadReport {
@@ -148,6 +148,7 @@ fn main() -> io::Result<()> {
             seconds,
             server_cpu_s,
             client_cpu_s,
+            foreign_cpu_s,
         }
     });
     println!("{}", serde_json::to_string(&report).expect("json"));
@@ -168,7 +169,9 @@ async fn run(stream: TcpStream, plan: &Plan) -> Outcome {
         error: false,
     };
     let (start, end) = *plan.window.get().expect("window set before `go` opens");
-    let payload = vec![0x5au8; plan.size.min(256 * 1024)];
+    // Large enough to write everything owed in one call (a pipeline's worth, up to 1 MiB): one
+    // write per 64-byte message would measure this client, not the server.
+    let payload = vec![0x5au8; (plan.size * plan.pipeline).clamp(plan.size, 1 << 20)];
     let mut read_buf = vec![0u8; 256 * 1024];
     let mut sent_at: VecDeque<Instant> = VecDeque::with_capacity(plan.pipeline);
     let now = Instant::now();

@@ -22,9 +22,7 @@ use std::{
 
 use bytes::Bytes;
 use serde_json::json;
-use switchboard::{
-    Conn, Listener, Registry, SessionConfig, SessionHandler, SlowConsumerPolicy,
-};
+use switchboard::{Conn, Listener, Registry, SessionConfig, SessionHandler, SlowConsumerPolicy};
 use switchboard_benches::{median, open_fds, raise_nofile, rss_kib, Args};
 use switchboard_codec::Raw;
 
@@ -47,8 +45,8 @@ fn main() -> std::io::Result<()> {
         usize::try_from(limit.saturating_sub(64)).unwrap_or(usize::MAX),
     );
     let idle: u64 = args.get("--idle-timeout", 0);
-    let config = SessionConfig::default()
-        .idle_timeout((idle > 0).then(|| Duration::from_secs(idle)));
+    let config =
+        SessionConfig::default().idle_timeout((idle > 0).then(|| Duration::from_secs(idle)));
 
     let system = actix_rt::System::new();
     let registry = system.block_on(async move {

@@ -1,0 +1,178 @@
+//! Peers that leave badly. A peer that resets in the middle of a frame ends only its own
+//! session, with `DisconnectReason::Reset`, and the half frame never reaches the handler. A
+//! peer that pipelines far more requests than the write buffer holds and then half-closes
+//! (shuts its write side) still receives every answer before the server closes.
+//!
+//! `session_disconnect.rs` already proves a reset between frames and a half-closed peer
+//! reading a long answer the server wrote of its own accord.
+
+use std::{
+    io::{BufRead, BufReader, Read, Write as _},
+    net::Shutdown,
+    time::Duration,
+};
+
+use actix::Addr;
+use bytes::Bytes;
+use switchboard::{DisconnectReason, GetInfo, Listener, SessionConfig};
+use switchboard_codec::{Frames, Lines};
+use switchboard_tests::{
+    any_port, blocking, ended_once, read_to_eof, std_connect, within, Event, ProbeSession, Probes,
+};
+
+fn frame(payload: &[u8]) -> Vec<u8> {
+    let mut out = u32::try_from(payload.len()).unwrap().to_be_bytes().to_vec();
+    out.extend_from_slice(payload);
+    out
+}
+
+fn read_frame(stream: &mut std::net::TcpStream) -> Vec<u8> {
+    let mut head = [0u8; 4];
+    stream.read_exact(&mut head).unwrap();
+    let mut payload = vec![0u8; u32::from_be_bytes(head) as usize];
+    stream.read_exact(&mut payload).unwrap();
+    payload
+}
+
+/// Waits until the session has read `bytes` from its socket (asking it, every millisecond).
+async fn until_read<C: switchboard_tests::ProbeCodec>(session: &Addr<ProbeSession<C>>, bytes: u64) {
+    within("the session to read the bytes sent", async {
+        loop {
+            let info = session.send(GetInfo).await.expect("the session is alive");
+            if info.bytes_in >= bytes {
+                return info;
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    })
+    .await;
+}
+
+#[actix_rt::test]
+async fn reset_in_the_middle_of_a_frame_ends_only_that_session() {
+    let (probes, mut events) = Probes::<Frames>::echo();
+    // One worker: the survivor shares its thread with the reset session.
+    let server = Listener::bind(any_port())
+        .workers(1)
+        .serve(Frames::new(), probes.factory())
+        .unwrap();
+    let addr = server.local_addr();
+
+    let mut good = std_connect(addr);
+    let (good_info, _) = events.connected_from(good.local_addr().unwrap()).await;
+    let mut bad = std_connect(addr);
+    let (bad_info, bad_session) = events.connected_from(bad.local_addr().unwrap()).await;
+
+    // A whole frame, then the header and 100 bytes of a 1,000-byte frame.
+    let mut sent = frame(b"complete");
+    sent.extend_from_slice(&1000u32.to_be_bytes());
+    sent.extend_from_slice(&[9u8; 100]);
+    let bad = blocking("the bad client's frames", move || {
+        bad.write_all(&sent).unwrap();
+        assert_eq!(read_frame(&mut bad), b"complete");
+        bad
+    })
+    .await;
+    assert_eq!(
+        events.frame(bad_info.id).await,
+        Bytes::from_static(b"complete")
+    );
+    // The server holds the half frame when the reset comes.
+    until_read(&bad_session, 8 + 4 + 104).await;
+    // SO_LINGER 0, then close: RST instead of FIN.
+    socket2::SockRef::from(&bad)
+        .set_linger(Some(Duration::ZERO))
+        .unwrap();
+    drop(bad);
+
+    let reason = ended_once(&probes, &mut events, bad_info.id).await;
+    assert!(matches!(reason, DisconnectReason::Reset), "{reason:?}");
+    // The half frame never reached the handler.
+    let frames_after = events
+        .drain_now()
+        .into_iter()
+        .filter(|e| matches!(e, Event::Frame { id, .. } if *id == bad_info.id))
+        .count();
+    assert_eq!(frames_after, 0);
+    assert!(server.registry().get(bad_info.id).is_none());
+    assert_eq!(server.registry().count(), 1);
+
+    // The other session, on the same thread, carries on; so does the listener.
+    let good = blocking("the good client", move || {
+        good.write_all(&frame(b"still here")).unwrap();
+        assert_eq!(read_frame(&mut good), b"still here");
+        let mut newcomer = std_connect(addr);
+        newcomer.write_all(&frame(b"newcomer")).unwrap();
+        assert_eq!(read_frame(&mut newcomer), b"newcomer");
+        good
+    })
+    .await;
+    drop(good);
+    ended_once(&probes, &mut events, good_info.id).await;
+    within("the registry to empty", server.registry().wait_for_count(0)).await;
+}
+
+/// Lines the client pipelines before it half-closes: about 1.9 MB, thirty times the write
+/// buffer's high watermark.
+const LINES: usize = 50_000;
+
+#[actix_rt::test]
+async fn half_closed_peer_receives_every_pipelined_answer() {
+    let (probes, mut events) = Probes::<Lines>::echo();
+    let config = SessionConfig::default().write_watermarks(16 * 1024, 32 * 1024);
+    let server = Listener::bind(any_port())
+        .workers(1)
+        .session_config(config)
+        .serve(Lines::new(), probes.factory())
+        .unwrap();
+    let addr = server.local_addr();
+
+    let stream = std_connect(addr);
+    let peer = stream.local_addr().unwrap();
+    let mut writer = stream.try_clone().unwrap();
+    // Sends every request without reading, then shuts its write side.
+    let sender = std::thread::spawn(move || {
+        let mut sent = 0;
+        for i in 0..LINES {
+            let line = format!("request {i:08} of the pipelined batch\n");
+            writer.write_all(line.as_bytes()).unwrap();
+            sent += line.len();
+        }
+        writer.shutdown(Shutdown::Write).unwrap();
+        sent
+    });
+    let (info, _) = events.connected_from(peer).await;
+    let answers = blocking("every answer, then EOF", move || {
+        let mut reader = BufReader::new(stream);
+        let mut answers = 0;
+        let mut line = String::new();
+        loop {
+            line.clear();
+            if reader.read_line(&mut line).unwrap() == 0 {
+                break;
+            }
+            assert_eq!(
+                line,
+                format!("request {answers:08} of the pipelined batch\n"),
+                "answer {answers}"
+            );
+            answers += 1;
+        }
+        // Nothing after the EOF.
+        assert!(read_to_eof(reader.get_mut(), false).is_empty());
+        answers
+    })
+    .await;
+    assert_eq!(answers, LINES);
+    let sent = sender.join().unwrap() as u64;
+    let (reason, last) = events.disconnected(info.id).await;
+    assert!(matches!(reason, DisconnectReason::PeerClosed), "{reason:?}");
+    assert_eq!(last.bytes_in, sent);
+    assert_eq!(last.bytes_out, sent);
+    assert_eq!(last.frames_in, LINES as u64);
+    assert_eq!(last.bytes_discarded, 0);
+    events.assert_no_refused_write();
+    events.dropped(info.id).await;
+    assert_eq!(probes.disconnects(info.id), 1);
+    within("the registry to empty", server.registry().wait_for_count(0)).await;
+}

@@ -1,0 +1,153 @@
+//! Slow readers against the real `switchboard serve --mode echo --codec raw`: 20 clients send
+//! as fast as they can and never read, so the server has ever more to write to them. Each
+//! session's write buffer stops at its high watermark, then the session stops reading and TCP
+//! pushes back on the client: the server's resident memory grows by a small bounded amount
+//! however much the clients try to send, and another client's round trips stay as fast as
+//! before.
+//!
+//! `backpressure_write.rs` proves the per-session bound in-process; this measures the whole
+//! server process under many slow readers at once.
+
+#[path = "cli_support.rs"]
+mod cli_support;
+
+use std::{
+    io::{ErrorKind, Read, Write},
+    net::{SocketAddr, TcpStream},
+    sync::mpsc,
+    time::{Duration, Instant},
+};
+
+use cli_support::{Server, STEP};
+
+const SLOW: usize = 20;
+const CHUNK: usize = 64 * 1024;
+/// A slow client whose writes make no progress for this long counts as pushed back.
+const STUCK: Duration = Duration::from_millis(500);
+/// The most the server's RSS may grow with every slow reader stuck: 20 sessions × (64 KiB
+/// write buffer + 64 KiB read chunk) is 2.5 MiB; the rest is allocator slack.
+const MAX_GROWTH_KIB: u64 = 16 * 1024;
+
+fn rss_kib(pid: i32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS in /proc/PID/status")
+}
+
+/// Round-trip times of `n` 64-byte echoes, sorted.
+fn round_trips(client: &mut TcpStream, n: usize) -> Vec<Duration> {
+    let mut times = Vec::with_capacity(n);
+    let mut back = [0u8; 64];
+    for i in 0..n {
+        let message = [i as u8; 64];
+        let start = Instant::now();
+        client.write_all(&message).unwrap();
+        client.read_exact(&mut back).unwrap();
+        times.push(start.elapsed());
+        assert_eq!(back, message);
+    }
+    times.sort();
+    times
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    sorted[((sorted.len() - 1) as f64 * p) as usize]
+}
+
+/// A client that writes and never reads; reports the bytes it got out once its writes stall,
+/// then holds the connection until `release` is dropped.
+fn slow_reader(
+    addr: SocketAddr,
+    stuck: mpsc::Sender<usize>,
+    release: mpsc::Receiver<()>,
+) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        let mut stream = TcpStream::connect(addr).unwrap();
+        stream.set_write_timeout(Some(STUCK)).unwrap();
+        let chunk = vec![0x5a; CHUNK];
+        let mut pushed = 0;
+        loop {
+            match stream.write(&chunk) {
+                Ok(n) => pushed += n,
+                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => break,
+                Err(e) => panic!("slow reader: {e}"),
+            }
+            assert!(pushed < 1 << 30, "1 GiB pushed: no backpressure");
+        }
+        stuck.send(pushed).unwrap();
+        let _ = release.recv();
+    })
+}
+
+#[test]
+fn slow_readers_hold_server_memory_flat_and_others_keep_their_latency() {
+    let server = Server::start(&["--mode", "echo", "--codec", "raw", "--idle-timeout", "0"]);
+    let pid = server.proc.pid();
+    let mut good = TcpStream::connect(server.addr).unwrap();
+    good.set_read_timeout(Some(STEP)).unwrap();
+    good.set_nodelay(true).unwrap();
+    // Warm up, then the baseline.
+    round_trips(&mut good, 50);
+    let before = round_trips(&mut good, 200);
+    let rss_before = rss_kib(pid);
+
+    let (stuck_tx, stuck) = mpsc::channel();
+    let mut releases = Vec::new();
+    let mut threads = Vec::new();
+    for _ in 0..SLOW {
+        let (release, released) = mpsc::channel();
+        releases.push(release);
+        threads.push(slow_reader(server.addr, stuck_tx.clone(), released));
+    }
+    let mut pushed = 0;
+    for _ in 0..SLOW {
+        pushed += stuck
+            .recv_timeout(STEP * 3)
+            .expect("every slow reader is pushed back");
+    }
+    let rss_stuck = rss_kib(pid);
+    let during = round_trips(&mut good, 200);
+    let rss_after = rss_kib(pid);
+    let growth = rss_stuck.max(rss_after).saturating_sub(rss_before);
+
+    drop(releases);
+    for thread in threads {
+        thread.join().unwrap();
+    }
+    // The good client still works once the slow ones are gone.
+    round_trips(&mut good, 10);
+    drop(good);
+    let finished = server.terminate();
+    assert!(finished.status.success(), "{finished:?}");
+
+    let report = format!(
+        "slow readers: {SLOW} pushed {} MiB before being pushed back; server RSS {rss_before} \
+         KiB before, {rss_stuck} KiB with all stuck (+{growth} KiB); good client round trip \
+         p50/p99/max {:?}/{:?}/{:?} before, {:?}/{:?}/{:?} during",
+        pushed / (1024 * 1024),
+        percentile(&before, 0.5),
+        percentile(&before, 0.99),
+        before[before.len() - 1],
+        percentile(&during, 0.5),
+        percentile(&during, 0.99),
+        during[during.len() - 1],
+    );
+    println!("{report}");
+    assert!(growth < MAX_GROWTH_KIB, "{report}");
+    // What the slow clients got out is far more than what the server holds: the rest waits
+    // in kernel buffers, pushed back.
+    assert!(pushed as u64 > 4 * growth * 1024, "{report}");
+    // Round trips stay those of an idle server: a generous bound for a loaded machine, where
+    // a server that served slow readers before others would take seconds.
+    assert!(
+        percentile(&during, 0.5) < Duration::from_millis(50),
+        "{report}"
+    );
+    assert!(
+        during[during.len() - 1] < Duration::from_secs(1),
+        "{report}"
+    );
+}
