@@ -541,7 +541,7 @@ impl Registration {
         self.inserted = true;
         self.registry
             .publish(|| RegistryEvent::Connected(meta.info()));
-        if false && self.registry.inner.shutting_down.load(Ordering::SeqCst) {
+        if self.registry.inner.shutting_down.load(Ordering::SeqCst) {
             // Joined after the shutdown asked everyone to close: closed like them.
             if let Some(entry) = self.registry.shard(meta.id).get(&meta.id) {
                 entry.control.close(DisconnectReason::Shutdown, true);

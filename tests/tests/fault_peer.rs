@@ -176,3 +176,91 @@ async fn half_closed_peer_receives_every_pipelined_answer() {
     assert_eq!(probes.disconnects(info.id), 1);
     within("the registry to empty", server.registry().wait_for_count(0)).await;
 }
+
+/// Peers that keep sending while their sessions linger for their FIN (this side closed first)
+/// get their bytes read and thrown away a few chunks per turn: a neighbour on the same worker
+/// thread keeps its round trips, and the close timeout still ends the lingering sessions.
+/// (Before the fix a lingering session read until the socket was empty, which a peer sending
+/// faster than one thread reads never lets happen: the worker, its timers included, was
+/// held.)
+#[actix_rt::test]
+async fn peers_flooding_lingering_sessions_starve_nobody() {
+    const FLOODERS: usize = 4;
+    let close_timeout = Duration::from_millis(500);
+    let (probes, mut events) = Probes::<Lines>::new(|line| {
+        if line == "bye" {
+            switchboard_tests::Action::DisconnectFromHost
+        } else {
+            switchboard_tests::Action::Echo
+        }
+    });
+    let server = Listener::bind(any_port())
+        .workers(1)
+        .session_config(
+            SessionConfig::default()
+                .idle_timeout(None)
+                .close_timeout(close_timeout),
+        )
+        .serve(Lines::with_max_length(1024 * 1024), probes.factory())
+        .unwrap();
+    let addr = server.local_addr();
+
+    let good = std_connect(addr);
+    let (good_info, _) = events.connected_from(good.local_addr().unwrap()).await;
+    let mut floods = Vec::new();
+    for _ in 0..FLOODERS {
+        let mut flooder = std_connect(addr);
+        let (info, _) = events.connected_from(flooder.local_addr().unwrap()).await;
+        // "bye" makes the server close its side; then the flood, never a newline, until the
+        // server's abort makes a write fail.
+        let flood = std::thread::spawn(move || {
+            flooder.write_all(b"bye\n").unwrap();
+            let chunk = vec![b'x'; 64 * 1024];
+            let mut sent = 0u64;
+            while flooder.write_all(&chunk).is_ok() {
+                sent += chunk.len() as u64;
+            }
+            sent
+        });
+        floods.push((info.id, flood));
+    }
+    for (id, _) in &floods {
+        assert_eq!(events.frame(*id).await, "bye");
+    }
+
+    // Meanwhile the neighbour's round trips go on.
+    let (good, slowest) = blocking("the neighbour's round trips", move || {
+        let mut good = BufReader::new(good);
+        let mut slowest = Duration::ZERO;
+        for i in 0..50 {
+            let line = format!("round trip {i}");
+            let start = std::time::Instant::now();
+            assert_eq!(switchboard_tests::echo_line(&mut good, &line), line);
+            slowest = slowest.max(start.elapsed());
+        }
+        (good, slowest)
+    })
+    .await;
+    // Milliseconds even on a loaded machine; seconds when the lingering sessions hold the
+    // thread.
+    assert!(
+        slowest < Duration::from_millis(500),
+        "slowest round trip {slowest:?}"
+    );
+
+    for (id, flood) in floods {
+        let (reason, info) = events.disconnected(id).await;
+        assert!(
+            matches!(reason, DisconnectReason::CloseTimeout),
+            "{reason:?}"
+        );
+        assert!(info.bytes_discarded > 0, "{info:?}");
+        let sent = blocking("a flooder to see the abort", move || flood.join().unwrap()).await;
+        // `sent` leaves out a chunk cut short by the abort.
+        assert!(sent + 64 * 1024 >= info.bytes_discarded);
+    }
+    drop(good);
+    let reason = ended_once(&probes, &mut events, good_info.id).await;
+    assert!(matches!(reason, DisconnectReason::PeerClosed), "{reason:?}");
+    within("the registry to empty", server.registry().wait_for_count(0)).await;
+}

@@ -488,8 +488,8 @@ fn load_with(
 ) -> Value {
     run_json(
         Command::new(opts.bin("load_client"))
-            .args(extra)
             .arg(server.addr.to_string())
+            .args(extra)
             .args(["--connections", &c.to_string()])
             .args(["--pipeline", &p.to_string()])
             .args(["--size", &size.to_string()])
