@@ -12,7 +12,7 @@ use crate::ConfigError;
 /// | setting | default | when reached |
 /// |---|---|---|
 /// | write watermarks | high 64 KiB, low 32 KiB | at or above high: reads pause, writes from outside are refused with [`SessionError::WriteBufferFull`](crate::SessionError::WriteBufferFull), the handler hears [`write_buffer_full`](crate::SessionHandler::write_buffer_full); back under low: all resume |
-/// | read chunk | 64 KiB | bytes asked of the socket per read; the buffer exists only while bytes wait in it |
+/// | read chunk | 64 KiB | bytes asked of the socket per read; buffers are allocated at the first byte and given back after a quiet timeout-check period (a quarter of the shortest timeout), so an idle session holds none (with both timeouts off, a session keeps them once used) |
 /// | read buffer (notify mode) | 256 KiB | reading stops until the owner takes data (Qt's `setReadBufferSize`) |
 /// | idle timeout | 120 s | no byte moved in either direction for that long: closed with [`DisconnectReason::IdleTimeout`](crate::DisconnectReason::IdleTimeout) |
 /// | frame timeout | 60 s | a partial frame waits that long with no complete frame arriving: closed with [`DisconnectReason::FrameTimeout`](crate::DisconnectReason::FrameTimeout) (slowloris) |

@@ -526,6 +526,9 @@ pub(crate) struct Core<C> {
     idle_for: Duration,
     last_frames: u64,
     partial_for: Duration,
+    /// `bytes_in` where the last decoded frame ended: bytes past it belong to a frame the
+    /// peer has not finished sending.
+    frame_end: u64,
     flush_waiters: Vec<oneshot::Sender<()>>,
     registration: Option<Registration>,
     /// Released when the session is dropped, whatever ended it.
@@ -708,8 +711,7 @@ impl<C: SessionCodec, H: SessionHandler<C>> Session<C, H> {
         }
         self.core.bytes_out += written as u64;
         if self.core.write_buf.is_empty() {
-            // An idle session holds no buffer.
-            self.core.write_buf = BytesMut::new();
+            // The buffer stays for the next reply; the timeout tick frees it once idle.
             for waiter in self.core.flush_waiters.drain(..) {
                 let _ = waiter.send(());
             }
@@ -761,26 +763,26 @@ impl<C: SessionCodec, H: SessionHandler<C>> Session<C, H> {
             match decoded {
                 Ok(Some(frame)) => {
                     self.core.frames_in += 1;
+                    self.core.frame_end = self.core.bytes_in - self.core.read_buf.len() as u64;
                     *budget -= 1;
                     if !self.call(ctx, |h, c| h.ready_read(frame, c)) {
                         return Ok(Delivery::Stalled);
                     }
                 }
-                Ok(None) => {
-                    self.core.needs_data = true;
-                    if self.core.read_buf.is_empty() && self.core.read_buf.capacity() > 0 {
-                        self.core.read_buf = BytesMut::new();
-                    }
-                }
+                Ok(None) => self.core.needs_data = true,
                 Err(e) => return Err(DisconnectReason::Codec(Arc::new(e))),
             }
         }
     }
 
     /// Reads from the socket once it is readable. Returns whether bytes arrived.
-    fn read_socket(&mut self, cx: &mut task::Context<'_>) -> Result<Poll<()>, DisconnectReason> {
+    fn read_socket(
+        &mut self,
+        cx: &mut task::Context<'_>,
+        read_this_turn: bool,
+    ) -> Result<Poll<()>, DisconnectReason> {
         let core = &mut self.core;
-        let Some(stream) = core.stream.as_ref() else {
+        let Some(stream) = core.stream.as_mut() else {
             return Ok(Poll::Pending);
         };
         loop {
@@ -791,24 +793,29 @@ impl<C: SessionCodec, H: SessionHandler<C>> Session<C, H> {
             }
             // Allocate only now: a fresh socket can report readable before any byte arrives.
             core.read_buf.reserve(core.config.read_chunk);
-            match stream.try_read_buf(&mut core.read_buf) {
-                Ok(0) => {
+            // `poll_read` (unlike `try_read_buf`) clears readiness after a short read, which
+            // saves the `recvfrom` that would only say EAGAIN.
+            match tokio_util::io::poll_read_buf(Pin::new(&mut *stream), cx, &mut core.read_buf) {
+                Poll::Ready(Ok(0)) => {
                     core.eof = true;
                     core.needs_data = false;
                     return Ok(Poll::Ready(()));
                 }
-                Ok(n) => {
+                Poll::Ready(Ok(n)) => {
                     core.bytes_in += n as u64;
                     core.needs_data = false;
                     return Ok(Poll::Ready(()));
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    if core.read_buf.is_empty() {
+                Poll::Pending => {
+                    // Keep the buffer for a session in full flow; one that read nothing this
+                    // turn (a spurious wake-up, or a fresh socket) holds none.
+                    if core.read_buf.is_empty() && !read_this_turn {
                         core.read_buf = BytesMut::new();
                     }
+                    return Ok(Poll::Pending);
                 }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(Self::io_failure(e)),
+                Poll::Ready(Err(e)) if e.kind() == io::ErrorKind::Interrupted => {}
+                Poll::Ready(Err(e)) => return Err(Self::io_failure(e)),
             }
         }
     }
@@ -953,7 +960,7 @@ impl<C: SessionCodec, H: SessionHandler<C>> Session<C, H> {
                 cx.waker().wake_by_ref();
                 break Poll::Pending;
             }
-            match self.read_socket(cx) {
+            match self.read_socket(cx, *reads_left < READS_PER_TURN) {
                 Ok(Poll::Ready(())) => {
                     *reads_left -= 1;
                     continue;
@@ -982,7 +989,24 @@ impl<C: SessionCodec, H: SessionHandler<C>> Session<C, H> {
             core.last_moved = moved;
             core.idle_for = Duration::ZERO;
         }
-        if core.read_buf.is_empty() || core.frames_in != core.last_frames {
+        if core.idle_for > Duration::ZERO {
+            // Quiet for a whole period: give the buffers back (an idle session holds none).
+            if core.read_buf.is_empty() {
+                core.read_buf = BytesMut::new();
+            }
+            if core.write_buf.is_empty() {
+                core.write_buf = BytesMut::new();
+            }
+        }
+        // Only a frame the decoder is still waiting for the peer to finish counts: complete
+        // frames held back (paused, write buffer full, busy handler) are not the peer's fault,
+        // and a decoder that consumed a header already (`Frames`) still waits on the peer.
+        let waiting_on_peer = core.needs_data
+            && !core.eof
+            && !core.user_paused
+            && !core.above_high
+            && core.bytes_in > core.frame_end;
+        if !waiting_on_peer || core.frames_in != core.last_frames {
             core.last_frames = core.frames_in;
             core.partial_for = Duration::ZERO;
         } else {
@@ -1564,6 +1588,7 @@ pub(crate) fn new_session<C: SessionCodec, H: SessionHandler<C>>(
             idle_for: Duration::ZERO,
             last_frames: 0,
             partial_for: Duration::ZERO,
+            frame_end: 0,
             flush_waiters: Vec::new(),
             _permit: permit,
             _load: load,

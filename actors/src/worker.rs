@@ -199,13 +199,17 @@ pub(crate) struct WorkerLoad {
 
 impl fmt::Debug for WorkerLoad {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("WorkerLoad").field("index", &self.index).finish()
+        f.debug_struct("WorkerLoad")
+            .field("index", &self.index)
+            .finish()
     }
 }
 
 impl Drop for WorkerLoad {
     fn drop(&mut self) {
-        self.pool.workers[self.index].load.fetch_sub(1, Ordering::Relaxed);
+        self.pool.workers[self.index]
+            .load
+            .fetch_sub(1, Ordering::Relaxed);
     }
 }
 

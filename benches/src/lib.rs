@@ -102,7 +102,11 @@ pub fn others_cpu_seconds(exclude: &[u32]) -> io::Result<f64> {
     let mut ticks = 0u64;
     for entry in std::fs::read_dir("/proc")? {
         let Ok(entry) = entry else { continue };
-        let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
             continue;
         };
         if exclude.contains(&pid) || pid == 2 {

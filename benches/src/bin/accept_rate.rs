@@ -25,7 +25,8 @@ use std::{
 
 use hdrhistogram::Histogram;
 use switchboard_benches::{
-    connect_from, cpu_seconds, others_cpu_seconds, loopback_source, parse_seconds, raise_nofile, Args,
+    connect_from, cpu_seconds, loopback_source, others_cpu_seconds, parse_seconds, raise_nofile,
+    Args,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 

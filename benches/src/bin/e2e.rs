@@ -522,7 +522,10 @@ fn alternate(
 ) -> (Vec<Value>, Vec<Value>) {
     let servers = [
         (Side::Baseline, start_server(opts, Side::Baseline, &[])),
-        (Side::Switchboard, start_server(opts, Side::Switchboard, &[])),
+        (
+            Side::Switchboard,
+            start_server(opts, Side::Switchboard, &[]),
+        ),
     ];
     let (mut base, mut sb) = (Vec::new(), Vec::new());
     for round in 0..opts.rounds {

@@ -18,7 +18,9 @@
 use std::{collections::VecDeque, io, net::SocketAddr, sync::Arc, time::Instant};
 
 use hdrhistogram::Histogram;
-use switchboard_benches::{cpu_seconds, others_cpu_seconds, parse_seconds, raise_nofile, Args, Latency, LoadReport};
+use switchboard_benches::{
+    cpu_seconds, others_cpu_seconds, parse_seconds, raise_nofile, Args, Latency, LoadReport,
+};
 use tokio::{io::Interest, net::TcpStream, sync::Barrier};
 
 struct Plan {
@@ -101,7 +103,11 @@ fn main() -> io::Result<()> {
         // CPU of the server and of this client over exactly the measured window.
         let cpu = tokio::spawn(async move {
             let me = std::process::id();
-            let mine: Vec<u32> = server_pid.into_iter().chain(exclude_pid).chain([me]).collect();
+            let mine: Vec<u32> = server_pid
+                .into_iter()
+                .chain(exclude_pid)
+                .chain([me])
+                .collect();
             let sample = || {
                 let server = server_pid.and_then(|pid| cpu_seconds(pid).ok());
                 (server, cpu_seconds(me).ok(), others_cpu_seconds(&mine).ok())

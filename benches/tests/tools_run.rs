@@ -1,0 +1,146 @@
+//! The end-to-end bench tools run and talk to each other (no timing is asserted): the baseline
+//! and the library scale server answer the load, accept-rate and hold clients.
+
+use std::{
+    io::{BufRead, BufReader, Write},
+    process::{Child, ChildStdin, ChildStdout, Command, Stdio},
+};
+
+use serde_json::Value;
+
+/// A child process killed (by its own handle) when dropped.
+struct Proc {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    stdout: BufReader<ChildStdout>,
+}
+
+impl Proc {
+    fn start(exe: &str, args: &[&str]) -> Proc {
+        let mut child = Command::new(exe)
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start tool");
+        let stdin = child.stdin.take();
+        let stdout = BufReader::new(child.stdout.take().expect("stdout"));
+        Proc {
+            child,
+            stdin,
+            stdout,
+        }
+    }
+
+    fn line(&mut self) -> String {
+        let mut line = String::new();
+        self.stdout.read_line(&mut line).expect("read line");
+        line.trim().to_string()
+    }
+
+    fn json(&mut self) -> Value {
+        serde_json::from_str(&self.line()).expect("one JSON line")
+    }
+
+    fn send(&mut self, line: &str) {
+        let stdin = self.stdin.as_mut().expect("stdin open");
+        writeln!(stdin, "{line}").expect("command");
+        stdin.flush().expect("flush");
+    }
+
+    fn listening(&mut self) -> String {
+        self.line()
+            .strip_prefix("listening on ")
+            .expect("`listening on IP:PORT` first")
+            .to_string()
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn run_json(exe: &str, args: &[&str]) -> Value {
+    let output = Command::new(exe)
+        .args(args)
+        .stderr(Stdio::inherit())
+        .output()
+        .expect("run tool");
+    assert!(output.status.success(), "{exe} {args:?} failed");
+    let stdout = String::from_utf8(output.stdout).expect("utf-8");
+    serde_json::from_str(stdout.lines().last().expect("a line")).expect("JSON")
+}
+
+fn exercise(server: &mut Proc) {
+    let addr = server.listening();
+    let pid = server.child.id().to_string();
+    let load = run_json(
+        env!("CARGO_BIN_EXE_load_client"),
+        &[
+            &addr,
+            "--connections",
+            "2",
+            "--pipeline",
+            "2",
+            "--size",
+            "64",
+            "--duration",
+            "0.3",
+            "--warmup",
+            "0.1",
+            "--server-pid",
+            &pid,
+        ],
+    );
+    assert_eq!(load["errors"], 0, "{load}");
+    assert!(load["messages"].as_u64().unwrap() > 0, "{load}");
+    assert!(load["server_cpu_s"].as_f64().is_some(), "{load}");
+
+    let accept = run_json(
+        env!("CARGO_BIN_EXE_accept_rate"),
+        &[
+            &addr,
+            "--concurrency",
+            "2",
+            "--duration",
+            "0.3",
+            "--warmup",
+            "0",
+        ],
+    );
+    assert_eq!(accept["errors"], 0, "{accept}");
+    assert!(accept["connections"].as_u64().unwrap() > 0, "{accept}");
+
+    let mut hold = Proc::start(
+        env!("CARGO_BIN_EXE_hold_clients"),
+        &[&addr, "--count", "10", "--hold", "30"],
+    );
+    assert_eq!(hold.json()["opened"], 10);
+    hold.stdin = None;
+    let _ = hold.child.wait();
+}
+
+#[test]
+fn baseline_echo_serves_every_client_tool() {
+    let mut server = Proc::start(env!("CARGO_BIN_EXE_baseline_echo"), &[]);
+    exercise(&mut server);
+}
+
+#[test]
+fn scale_server_serves_and_answers_registry_commands() {
+    let mut server = Proc::start(
+        env!("CARGO_BIN_EXE_scale_server"),
+        &["--idle-timeout", "120"],
+    );
+    exercise(&mut server);
+    server.send("wait 0 10");
+    assert_eq!(server.json()["reached"], true);
+    server.send("measure");
+    let measured = server.json();
+    assert_eq!(measured["count"], 0, "{measured}");
+    assert_eq!(measured["list_len"], 0, "{measured}");
+}
