@@ -135,6 +135,17 @@ pub(crate) struct ServeArgs {
     #[arg(long, value_name = "SECS", default_value = "120", value_parser = parse_secs)]
     pub(crate) idle_timeout: Duration,
 
+    /// Close a connection whose partial line or frame has waited this long for the rest
+    /// (slowloris); 0 turns it off.
+    #[arg(long, value_name = "SECS", default_value = "60", value_parser = parse_secs)]
+    pub(crate) frame_timeout: Duration,
+
+    /// Most clients at once from one IP address, counted with --max-connections; a client
+    /// over it is closed at once [default: off: clients behind NAT or a proxy share one
+    /// address]. The defence against one host holding every slot.
+    #[arg(long, value_name = "N")]
+    pub(crate) max_connections_per_ip: Option<usize>,
+
     /// On SIGINT/SIGTERM, how long sessions get to close gracefully before they are aborted.
     #[arg(long, value_name = "SECS", default_value = "10", value_parser = parse_secs)]
     pub(crate) drain_timeout: Duration,

@@ -233,3 +233,44 @@ fn connect_prints_replies_and_exits_0_when_the_server_closes() {
     let finished = client.wait(STEP);
     assert!(finished.status.success(), "{finished:?}");
 }
+
+#[test]
+fn max_connections_per_ip_closes_the_extra_client_and_serves_the_first() {
+    let server = Server::start(&[
+        "--mode",
+        "echo",
+        "--codec",
+        "raw",
+        "--max-connections-per-ip",
+        "1",
+    ]);
+    let mut first = TcpStream::connect(server.addr).unwrap();
+    first.set_read_timeout(Some(STEP)).unwrap();
+    first.write_all(b"ping").unwrap();
+    let mut reply = [0u8; 4];
+    first.read_exact(&mut reply).unwrap();
+    assert_eq!(&reply, b"ping");
+
+    // Same address, over its limit: accepted and closed at once (EOF or a reset), never echoed.
+    let mut second = TcpStream::connect(server.addr).unwrap();
+    second.set_read_timeout(Some(STEP)).unwrap();
+    let _ = second.write_all(b"pong");
+    let mut got = Vec::new();
+    let outcome = second.read_to_end(&mut got);
+    assert!(
+        got.is_empty(),
+        "the client over the per-IP limit was served: {got:?}"
+    );
+    if let Err(e) = outcome {
+        assert_eq!(e.kind(), std::io::ErrorKind::ConnectionReset, "{e}");
+    }
+
+    // The first client is still served.
+    first.write_all(b"again").unwrap();
+    let mut reply = [0u8; 5];
+    first.read_exact(&mut reply).unwrap();
+    assert_eq!(&reply, b"again");
+    drop(first);
+    let finished = server.terminate();
+    assert!(finished.status.success(), "{finished:?}");
+}

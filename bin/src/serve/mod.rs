@@ -66,6 +66,9 @@ pub(crate) fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     if args.max_connections == Some(0) {
         bail!("--max-connections must be at least 1");
     }
+    if args.max_connections_per_ip == Some(0) {
+        bail!("--max-connections-per-ip must be at least 1 (leave it out to turn it off)");
+    }
     if let Err(error) = switchboard::raise_fd_limit() {
         tracing::warn!(%error, "cannot raise the open-file limit");
     }
@@ -85,6 +88,7 @@ async fn serve(args: ServeArgs, codec: CodecKind) -> anyhow::Result<ExitCode> {
     } else {
         config = config.idle_timeout(Some(args.idle_timeout));
     }
+    config = config.frame_timeout((!args.frame_timeout.is_zero()).then_some(args.frame_timeout));
     if args.mode == Mode::Files {
         // A turn of an upload writes and hashes up to frames_per_turn × 64 KiB. A session that
         // always has a full turn wakes itself again at once, and the worker's current-thread
@@ -100,6 +104,7 @@ async fn serve(args: ServeArgs, codec: CodecKind) -> anyhow::Result<ExitCode> {
     if let Some(max) = args.max_connections {
         builder = builder.max_connections(max);
     }
+    builder = builder.max_connections_per_ip(args.max_connections_per_ip);
     let totals = Arc::new(Totals::default());
     let max_line = args.max_frame.unwrap_or(Lines::DEFAULT_MAX_LENGTH);
     let max_frame = args.max_frame.unwrap_or(Frames::DEFAULT_MAX_FRAME_LENGTH);
