@@ -193,6 +193,12 @@ impl SessionConfig {
                 "must be at least 1",
             ));
         }
+        if self.close_timeout.is_zero() {
+            return Err(ConfigError::invalid(
+                "close_timeout",
+                "must be above zero, or every graceful close becomes an abort",
+            ));
+        }
         if self.mailbox_capacity == 0 {
             return Err(ConfigError::invalid(
                 "mailbox_capacity",

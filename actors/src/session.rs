@@ -134,7 +134,8 @@ pub enum DisconnectReason {
     IdleTimeout,
     /// A partial frame waited longer than the frame timeout.
     FrameTimeout,
-    /// A graceful close could not flush within the close timeout.
+    /// A graceful close did not finish within the close timeout: the buffer was not flushed,
+    /// or the peer never sent its FIN after ours. It replaces the reason the close began with.
     CloseTimeout,
     /// The peer sent bytes the codec rejects (too long, malformed, not UTF-8, cut off).
     Codec(SharedError),
@@ -521,11 +522,11 @@ pub(crate) struct Core<C> {
     /// Bytes read while lingering and thrown away; kept out of `bytes_in`, which counts only
     /// input the session accepted (an echo's `bytes_in` must equal its `bytes_out`).
     bytes_discarded: u64,
-    /// Counter values at the last timeout tick, and how long they have not moved.
+    /// Counter values at the last timeout tick, and for how many ticks they have not moved.
     last_moved: u64,
-    idle_for: Duration,
+    idle_ticks: u32,
     last_frames: u64,
-    partial_for: Duration,
+    partial_ticks: u32,
     /// `bytes_in` where the last decoded frame ended: bytes past it belong to a frame the
     /// peer has not finished sending.
     frame_end: u64,
@@ -984,12 +985,12 @@ impl<C: SessionCodec, H: SessionHandler<C>> Session<C, H> {
         // Discarded bytes moved too: a peer still sending while we linger is not idle.
         let moved = core.bytes_in + core.bytes_out + core.bytes_discarded;
         if moved == core.last_moved {
-            core.idle_for += period;
+            core.idle_ticks = core.idle_ticks.saturating_add(1);
         } else {
             core.last_moved = moved;
-            core.idle_for = Duration::ZERO;
+            core.idle_ticks = 0;
         }
-        if core.idle_for > Duration::ZERO {
+        if core.idle_ticks > 0 {
             // Quiet for a whole period: give the buffers back (an idle session holds none).
             if core.read_buf.is_empty() {
                 core.read_buf = BytesMut::new();
@@ -1008,16 +1009,20 @@ impl<C: SessionCodec, H: SessionHandler<C>> Session<C, H> {
             && core.bytes_in > core.frame_end;
         if !waiting_on_peer || core.frames_in != core.last_frames {
             core.last_frames = core.frames_in;
-            core.partial_for = Duration::ZERO;
+            core.partial_ticks = 0;
         } else {
-            core.partial_for += period;
+            core.partial_ticks = core.partial_ticks.saturating_add(1);
         }
-        let reason = if core.config.idle_timeout.is_some_and(|t| core.idle_for >= t) {
+        let reason = if core
+            .config
+            .idle_timeout
+            .is_some_and(|t| period * core.idle_ticks >= t)
+        {
             Some(DisconnectReason::IdleTimeout)
         } else if core
             .config
             .frame_timeout
-            .is_some_and(|t| core.partial_for >= t)
+            .is_some_and(|t| period * core.partial_ticks >= t)
         {
             Some(DisconnectReason::FrameTimeout)
         } else {
@@ -1585,9 +1590,9 @@ pub(crate) fn new_session<C: SessionCodec, H: SessionHandler<C>>(
             frames_out: 0,
             bytes_discarded: 0,
             last_moved: 0,
-            idle_for: Duration::ZERO,
+            idle_ticks: 0,
             last_frames: 0,
-            partial_for: Duration::ZERO,
+            partial_ticks: 0,
             frame_end: 0,
             flush_waiters: Vec::new(),
             _permit: permit,

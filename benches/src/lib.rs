@@ -187,30 +187,9 @@ pub fn median(values: &[f64]) -> f64 {
     }
 }
 
-/// Raises the soft descriptor limit to the hard one; returns the new soft limit.
-///
-/// # Errors
-///
-/// The operating system's error.
-pub fn raise_nofile() -> io::Result<u64> {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit/setrlimit only read and write the struct passed to them.
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
-            return Err(io::Error::last_os_error());
-        }
-        if limit.rlim_cur < limit.rlim_max {
-            limit.rlim_cur = limit.rlim_max;
-            if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
-                return Err(io::Error::last_os_error());
-            }
-        }
-    }
-    Ok(limit.rlim_cur)
-}
+/// Raises the soft descriptor limit to the hard one; returns the new soft limit. The library's
+/// own function: nothing else of Switchboard runs in the baseline.
+pub use switchboard::raise_fd_limit as raise_nofile;
 
 /// The `index`-th loopback source address of a range starting at `127.0.0.first`, wrapping
 /// inside `127.0.0.first ..= 127.0.0.last` (then on to `127.0.1.x`, and so on).
