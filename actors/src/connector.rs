@@ -139,12 +139,9 @@ impl Connector {
         C: SessionCodec + Send,
         H: SessionHandler<C> + Send,
     {
-        self.config.validate().map_err(|e| {
-            ConnectError::Session(SessionError::Io(Arc::new(std::io::Error::new(
-                std::io::ErrorKind::InvalidInput,
-                e,
-            ))))
-        })?;
+        self.config
+            .validate()
+            .map_err(|e| ConnectError::Session(SessionError::Config(e)))?;
         let stream = match tokio::time::timeout(self.timeout, open(target, self.local_addr)).await {
             Ok(result) => result?,
             Err(_) => {

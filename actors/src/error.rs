@@ -151,6 +151,9 @@ pub enum SessionError {
     /// A socket operation failed.
     #[error("socket error: {0}")]
     Io(#[source] Arc<io::Error>),
+    /// The session's configuration cannot work; nothing was started.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
 }
 
 impl SessionError {

@@ -280,8 +280,8 @@ impl PendingConnection {
     ///
     /// # Errors
     ///
-    /// The session config is invalid (reported as [`SessionError::Io`] with kind
-    /// `InvalidInput`).
+    /// None today: the listener validated its session config when it started. The `Result`
+    /// keeps room for start-up failures without an API change.
     pub fn start<C, H>(self, codec: C, handler: H) -> Result<Addr<Session<C, H>>, SessionError>
     where
         C: SessionCodec + Send,

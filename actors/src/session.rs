@@ -38,7 +38,7 @@ use tokio::{io::AsyncWrite, net::TcpStream, sync::oneshot};
 use tokio_util::codec::{Decoder, Encoder};
 
 use crate::{
-    listener::ConnectionPermit, registry::Registration, worker::WorkerLoad, ConfigError, Registry,
+    listener::ConnectionPermit, registry::Registration, worker::WorkerLoad, Registry,
     SessionConfig, SessionError, WorkerPool,
 };
 
@@ -1398,11 +1398,10 @@ impl<C: SessionCodec, H: SessionHandler<C>> SessionBuilder<C, H> {
     ///
     /// # Errors
     ///
-    /// [`SessionError::Io`] if the socket's addresses cannot be read, or a
-    /// [`ConfigError`](crate::ConfigError) reported as [`SessionError::Io`] with kind
-    /// `InvalidInput`.
+    /// [`SessionError::Io`] if the socket's addresses cannot be read;
+    /// [`SessionError::Config`] if the config cannot work.
     pub fn start(self, stream: TcpStream) -> Result<Addr<Session<C, H>>, SessionError> {
-        self.config.validate().map_err(config_error)?;
+        self.config.validate()?;
         let parts = Parts::new(stream.peer_addr(), stream.local_addr())?;
         let SessionBuilder {
             codec,
@@ -1453,7 +1452,7 @@ where
         pool: &WorkerPool,
         stream: std::net::TcpStream,
     ) -> Result<Addr<Session<C, H>>, SessionError> {
-        self.config.validate().map_err(config_error)?;
+        self.config.validate()?;
         let parts = Parts::new(stream.peer_addr(), stream.local_addr())?;
         let SessionBuilder {
             codec,
@@ -1477,10 +1476,6 @@ where
 
 fn io_error(error: io::Error) -> SessionError {
     SessionError::Io(Arc::new(error))
-}
-
-fn config_error(error: ConfigError) -> SessionError {
-    SessionError::Io(Arc::new(io::Error::new(io::ErrorKind::InvalidInput, error)))
 }
 
 /// The addresses of a stream, read before it moves to its worker.

@@ -8,7 +8,8 @@ use std::{
 };
 
 use switchboard::{
-    DisconnectReason, Registry, SessionBuilder, SessionConfig, SessionError, WorkerPool,
+    ConfigError, DisconnectReason, Registry, SessionBuilder, SessionConfig, SessionError,
+    WorkerPool,
 };
 use switchboard_codec::Lines;
 use switchboard_tests::{any_port, blocking, echo_line, ended_once, std_connect, within, Probes};
@@ -114,11 +115,10 @@ async fn invalid_config_is_a_typed_error() {
         .config(SessionConfig::default().write_watermarks(10, 5))
         .start_std(server_side);
     match result {
-        Err(SessionError::Io(e)) => assert_eq!(e.kind(), std::io::ErrorKind::InvalidInput),
-        other => panic!(
-            "expected an InvalidInput error, got {:?}",
-            other.map(|_| ())
-        ),
+        Err(SessionError::Config(ConfigError::Invalid { option, .. })) => {
+            assert_eq!(option, "write_watermarks")
+        }
+        other => panic!("expected a config error, got {:?}", other.map(|_| ())),
     }
 }
 
