@@ -73,6 +73,18 @@ struct Entry {
     control: Box<dyn SessionControl>,
 }
 
+impl Entry {
+    /// Asks the session to close, unless a close at least as strong was already asked: the
+    /// close message skips the mailbox's capacity (it must not be lost), so it is sent at most
+    /// once per level.
+    fn request_close(&self, reason: DisconnectReason, graceful: bool) {
+        let level = if graceful { 1 } else { 2 };
+        if self.meta.close_requested.fetch_max(level, Ordering::AcqRel) < level {
+            self.control.close(reason, graceful);
+        }
+    }
+}
+
 /// Something that happened to the registry's sessions, sent to subscribers.
 #[derive(Debug, Clone, Message)]
 #[rtype(result = "()")]
@@ -309,13 +321,7 @@ impl Registry {
                 self.count_drop();
             }
             SlowConsumerPolicy::Disconnect => {
-                if !entry
-                    .meta
-                    .slow_consumer_flagged
-                    .swap(true, Ordering::AcqRel)
-                {
-                    entry.control.close(DisconnectReason::SlowConsumer, false);
-                }
+                entry.request_close(DisconnectReason::SlowConsumer, false);
             }
         }
     }
@@ -331,7 +337,7 @@ impl Registry {
     pub fn kick(&self, id: SessionId, graceful: bool) -> bool {
         match self.shard(id).get(&id) {
             Some(entry) => {
-                entry.control.close(DisconnectReason::Kicked, graceful);
+                entry.request_close(DisconnectReason::Kicked, graceful);
                 true
             }
             None => false,
@@ -343,7 +349,7 @@ impl Registry {
         let mut asked = 0;
         for shard in self.inner.shards.iter() {
             for entry in lock(shard).values() {
-                entry.control.close(reason.clone(), graceful);
+                entry.request_close(reason.clone(), graceful);
                 asked += 1;
             }
         }
@@ -445,7 +451,7 @@ impl Registry {
                 for entry in shards.iter().flat_map(|shard| shard.values()) {
                     report.aborted += 1;
                     report.unflushed_bytes += entry.meta.bytes_to_write();
-                    entry.control.close(DisconnectReason::Shutdown, false);
+                    entry.request_close(DisconnectReason::Shutdown, false);
                 }
                 drop(shards);
                 ended
@@ -544,7 +550,7 @@ impl Registration {
         if self.registry.inner.shutting_down.load(Ordering::SeqCst) {
             // Joined after the shutdown asked everyone to close: closed like them.
             if let Some(entry) = self.registry.shard(meta.id).get(&meta.id) {
-                entry.control.close(DisconnectReason::Shutdown, true);
+                entry.request_close(DisconnectReason::Shutdown, true);
             }
         }
     }

@@ -21,7 +21,7 @@ use std::{
     panic::{catch_unwind, AssertUnwindSafe},
     pin::Pin,
     sync::{
-        atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering},
+        atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering},
         Arc,
     },
     task::{self, Poll},
@@ -262,8 +262,10 @@ pub(crate) struct SessionMeta {
     bytes_to_write: AtomicUsize,
     pub(crate) broadcasts_dropped: AtomicU64,
     state: AtomicU8,
-    /// Set once a slow-consumer disconnect was sent, so a burst of broadcasts sends one, not many.
-    pub(crate) slow_consumer_flagged: AtomicBool,
+    /// The strongest close already asked of this session through the registry (0 none,
+    /// 1 graceful, 2 at once), so repeated kicks or a burst of slow-consumer broadcasts queue
+    /// one close message per level, not one per call.
+    pub(crate) close_requested: AtomicU8,
 }
 
 impl SessionMeta {
@@ -282,7 +284,7 @@ impl SessionMeta {
             bytes_to_write: AtomicUsize::new(0),
             broadcasts_dropped: AtomicU64::new(0),
             state: AtomicU8::new(0),
-            slow_consumer_flagged: AtomicBool::new(false),
+            close_requested: AtomicU8::new(0),
         }
     }
 
