@@ -33,7 +33,7 @@ use actix::{
     ResponseFuture,
 };
 use actix_rt::ArbiterHandle;
-use bytes::{Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use tokio::{io::AsyncWrite, net::TcpStream, sync::oneshot};
 use tokio_util::codec::{Decoder, Encoder};
 
@@ -686,7 +686,7 @@ impl<C: SessionCodec, H: SessionHandler<C>> Session<C, H> {
                     return Err(Self::io_failure(io::ErrorKind::WriteZero.into()));
                 }
                 Poll::Ready(Ok(n)) => {
-                    let _ = self.core.write_buf.split_to(n);
+                    self.core.write_buf.advance(n);
                     written += n;
                 }
                 Poll::Ready(Err(e)) => return Err(Self::io_failure(e)),
@@ -696,42 +696,37 @@ impl<C: SessionCodec, H: SessionHandler<C>> Session<C, H> {
                 }
             }
         }
-        // "Full" starts at the high watermark itself, where `Core::write` starts refusing
-        // (`>=`): with `>` a buffer at exactly the mark refused writes but never paused reads
-        // nor reported `write_buffer_full`/`write_buffer_drained`, and echoed frames were lost.
-        // A refused write counts as full even if this flush already took the buffer back under
-        // the mark: whoever was refused was told to wait for `write_buffer_drained`, so the
-        // pair must be reported.
-        if written == 0 {
-            let refused = std::mem::take(&mut self.core.refused);
-            if (refused || self.core.write_buf.len() >= self.core.config.high_watermark)
-                && !self.core.above_high
-            {
-                self.core.above_high = true;
-                self.call(ctx, |h, c| h.write_buffer_full(c));
+        if written > 0 {
+            self.core.bytes_out += written as u64;
+            if self.core.write_buf.is_empty() {
+                // The buffer stays for the next reply; the timeout tick frees it once idle.
+                for waiter in self.core.flush_waiters.drain(..) {
+                    let _ = waiter.send(());
+                }
             }
-            return Ok(());
+            self.call(ctx, |h, c| h.bytes_written(written, c));
         }
-        self.core.bytes_out += written as u64;
-        if self.core.write_buf.is_empty() {
-            // The buffer stays for the next reply; the timeout tick frees it once idle.
-            for waiter in self.core.flush_waiters.drain(..) {
-                let _ = waiter.send(());
-            }
-        }
-        self.call(ctx, |h, c| h.bytes_written(written, c));
+        self.track_watermarks(ctx);
+        Ok(())
+    }
+
+    /// Reports the write buffer crossing its watermarks, once per crossing. "Full" starts at
+    /// the high watermark itself, where `Core::write` starts refusing (`>=`), and a refused
+    /// write counts as full even if a flush already took the buffer back under the mark:
+    /// whoever was refused was told to wait for `write_buffer_drained`, so the pair must be
+    /// reported. "Drained" comes once the buffer is back at the low watermark, possibly right
+    /// after "full".
+    fn track_watermarks(&mut self, ctx: &mut Context<Self>) {
         let buffered = self.core.write_buf.len();
         let refused = std::mem::take(&mut self.core.refused);
         if !self.core.above_high && (refused || buffered >= self.core.config.high_watermark) {
             self.core.above_high = true;
             self.call(ctx, |h, c| h.write_buffer_full(c));
         }
-        // Also right after a full reported above, when the buffer is already back down.
         if self.core.above_high && buffered <= self.core.config.low_watermark {
             self.core.above_high = false;
             self.call(ctx, |h, c| h.write_buffer_drained(c));
         }
-        Ok(())
     }
 
     /// Hands buffered frames to the handler, at most `budget` of them, and says why it stopped.
@@ -870,17 +865,11 @@ impl<C: SessionCodec, H: SessionHandler<C>> Session<C, H> {
             }
             break step;
         };
-        // Going to sleep at or above the high watermark with the socket full: the handler
-        // must hear `write_buffer_full` now. `flush_writes` reports it only when it runs, and
-        // frames answered after a blocked flush can push the buffer over the mark with no
-        // flush to follow until the peer reads, which a peer that never reads never does.
-        if result.is_pending()
-            && self.core.state != State::Closed
-            && !self.core.above_high
-            && self.core.write_buf.len() >= self.core.config.high_watermark
-        {
-            self.core.above_high = true;
-            self.call(ctx, |h, c| h.write_buffer_full(c));
+        // Going to sleep with the socket full: frames answered after a blocked flush can push
+        // the buffer over the mark with no flush to follow until the peer reads, which a peer
+        // that never reads never does. The handler must hear `write_buffer_full` now.
+        if result.is_pending() && self.core.state != State::Closed {
+            self.track_watermarks(ctx);
         }
         self.core.publish();
         result
