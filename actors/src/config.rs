@@ -11,7 +11,10 @@ use crate::ConfigError;
 ///
 /// | setting | default | when reached |
 /// |---|---|---|
-/// | write watermarks | high 64 KiB, low 32 KiB | at or above high: reads pause, writes from outside are refused with [`SessionError::WriteBufferFull`](crate::SessionError::WriteBufferFull), the handler hears [`write_buffer_full`](crate::SessionHandler::write_buffer_full); back under low: all resume |
+/// | write watermarks | high 64 KiB, low 32 KiB | at or above high: writes other than answers are refused with [`SessionError::WriteBufferFull`](crate::SessionError::WriteBufferFull), the handler hears [`write_buffer_full`](crate::SessionHandler::write_buffer_full), registry deliveries wait in the outbound queue; answers written in `ready_read` are taken up to one more high watermark, after which frames (and reading) wait; back at low: all resume. Reading never stops for the write buffer alone |
+/// | outbound queue | 64 KiB | bytes the registry (broadcast, send-to-id) may queue for the session beyond its write buffer; at the limit senders wait for room |
+/// | slow-consumer timeout | 5 s | a session that takes nothing from its full outbound queue for that long counts as a slow consumer: the broadcast's [`SlowConsumerPolicy`](crate::SlowConsumerPolicy) applies (drop, counted; or disconnect), [`Registry::send_to`](crate::Registry::send_to) fails |
+/// | half-close | off | after the peer's FIN and [`read_finished`](crate::SessionHandler::read_finished) the session flushes and closes; on: it stays open for writing until closed |
 /// | read chunk | 64 KiB | bytes asked of the socket per read; buffers are allocated at the first byte and given back after a quiet timeout-check period (a quarter of the shortest timeout), so an idle session holds none (with both timeouts off, a session keeps them once used) |
 /// | read buffer (notify mode) | 256 KiB | reading stops until the owner takes data (Qt's `setReadBufferSize`) |
 /// | idle timeout | 120 s | no byte moved in either direction for that long: closed with [`DisconnectReason::IdleTimeout`](crate::DisconnectReason::IdleTimeout) |
@@ -44,6 +47,9 @@ pub struct SessionConfig {
     pub(crate) frames_per_turn: usize,
     pub(crate) mailbox_capacity: usize,
     pub(crate) nodelay: bool,
+    pub(crate) outbound_queue: usize,
+    pub(crate) slow_consumer_timeout: Duration,
+    pub(crate) allow_half_close: bool,
 }
 
 impl Default for SessionConfig {
@@ -59,6 +65,9 @@ impl Default for SessionConfig {
             frames_per_turn: 64,
             mailbox_capacity: 64,
             nodelay: true,
+            outbound_queue: 64 * 1024,
+            slow_consumer_timeout: Duration::from_secs(5),
+            allow_half_close: false,
         }
     }
 }
@@ -117,6 +126,54 @@ impl SessionConfig {
     pub fn nodelay(mut self, on: bool) -> Self {
         self.nodelay = on;
         self
+    }
+
+    /// Sets how many bytes the registry may queue for a session beyond its write buffer
+    /// (default 64 KiB; each message is charged 32 bytes more, so empty messages are bounded
+    /// too). At the limit, broadcasts and sends wait for the session to take bytes.
+    pub fn outbound_queue(mut self, bytes: usize) -> Self {
+        self.outbound_queue = bytes;
+        self
+    }
+
+    /// Sets how long a session may take nothing from its full outbound queue before it counts
+    /// as a slow consumer (default 5 s). One client that stopped reading holds up a
+    /// broadcasting sender for at most this long.
+    pub fn slow_consumer_timeout(mut self, timeout: Duration) -> Self {
+        self.slow_consumer_timeout = timeout;
+        self
+    }
+
+    /// Keeps the session open for writing after the peer's FIN (default off: after
+    /// [`read_finished`](crate::SessionHandler::read_finished) the session flushes, shuts its
+    /// write side and ends). With it on, the handler or owner ends the session
+    /// ([`ShutdownWrite`](crate::ShutdownWrite), [`DisconnectFromHost`](crate::DisconnectFromHost))
+    /// or the idle timeout does. Netty's `ALLOW_HALF_CLOSURE`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let config = switchboard::SessionConfig::default().allow_half_close(true);
+    /// assert!(config.half_close_allowed());
+    /// ```
+    pub fn allow_half_close(mut self, on: bool) -> Self {
+        self.allow_half_close = on;
+        self
+    }
+
+    /// Whether the session stays open for writing after the peer's FIN.
+    pub fn half_close_allowed(&self) -> bool {
+        self.allow_half_close
+    }
+
+    /// The outbound queue's limit in bytes.
+    pub fn outbound_queue_limit(&self) -> usize {
+        self.outbound_queue
+    }
+
+    /// The slow-consumer timeout.
+    pub fn slow_consumer_after(&self) -> Duration {
+        self.slow_consumer_timeout
     }
 
     /// The high watermark in bytes.
@@ -197,6 +254,18 @@ impl SessionConfig {
             return Err(ConfigError::invalid(
                 "close_timeout",
                 "must be above zero, or every graceful close becomes an abort",
+            ));
+        }
+        if self.outbound_queue == 0 {
+            return Err(ConfigError::invalid(
+                "outbound_queue",
+                "must be at least 1 byte",
+            ));
+        }
+        if self.slow_consumer_timeout.is_zero() {
+            return Err(ConfigError::invalid(
+                "slow_consumer_timeout",
+                "must be above zero, or every full queue is a slow consumer",
             ));
         }
         if self.mailbox_capacity == 0 {

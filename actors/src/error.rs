@@ -142,6 +142,14 @@ pub enum SessionError {
     /// The session is closing or closed and takes no more writes.
     #[error("the session is closing")]
     Closing,
+    /// The session took nothing from its full outbound queue for its slow-consumer timeout
+    /// ([`SessionConfig::slow_consumer_timeout`](crate::SessionConfig::slow_consumer_timeout)),
+    /// or was found slow before: its peer is not reading.
+    #[error("the session is a slow consumer: it took nothing for {timeout:?}")]
+    SlowConsumer {
+        /// The session's slow-consumer timeout.
+        timeout: Duration,
+    },
     /// The codec refused to encode the item (too long, a newline inside a line, ...).
     #[error("cannot encode: {0}")]
     Encode(#[source] Arc<dyn std::error::Error + Send + Sync>),

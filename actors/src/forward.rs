@@ -38,6 +38,16 @@ where
         /// The decoded frame.
         frame: C::Item,
     },
+    /// The peer has finished sending (Qt's `readChannelFinished`); every frame before its FIN
+    /// was sent ahead of this. With
+    /// [`SessionConfig::allow_half_close`](crate::SessionConfig::allow_half_close) the session
+    /// stays open for the recipient's answer until it sends
+    /// [`ShutdownWrite`](crate::ShutdownWrite) or [`DisconnectFromHost`](crate::DisconnectFromHost);
+    /// otherwise it flushes and closes.
+    ReadFinished {
+        /// The session.
+        id: SessionId,
+    },
     /// Bytes left the write buffer (Qt's `bytesWritten`); only with
     /// [`Forward::with_bytes_written`].
     BytesWritten {
@@ -73,6 +83,7 @@ where
         match self {
             SessionEvent::Connected { info, .. } => write!(f, "Connected({})", info.id),
             SessionEvent::ReadyRead { id, .. } => write!(f, "ReadyRead({id})"),
+            SessionEvent::ReadFinished { id } => write!(f, "ReadFinished({id})"),
             SessionEvent::BytesWritten { id, bytes } => write!(f, "BytesWritten({id}, {bytes})"),
             SessionEvent::WriteBufferFull { id } => write!(f, "WriteBufferFull({id})"),
             SessionEvent::WriteBufferDrained { id } => write!(f, "WriteBufferDrained({id})"),
@@ -102,6 +113,12 @@ struct Backlog {
 /// At most `max_in_flight` frames (default 16) wait for the recipient at once; beyond that the
 /// session stops reading and TCP pushes back on the peer, so a lagging recipient never grows a
 /// mailbox without bound. `Disconnected` always arrives, last.
+///
+/// The session keeps reading while its write buffer is full (the recipient's writes are not
+/// answers the session could hold frames for): a recipient that answers every frame should
+/// send [`PauseReading`](crate::PauseReading) on `WriteBufferFull` and
+/// [`ResumeReading`](crate::ResumeReading) on `WriteBufferDrained`, or retry refused writes
+/// then.
 ///
 /// # Examples
 ///
@@ -241,6 +258,10 @@ where
             id: conn.id(),
             frame,
         });
+    }
+
+    fn read_finished(&mut self, conn: &mut Conn<'_, C, Self>) {
+        self.push(SessionEvent::ReadFinished { id: conn.id() });
     }
 
     fn bytes_written(&mut self, bytes: usize, conn: &mut Conn<'_, C, Self>) {

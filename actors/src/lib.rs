@@ -71,6 +71,7 @@ mod error;
 mod forward;
 mod listener;
 mod notify;
+mod outbox;
 mod registry;
 mod session;
 mod worker;
@@ -88,13 +89,14 @@ pub use listener::{
 };
 pub use notify::{BytesAvailable, Notify, NotifyEvent, Read, ReadAll, ReadLine};
 pub use registry::{
-    Broadcast, BroadcastReport, Count, Get, Kick, List, Placeholder, Registry, RegistryEvent,
-    RegistryStats, SendTo, Shutdown, ShutdownReport, Subscribe, WaitForCount,
+    Broadcast, BroadcastReport, Broadcasting, Count, Get, Kick, List, Placeholder, Registry,
+    RegistryEvent, RegistryEvents, RegistryStats, SendTo, Sending, Shutdown, ShutdownReport,
+    Subscribe, WaitForCount, DEFAULT_EVENT_BACKLOG,
 };
 pub use session::{
-    Abort, Conn, DisconnectFromHost, DisconnectReason, Flush, GetInfo, PauseReading, ResumeReading,
-    Session, SessionBuilder, SessionCodec, SessionHandler, SessionId, SessionInfo, SessionState,
-    SharedError, SlowConsumerPolicy, Write,
+    Abort, CloseMode, Conn, DisconnectFromHost, DisconnectReason, Flush, GetInfo, PauseReading,
+    ResumeReading, Session, SessionBuilder, SessionCodec, SessionHandler, SessionId, SessionInfo,
+    SessionState, SharedError, ShutdownWrite, SlowConsumerPolicy, Write,
 };
 pub use worker::{Assignment, WorkerPool};
 

@@ -6,51 +6,47 @@
 //! get, send-to-one, broadcast, kick, subscribe, wait for a count, shut down.
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, VecDeque},
     fmt,
     future::Future,
     net::SocketAddr,
+    pin::Pin,
     sync::{
-        atomic::{AtomicU64, AtomicUsize, Ordering},
+        atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
         Arc, Mutex, RwLock,
     },
+    task::{self, Poll, Waker},
     time::{Duration, Instant},
 };
 
 use actix::{Actor, Addr, Context, Handler, Message, Recipient, ResponseFuture};
 use bytes::Bytes;
-use futures::future::BoxFuture;
+use futures::{Stream, StreamExt};
 
 use crate::{
-    session::{Control, SessionCodec, SessionMeta},
-    DisconnectReason, Session, SessionError, SessionHandler, SessionId, SessionInfo,
-    SlowConsumerPolicy, Write,
+    outbox::{Attempt, Offer, Outcome},
+    session::{CloseRequest, SessionCodec, SessionMeta},
+    CloseMode, DisconnectReason, Session, SessionError, SessionHandler, SessionId, SessionInfo,
+    SlowConsumerPolicy,
 };
 
 const SHARDS: usize = 16;
 
-/// What the registry can do to a session without knowing its codec or handler.
+/// Events a subscriber may fall behind by before newer ones are counted as missed (see
+/// [`Registry::subscribe`]).
+pub const DEFAULT_EVENT_BACKLOG: usize = 4096;
+
+/// What the registry can do to a session without knowing its codec or handler. Deliveries
+/// need nothing of the session's type: they go through its outbound queue in `SessionMeta`.
 trait SessionControl: Send + Sync {
-    /// Queues a delivery; false when the mailbox is full or gone.
-    fn deliver(&self, data: Bytes, policy: SlowConsumerPolicy) -> bool;
-    fn write(&self, data: Bytes) -> BoxFuture<'static, Result<(), SessionError>>;
-    fn close(&self, reason: DisconnectReason, graceful: bool);
+    fn close(&self, reason: DisconnectReason, mode: CloseMode);
 }
 
 impl<C: SessionCodec, H: SessionHandler<C>> SessionControl for Addr<Session<C, H>> {
-    fn deliver(&self, data: Bytes, policy: SlowConsumerPolicy) -> bool {
-        self.try_send(Control::Deliver(data, policy)).is_ok()
-    }
-
-    fn write(&self, data: Bytes) -> BoxFuture<'static, Result<(), SessionError>> {
-        let request = self.send(Write(data));
-        Box::pin(async move { request.await.map_err(SessionError::from)? })
-    }
-
-    fn close(&self, reason: DisconnectReason, graceful: bool) {
-        // One close per call site and session: bounded, and it must not be lost to a full
-        // mailbox, so it skips the capacity check.
-        self.do_send(Control::Close(reason, graceful));
+    fn close(&self, reason: DisconnectReason, mode: CloseMode) {
+        // At most one per level and session (see `Entry::request_close`): bounded, and it must
+        // not be lost to a full mailbox, so it skips the capacity check.
+        self.do_send(CloseRequest(reason, mode));
     }
 }
 
@@ -59,13 +55,7 @@ impl<C: SessionCodec, H: SessionHandler<C>> SessionControl for Addr<Session<C, H
 struct NoSession;
 
 impl SessionControl for NoSession {
-    fn deliver(&self, _: Bytes, _: SlowConsumerPolicy) -> bool {
-        true
-    }
-    fn write(&self, _: Bytes) -> BoxFuture<'static, Result<(), SessionError>> {
-        Box::pin(async { Ok(()) })
-    }
-    fn close(&self, _: DisconnectReason, _: bool) {}
+    fn close(&self, _: DisconnectReason, _: CloseMode) {}
 }
 
 struct Entry {
@@ -77,10 +67,10 @@ impl Entry {
     /// Asks the session to close, unless a close at least as strong was already asked: the
     /// close message skips the mailbox's capacity (it must not be lost), so it is sent at most
     /// once per level.
-    fn request_close(&self, reason: DisconnectReason, graceful: bool) {
-        let level = if graceful { 1 } else { 2 };
+    fn request_close(&self, reason: DisconnectReason, mode: CloseMode) {
+        let level = mode as u8;
         if self.meta.close_requested.fetch_max(level, Ordering::AcqRel) < level {
-            self.control.close(reason, graceful);
+            self.control.close(reason, mode);
         }
     }
 }
@@ -99,19 +89,59 @@ pub enum RegistryEvent {
         /// Why it ended.
         reason: DisconnectReason,
     },
+    /// The subscriber fell more than its backlog behind: this many events, which happened
+    /// here in the sequence, were not kept for it. Also counted in
+    /// [`RegistryStats::events_dropped`].
+    Missed {
+        /// How many events were missed.
+        count: u64,
+    },
 }
 
-/// What a [`Registry::broadcast`] did.
+/// What a [`Registry::broadcast`] did: every session it was meant for is counted exactly once.
+///
+/// # Examples
+///
+/// ```
+/// let mut report = switchboard::BroadcastReport::default();
+/// report.delivered = 3;
+/// report.dropped = 1;
+/// assert_eq!(report.sessions(), 4);
+/// assert_eq!(report.undelivered(), 1);
+/// ```
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct BroadcastReport {
-    /// Sessions the message was queued for.
-    pub queued: usize,
-    /// Sessions whose mailbox was full, handled by the policy (dropped or disconnected).
-    pub mailbox_full: usize,
+    /// Sessions the message was queued for, at once or after waiting for room.
+    pub delivered: usize,
+    /// Of those, sessions whose outbound queue was full, so the broadcast waited for them to
+    /// take bytes.
+    pub waited: usize,
+    /// Slow consumers under [`SlowConsumerPolicy::Drop`]: the message was skipped for them
+    /// (counted in [`SessionInfo::broadcasts_dropped`] and [`RegistryStats::broadcasts_dropped`]).
+    pub dropped: usize,
+    /// Slow consumers under [`SlowConsumerPolicy::Disconnect`]: disconnected with
+    /// [`DisconnectReason::SlowConsumer`].
+    pub disconnected: usize,
+    /// Sessions closing or ended before the message could be queued for them.
+    pub closed: usize,
+}
+
+impl BroadcastReport {
+    /// Every session the broadcast was meant for.
+    pub fn sessions(&self) -> usize {
+        self.delivered + self.undelivered()
+    }
+
+    /// Sessions the message was not queued for, whatever the reason.
+    pub fn undelivered(&self) -> usize {
+        self.dropped + self.disconnected + self.closed
+    }
 }
 
 /// What a [`Registry::shutdown`] did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct ShutdownReport {
     /// Sessions that ended within the drain timeout: closed gracefully (what they had read
     /// answered and flushed), or ended meanwhile by their peer or an error. Includes sessions
@@ -120,8 +150,12 @@ pub struct ShutdownReport {
     /// Sessions still open at the deadline and aborted. `drained + aborted` is every session
     /// that was live when the shutdown began or joined before the deadline.
     pub aborted: usize,
-    /// Bytes still in the aborted sessions' write buffers.
+    /// Bytes the aborted sessions still owed their peers (write buffers and outbound queues).
     pub unflushed_bytes: usize,
+    /// Bytes read by the sessions that ended during the shutdown, over their whole lives.
+    pub bytes_in: u64,
+    /// Bytes written by the sessions that ended during the shutdown, over their whole lives.
+    pub bytes_out: u64,
     /// How long the shutdown took.
     pub elapsed: Duration,
 }
@@ -136,10 +170,20 @@ pub struct RegistryStats {
     pub connected: u64,
     /// Sessions ended.
     pub disconnected: u64,
-    /// Broadcast messages dropped for slow sessions.
+    /// Registry messages (broadcast, send-to-id) not delivered: skipped for slow consumers,
+    /// abandoned by a broadcast dropped while it waited, refused by a session's codec, or left
+    /// in the queue of a session that ended.
     pub broadcasts_dropped: u64,
-    /// Events not delivered because a subscriber's mailbox was full.
+    /// Times a session was found to be a slow consumer (nothing taken for its slow-consumer
+    /// timeout while a sender waited).
+    pub slow_consumers: u64,
+    /// Events not kept for a subscriber that fell more than its backlog behind; each such
+    /// subscriber also received [`RegistryEvent::Missed`] with its own count.
     pub events_dropped: u64,
+    /// Bytes read by sessions that have ended, over their whole lives.
+    pub bytes_in: u64,
+    /// Bytes written by sessions that have ended, over their whole lives.
+    pub bytes_out: u64,
 }
 
 /// Every live session across all workers: count, list, get, send-to-one, broadcast, kick,
@@ -149,6 +193,12 @@ pub struct RegistryStats {
 /// actor (`registry.clone().start()`) answering the same questions as messages. An entry is
 /// removed whenever its session ends, whatever the reason (even if its worker thread is torn
 /// down without stopping it).
+///
+/// Messages to sessions ([`send_to`](Self::send_to), [`broadcast`](Self::broadcast)) go into
+/// each session's outbound queue, bounded in bytes ([`SessionConfig::outbound_queue`]); no
+/// actor mailbox decides whether a message is kept.
+///
+/// [`SessionConfig::outbound_queue`]: crate::SessionConfig::outbound_queue
 ///
 /// # Examples
 ///
@@ -173,16 +223,19 @@ struct Inner {
     connected: AtomicU64,
     disconnected: AtomicU64,
     broadcasts_dropped: AtomicU64,
+    slow_consumers: AtomicU64,
     events_dropped: AtomicU64,
+    bytes_in: AtomicU64,
+    bytes_out: AtomicU64,
     /// Woken on every count change while someone waits for a count.
     count_changed: tokio::sync::Notify,
     waiters: AtomicUsize,
-    subscribers: RwLock<Vec<Recipient<RegistryEvent>>>,
-    has_subscribers: std::sync::atomic::AtomicBool,
+    subscribers: RwLock<Vec<Arc<EventQueue>>>,
+    has_subscribers: AtomicBool,
     /// Set by [`Registry::shutdown`]: a session that joins from then on is asked to close as
     /// soon as it registers (it was accepted before the listener stopped, but started after
     /// the shutdown asked everyone else to close).
-    shutting_down: std::sync::atomic::AtomicBool,
+    shutting_down: AtomicBool,
 }
 
 impl Default for Registry {
@@ -209,12 +262,15 @@ impl Registry {
                 connected: AtomicU64::new(0),
                 disconnected: AtomicU64::new(0),
                 broadcasts_dropped: AtomicU64::new(0),
+                slow_consumers: AtomicU64::new(0),
                 events_dropped: AtomicU64::new(0),
+                bytes_in: AtomicU64::new(0),
+                bytes_out: AtomicU64::new(0),
                 count_changed: tokio::sync::Notify::new(),
                 waiters: AtomicUsize::new(0),
                 subscribers: RwLock::new(Vec::new()),
-                has_subscribers: std::sync::atomic::AtomicBool::new(false),
-                shutting_down: std::sync::atomic::AtomicBool::new(false),
+                has_subscribers: AtomicBool::new(false),
+                shutting_down: AtomicBool::new(false),
             }),
         }
     }
@@ -236,7 +292,10 @@ impl Registry {
             connected: i.connected.load(Ordering::Relaxed),
             disconnected: i.disconnected.load(Ordering::Relaxed),
             broadcasts_dropped: i.broadcasts_dropped.load(Ordering::Relaxed),
+            slow_consumers: i.slow_consumers.load(Ordering::Relaxed),
             events_dropped: i.events_dropped.load(Ordering::Relaxed),
+            bytes_in: i.bytes_in.load(Ordering::Relaxed),
+            bytes_out: i.bytes_out.load(Ordering::Relaxed),
         }
     }
 
@@ -264,80 +323,155 @@ impl Registry {
     }
 
     /// Writes `data` to one session, through its codec (a line gets its newline, a frame its
-    /// header).
+    /// header), by way of its outbound queue: resolves once the message is queued. While the
+    /// queue is full and the session keeps taking bytes, it waits; a session that takes
+    /// nothing for its slow-consumer timeout fails it.
+    ///
+    /// Delivery is at most once: a queued message is lost if the session ends before writing
+    /// it. A message the session's codec refuses is dropped there and counted in
+    /// [`SessionInfo::broadcasts_dropped`].
     ///
     /// # Errors
     ///
-    /// [`SessionError::Gone`] when no such session is live; otherwise as
-    /// [`Write`](crate::Write): [`SessionError::WriteBufferFull`] when it cannot keep up.
-    pub fn send_to(
-        &self,
-        id: SessionId,
-        data: Bytes,
-    ) -> impl Future<Output = Result<(), SessionError>> + Send + 'static {
-        let request = self.shard(id).get(&id).map(|e| e.control.write(data));
-        async move {
-            match request {
-                Some(request) => request.await,
-                None => Err(SessionError::Gone),
-            }
+    /// [`SessionError::Gone`] when no such session is live; [`SessionError::Closing`] when it
+    /// is closing; [`SessionError::SlowConsumer`] when it took nothing for its slow-consumer
+    /// timeout (or was found slow before).
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropped before it resolves, nothing was queued.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # actix_rt::System::new().block_on(async {
+    /// use switchboard::{Registry, SessionError, SessionId};
+    ///
+    /// let registry = Registry::new();
+    /// let sent = registry.send_to(SessionId::next(), bytes::Bytes::from("hi")).await;
+    /// assert!(matches!(sent, Err(SessionError::Gone)));
+    /// # });
+    /// ```
+    pub fn send_to(&self, id: SessionId, data: Bytes) -> Sending {
+        let meta = self.shard(id).get(&id).map(|e| e.meta.clone());
+        Sending {
+            registry: self.clone(),
+            target: meta.map(|meta| (meta, None)),
+            data,
+            timer: None,
         }
     }
 
-    /// Queues `data` for every live session except `except`, without waiting on any of them.
-    /// A session that cannot keep up (full write buffer or mailbox) is handled by `policy`:
-    /// the message is dropped for it and counted, or it is disconnected with
-    /// [`DisconnectReason::SlowConsumer`]. Memory stays bounded either way.
+    /// Queues `data` for every live session except `except`, and resolves once every one of
+    /// them is accounted for in the [`BroadcastReport`].
+    ///
+    /// The message goes into each session's outbound queue at once where there is room
+    /// (before this returns: a broadcast no queue is full for is complete without being
+    /// polled). Where a queue is full, the returned future waits while that session keeps
+    /// taking bytes: a burst is slowed down to what the readers take, never dropped for them.
+    /// A session that takes nothing for its slow-consumer timeout
+    /// ([`SessionConfig::slow_consumer_timeout`](crate::SessionConfig::slow_consumer_timeout))
+    /// is a slow consumer, and `policy` applies to it: the message is dropped for it (and
+    /// later ones at once, until it takes bytes again), or it is disconnected. Memory stays
+    /// bounded either way.
+    ///
+    /// A session handler that broadcasts what it reads should hold the future and return it
+    /// from [`SessionHandler::poll_ready`](crate::SessionHandler::poll_ready) until it
+    /// completes: the session then stops reading its own socket meanwhile, and TCP slows the
+    /// sender down (see the `switchboard serve` chat mode).
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropping the future gives up on the sessions it still waits for: the message is
+    /// dropped for them and counted in [`SessionInfo::broadcasts_dropped`] and
+    /// [`RegistryStats::broadcasts_dropped`]. Sessions it was queued for keep it.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # actix_rt::System::new().block_on(async {
+    /// use switchboard::{Registry, SlowConsumerPolicy};
+    ///
+    /// let registry = Registry::new();
+    /// let report = registry
+    ///     .broadcast(bytes::Bytes::from("hello"), None, SlowConsumerPolicy::Drop)
+    ///     .await;
+    /// assert_eq!(report.sessions(), 0);
+    /// # });
+    /// ```
     pub fn broadcast(
         &self,
         data: Bytes,
         except: Option<SessionId>,
         policy: SlowConsumerPolicy,
-    ) -> BroadcastReport {
-        let mut report = BroadcastReport::default();
+    ) -> Broadcasting {
+        let mut broadcast = Broadcasting {
+            registry: self.clone(),
+            data,
+            policy,
+            waiting: Vec::new(),
+            report: BroadcastReport::default(),
+            timer: None,
+        };
+        let mut now = None;
+        let mut to_close = Vec::new();
         for shard in self.inner.shards.iter() {
             for (id, entry) in lock(shard).iter() {
                 if Some(*id) == except {
                     continue;
                 }
-                if entry.control.deliver(data.clone(), policy) {
-                    report.queued += 1;
-                } else {
-                    report.mailbox_full += 1;
-                    self.slow_consumer(entry, policy);
+                let outcome = match entry.meta.outbox.offer(&broadcast.data, None) {
+                    Offer::Queued => Outcome::Queued,
+                    Offer::Slow => Outcome::Slow { detected: false },
+                    Offer::Closed => Outcome::Closed,
+                    Offer::Full { progress } => {
+                        let now = *now.get_or_insert_with(Instant::now);
+                        let attempt = Attempt::new(&entry.meta.outbox, progress, now);
+                        broadcast.waiting.push((entry.meta.clone(), attempt));
+                        broadcast.report.waited += 1;
+                        continue;
+                    }
+                };
+                if broadcast.settle(&entry.meta, outcome) {
+                    to_close.push(*id);
                 }
             }
         }
-        report
+        for id in to_close {
+            self.close_slow_consumer(id);
+        }
+        broadcast
     }
 
-    fn slow_consumer(&self, entry: &Entry, policy: SlowConsumerPolicy) {
-        match policy {
-            SlowConsumerPolicy::Drop => {
-                entry
-                    .meta
-                    .broadcasts_dropped
-                    .fetch_add(1, Ordering::Relaxed);
-                self.count_drop();
-            }
-            SlowConsumerPolicy::Disconnect => {
-                entry.request_close(DisconnectReason::SlowConsumer, false);
-            }
+    fn close_slow_consumer(&self, id: SessionId) {
+        if let Some(entry) = self.shard(id).get(&id) {
+            entry.request_close(DisconnectReason::SlowConsumer, CloseMode::Abort);
         }
     }
 
-    pub(crate) fn count_drop(&self) {
-        self.inner
-            .broadcasts_dropped
-            .fetch_add(1, Ordering::Relaxed);
+    fn count_slow_consumer(&self, meta: &SessionMeta) {
+        self.inner.slow_consumers.fetch_add(1, Ordering::Relaxed);
+        tracing::debug!(session = %meta.id, "slow consumer: took nothing for its timeout");
     }
 
-    /// Closes one session: gracefully (flush, then close) or at once. Returns false when no
+    /// Counts a registry message a session will not get.
+    fn count_undelivered(&self, meta: &SessionMeta) {
+        meta.broadcasts_dropped.fetch_add(1, Ordering::Relaxed);
+        self.count_drops(1);
+    }
+
+    pub(crate) fn count_drops(&self, messages: u64) {
+        self.inner
+            .broadcasts_dropped
+            .fetch_add(messages, Ordering::Relaxed);
+    }
+
+    /// Closes one session, gracefully (flush, then close) or at once. Returns false when no
     /// such session is live.
-    pub fn kick(&self, id: SessionId, graceful: bool) -> bool {
+    pub fn kick(&self, id: SessionId, mode: CloseMode) -> bool {
         match self.shard(id).get(&id) {
             Some(entry) => {
-                entry.request_close(DisconnectReason::Kicked, graceful);
+                entry.request_close(DisconnectReason::Kicked, mode);
                 true
             }
             None => false,
@@ -345,28 +479,91 @@ impl Registry {
     }
 
     /// Closes every live session with `reason`; returns how many were asked to.
-    pub fn close_all(&self, reason: DisconnectReason, graceful: bool) -> usize {
+    pub fn close_all(&self, reason: DisconnectReason, mode: CloseMode) -> usize {
         let mut asked = 0;
         for shard in self.inner.shards.iter() {
             for entry in lock(shard).values() {
-                entry.request_close(reason.clone(), graceful);
+                entry.request_close(reason.clone(), mode);
                 asked += 1;
             }
         }
         asked
     }
 
-    /// Sends every future [`RegistryEvent`] to `subscriber`. Delivery uses `try_send`: give the
-    /// subscriber a mailbox big enough for bursts (`ctx.set_mailbox_capacity`); events that do
-    /// not fit are counted in [`RegistryStats::events_dropped`], never queued without bound.
+    /// Sends every future [`RegistryEvent`] to `subscriber`, in order, with up to
+    /// [`DEFAULT_EVENT_BACKLOG`] events waiting for it; see
+    /// [`subscribe_with_backlog`](Self::subscribe_with_backlog).
+    ///
+    /// # Panics
+    ///
+    /// Outside an actix system (it spawns the task that feeds the subscriber on the current
+    /// arbiter); use [`events`](Self::events) there.
     pub fn subscribe(&self, subscriber: Recipient<RegistryEvent>) {
+        self.subscribe_with_backlog(subscriber, DEFAULT_EVENT_BACKLOG);
+    }
+
+    /// Sends every future [`RegistryEvent`] to `subscriber`, in order: a task on the current
+    /// arbiter takes them from [`events`](Self::events) and waits for room in the
+    /// subscriber's mailbox for each. A subscriber more than `backlog` events behind misses
+    /// the newer ones, and is then told how many with [`RegistryEvent::Missed`] (also counted
+    /// in [`RegistryStats::events_dropped`]): no event disappears unannounced, and memory stays
+    /// bounded. The task ends when the subscriber stops.
+    ///
+    /// # Panics
+    ///
+    /// Outside an actix system, as [`subscribe`](Self::subscribe).
+    pub fn subscribe_with_backlog(&self, subscriber: Recipient<RegistryEvent>, backlog: usize) {
+        let mut events = self.events(backlog);
+        actix_rt::spawn(async move {
+            while let Some(event) = events.next().await {
+                if subscriber.send(event).await.is_err() {
+                    break;
+                }
+            }
+        });
+    }
+
+    /// A stream of every future [`RegistryEvent`], for code that is not an actor. At most
+    /// `backlog` events (at least 1) wait in it; beyond that newer events are missed and the
+    /// stream yields [`RegistryEvent::Missed`] in their place. The stream never ends by itself;
+    /// drop it to unsubscribe.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # actix_rt::System::new().block_on(async {
+    /// use futures::StreamExt;
+    /// use switchboard::{Registry, RegistryEvent};
+    ///
+    /// let registry = Registry::new();
+    /// let mut events = registry.events(16);
+    /// let placeholder = registry.register_placeholder(
+    ///     "127.0.0.1:1".parse().unwrap(),
+    ///     "127.0.0.1:2".parse().unwrap(),
+    /// );
+    /// assert!(matches!(events.next().await, Some(RegistryEvent::Connected(_))));
+    /// drop(placeholder);
+    /// assert!(matches!(events.next().await, Some(RegistryEvent::Disconnected { .. })));
+    /// # });
+    /// ```
+    pub fn events(&self, backlog: usize) -> RegistryEvents {
+        let queue = Arc::new(EventQueue {
+            state: Mutex::new(EventState {
+                events: VecDeque::new(),
+                missed: 0,
+                waker: None,
+                receiver_gone: false,
+            }),
+            backlog: backlog.max(1),
+        });
         let mut subscribers = self
             .inner
             .subscribers
             .write()
             .unwrap_or_else(|e| e.into_inner());
-        subscribers.push(subscriber);
+        subscribers.push(queue.clone());
         self.inner.has_subscribers.store(true, Ordering::Release);
+        RegistryEvents { queue }
     }
 
     fn publish(&self, event: impl FnOnce() -> RegistryEvent) {
@@ -374,16 +571,33 @@ impl Registry {
             return;
         }
         let event = event();
-        let mut subscribers = self
-            .inner
-            .subscribers
-            .write()
-            .unwrap_or_else(|e| e.into_inner());
-        subscribers.retain(|s| s.connected());
-        for subscriber in subscribers.iter() {
-            if subscriber.try_send(event.clone()).is_err() {
-                self.inner.events_dropped.fetch_add(1, Ordering::Relaxed);
+        let mut gone = false;
+        {
+            let subscribers = self
+                .inner
+                .subscribers
+                .read()
+                .unwrap_or_else(|e| e.into_inner());
+            for queue in subscribers.iter() {
+                match queue.push(event.clone()) {
+                    Pushed::Kept => {}
+                    Pushed::Missed => {
+                        self.inner.events_dropped.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Pushed::Gone => gone = true,
+                }
             }
+        }
+        if gone {
+            let mut subscribers = self
+                .inner
+                .subscribers
+                .write()
+                .unwrap_or_else(|e| e.into_inner());
+            subscribers.retain(|queue| !queue.is_gone());
+            self.inner
+                .has_subscribers
+                .store(!subscribers.is_empty(), Ordering::Release);
         }
     }
 
@@ -414,7 +628,7 @@ impl Registry {
         }
     }
 
-    /// Graceful shutdown of every live session: each stops reading, answers what it already
+/// Graceful shutdown of every live session: each stops reading, answers what it already
     /// read, flushes and closes; whatever is still open after `drain_timeout` is aborted.
     ///
     /// Stop accepting first ([`ListenerHandle::shutdown`](crate::ListenerHandle::shutdown)
@@ -433,10 +647,14 @@ impl Registry {
         async move {
             let started = Instant::now();
             let ended_before = registry.inner.disconnected.load(Ordering::SeqCst);
+            let bytes_before = (
+                registry.inner.bytes_in.load(Ordering::SeqCst),
+                registry.inner.bytes_out.load(Ordering::SeqCst),
+            );
             // SeqCst, before `close_all` takes the shard locks: a session registering after
             // `close_all` passed its shard sees the flag (see `Registration::insert`).
             registry.inner.shutting_down.store(true, Ordering::SeqCst);
-            registry.close_all(DisconnectReason::Shutdown, true);
+            registry.close_all(DisconnectReason::Shutdown, CloseMode::Graceful);
             let drained_in_time = tokio::time::timeout(drain_timeout, registry.wait_for_count(0))
                 .await
                 .is_ok();
@@ -450,8 +668,8 @@ impl Registry {
                 let ended = registry.inner.disconnected.load(Ordering::SeqCst) - ended_before;
                 for entry in shards.iter().flat_map(|shard| shard.values()) {
                     report.aborted += 1;
-                    report.unflushed_bytes += entry.meta.bytes_to_write();
-                    entry.request_close(DisconnectReason::Shutdown, false);
+                    report.unflushed_bytes += entry.meta.bytes_owed();
+                    entry.request_close(DisconnectReason::Shutdown, CloseMode::Abort);
                 }
                 drop(shards);
                 ended
@@ -461,20 +679,23 @@ impl Registry {
                     tokio::time::timeout(Duration::from_secs(5), registry.wait_for_count(0)).await;
             }
             report.drained = usize::try_from(ended_in_time).unwrap_or(usize::MAX);
+            report.bytes_in = registry.inner.bytes_in.load(Ordering::SeqCst) - bytes_before.0;
+            report.bytes_out = registry.inner.bytes_out.load(Ordering::SeqCst) - bytes_before.1;
             report.elapsed = started.elapsed();
             report
         }
     }
 
-    /// Adds an entry with no session behind it, for measuring the registry itself (benches).
-    /// The entry leaves when the returned guard is dropped.
+    /// Adds an entry with no session behind it, for measuring the registry itself (benches)
+    /// and for examples; messages to it are queued and never written. The entry leaves when
+    /// the returned guard is dropped.
     #[doc(hidden)]
     pub fn register_placeholder(&self, peer: SocketAddr, local: SocketAddr) -> Placeholder {
         let meta = SessionMeta::placeholder(peer, local);
         let mut registration = Registration::new(self.clone(), meta.clone());
         registration.insert(&meta, Box::new(NoSession));
         Placeholder {
-            _entry: registration,
+            entry: registration,
         }
     }
 
@@ -513,7 +734,15 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 #[doc(hidden)]
 #[allow(missing_debug_implementations)]
 pub struct Placeholder {
-    _entry: Registration,
+    entry: Registration,
+}
+
+impl Placeholder {
+    /// Empties the entry's outbound queue, as a session writing it out would; returns how many
+    /// messages it held.
+    pub fn take_queued(&self) -> usize {
+        self.entry.meta.outbox.take(|_| true)
+    }
 }
 
 /// A session's membership in a registry, held by the session; leaving is guaranteed by `Drop`.
@@ -550,7 +779,7 @@ impl Registration {
         if self.registry.inner.shutting_down.load(Ordering::SeqCst) {
             // Joined after the shutdown asked everyone to close: closed like them.
             if let Some(entry) = self.registry.shard(meta.id).get(&meta.id) {
-                entry.request_close(DisconnectReason::Shutdown, true);
+                entry.request_close(DisconnectReason::Shutdown, CloseMode::Graceful);
             }
         }
     }
@@ -564,8 +793,8 @@ impl Registration {
         self.insert(meta, Box::new(addr));
     }
 
-    pub(crate) fn count_drop(&self) {
-        self.registry.count_drop();
+    pub(crate) fn count_drops(&self, messages: u64) {
+        self.registry.count_drops(messages);
     }
 
     /// Called by the session when it stops.
@@ -582,11 +811,12 @@ impl Registration {
             shard.remove(&self.meta.id);
             self.registry.change_count(-1);
         }
-        let meta = &self.meta;
-        self.registry.publish(|| RegistryEvent::Disconnected {
-            info: info.unwrap_or_else(|| meta.info()),
-            reason,
-        });
+        let info = info.unwrap_or_else(|| self.meta.info());
+        let inner = &self.registry.inner;
+        inner.bytes_in.fetch_add(info.bytes_in, Ordering::Relaxed);
+        inner.bytes_out.fetch_add(info.bytes_out, Ordering::Relaxed);
+        self.registry
+            .publish(|| RegistryEvent::Disconnected { info, reason });
     }
 }
 
@@ -668,9 +898,9 @@ pub struct Broadcast {
 }
 
 impl Handler<Broadcast> for Registry {
-    type Result = actix::MessageResult<Broadcast>;
+    type Result = ResponseFuture<BroadcastReport>;
     fn handle(&mut self, msg: Broadcast, _: &mut Context<Self>) -> Self::Result {
-        actix::MessageResult(self.broadcast(msg.data, msg.except, msg.policy))
+        Box::pin(self.broadcast(msg.data, msg.except, msg.policy))
     }
 }
 
@@ -680,14 +910,14 @@ impl Handler<Broadcast> for Registry {
 pub struct Kick {
     /// The session.
     pub id: SessionId,
-    /// Flush before closing (true) or abort (false).
-    pub graceful: bool,
+    /// Flush before closing, or abort.
+    pub mode: CloseMode,
 }
 
 impl Handler<Kick> for Registry {
     type Result = bool;
     fn handle(&mut self, msg: Kick, _: &mut Context<Self>) -> bool {
-        self.kick(msg.id, msg.graceful)
+        self.kick(msg.id, msg.mode)
     }
 }
 
@@ -727,5 +957,275 @@ impl Handler<Shutdown> for Registry {
     type Result = ResponseFuture<ShutdownReport>;
     fn handle(&mut self, msg: Shutdown, _: &mut Context<Self>) -> Self::Result {
         Box::pin(self.shutdown(msg.drain_timeout))
+    }
+}
+
+/// A [`Registry::broadcast`] on its way: resolves to the [`BroadcastReport`] once every target
+/// session has the message queued or is accounted for otherwise.
+#[must_use = "dropped, a broadcast gives up on the sessions it waits for (counted as dropped)"]
+pub struct Broadcasting {
+    registry: Registry,
+    data: Bytes,
+    policy: SlowConsumerPolicy,
+    /// Sessions whose outbound queue was full, with the wait for each.
+    waiting: Vec<(Arc<SessionMeta>, Attempt)>,
+    report: BroadcastReport,
+    /// Fires at the earliest slow-consumer deadline among `waiting`.
+    timer: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl fmt::Debug for Broadcasting {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Broadcasting")
+            .field("report", &self.report)
+            .field("waiting", &self.waiting.len())
+            .finish()
+    }
+}
+
+impl Broadcasting {
+    /// Whether every target is accounted for (polling would resolve at once).
+    pub fn is_done(&self) -> bool {
+        self.waiting.is_empty()
+    }
+
+    /// The report as of now; sessions still waited for are in none of its counts but
+    /// [`waited`](BroadcastReport::waited).
+    pub fn report(&self) -> BroadcastReport {
+        self.report
+    }
+
+    /// Books one target's outcome; true when the target must be disconnected.
+    fn settle(&mut self, meta: &SessionMeta, outcome: Outcome) -> bool {
+        match outcome {
+            Outcome::Queued => self.report.delivered += 1,
+            Outcome::Closed => self.report.closed += 1,
+            Outcome::Slow { detected } => {
+                if detected {
+                    self.registry.count_slow_consumer(meta);
+                }
+                match self.policy {
+                    SlowConsumerPolicy::Drop => {
+                        self.report.dropped += 1;
+                        self.registry.count_undelivered(meta);
+                    }
+                    SlowConsumerPolicy::Disconnect => {
+                        self.report.disconnected += 1;
+                        return true;
+                    }
+                }
+            }
+        }
+        false
+    }
+}
+
+impl Future for Broadcasting {
+    type Output = BroadcastReport;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut task::Context<'_>) -> Poll<BroadcastReport> {
+        let this = &mut *self;
+        loop {
+            if this.waiting.is_empty() {
+                this.timer = None;
+                return Poll::Ready(this.report);
+            }
+            let now = Instant::now();
+            let mut index = 0;
+            while index < this.waiting.len() {
+                let (meta, attempt) = &mut this.waiting[index];
+                match attempt.poll(&meta.outbox, &this.data, cx, now) {
+                    None => index += 1,
+                    Some(outcome) => {
+                        let (meta, _) = this.waiting.swap_remove(index);
+                        if this.settle(&meta, outcome) {
+                            this.registry.close_slow_consumer(meta.id);
+                        }
+                    }
+                }
+            }
+            let Some(deadline) = this.waiting.iter().map(|(_, a)| a.deadline()).min() else {
+                continue;
+            };
+            if poll_deadline(&mut this.timer, deadline, cx).is_pending() {
+                return Poll::Pending;
+            }
+        }
+    }
+}
+
+impl Drop for Broadcasting {
+    fn drop(&mut self) {
+        for (meta, _) in self.waiting.drain(..) {
+            self.registry.count_undelivered(&meta);
+        }
+    }
+}
+
+/// Arms `timer` for `deadline` and polls it.
+fn poll_deadline(
+    timer: &mut Option<Pin<Box<tokio::time::Sleep>>>,
+    deadline: Instant,
+    cx: &mut task::Context<'_>,
+) -> Poll<()> {
+    let deadline = tokio::time::Instant::from_std(deadline);
+    match timer {
+        Some(sleep) if sleep.deadline() == deadline => {}
+        Some(sleep) => sleep.as_mut().reset(deadline),
+        None => *timer = Some(Box::pin(tokio::time::sleep_until(deadline))),
+    }
+    timer.as_mut().map_or(Poll::Ready(()), |sleep| sleep.as_mut().poll(cx))
+}
+
+/// A [`Registry::send_to`] on its way: resolves once the message is queued for the session.
+#[must_use = "a send does nothing unless polled"]
+pub struct Sending {
+    registry: Registry,
+    /// The session, and the wait once its queue was found full; `None` when it is not live.
+    target: Option<(Arc<SessionMeta>, Option<Attempt>)>,
+    data: Bytes,
+    timer: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl fmt::Debug for Sending {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Sending")
+            .field("to", &self.target.as_ref().map(|(meta, _)| meta.id))
+            .finish()
+    }
+}
+
+impl Future for Sending {
+    type Output = Result<(), SessionError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut task::Context<'_>) -> Poll<Self::Output> {
+        let this = &mut *self;
+        let Some((meta, attempt)) = &mut this.target else {
+            return Poll::Ready(Err(SessionError::Gone));
+        };
+        loop {
+            let now = Instant::now();
+            let outcome = match attempt {
+                None => match meta.outbox.offer(&this.data, None) {
+                    Offer::Queued => Some(Outcome::Queued),
+                    Offer::Slow => Some(Outcome::Slow { detected: false }),
+                    Offer::Closed => Some(Outcome::Closed),
+                    Offer::Full { progress } => {
+                        let mut waiting = Attempt::new(&meta.outbox, progress, now);
+                        let outcome = waiting.poll(&meta.outbox, &this.data, cx, now);
+                        *attempt = Some(waiting);
+                        outcome
+                    }
+                },
+                Some(waiting) => waiting.poll(&meta.outbox, &this.data, cx, now),
+            };
+            let result = match outcome {
+                Some(Outcome::Queued) => Ok(()),
+                Some(Outcome::Closed) => Err(SessionError::Closing),
+                Some(Outcome::Slow { detected }) => {
+                    if detected {
+                        this.registry.count_slow_consumer(meta);
+                    }
+                    Err(SessionError::SlowConsumer {
+                        timeout: meta.outbox.slow_after(),
+                    })
+                }
+                None => {
+                    let deadline = attempt.as_ref().map_or(now, Attempt::deadline);
+                    if poll_deadline(&mut this.timer, deadline, cx).is_pending() {
+                        return Poll::Pending;
+                    }
+                    continue;
+                }
+            };
+            this.timer = None;
+            this.target = None;
+            return Poll::Ready(result);
+        }
+    }
+}
+
+/// The [`RegistryEvent`]s of a [`Registry`], as a stream; made by [`Registry::events`].
+pub struct RegistryEvents {
+    queue: Arc<EventQueue>,
+}
+
+impl fmt::Debug for RegistryEvents {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RegistryEvents")
+            .field("backlog", &self.queue.backlog)
+            .finish()
+    }
+}
+
+struct EventQueue {
+    state: Mutex<EventState>,
+    backlog: usize,
+}
+
+struct EventState {
+    events: VecDeque<RegistryEvent>,
+    /// Events missed since the last one kept: reported as `Missed` in their place.
+    missed: u64,
+    waker: Option<Waker>,
+    receiver_gone: bool,
+}
+
+enum Pushed {
+    Kept,
+    Missed,
+    Gone,
+}
+
+impl EventQueue {
+    fn push(&self, event: RegistryEvent) -> Pushed {
+        let mut state = lock(&self.state);
+        if state.receiver_gone {
+            return Pushed::Gone;
+        }
+        let pushed = if state.events.len() < self.backlog {
+            if state.missed > 0 {
+                // In sequence: the notice goes where the missed events would have been (it may
+                // take the queue one past its backlog).
+                let count = std::mem::take(&mut state.missed);
+                state.events.push_back(RegistryEvent::Missed { count });
+            }
+            state.events.push_back(event);
+            Pushed::Kept
+        } else {
+            state.missed += 1;
+            Pushed::Missed
+        };
+        if let Some(waker) = state.waker.take() {
+            waker.wake();
+        }
+        pushed
+    }
+
+    fn is_gone(&self) -> bool {
+        lock(&self.state).receiver_gone
+    }
+}
+
+impl Stream for RegistryEvents {
+    type Item = RegistryEvent;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut task::Context<'_>) -> Poll<Option<RegistryEvent>> {
+        let mut state = lock(&self.queue.state);
+        if let Some(event) = state.events.pop_front() {
+            return Poll::Ready(Some(event));
+        }
+        if state.missed > 0 {
+            let count = std::mem::take(&mut state.missed);
+            return Poll::Ready(Some(RegistryEvent::Missed { count }));
+        }
+        state.waker = Some(cx.waker().clone());
+        Poll::Pending
+    }
+}
+
+impl Drop for RegistryEvents {
+    fn drop(&mut self) {
+        lock(&self.queue.state).receiver_gone = true;
     }
 }

@@ -2,17 +2,33 @@
 //!
 //! A session owns its socket and drives it from one future inside its own actor context (the
 //! driver), so reads, writes, the handler and the mailbox share one thread with no locks and no
-//! extra hop. The driver never parks the actor: above the write high watermark it stops reading
-//! and refuses outside writes, but `Abort`, kicks and info queries are still answered at once.
+//! extra hop. The driver never parks the actor: at the write high watermark it refuses outside
+//! writes, but `Abort`, kicks and info queries are still answered at once.
+//!
+//! Flow control (DESIGN.md): reading depends only on where read bytes go, never on the write
+//! buffer as such. A session reads while its decoder needs bytes and its handler takes frames
+//! (not paused, `poll_ready` ready, no answer held). An answer the handler writes in
+//! `ready_read` is never refused for room (it may go up to one high watermark past the mark);
+//! once an answer leaves the buffer at or above the high watermark, frames are held (and so
+//! reading stops) until it drains to the low watermark. A handler that writes nothing back
+//! keeps reading however full its write buffer is, so two pumping peers cannot deadlock.
+//! The registry's deliveries wait in the session's outbound queue ([`crate::outbox`]) and move
+//! into the write buffer while it is under the high watermark.
 //!
 //! Read states (what the driver does in each):
 //!
 //! | state     | reads socket | hands buffered frames to handler | writes | leaves when |
 //! |-----------|--------------|----------------------------------|--------|-------------|
-//! | Open      | yes, unless paused or at the high watermark | yes | accepted | close asked, EOF, error |
+//! | Open      | yes, while frames can be handed on (not paused, handler ready, no answer held) | yes | accepted until the write side is shut | close asked, error; EOF and write side shut |
 //! | Closing   | no           | yes (bytes already read are answered) | accepted | buffer empty and flushed → shutdown(write) |
 //! | Lingering | discards until the peer's FIN (counted in `bytes_discarded`, not `bytes_in`) | no | refused | FIN, error or close timeout |
 //! | Closed    | no           | no                               | refused | actor stops |
+//!
+//! The peer's FIN ends only the read side: after the last frame the handler hears
+//! `read_finished`, and then (unless [`SessionConfig::allow_half_close`] is set) the session
+//! flushes, shuts its write side and ends with `PeerClosed`. This side can shut its write side
+//! alone too ([`Conn::shutdown_write`], [`ShutdownWrite`]); the session ends once both sides are
+//! done.
 
 use std::{
     fmt, io,
@@ -21,7 +37,7 @@ use std::{
     panic::{catch_unwind, AssertUnwindSafe},
     pin::Pin,
     sync::{
-        atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering},
+        atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering},
         Arc,
     },
     task::{self, Poll},
@@ -38,8 +54,8 @@ use tokio::{io::AsyncWrite, net::TcpStream, sync::oneshot};
 use tokio_util::codec::{Decoder, Encoder};
 
 use crate::{
-    listener::ConnectionPermit, registry::Registration, worker::WorkerLoad, Registry,
-    SessionConfig, SessionError, WorkerPool,
+    listener::ConnectionPermit, outbox::Outbox, registry::Registration, worker::WorkerLoad,
+    Registry, SessionConfig, SessionError, WorkerPool,
 };
 
 /// A codec a [`Session`] can frame its socket with: any tokio-util `Decoder` that also encodes
@@ -141,8 +157,9 @@ pub enum DisconnectReason {
     Codec(SharedError),
     /// A socket error other than a reset.
     Io(Arc<io::Error>),
-    /// A broadcast with [`SlowConsumerPolicy::Disconnect`](crate::SlowConsumerPolicy) found the
-    /// session's write buffer full.
+    /// The session took nothing from its outbound queue for the slow-consumer timeout while a
+    /// broadcast with [`SlowConsumerPolicy::Disconnect`](crate::SlowConsumerPolicy) waited on
+    /// it.
     SlowConsumer,
     /// The registry kicked the session.
     Kicked,
@@ -190,13 +207,14 @@ impl fmt::Display for DisconnectReason {
 /// Where a session is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
+#[repr(u8)]
 pub enum SessionState {
     /// Connected: reading and writing.
-    Connected,
+    Connected = 0,
     /// Closing gracefully: answering what was read, flushing, then waiting for the peer's FIN.
-    Closing,
+    Closing = 1,
     /// Ended.
-    Closed,
+    Closed = 2,
 }
 
 impl SessionState {
@@ -237,8 +255,16 @@ pub struct SessionInfo {
     pub frames_out: u64,
     /// Bytes waiting in the write buffer (as of the session's last turn).
     pub bytes_to_write: usize,
-    /// Broadcast messages dropped for this session because it could not keep up.
+    /// Bytes the registry queued for the session (broadcast, send-to-id) that have not yet
+    /// moved into its write buffer, with a small charge per message.
+    pub bytes_queued: usize,
+    /// Registry messages (broadcast, send-to-id) not delivered to this session: skipped while
+    /// it was a slow consumer, abandoned by a sender that stopped waiting, or refused by its
+    /// codec.
     pub broadcasts_dropped: u64,
+    /// Whether the peer has finished sending (its FIN arrived and every frame before it was
+    /// handed on): Qt's `readChannelFinished` has been signalled.
+    pub read_finished: bool,
     /// Bytes read and thrown away after this side shut its write half (a graceful close
     /// waiting for the peer's FIN): never handed to the handler, never answered.
     pub bytes_discarded: u64,
@@ -261,15 +287,43 @@ pub(crate) struct SessionMeta {
     bytes_discarded: AtomicU64,
     bytes_to_write: AtomicUsize,
     pub(crate) broadcasts_dropped: AtomicU64,
+    read_finished: AtomicBool,
     state: AtomicU8,
-    /// The strongest close already asked of this session through the registry (0 none,
-    /// 1 graceful, 2 at once), so repeated kicks or a burst of slow-consumer broadcasts queue
-    /// one close message per level, not one per call.
+    /// The strongest close already asked of this session through the registry (a
+    /// [`CloseMode`] as `u8`, or [`NO_CLOSE_REQUESTED`]), so repeated kicks or a burst of
+    /// slow-consumer broadcasts queue one close message per level, not one per call.
     pub(crate) close_requested: AtomicU8,
+    /// What the registry hands this session from other threads.
+    pub(crate) outbox: Outbox,
+}
+
+/// [`SessionMeta::close_requested`] before any close was asked.
+pub(crate) const NO_CLOSE_REQUESTED: u8 = 0;
+
+/// How a session is asked to close.
+///
+/// # Examples
+///
+/// ```
+/// use switchboard::CloseMode;
+/// assert!(CloseMode::Graceful < CloseMode::Abort);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[repr(u8)]
+pub enum CloseMode {
+    /// Stop reading, answer what was read, flush, then close (Qt's `disconnectFromHost`).
+    Graceful = 1,
+    /// Close at once, discarding unsent data (Qt's `abort`).
+    Abort = 2,
 }
 
 impl SessionMeta {
-    fn new(id: SessionId, parts: Parts, worker: Option<usize>) -> SessionMeta {
+    fn new(
+        id: SessionId,
+        parts: Parts,
+        worker: Option<usize>,
+        config: &SessionConfig,
+    ) -> SessionMeta {
         SessionMeta {
             id,
             peer_addr: parts.peer_addr,
@@ -283,8 +337,10 @@ impl SessionMeta {
             bytes_discarded: AtomicU64::new(0),
             bytes_to_write: AtomicUsize::new(0),
             broadcasts_dropped: AtomicU64::new(0),
-            state: AtomicU8::new(0),
-            close_requested: AtomicU8::new(0),
+            read_finished: AtomicBool::new(false),
+            state: AtomicU8::new(SessionState::Connected as u8),
+            close_requested: AtomicU8::new(NO_CLOSE_REQUESTED),
+            outbox: Outbox::new(config.outbound_queue, config.slow_consumer_timeout),
         }
     }
 
@@ -295,7 +351,12 @@ impl SessionMeta {
             peer_addr,
             local_addr,
         };
-        Arc::new(SessionMeta::new(SessionId::next(), parts, None))
+        Arc::new(SessionMeta::new(
+            SessionId::next(),
+            parts,
+            None,
+            &SessionConfig::default(),
+        ))
     }
 
     pub(crate) fn info(&self) -> SessionInfo {
@@ -310,14 +371,17 @@ impl SessionMeta {
             frames_in: self.frames_in.load(Ordering::Relaxed),
             frames_out: self.frames_out.load(Ordering::Relaxed),
             bytes_to_write: self.bytes_to_write.load(Ordering::Relaxed),
+            bytes_queued: self.outbox.queued_bytes(),
             broadcasts_dropped: self.broadcasts_dropped.load(Ordering::Relaxed),
+            read_finished: self.read_finished.load(Ordering::Relaxed),
             bytes_discarded: self.bytes_discarded.load(Ordering::Relaxed),
             state: SessionState::from_u8(self.state.load(Ordering::Relaxed)),
         }
     }
 
-    pub(crate) fn bytes_to_write(&self) -> usize {
-        self.bytes_to_write.load(Ordering::Relaxed)
+    /// Bytes this session still owes its peer: its write buffer and its outbound queue.
+    pub(crate) fn bytes_owed(&self) -> usize {
+        self.bytes_to_write.load(Ordering::Relaxed) + self.outbox.queued_bytes()
     }
 }
 
@@ -339,12 +403,35 @@ impl SessionMeta {
 ///
 /// impl SessionHandler<Raw> for Echo {
 ///     fn ready_read(&mut self, data: Bytes, conn: &mut Conn<'_, Raw, Self>) {
-///         // Frames wait while the buffer is at the high watermark, so this write is never
-///         // refused.
+///         // An answer written here is never refused for room: once answers fill the write
+///         // buffer, the session holds further frames (and stops reading) until it drains.
 ///         let _ = conn.write(data);
 ///     }
 /// }
 /// # let _ = Echo;
+/// ```
+///
+/// Answering after the peer has finished sending (request, FIN, answer):
+///
+/// ```
+/// use bytes::Bytes;
+/// use switchboard::{Conn, SessionHandler};
+/// use switchboard_codec::Raw;
+///
+/// #[derive(Default)]
+/// struct ByteCount(usize);
+///
+/// impl SessionHandler<Raw> for ByteCount {
+///     fn ready_read(&mut self, data: Bytes, _: &mut Conn<'_, Raw, Self>) {
+///         self.0 += data.len();
+///     }
+///     fn read_finished(&mut self, conn: &mut Conn<'_, Raw, Self>) {
+///         // The peer's FIN came; the write side is still open for the answer. Without
+///         // `allow_half_close` the session flushes and closes after this returns.
+///         let _ = conn.write(Bytes::from(format!("{} bytes\n", self.0)));
+///     }
+/// }
+/// # let _ = ByteCount::default();
 /// ```
 pub trait SessionHandler<C: SessionCodec>: Sized + Unpin + 'static {
     /// The session has started (Qt's `connected`, for client and server sessions alike).
@@ -361,15 +448,31 @@ pub trait SessionHandler<C: SessionCodec>: Sized + Unpin + 'static {
     }
 
     /// A decoded frame arrived (Qt's `readyRead` followed by a read).
+    ///
+    /// What this writes is an answer: it is accepted past the high watermark (up to one more
+    /// high watermark), and once answers leave the buffer at or above the mark the session
+    /// holds further frames until it drains to the low watermark.
     fn ready_read(&mut self, frame: C::Item, conn: &mut Conn<'_, C, Self>);
+
+    /// The peer has finished sending (its FIN arrived) and every frame before it was handed
+    /// over (Qt's `readChannelFinished`). The write side is still open: what this writes is
+    /// sent. Afterwards the session flushes, shuts its write side and ends with
+    /// [`DisconnectReason::PeerClosed`], unless
+    /// [`SessionConfig::allow_half_close`] is set: then it stays open for writing until the
+    /// handler closes it ([`Conn::shutdown_write`], [`Conn::disconnect_from_host`]) or the idle
+    /// timeout does.
+    fn read_finished(&mut self, conn: &mut Conn<'_, C, Self>) {
+        let _ = conn;
+    }
 
     /// `bytes` more bytes left the write buffer for the socket (Qt's `bytesWritten`).
     fn bytes_written(&mut self, bytes: usize, conn: &mut Conn<'_, C, Self>) {
         let _ = (bytes, conn);
     }
 
-    /// The write buffer reached its high watermark: reads are paused and outside writes are
-    /// refused until [`write_buffer_drained`](Self::write_buffer_drained).
+    /// The write buffer reached its high watermark: writes other than answers are refused
+    /// until [`write_buffer_drained`](Self::write_buffer_drained). Reading goes on: a pump
+    /// that stops writing here still hears its peer.
     fn write_buffer_full(&mut self, conn: &mut Conn<'_, C, Self>) {
         let _ = conn;
     }
@@ -451,6 +554,19 @@ impl<C: SessionCodec, H: SessionHandler<C>> Conn<'_, C, H> {
         }
     }
 
+    /// Shuts only this side's write half once everything written so far is flushed (a TCP
+    /// half-close); reading goes on. The session ends once the peer has finished sending too
+    /// (after [`read_finished`](SessionHandler::read_finished)). Writes after this are refused
+    /// with [`SessionError::Closing`].
+    pub fn shutdown_write(&mut self) {
+        self.core.shutdown_write();
+    }
+
+    /// Whether the peer has finished sending (see [`SessionHandler::read_finished`]).
+    pub fn is_read_finished(&self) -> bool {
+        self.core.read_finished
+    }
+
     /// Closes at once, discarding unsent data (Qt's `abort`).
     pub fn abort(&mut self) {
         self.core.set_reason(DisconnectReason::Aborted);
@@ -492,6 +608,16 @@ enum State {
     Closed,
 }
 
+/// This side's write half, apart from the session's state: a half-close shuts it while the
+/// session goes on reading.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum WriteSide {
+    Open,
+    /// Shut once the buffer is flushed.
+    Shutting,
+    Shut,
+}
+
 /// Everything a session has but its handler, so the handler can borrow it mutably.
 pub(crate) struct Core<C> {
     stream: Option<TcpStream>,
@@ -501,16 +627,28 @@ pub(crate) struct Core<C> {
     /// Encoded bytes not yet written; released once empty.
     write_buf: BytesMut,
     state: State,
+    write_side: WriteSide,
     /// Set by the first thing that ends the session; later causes do not overwrite it.
     reason: Option<DisconnectReason>,
     config: Arc<SessionConfig>,
     meta: Arc<SessionMeta>,
     /// The peer's FIN was seen: no more reads, and no lingering on close.
     eof: bool,
+    /// `read_finished` was called (once, after the last frame before the FIN).
+    read_finished: bool,
+    /// The peer finished sending while our write side was still open: the session ends as
+    /// `PeerClosed` rather than `Closed`.
+    peer_finished_first: bool,
     /// The decoder asked for more bytes: reading is what moves the session forward.
     needs_data: bool,
     user_paused: bool,
     above_high: bool,
+    /// Inside `ready_read` / `read_finished`: writes are answers, refused only past one more
+    /// high watermark.
+    answering: bool,
+    /// An answer left the buffer at or above the high watermark: frames wait (and reading
+    /// with them) until it drains to the low watermark.
+    answers_held: bool,
     /// A write was refused since the last flush: the handler hears `write_buffer_full` (and
     /// so, later, `write_buffer_drained`) even if the buffer is back under the mark by then.
     refused: bool,
@@ -546,19 +684,32 @@ impl<C: SessionCodec> Core<C> {
         }
     }
 
+    /// Whether writes are still taken (by `write` and from the outbound queue).
+    fn takes_writes(&self) -> bool {
+        matches!(self.state, State::Open | State::Closing) && self.write_side == WriteSide::Open
+    }
+
     fn write<T>(&mut self, item: T) -> Result<(), SessionError>
     where
         C: Encoder<T>,
         <C as Encoder<T>>::Error: std::error::Error + Send + Sync + 'static,
     {
-        if matches!(self.state, State::Lingering | State::Closed) {
+        if !self.takes_writes() {
             return Err(SessionError::Closing);
         }
-        if self.write_buf.len() >= self.config.high_watermark {
+        let high = self.config.high_watermark;
+        // An answer gets one more high watermark of room: refusing it would lose it, and the
+        // frames behind it are held once it lands (see `deliver_frames`).
+        let limit = if self.answering {
+            high.saturating_mul(2)
+        } else {
+            high
+        };
+        if self.write_buf.len() >= limit {
             self.refused = true;
             return Err(SessionError::WriteBufferFull {
                 buffered: self.write_buf.len(),
-                high_watermark: self.config.high_watermark,
+                high_watermark: high,
             });
         }
         self.codec
@@ -568,13 +719,75 @@ impl<C: SessionCodec> Core<C> {
         Ok(())
     }
 
+    /// Moves registry deliveries from the outbound queue into the write buffer while it is
+    /// under `room` bytes, at most `budget` of them (each costs one frame of the turn's budget).
+    fn take_outbound(&mut self, room: usize, budget: &mut usize) {
+        if *budget == 0 || self.write_buf.len() >= room || !self.meta.outbox.has_items() {
+            return;
+        }
+        let Core {
+            meta,
+            codec,
+            write_buf,
+            frames_out,
+            ..
+        } = self;
+        let mut refused = 0u64;
+        meta.outbox.take(|item| {
+            match codec.encode(item, write_buf) {
+                Ok(()) => *frames_out += 1,
+                Err(error) => {
+                    tracing::debug!(session = %meta.id, %error, "codec refused a registry message");
+                    refused += 1;
+                }
+            }
+            *budget = budget.saturating_sub(1);
+            write_buf.len() < room && *budget > 0
+        });
+        if refused > 0 {
+            self.count_undelivered(refused);
+        }
+    }
+
+    /// Counts registry messages this session will never write.
+    fn count_undelivered(&self, messages: u64) {
+        self.meta
+            .broadcasts_dropped
+            .fetch_add(messages, Ordering::Relaxed);
+        if let Some(registration) = &self.registration {
+            registration.count_drops(messages);
+        }
+    }
+
+    /// Stops taking registry deliveries: what is queued already still goes out (it was
+    /// accepted before the close), nothing more is queued.
+    fn seal_outbound(&mut self) {
+        let mut unlimited = usize::MAX;
+        self.take_outbound(usize::MAX, &mut unlimited);
+        let discarded = self.meta.outbox.close();
+        if discarded > 0 {
+            self.count_undelivered(discarded as u64);
+        }
+    }
+
+    /// Asks for a half-close: flush, then shut the write side, reading on.
+    fn shutdown_write(&mut self) {
+        if self.state == State::Open && self.write_side == WriteSide::Open {
+            self.seal_outbound();
+            self.write_side = WriteSide::Shutting;
+        }
+    }
+
     /// Moves an open session to `Closing`; true when it did, so a close started by this side
     /// can arm its timeout ([`arm_close_timeout`]).
     fn begin_close(&mut self, reason: DisconnectReason) -> bool {
         if self.state == State::Open {
             self.set_reason(reason);
+            self.seal_outbound();
             self.state = State::Closing;
-            self.meta.state.store(1, Ordering::Relaxed);
+            self.meta
+                .state
+                .store(SessionState::Closing as u8, Ordering::Relaxed);
             true
         } else {
             false
@@ -595,7 +808,9 @@ impl<C: SessionCodec> Core<C> {
 
     /// Whether buffered frames may go to the handler now.
     fn may_deliver(&self) -> bool {
-        matches!(self.state, State::Open | State::Closing) && !self.user_paused && !self.above_high
+        matches!(self.state, State::Open | State::Closing)
+            && !self.user_paused
+            && !self.answers_held
     }
 }
 
@@ -715,7 +930,7 @@ impl<C: SessionCodec, H: SessionHandler<C>> Session<C, H> {
     /// write counts as full even if a flush already took the buffer back under the mark:
     /// whoever was refused was told to wait for `write_buffer_drained`, so the pair must be
     /// reported. "Drained" comes once the buffer is back at the low watermark, possibly right
-    /// after "full".
+    /// after "full"; held answers are released at the same point.
     fn track_watermarks(&mut self, ctx: &mut Context<Self>) {
         let buffered = self.core.write_buf.len();
         let refused = std::mem::take(&mut self.core.refused);
@@ -723,10 +938,33 @@ impl<C: SessionCodec, H: SessionHandler<C>> Session<C, H> {
             self.core.above_high = true;
             self.call(ctx, |h, c| h.write_buffer_full(c));
         }
-        if self.core.above_high && buffered <= self.core.config.low_watermark {
-            self.core.above_high = false;
-            self.call(ctx, |h, c| h.write_buffer_drained(c));
+        if buffered <= self.core.config.low_watermark {
+            self.core.answers_held = false;
+            if self.core.above_high {
+                self.core.above_high = false;
+                self.call(ctx, |h, c| h.write_buffer_drained(c));
+            }
         }
+    }
+
+    /// Runs a callback whose writes are answers (see `Core::write`); once an answer leaves the
+    /// buffer at or above the high watermark, frames are held until it drains. False when the
+    /// handler panicked.
+    fn answer(
+        &mut self,
+        ctx: &mut Context<Self>,
+        f: impl FnOnce(&mut H, &mut Conn<'_, C, H>),
+    ) -> bool {
+        let written_before = self.core.frames_out;
+        self.core.answering = true;
+        let ok = self.call(ctx, f);
+        self.core.answering = false;
+        if self.core.frames_out != written_before
+            && self.core.write_buf.len() >= self.core.config.high_watermark
+        {
+            self.core.answers_held = true;
+        }
+        ok
     }
 
     /// Hands buffered frames to the handler, at most `budget` of them, and says why it stopped.
@@ -743,14 +981,7 @@ impl<C: SessionCodec, H: SessionHandler<C>> Session<C, H> {
             if *budget == 0 {
                 return Ok(Delivery::BudgetSpent);
             }
-            // At the high watermark the handler's writes are refused: hold frames back until
-            // the buffer drains, so an answer is never lost to a refusal.
-            if !self.core.may_deliver()
-                || self.core.write_buf.len() >= self.core.config.high_watermark
-            {
-                return Ok(Delivery::Stalled);
-            }
-            if self.handler.poll_ready(cx).is_pending() {
+            if !self.core.may_deliver() || self.handler.poll_ready(cx).is_pending() {
                 return Ok(Delivery::Stalled);
             }
             let decoded = if self.core.eof {
@@ -763,7 +994,7 @@ impl<C: SessionCodec, H: SessionHandler<C>> Session<C, H> {
                     self.core.frames_in += 1;
                     self.core.frame_end = self.core.bytes_in - self.core.read_buf.len() as u64;
                     *budget -= 1;
-                    if !self.call(ctx, |h, c| h.ready_read(frame, c)) {
+                    if !self.answer(ctx, |h, c| h.ready_read(frame, c)) {
                         return Ok(Delivery::Stalled);
                     }
                 }
@@ -858,10 +1089,24 @@ impl<C: SessionCodec, H: SessionHandler<C>> Session<C, H> {
         let mut reads_left = READS_PER_TURN;
         let result = loop {
             let step = self.step(ctx, cx, &mut budget, &mut reads_left);
+            if step.is_ready() || self.core.state == State::Closed {
+                break step;
+            }
             // Never go to sleep on unflushed replies unless the socket itself said "full".
-            let unflushed = !self.core.write_buf.is_empty() && !self.core.write_blocked;
-            if step.is_pending() && unflushed && self.core.state != State::Closed {
+            if !self.core.write_buf.is_empty() && !self.core.write_blocked {
                 continue;
+            }
+            // Registry deliveries wake the driver when the queue stops being empty; one that
+            // came after this turn looked must not wait for another wake-up.
+            self.core.meta.outbox.register(cx.waker());
+            if self.core.takes_writes()
+                && self.core.meta.outbox.has_items()
+                && self.core.write_buf.len() < self.core.config.high_watermark
+            {
+                if budget > 0 {
+                    continue;
+                }
+                cx.waker().wake_by_ref();
             }
             break step;
         };
@@ -883,6 +1128,10 @@ impl<C: SessionCodec, H: SessionHandler<C>> Session<C, H> {
         reads_left: &mut usize,
     ) -> Poll<()> {
         loop {
+            if self.core.takes_writes() {
+                self.core
+                    .take_outbound(self.core.config.high_watermark, budget);
+            }
             if let Err(reason) = self.flush_writes(ctx, cx) {
                 self.fail(reason, ctx);
                 break Poll::Ready(());
@@ -916,34 +1165,58 @@ impl<C: SessionCodec, H: SessionHandler<C>> Session<C, H> {
                 (_, Delivery::Stalled) => break Poll::Pending,
                 (_, Delivery::NeedsData) => {}
             }
-            if self.core.eof {
-                // Everything the peer sent has been answered: flush, then close. No close
-                // timeout here: a half-closed peer may still be reading a long answer; one that
-                // stopped reading is the idle timeout's to end.
-                self.core.begin_close(DisconnectReason::PeerClosed);
+            if self.core.eof && !self.core.read_finished {
+                // Everything the peer sent before its FIN has been handed on.
+                self.finish_reading(ctx);
+                if self.core.state == State::Closed {
+                    break Poll::Ready(());
+                }
+                continue;
             }
             if self.core.state == State::Closing {
                 if !self.core.write_buf.is_empty() {
                     break Poll::Pending;
                 }
-                match self
-                    .core
-                    .stream
-                    .as_mut()
-                    .map(|s| Pin::new(s).poll_shutdown(cx))
-                {
-                    Some(Poll::Pending) => break Poll::Pending,
-                    Some(Poll::Ready(Ok(()))) if !self.core.eof => {
+                match self.poll_shutdown(cx) {
+                    Poll::Pending => break Poll::Pending,
+                    Poll::Ready(Ok(())) if !self.core.eof => {
                         self.core.state = State::Lingering;
                         continue;
                     }
-                    _ => {
+                    Poll::Ready(_) => {
                         self.finish_close(ctx);
                         break Poll::Ready(());
                     }
                 }
             }
-            if self.core.user_paused || self.core.above_high {
+            if self.core.write_side == WriteSide::Shutting {
+                if !self.core.write_buf.is_empty() {
+                    break Poll::Pending;
+                }
+                match self.poll_shutdown(cx) {
+                    Poll::Pending => break Poll::Pending,
+                    Poll::Ready(Ok(())) => self.core.write_side = WriteSide::Shut,
+                    Poll::Ready(Err(e)) => {
+                        self.fail(Self::io_failure(e), ctx);
+                        break Poll::Ready(());
+                    }
+                }
+            }
+            if self.core.eof {
+                if self.core.write_side == WriteSide::Shut {
+                    // Both sides are done.
+                    self.core.set_reason(if self.core.peer_finished_first {
+                        DisconnectReason::PeerClosed
+                    } else {
+                        DisconnectReason::Closed
+                    });
+                    self.finish_close(ctx);
+                    break Poll::Ready(());
+                }
+                // Half-closed by the peer, our side still open: woken by writes or a close.
+                break Poll::Pending;
+            }
+            if self.core.user_paused {
                 break Poll::Pending;
             }
             if *reads_left == 0 {
@@ -963,6 +1236,31 @@ impl<C: SessionCodec, H: SessionHandler<C>> Session<C, H> {
                     break Poll::Ready(());
                 }
             }
+        }
+    }
+
+    /// The peer's FIN came and every frame before it was handed on: tell the handler (Qt's
+    /// `readChannelFinished`), then, unless half-close is allowed, shut our side too.
+    fn finish_reading(&mut self, ctx: &mut Context<Self>) {
+        self.core.read_finished = true;
+        self.core.meta.read_finished.store(true, Ordering::Relaxed);
+        if self.core.write_side == WriteSide::Open {
+            self.core.peer_finished_first = true;
+        }
+        if !self.answer(ctx, |h, c| h.read_finished(c)) {
+            return;
+        }
+        if !self.core.config.allow_half_close {
+            // No close timeout here: a half-closed peer may still be reading a long answer;
+            // one that stopped reading is the idle timeout's to end.
+            self.core.shutdown_write();
+        }
+    }
+
+    fn poll_shutdown(&mut self, cx: &mut task::Context<'_>) -> Poll<io::Result<()>> {
+        match self.core.stream.as_mut() {
+            Some(stream) => Pin::new(stream).poll_shutdown(cx),
+            None => Poll::Ready(Ok(())),
         }
     }
 
@@ -996,7 +1294,7 @@ impl<C: SessionCodec, H: SessionHandler<C>> Session<C, H> {
         let waiting_on_peer = core.needs_data
             && !core.eof
             && !core.user_paused
-            && !core.above_high
+            && !core.answers_held
             && core.bytes_in > core.frame_end;
         if !waiting_on_peer || core.frames_in != core.last_frames {
             core.last_frames = core.frames_in;
@@ -1080,7 +1378,14 @@ impl<C: SessionCodec, H: SessionHandler<C>> Actor for Session<C, H> {
     fn stopped(&mut self, _ctx: &mut Context<Self>) {
         let reason = self.core.reason.take().unwrap_or(DisconnectReason::Closed);
         self.core.state = State::Closed;
-        self.core.meta.state.store(2, Ordering::Relaxed);
+        self.core
+            .meta
+            .state
+            .store(SessionState::Closed as u8, Ordering::Relaxed);
+        let discarded = self.core.meta.outbox.close();
+        if discarded > 0 {
+            self.core.count_undelivered(discarded as u64);
+        }
         self.core.publish();
         let info = self.core.meta.info();
         tracing::debug!(session = %info.id, peer = %info.peer_addr, %reason, "session ended");
@@ -1173,7 +1478,7 @@ impl<C: SessionCodec, H: SessionHandler<C>> Handler<DisconnectFromHost> for Sess
     type Result = ();
 
     fn handle(&mut self, _: DisconnectFromHost, ctx: &mut Context<Self>) {
-        self.close(DisconnectReason::Closed, true, ctx);
+        self.close(DisconnectReason::Closed, CloseMode::Graceful, ctx);
     }
 }
 
@@ -1190,7 +1495,22 @@ impl<C: SessionCodec, H: SessionHandler<C>> Handler<Abort> for Session<C, H> {
     type Result = ();
 
     fn handle(&mut self, _: Abort, ctx: &mut Context<Self>) {
-        self.close(DisconnectReason::Aborted, false, ctx);
+        self.close(DisconnectReason::Aborted, CloseMode::Abort, ctx);
+    }
+}
+
+/// Shuts only this side's write half once everything written so far is flushed (a TCP
+/// half-close), as [`Conn::shutdown_write`]: the session reads on and ends once the peer has
+/// finished sending too.
+#[derive(Debug, Clone, Copy, Default, Message)]
+#[rtype(result = "()")]
+pub struct ShutdownWrite;
+
+impl<C: SessionCodec, H: SessionHandler<C>> Handler<ShutdownWrite> for Session<C, H> {
+    type Result = ();
+
+    fn handle(&mut self, _: ShutdownWrite, _ctx: &mut Context<Self>) {
+        self.core.shutdown_write();
     }
 }
 
@@ -1243,7 +1563,11 @@ impl<C: SessionCodec, H: SessionHandler<C>> Handler<ResumeReading> for Session<C
     }
 }
 
-/// How a broadcast treats a session whose write buffer is full.
+/// How a broadcast treats a slow consumer: a session that took nothing from its outbound
+/// queue for its slow-consumer timeout
+/// ([`SessionConfig::slow_consumer_timeout`], default 5 s) while the broadcast waited for room.
+/// A session whose queue is full but still taking bytes is not slow: the broadcast waits for
+/// it.
 ///
 /// # Examples
 ///
@@ -1253,63 +1577,38 @@ impl<C: SessionCodec, H: SessionHandler<C>> Handler<ResumeReading> for Session<C
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum SlowConsumerPolicy {
     /// Skip this message for that session and count it in
-    /// [`SessionInfo::broadcasts_dropped`] and the registry's totals. The default.
+    /// [`SessionInfo::broadcasts_dropped`], the registry's totals and the
+    /// [`BroadcastReport`](crate::BroadcastReport); later messages are skipped at once, without
+    /// waiting, until the session takes bytes again. The default.
     #[default]
     Drop,
     /// Disconnect that session with [`DisconnectReason::SlowConsumer`].
     Disconnect,
 }
 
-/// Registry-to-session traffic: deliveries and closes, type-erased so the registry can hold any
-/// session.
-#[derive(Debug)]
-pub(crate) enum Control {
-    Deliver(Bytes, SlowConsumerPolicy),
-    Close(DisconnectReason, bool),
-}
+/// A close asked by the registry (kick, shutdown, slow consumer), type-erased so the registry
+/// can hold any session.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub(crate) struct CloseRequest(pub(crate) DisconnectReason, pub(crate) CloseMode);
 
-impl Message for Control {
-    type Result = ();
-}
-
-impl<C: SessionCodec, H: SessionHandler<C>> Handler<Control> for Session<C, H> {
+impl<C: SessionCodec, H: SessionHandler<C>> Handler<CloseRequest> for Session<C, H> {
     type Result = ();
 
-    fn handle(&mut self, msg: Control, ctx: &mut Context<Self>) {
-        match msg {
-            Control::Deliver(data, policy) => match self.core.write(data) {
-                Ok(()) => {}
-                Err(SessionError::WriteBufferFull { .. }) => self.slow_consumer(policy, ctx),
-                Err(_) => {}
-            },
-            Control::Close(reason, graceful) => self.close(reason, graceful, ctx),
-        }
+    fn handle(&mut self, CloseRequest(reason, mode): CloseRequest, ctx: &mut Context<Self>) {
+        self.close(reason, mode, ctx);
     }
 }
 
 impl<C: SessionCodec, H: SessionHandler<C>> Session<C, H> {
-    pub(crate) fn slow_consumer(&mut self, policy: SlowConsumerPolicy, ctx: &mut Context<Self>) {
-        match policy {
-            SlowConsumerPolicy::Drop => {
-                self.core
-                    .meta
-                    .broadcasts_dropped
-                    .fetch_add(1, Ordering::Relaxed);
-                if let Some(registration) = &self.core.registration {
-                    registration.count_drop();
+    fn close(&mut self, reason: DisconnectReason, mode: CloseMode, ctx: &mut Context<Self>) {
+        match mode {
+            CloseMode::Abort => self.fail(reason, ctx),
+            CloseMode::Graceful => {
+                if self.core.begin_close(reason) {
+                    arm_close_timeout(ctx, self.core.config.close_timeout);
                 }
             }
-            SlowConsumerPolicy::Disconnect => self.fail(DisconnectReason::SlowConsumer, ctx),
-        }
-    }
-
-    fn close(&mut self, reason: DisconnectReason, graceful: bool, ctx: &mut Context<Self>) {
-        if !graceful {
-            self.fail(reason, ctx);
-            return;
-        }
-        if self.core.begin_close(reason) {
-            arm_close_timeout(ctx, self.core.config.close_timeout);
         }
     }
 }
@@ -1552,6 +1851,7 @@ pub(crate) fn new_session<C: SessionCodec, H: SessionHandler<C>>(
         parts.id.unwrap_or_else(SessionId::next),
         parts,
         worker,
+        &config,
     ));
     Session {
         core: Core {
@@ -1560,14 +1860,19 @@ pub(crate) fn new_session<C: SessionCodec, H: SessionHandler<C>>(
             read_buf: BytesMut::new(),
             write_buf: BytesMut::new(),
             state: State::Open,
+            write_side: WriteSide::Open,
             reason,
             config,
             registration: registry.map(|r| Registration::new(r, meta.clone())),
             meta,
             eof: false,
+            read_finished: false,
+            peer_finished_first: false,
             needs_data: true,
             user_paused: false,
             above_high: false,
+            answering: false,
+            answers_held: false,
             refused: false,
             write_blocked: false,
             bytes_in: 0,

@@ -149,6 +149,12 @@ pub(crate) struct ServeArgs {
     /// On SIGINT/SIGTERM, how long sessions get to close gracefully before they are aborted.
     #[arg(long, value_name = "SECS", default_value = "10", value_parser = parse_secs)]
     pub(crate) drain_timeout: Duration,
+
+    /// Chat: a client that takes nothing of what it is sent for this long is a slow consumer
+    /// and misses lines (counted) until it reads again; until then, senders wait for it.
+    /// Must be above 0.
+    #[arg(long, value_name = "SECS", default_value = "5", value_parser = parse_secs)]
+    pub(crate) slow_consumer_timeout: Duration,
 }
 
 /// Interactive client: stdin lines are sent, received data is printed.

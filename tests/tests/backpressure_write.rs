@@ -304,8 +304,9 @@ async fn flush_resolves_after_a_slow_reader_catches_up() {
     ended_once(&probes, &mut events, info.id).await;
 }
 
-/// On the first frame (by then the socket is known to be writable), writes exactly the high
-/// watermark, then one more item, which is refused; reports what it hears.
+/// On the first frame (by then the socket is known to be writable), writes exactly the limit of
+/// an answer (two high watermarks), then one more item, which is refused; reports what it
+/// hears.
 struct Eager {
     heard: mpsc::UnboundedSender<&'static str>,
     done: bool,
@@ -316,8 +317,8 @@ impl switchboard::SessionHandler<Raw> for Eager {
         if std::mem::replace(&mut self.done, true) {
             return;
         }
-        let high = conn.config().high_watermark();
-        conn.write(Bytes::from(vec![1u8; high])).unwrap();
+        let answer_limit = 2 * conn.config().high_watermark();
+        conn.write(Bytes::from(vec![1u8; answer_limit])).unwrap();
         let refused = conn.write(Bytes::from_static(b"one more")).unwrap_err();
         assert!(refused.is_backpressure(), "{refused:?}");
         let _ = self.heard.send("refused");
@@ -349,7 +350,7 @@ async fn a_refusal_just_before_a_flush_is_still_reported() {
     let client = tokio::task::spawn_blocking(move || {
         let mut stream = std_connect(addr);
         std::io::Write::write_all(&mut stream, b"go").unwrap();
-        let mut buf = vec![0u8; high];
+        let mut buf = vec![0u8; 2 * high];
         std::io::Read::read_exact(&mut stream, &mut buf).unwrap();
     });
     for expected in ["refused", "full", "drained"] {

@@ -206,7 +206,7 @@ async fn client_sessions_on_a_pool_join_their_registry() {
     assert_eq!(
         server
             .registry()
-            .close_all(DisconnectReason::Shutdown, true),
+            .close_all(DisconnectReason::Shutdown, switchboard::CloseMode::Graceful),
         6
     );
     for id in ids {

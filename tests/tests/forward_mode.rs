@@ -56,6 +56,10 @@ async fn events_arrive_in_order_with_disconnected_last() {
         .unwrap();
     go.send(()).unwrap();
     assert_eq!(within("the client", client).await.unwrap(), "got them all");
+    match events.next("ReadFinished").await {
+        SessionEvent::ReadFinished { id: of } => assert_eq!(of, id),
+        other => panic!("expected ReadFinished, got {other:?}"),
+    }
     match events.next("Disconnected").await {
         SessionEvent::Disconnected { reason, info } => {
             assert_eq!(info.id, id);

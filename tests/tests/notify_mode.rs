@@ -34,7 +34,7 @@ fn serve(config: SessionConfig) -> (ListenerHandle, Received<NotifyEvent>) {
 
 async fn connected(events: &mut Received<NotifyEvent>) -> (SessionId, Addr<NotifySession>) {
     match events.next("NotifyEvent::Connected").await {
-        NotifyEvent::Connected { info, session } => (info.id, session),
+        NotifyEvent::Connected { info, handle } => (info.id, handle.session().clone()),
         other => panic!("expected Connected, got {other:?}"),
     }
 }
@@ -44,8 +44,8 @@ async fn ready_read(events: &mut Received<NotifyEvent>, of: SessionId) -> usize 
         .expect("ReadyRead", |e| matches!(e, NotifyEvent::ReadyRead { .. }))
         .await
     {
-        NotifyEvent::ReadyRead { id, available } => {
-            assert_eq!(id, of);
+        NotifyEvent::ReadyRead { handle, available } => {
+            assert_eq!(handle.id(), of);
             assert!(available > 0, "ReadyRead with nothing to read");
             available
         }
@@ -129,7 +129,7 @@ async fn ready_read_then_read_line_read_and_read_all() {
         })
         .await
     {
-        NotifyEvent::Disconnected { reason, info } => {
+        NotifyEvent::Disconnected { reason, info, .. } => {
             assert_eq!(info.id, id);
             assert!(matches!(reason, DisconnectReason::PeerClosed), "{reason:?}");
             assert_eq!(info.bytes_in, 19);

@@ -11,7 +11,8 @@ use std::{
 use actix::Actor;
 use bytes::Bytes;
 use switchboard::{
-    Broadcast, DisconnectReason, Get, Kick, List, Listener, ListenerHandle, SendTo, SessionConfig,
+    Broadcast, CloseMode, DisconnectReason, Get, Kick, List, Listener, ListenerHandle, SendTo,
+    SessionConfig,
     SessionError, SessionId, SlowConsumerPolicy, WaitForCount,
 };
 use switchboard_codec::Lines;
@@ -22,6 +23,9 @@ use tokio::sync::mpsc;
 
 /// Upper bound on broadcast rounds: far more than the few MiB loopback buffers absorb.
 const MAX_ROUNDS: usize = 4000;
+
+/// The sessions' slow-consumer timeout: short, so the tests that wait it out stay quick.
+const SLOW_AFTER: std::time::Duration = std::time::Duration::from_millis(300);
 
 fn message(round: usize) -> String {
     format!("{round:06}:{}", "x".repeat(4000))
@@ -34,7 +38,9 @@ fn serve() -> (ListenerHandle, Probes<Lines>, Events<Lines>) {
         .session_config(
             SessionConfig::default()
                 .idle_timeout(None)
-                .write_watermarks(4 * 1024, 16 * 1024),
+                .write_watermarks(4 * 1024, 16 * 1024)
+                .outbound_queue(16 * 1024)
+                .slow_consumer_timeout(SLOW_AFTER),
         )
         .serve(Lines::new(), probes.factory())
         .unwrap();
@@ -87,14 +93,21 @@ async fn drop_policy_counts_drops_for_a_slow_client_while_a_reader_gets_everythi
     let (fast_info, _) = events.connected_from(fast_peer).await;
     let (slow_info, _) = events.connected_from(slow_peer).await;
 
-    // Broadcast until the slow client has lost 20 messages (its write buffer stays full once
-    // the kernel buffers are).
+    // Broadcast until the slow client has lost 20 messages: once the kernel buffers, its write
+    // buffer and its outbound queue are full, a broadcast waits for it for the slow-consumer
+    // timeout, then it is a slow consumer and later messages skip it at once.
     let mut rounds = 0;
+    let mut waited = 0;
     while registry.get(slow_info.id).unwrap().broadcasts_dropped < 20 {
         assert!(rounds < MAX_ROUNDS, "too few broadcasts were dropped");
-        let report =
-            registry.broadcast(Bytes::from(message(rounds)), None, SlowConsumerPolicy::Drop);
-        assert_eq!(report.queued + report.mailbox_full, 2);
+        let report = within(
+            "a broadcast",
+            registry.broadcast(Bytes::from(message(rounds)), None, SlowConsumerPolicy::Drop),
+        )
+        .await;
+        assert_eq!(report.sessions(), 2, "{report:?}");
+        assert_eq!(report.delivered + report.dropped, 2, "{report:?}");
+        waited += report.waited;
         // Lock step: the reading client gets this message before the next goes out.
         let got = within("the reading client's copy", fast.recv())
             .await
@@ -103,17 +116,24 @@ async fn drop_policy_counts_drops_for_a_slow_client_while_a_reader_gets_everythi
         rounds += 1;
     }
     assert_eq!(registry.get(fast_info.id).unwrap().broadcasts_dropped, 0);
-    // Dropping is all the policy does: the slow client is still connected, its buffer bounded
-    // by the high watermark plus one message.
+    assert!(waited > 0, "the stalled client never made a broadcast wait");
+    assert_eq!(registry.stats().slow_consumers, 1, "found slow once, not per message");
+    // Dropping is all the policy does: the slow client is still connected, its write buffer
+    // bounded by the high watermark and its queue by its limit, each plus one message.
     let slow = registry.get(slow_info.id).expect("still connected");
     assert!(
         slow.bytes_to_write < 16 * 1024 + message(0).len() + 1,
         "{}",
         slow.bytes_to_write
     );
+    assert!(
+        slow.bytes_queued <= 16 * 1024 + message(0).len() + 33,
+        "{}",
+        slow.bytes_queued
+    );
 
     // Kick it gracefully: it gets what was queued, whole messages in order, then EOF.
-    assert!(registry.kick(slow_info.id, true));
+    assert!(registry.kick(slow_info.id, CloseMode::Graceful));
     slow_go.send(()).unwrap();
     let bytes = within("the slow client", slow_done).await.unwrap();
     let text = String::from_utf8(bytes).unwrap();
@@ -136,7 +156,7 @@ async fn drop_policy_counts_drops_for_a_slow_client_while_a_reader_gets_everythi
     );
     assert_eq!(registry.stats().broadcasts_dropped, last.broadcasts_dropped);
     assert!(
-        !registry.kick(slow_info.id, false),
+        !registry.kick(slow_info.id, CloseMode::Abort),
         "kicking a gone session"
     );
     assert_eq!(registry.count(), 1);
@@ -158,11 +178,15 @@ async fn disconnect_policy_closes_the_slow_client_only() {
             rounds < MAX_ROUNDS,
             "the slow client was never disconnected"
         );
-        registry.broadcast(
-            Bytes::from(message(rounds)),
-            None,
-            SlowConsumerPolicy::Disconnect,
-        );
+        within(
+            "a broadcast",
+            registry.broadcast(
+                Bytes::from(message(rounds)),
+                None,
+                SlowConsumerPolicy::Disconnect,
+            ),
+        )
+        .await;
         let got = within("the reading client's copy", fast.recv())
             .await
             .unwrap();
@@ -179,12 +203,15 @@ async fn disconnect_policy_closes_the_slow_client_only() {
     within("the slow client", slow_done).await.unwrap();
 
     // The reader is unaffected and keeps getting broadcasts.
-    let report = registry.broadcast(
-        Bytes::from(message(rounds)),
-        None,
-        SlowConsumerPolicy::Disconnect,
-    );
-    assert_eq!(report.queued, 1);
+    let report = registry
+        .broadcast(
+            Bytes::from(message(rounds)),
+            None,
+            SlowConsumerPolicy::Disconnect,
+        )
+        .await;
+    assert_eq!(report.delivered, 1);
+    assert_eq!(report.sessions(), 1);
     assert_eq!(
         within("the reader's copy", fast.recv()).await.unwrap(),
         message(rounds)
@@ -213,19 +240,22 @@ async fn send_to_kick_and_wait_for_count() {
     .await
     .unwrap();
     assert_eq!(within("a's line", a.recv()).await.unwrap(), "for a only");
-    let report = registry.broadcast(
-        Bytes::from_static(b"for everyone but a"),
-        Some(a_info.id),
-        SlowConsumerPolicy::Drop,
-    );
-    assert_eq!(report.queued, 1);
+    let report = registry
+        .broadcast(
+            Bytes::from_static(b"for everyone but a"),
+            Some(a_info.id),
+            SlowConsumerPolicy::Drop,
+        )
+        .await;
+    assert_eq!(report.delivered, 1);
+    assert_eq!(report.sessions(), 1);
     assert_eq!(
         within("b's line", b.recv()).await.unwrap(),
         "for everyone but a"
     );
 
     // Kick a at once: it ends with Kicked, and the count follows.
-    assert!(registry.kick(a_info.id, false));
+    assert!(registry.kick(a_info.id, CloseMode::Abort));
     let reason = ended_once(&probes, &mut events, a_info.id).await;
     assert!(matches!(reason, DisconnectReason::Kicked), "{reason:?}");
     assert!(within("a's EOF", a.recv()).await.is_none());
@@ -236,7 +266,7 @@ async fn send_to_kick_and_wait_for_count() {
     )
     .await;
     assert!(matches!(gone, Err(SessionError::Gone)), "{gone:?}");
-    assert!(!registry.kick(a_info.id, true));
+    assert!(!registry.kick(a_info.id, CloseMode::Graceful));
     let listed: Vec<SessionId> = registry.ids();
     assert_eq!(listed, vec![b_info.id]);
     assert!(registry.get(b_info.id).is_some());
@@ -279,7 +309,7 @@ async fn registry_actor_messages() {
     )
     .await
     .unwrap();
-    assert_eq!(report.queued, 1);
+    assert_eq!(report.delivered, 1);
     let lines = tokio::task::spawn_blocking(move || {
         let first = read_line(&mut reader);
         let second = read_line(&mut reader);
@@ -291,7 +321,7 @@ async fn registry_actor_messages() {
         "Kick",
         actor.send(Kick {
             id: info.id,
-            graceful: false
+            mode: CloseMode::Abort,
         })
     )
     .await

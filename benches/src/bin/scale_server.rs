@@ -127,14 +127,14 @@ fn measure(registry: &Registry, pid: u32) -> serde_json::Value {
     let (list_ms, list_max, listed) = timed(|| registry.list().len());
     let message = Bytes::from_static(&[b'x'; 64]);
     let (broadcast_ms, broadcast_max, report) =
-        timed(|| registry.broadcast(message.clone(), None, SlowConsumerPolicy::Drop));
+        timed(|| registry.broadcast(message.clone(), None, SlowConsumerPolicy::Drop).report());
     json!({
         "count": count,
         "count_ms": count_ms,
         "ids_ms": ids_ms, "ids_max_ms": ids_max, "ids_len": ids,
         "list_ms": list_ms, "list_max_ms": list_max, "list_len": listed,
         "broadcast_ms": broadcast_ms, "broadcast_max_ms": broadcast_max,
-        "broadcast_queued": report.queued, "broadcast_mailbox_full": report.mailbox_full,
+        "broadcast_delivered": report.delivered, "broadcast_waited": report.waited,
         "rss_kib": rss_kib(pid).unwrap_or(0),
         "fds": open_fds(pid).unwrap_or(0),
     })

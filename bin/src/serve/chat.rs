@@ -7,17 +7,27 @@
 //! | it leaves | (gone) | `* #ID left` |
 //! | the server's stdin has `text` | `[server] text` | `[server] text` |
 //!
-//! Relaying uses [`Registry::broadcast`] with [`SlowConsumerPolicy::Drop`]: a client whose write
-//! buffer or mailbox is full misses that line (counted in the registry's stats) instead of
-//! slowing the room down or growing memory. Empty lines are not relayed. A line that would get
-//! too long once prefixed is refused with `* line too long to relay`.
+//! Relaying uses [`Registry::broadcast`] with [`SlowConsumerPolicy::Drop`], and a member waits
+//! for its broadcast to finish before it takes its next line: while some reader's queue is
+//! full, the sender's session stops reading its socket and TCP slows the sending client down
+//! to what the readers take. No line of a client that reads is ever dropped. A client that
+//! takes nothing for the slow-consumer timeout (`--slow-consumer-timeout`) is a slow consumer:
+//! it misses lines (counted in the registry's stats and its own `broadcasts_dropped`) until it
+//! reads again, so it holds the room up for at most that long and memory stays bounded. Empty
+//! lines are not relayed. A line that would get too long once prefixed is refused with
+//! `* line too long to relay`.
 
-use std::sync::Arc;
+use std::{
+    future::Future,
+    pin::Pin,
+    sync::Arc,
+    task::{Context, Poll},
+};
 
 use bytes::Bytes;
 use switchboard::{
-    Conn, DisconnectReason, ListenerBuilder, ListenerHandle, Registry, SessionHandler, SessionInfo,
-    SlowConsumerPolicy,
+    Broadcasting, Conn, DisconnectReason, ListenerBuilder, ListenerHandle, Registry,
+    SessionHandler, SessionInfo, SlowConsumerPolicy,
 };
 use switchboard_codec::Lines;
 
@@ -38,6 +48,7 @@ pub(crate) fn start(
             registry: for_handlers.clone(),
             totals: totals.clone(),
             max_line,
+            relaying: None,
         })?)
 }
 
@@ -65,8 +76,15 @@ pub(crate) fn forward_stdin(registry: Registry) {
             }
             let mut message = b"[server] ".to_vec();
             message.extend_from_slice(&line);
-            let report = registry.broadcast(Bytes::from(message), None, SlowConsumerPolicy::Drop);
-            tracing::debug!(queued = report.queued, "server message sent");
+            // Waiting here slows stdin down to what the readers take.
+            let report = registry
+                .broadcast(Bytes::from(message), None, SlowConsumerPolicy::Drop)
+                .await;
+            tracing::debug!(
+                delivered = report.delivered,
+                dropped = report.dropped,
+                "server message sent"
+            );
         }
         tracing::debug!("stdin ended; server messages are off");
     });
@@ -77,19 +95,40 @@ struct Member {
     registry: Registry,
     totals: Arc<Totals>,
     max_line: usize,
+    /// The broadcast of this member's last line (or its join notice) while some reader's
+    /// queue was full: the next line waits for it.
+    relaying: Option<Broadcasting>,
+}
+
+impl Member {
+    fn relay(&mut self, message: String, from: switchboard::SessionId) {
+        let broadcast =
+            self.registry
+                .broadcast(Bytes::from(message), Some(from), SlowConsumerPolicy::Drop);
+        if !broadcast.is_done() {
+            self.relaying = Some(broadcast);
+        }
+    }
 }
 
 impl SessionHandler<Lines> for Member {
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        if let Some(broadcast) = &mut self.relaying {
+            let report = std::task::ready!(Pin::new(broadcast).poll(cx));
+            if report.dropped > 0 {
+                tracing::debug!(dropped = report.dropped, "line skipped for slow consumers");
+            }
+            self.relaying = None;
+        }
+        Poll::Ready(())
+    }
+
     fn connected(&mut self, conn: &mut Conn<'_, Lines, Self>) {
         let id = conn.id();
         // The session is registered before `connected` runs, so the count includes it.
         let online = self.registry.count();
         let _ = conn.write(format!("* welcome {id}, {online} online"));
-        self.registry.broadcast(
-            Bytes::from(format!("* {id} joined")),
-            Some(id),
-            SlowConsumerPolicy::Drop,
-        );
+        self.relay(format!("* {id} joined"), id);
         tracing::info!(session = %id, peer = %conn.peer_addr(), online, "joined");
     }
 
@@ -102,21 +141,21 @@ impl SessionHandler<Lines> for Member {
             let _ = conn.write("* line too long to relay");
             return;
         }
-        self.registry.broadcast(
-            Bytes::from(message),
-            Some(conn.id()),
-            SlowConsumerPolicy::Drop,
-        );
+        self.relay(message, conn.id());
     }
 
     fn disconnected(&mut self, reason: &DisconnectReason, info: &SessionInfo) {
         self.totals.add(info);
-        // Still registered while this runs: leave itself out.
-        self.registry.broadcast(
+        // Still registered while this runs: leave itself out. The session is ending, so the
+        // notice finishes on its own on this worker (within the slow-consumer timeout).
+        let notice = self.registry.broadcast(
             Bytes::from(format!("* {} left", info.id)),
             Some(info.id),
             SlowConsumerPolicy::Drop,
         );
+        if !notice.is_done() {
+            actix_rt::spawn(notice);
+        }
         tracing::info!(
             session = %info.id,
             peer = %info.peer_addr,

@@ -24,7 +24,7 @@ use std::{
 };
 
 use anyhow::{bail, Context as _};
-use switchboard::{DisconnectReason, Listener, ListenerHandle, SessionConfig, SessionInfo};
+use switchboard::{CloseMode, DisconnectReason, Listener, ListenerHandle, SessionConfig, SessionInfo};
 use switchboard_codec::{Frames, Lines, Raw};
 use tokio::signal::unix::{signal, Signal, SignalKind};
 
@@ -89,6 +89,10 @@ async fn serve(args: ServeArgs, codec: CodecKind) -> anyhow::Result<ExitCode> {
         config = config.idle_timeout(Some(args.idle_timeout));
     }
     config = config.frame_timeout((!args.frame_timeout.is_zero()).then_some(args.frame_timeout));
+    if args.slow_consumer_timeout.is_zero() {
+        bail!("--slow-consumer-timeout must be above 0");
+    }
+    config = config.slow_consumer_timeout(args.slow_consumer_timeout);
     if args.mode == Mode::Files {
         // A turn of an upload writes and hashes up to frames_per_turn × 64 KiB. A session that
         // always has a full turn wakes itself again at once, and the worker's current-thread
@@ -152,7 +156,9 @@ async fn serve(args: ServeArgs, codec: CodecKind) -> anyhow::Result<ExitCode> {
         report = &mut shutdown => report,
         which = next_signal(&mut interrupt, &mut terminate) => {
             tracing::warn!(signal = which, "second signal: aborting the remaining sessions");
-            handle.registry().close_all(DisconnectReason::Shutdown, false);
+            handle
+                .registry()
+                .close_all(DisconnectReason::Shutdown, CloseMode::Abort);
             shutdown.await
         }
     };
