@@ -72,7 +72,8 @@ impl Mode {
 /// gracefully (what was read is answered, pending writes are flushed), aborts what is still
 /// open after --drain-timeout, prints one summary line and exits 0:
 ///
-///   shutdown: served N connections, X bytes in, Y bytes out, drained D, aborted A, unflushed U bytes
+///   shutdown: served N connections, X bytes in, Y bytes out, drained D, aborted A, unflushed U bytes,
+///   M messages dropped for slow consumers
 ///
 /// A second signal during the drain aborts the remaining sessions at once.
 ///

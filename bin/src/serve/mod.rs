@@ -167,13 +167,14 @@ async fn serve(args: ServeArgs, codec: CodecKind) -> anyhow::Result<ExitCode> {
     let mut stdout = std::io::stdout().lock();
     let _ = writeln!(
         stdout,
-        "shutdown: served {} connections, {} bytes in, {} bytes out, drained {}, aborted {}, unflushed {} bytes",
+        "shutdown: served {} connections, {} bytes in, {} bytes out, drained {}, aborted {}, unflushed {} bytes, {} messages dropped for slow consumers",
         stats.connected,
         totals.bytes_in.load(Ordering::Relaxed),
         totals.bytes_out.load(Ordering::Relaxed),
         report.drained,
         report.aborted,
         report.unflushed_bytes,
+        stats.broadcasts_dropped,
     );
     let _ = stdout.flush();
     if stats.live > 0 {
