@@ -213,3 +213,80 @@ async fn full_read_buffer_stops_reading_until_the_owner_reads() {
     within("the writer", writer).await.unwrap();
     within("the registry to empty", server.registry().wait_for_count(0)).await;
 }
+
+/// Qt's `readAll()` after `disconnected()`: the peer sends 8 bytes and closes at once; the
+/// owner reads them after the session has ended, from the handle the events carry.
+#[actix_rt::test]
+async fn bytes_sent_before_the_peer_closed_are_readable_after_disconnected() {
+    let (server, mut events) = serve(SessionConfig::default());
+    let addr = server.local_addr();
+    let client = tokio::task::spawn_blocking(move || {
+        let mut stream = std_connect(addr);
+        stream.write_all(b"8 bytes!").unwrap();
+    });
+    within("the client", client).await.unwrap();
+    let (reason, handle) = match events
+        .expect("Disconnected", |e| matches!(e, NotifyEvent::Disconnected { .. }))
+        .await
+    {
+        NotifyEvent::Disconnected { reason, handle, .. } => (reason, handle),
+        _ => unreachable!(),
+    };
+    assert!(matches!(reason, DisconnectReason::PeerClosed), "{reason:?}");
+    // The session is gone: messages to it fail...
+    assert!(within("ReadAll", handle.session().send(ReadAll))
+        .await
+        .is_err());
+    // ...but its bytes are still there.
+    assert_eq!(handle.bytes_available(), 8);
+    assert_eq!(&handle.read_all()[..], b"8 bytes!");
+    assert!(handle.at_end());
+    // The ReadyRead and ReadFinished before it named the same buffer.
+    let kinds: Vec<_> = events
+        .drain_now()
+        .into_iter()
+        .map(|e| match e {
+            NotifyEvent::ReadyRead { handle: h, .. } => {
+                assert_eq!(h.id(), handle.id());
+                "ReadyRead"
+            }
+            NotifyEvent::ReadFinished { .. } => "ReadFinished",
+            NotifyEvent::Connected { .. } => "Connected",
+            other => panic!("unexpected {other:?}"),
+        })
+        .collect();
+    assert_eq!(kinds, ["Connected", "ReadyRead", "ReadFinished"]);
+}
+
+/// A `ReadLine` that finds no complete line still answers the `ReadyRead`: when the rest of the
+/// line arrives, a new `ReadyRead` says so.
+#[actix_rt::test]
+async fn read_line_none_then_the_rest_of_the_line_brings_a_new_ready_read() {
+    let (server, mut events) = serve(SessionConfig::default());
+    let addr = server.local_addr();
+    let (more, more_rx) = std::sync::mpsc::channel::<()>();
+    let client = tokio::task::spawn_blocking(move || {
+        let mut stream = std_connect(addr);
+        stream.write_all(b"half a ").unwrap();
+        more_rx.recv().unwrap();
+        stream.write_all(b"line\n").unwrap();
+        more_rx.recv().unwrap();
+    });
+    let (id, _) = connected(&mut events).await;
+    let handle = match events
+        .expect("ReadyRead", |e| matches!(e, NotifyEvent::ReadyRead { .. }))
+        .await
+    {
+        NotifyEvent::ReadyRead { handle, .. } => handle,
+        _ => unreachable!(),
+    };
+    assert_eq!(handle.id(), id);
+    assert!(!handle.can_read_line(1024));
+    assert_eq!(handle.read_line(1024), None);
+    more.send(()).unwrap();
+    let available = ready_read(&mut events, id).await;
+    assert_eq!(available, b"half a line\n".len());
+    assert_eq!(handle.read_line(1024).as_deref(), Some(&b"half a line\n"[..]));
+    more.send(()).unwrap();
+    within("the client", client).await.unwrap();
+}
