@@ -8,8 +8,8 @@ use tokio::net::TcpStream;
 
 use crate::{
     session::{new_session, spawn_on, Parts},
-    ConnectError, Registry, Session, SessionCodec, SessionConfig, SessionError, SessionHandler,
-    WorkerPool,
+    ConnectError, IntoTarget, Registry, Session, SessionCodec, SessionConfig, SessionError,
+    SessionHandler, Target, WorkerPool,
 };
 
 /// Opens client connections and starts a [`Session`] on each: on the current arbiter, or on a
@@ -131,7 +131,7 @@ impl Connector {
     /// Dropping the future before it resolves abandons the attempt; no session is started.
     pub async fn connect<C, H>(
         &self,
-        target: &str,
+        target: impl IntoTarget,
         codec: C,
         handler: H,
     ) -> Result<Addr<Session<C, H>>, ConnectError>
@@ -139,10 +139,13 @@ impl Connector {
         C: SessionCodec + Send,
         H: SessionHandler<C> + Send,
     {
+        let target = target
+            .into_target()
+            .map_err(|reason| ConnectError::InvalidTarget { reason })?;
         self.config
             .validate()
             .map_err(|e| ConnectError::Session(SessionError::Config(e)))?;
-        let stream = match tokio::time::timeout(self.timeout, open(target, self.local_addr)).await {
+        let stream = match tokio::time::timeout(self.timeout, open(&target, self.local_addr)).await {
             Ok(result) => result?,
             Err(_) => {
                 return Err(ConnectError::Timeout {
@@ -189,14 +192,14 @@ impl Connector {
     }
 }
 
-async fn open(target: &str, local: Option<SocketAddr>) -> Result<TcpStream, ConnectError> {
-    let addrs: Vec<SocketAddr> = tokio::net::lookup_host(target)
+async fn open(target: &Target, local: Option<SocketAddr>) -> Result<TcpStream, ConnectError> {
+    let addrs = target
+        .resolve()
         .await
         .map_err(|source| ConnectError::Resolve {
             target: target.to_string(),
             source,
-        })?
-        .collect();
+        })?;
     let mut last = None;
     for addr in addrs {
         match connect_one(addr, local).await {

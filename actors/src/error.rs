@@ -51,6 +51,21 @@ impl ConfigError {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ListenError {
+    /// The address to listen on is malformed (no port, a bad port, no host).
+    #[error("cannot listen: {reason}")]
+    InvalidTarget {
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The host name to listen on could not be resolved, or resolved to no address.
+    #[error("cannot resolve {target}: {source}")]
+    Resolve {
+        /// The target as given.
+        target: String,
+        /// What the resolver said.
+        #[source]
+        source: io::Error,
+    },
     /// Binding or listening on the address failed (address in use, permission denied, ...).
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -79,6 +94,12 @@ pub enum ListenError {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ConnectError {
+    /// The target is malformed (no port, a bad port, no host): nothing was looked up.
+    #[error("cannot connect: {reason}")]
+    InvalidTarget {
+        /// What is wrong with it.
+        reason: String,
+    },
     /// The host name could not be resolved.
     #[error("cannot resolve {target}: {source}")]
     Resolve {

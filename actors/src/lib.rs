@@ -45,7 +45,7 @@
 //!     }
 //! }
 //!
-//! let server = Listener::bind("127.0.0.1:0".parse().unwrap())
+//! let server = Listener::bind("127.0.0.1:0")
 //!     .workers(2)
 //!     .serve(Lines::new(), || Echo)
 //!     .unwrap();
@@ -74,6 +74,7 @@ mod notify;
 mod outbox;
 mod registry;
 mod session;
+mod target;
 mod worker;
 
 pub use config::SessionConfig;
@@ -87,7 +88,7 @@ pub use listener::{
     ServerAddress, SetMaxConnections, SetMaxConnectionsPerIp, SetMaxPendingConnections,
     DEFAULT_BACKLOG, DEFAULT_MAX_PENDING,
 };
-pub use notify::{BytesAvailable, Notify, NotifyEvent, Read, ReadAll, ReadLine};
+pub use notify::{BytesAvailable, Notify, NotifyEvent, NotifyHandle, Read, ReadAll, ReadLine};
 pub use registry::{
     Broadcast, BroadcastReport, Broadcasting, Count, Get, Kick, List, Placeholder, Registry,
     RegistryEvent, RegistryEvents, RegistryStats, SendTo, Sending, Shutdown, ShutdownReport,
@@ -98,6 +99,7 @@ pub use session::{
     ResumeReading, Session, SessionBuilder, SessionCodec, SessionHandler, SessionId, SessionInfo,
     SessionState, SharedError, ShutdownWrite, SlowConsumerPolicy, Write,
 };
+pub use target::{IntoTarget, Target};
 pub use worker::{Assignment, WorkerPool};
 
 /// The README's examples, compiled as doctests so they cannot rot.

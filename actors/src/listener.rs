@@ -32,8 +32,8 @@ use tokio::io::{unix::AsyncFd, Interest};
 
 use crate::{
     session::{spawn_on, Parts},
-    ConfigError, ListenError, Registry, Session, SessionCodec, SessionConfig, SessionError,
-    SessionHandler, SessionId, ShutdownReport, WorkerPool,
+    ConfigError, IntoTarget, ListenError, Registry, Session, SessionCodec, SessionConfig,
+    SessionError, SessionHandler, SessionId, ShutdownReport, Target, WorkerPool,
 };
 
 /// The default listen backlog. tokio's `TcpListener::bind` uses 128, which overflows under a
@@ -311,7 +311,8 @@ impl PendingConnection {
 /// What a listener does with an accepted stream.
 enum Mode {
     /// Starts a session at once.
-    Push(Arc<dyn Fn(std::net::TcpStream, Parts, ConnectionPermit) + Send + Sync>),
+    /// Runs on the listener's thread only, so it need not be `Sync`.
+    Push(Box<dyn FnMut(std::net::TcpStream, Parts, ConnectionPermit) + Send>),
     /// Queues it for [`NextPendingConnection`] and tells the owner.
     Pull {
         queue: VecDeque<PendingConnection>,
@@ -379,16 +380,16 @@ impl Listener {
     ///     }
     /// }
     ///
-    /// let server = Listener::bind("127.0.0.1:0".parse().unwrap())
+    /// let server = Listener::bind("127.0.0.1:0")
     ///     .workers(2)
     ///     .serve(Raw, || Echo)
     ///     .unwrap();
     /// assert_ne!(server.local_addr().port(), 0);
     /// # });
     /// ```
-    pub fn bind(addr: SocketAddr) -> ListenerBuilder {
+    pub fn bind(addr: impl IntoTarget) -> ListenerBuilder {
         ListenerBuilder {
-            addr,
+            addr: addr.into_target(),
             backlog: DEFAULT_BACKLOG,
             max_connections: None,
             max_per_ip: None,
@@ -566,7 +567,8 @@ impl Actor for Listener {
 
 /// Configures and starts a [`Listener`]; made by [`Listener::bind`].
 pub struct ListenerBuilder {
-    addr: SocketAddr,
+    /// Where to listen, or why the address given is not one (reported by `serve`/`pull`).
+    addr: Result<Target, String>,
     backlog: u32,
     max_connections: Option<usize>,
     max_per_ip: Option<usize>,
@@ -665,16 +667,17 @@ impl ListenerBuilder {
     /// settings that cannot work.
     pub fn serve<C, H, F>(self, codec: C, handler: F) -> Result<ListenerHandle, ListenError>
     where
-        C: SessionCodec + Clone + Send + Sync,
-        H: SessionHandler<C>,
-        F: Fn() -> H + Send + Sync + 'static,
+        C: SessionCodec + Clone + Send,
+        H: SessionHandler<C> + Send,
+        F: Fn() -> H + Send + 'static,
     {
         self.start(move |shared| {
-            let handler = Arc::new(handler);
-            Mode::Push(Arc::new(move |stream, parts, permit| {
+            Mode::Push(Box::new(move |stream, parts, permit| {
                 let (arbiter, load) = shared.pool.pick();
                 let codec = codec.clone();
-                let handler = handler.clone();
+                // Made here, on the listener's thread, and sent along: the factory is called
+                // from one thread only, so it need not be `Sync`.
+                let handler = handler();
                 spawn_on(
                     &arbiter,
                     stream,
@@ -683,7 +686,7 @@ impl ListenerBuilder {
                     Some(shared.registry.clone()),
                     Some(permit),
                     load,
-                    move || (codec, handler()),
+                    move || (codec, handler),
                 );
             }))
         })
@@ -696,6 +699,63 @@ impl ListenerBuilder {
     /// # Errors
     ///
     /// As [`serve`](Self::serve).
+    ///
+    /// # Examples
+    ///
+    /// The owner needs the listener's handle to take connections, and the listener needs the
+    /// owner to announce them: create the owner with [`Actor::create`], which hands out its
+    /// address before the actor exists, and bind in between (Qt's `new QTcpServer(this)`).
+    ///
+    /// ```
+    /// use actix::{Actor, AsyncContext, Context, Handler, ResponseActFuture, WrapFuture};
+    /// use switchboard::{
+    ///     Listener, ListenerEvent, ListenerHandle, NextPendingConnection, Notify, NotifyEvent,
+    /// };
+    /// use switchboard_codec::Raw;
+    ///
+    /// struct Server {
+    ///     listener: Option<ListenerHandle>,
+    /// }
+    /// impl Actor for Server {
+    ///     type Context = Context<Self>;
+    /// }
+    /// impl Handler<ListenerEvent> for Server {
+    ///     type Result = ResponseActFuture<Self, ()>;
+    ///     fn handle(&mut self, event: ListenerEvent, ctx: &mut Context<Self>) -> Self::Result {
+    ///         let listener = self.listener.as_ref().expect("bound in create").address().clone();
+    ///         let me = ctx.address();
+    ///         Box::pin(
+    ///             async move {
+    ///                 if let ListenerEvent::NewConnection { .. } = event {
+    ///                     // nextPendingConnection(), then talk to it Qt style.
+    ///                     if let Ok(Some(pending)) = listener.send(NextPendingConnection).await {
+    ///                         let _ = pending.start(Raw, Notify::new(me.recipient()));
+    ///                     }
+    ///                 }
+    ///             }
+    ///             .into_actor(self),
+    ///         )
+    ///     }
+    /// }
+    /// impl Handler<NotifyEvent> for Server {
+    ///     type Result = ();
+    ///     fn handle(&mut self, event: NotifyEvent, _: &mut Context<Self>) {
+    ///         if let NotifyEvent::ReadyRead { handle, .. } = event {
+    ///             let _ = handle.read_all(); // readAll()
+    ///         }
+    ///     }
+    /// }
+    ///
+    /// # actix_rt::System::new().block_on(async {
+    /// let server = Server::create(|ctx| {
+    ///     let listener = Listener::bind("127.0.0.1:0")
+    ///         .pull(ctx.address().recipient())
+    ///         .expect("binds");
+    ///     Server { listener: Some(listener) }
+    /// });
+    /// # drop(server);
+    /// # });
+    /// ```
     pub fn pull(self, owner: Recipient<ListenerEvent>) -> Result<ListenerHandle, ListenError> {
         let max_pending = self.max_pending;
         self.start(move |_| Mode::Pull {
@@ -731,11 +791,23 @@ impl ListenerBuilder {
             (None, None) => WorkerPool::per_core(),
         };
         let registry = self.registry.unwrap_or_default();
-        let std_listener = bind_listener(self.addr, self.backlog)?;
+        let target = self
+            .addr
+            .map_err(|reason| ListenError::InvalidTarget { reason })?;
+        let resolved = target.resolve_blocking().and_then(|addrs| {
+            addrs.into_iter().next().ok_or_else(|| {
+                io::Error::new(io::ErrorKind::NotFound, "the name resolved to no address")
+            })
+        });
+        let bind_addr = resolved.map_err(|source| ListenError::Resolve {
+            target: target.to_string(),
+            source,
+        })?;
+        let std_listener = bind_listener(bind_addr, self.backlog)?;
         let local_addr = std_listener
             .local_addr()
             .map_err(|source| ListenError::Bind {
-                addr: self.addr,
+                addr: bind_addr,
                 source,
             })?;
         let shared = Arc::new(Shared {
@@ -794,13 +866,13 @@ impl ListenerBuilder {
             Ok(Ok(())) => {}
             Ok(Err(source)) => {
                 return Err(ListenError::Bind {
-                    addr: self.addr,
+                    addr: bind_addr,
                     source,
                 })
             }
             Err(_) => {
                 return Err(ListenError::Bind {
-                    addr: self.addr,
+                    addr: bind_addr,
                     source: io::Error::other("the listener thread ended during start-up"),
                 })
             }

@@ -16,7 +16,7 @@ impl SessionHandler<Raw> for Echo {
 
 #[actix_rt::test]
 async fn echo_smoke() {
-    let server = Listener::bind("127.0.0.1:0".parse().unwrap())
+    let server = Listener::bind("127.0.0.1:0")
         .workers(2)
         .serve(Raw, || Echo)
         .unwrap();

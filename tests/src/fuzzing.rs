@@ -171,7 +171,7 @@ fn echo_servers() -> &'static [SocketAddr; 3] {
             actix_rt::System::new().block_on(async move {
                 let config = SessionConfig::default().idle_timeout(Some(Duration::from_secs(5)));
                 let bind = || {
-                    Listener::bind("127.0.0.1:0".parse().unwrap())
+                    Listener::bind("127.0.0.1:0")
                         .workers(2)
                         .session_config(config.clone())
                 };

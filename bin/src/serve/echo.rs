@@ -1,12 +1,12 @@
 //! Echo mode: every decoded message is written back to its sender, through the same codec
 //! (with [`Raw`](switchboard_codec::Raw), a pure byte echo).
 //!
-//! Backpressure: a message is only written while the write buffer is under its high watermark.
-//! Otherwise it is kept, reading is paused (TCP then pushes back on the client), and it is
-//! written once the buffer has drained. No message is ever dropped, and memory per session stays
-//! bounded by the watermark plus what was already decoded in one turn.
+//! Backpressure is the session's: an answer written in `ready_read` is never refused for room,
+//! and once answers fill the write buffer the session holds further messages (and stops
+//! reading, so TCP pushes back on the client) until it drains. No message is ever dropped, and
+//! memory per session stays bounded by twice the high watermark.
 
-use std::{collections::VecDeque, sync::Arc};
+use std::{marker::PhantomData, sync::Arc};
 
 use switchboard::{
     Conn, DisconnectReason, ListenerBuilder, ListenerHandle, SessionCodec, SessionHandler,
@@ -23,88 +23,36 @@ pub(crate) fn start<C>(
     totals: Arc<Totals>,
 ) -> anyhow::Result<ListenerHandle>
 where
-    C: SessionCodec + Encoder<C::Item> + Clone + Send + Sync,
+    C: SessionCodec + Encoder<C::Item> + Clone + Send,
     <C as Encoder<C::Item>>::Error: std::error::Error + Send + Sync + 'static,
-    C::Item: Unpin + 'static,
 {
     Ok(builder.serve(codec, move || Echo::<C> {
-        held: VecDeque::new(),
         totals: totals.clone(),
+        _codec: PhantomData,
     })?)
 }
 
 /// Writes every message back.
-struct Echo<C: SessionCodec> {
-    /// Messages decoded while the write buffer was full, in order; reading is paused while any
-    /// wait here.
-    held: VecDeque<C::Item>,
+struct Echo<C> {
     totals: Arc<Totals>,
-}
-
-impl<C> Echo<C>
-where
-    C: SessionCodec + Encoder<C::Item>,
-    <C as Encoder<C::Item>>::Error: std::error::Error + Send + Sync + 'static,
-    C::Item: Unpin + 'static,
-{
-    fn has_room(conn: &Conn<'_, C, Self>) -> bool {
-        conn.bytes_to_write() < conn.config().high_watermark()
-    }
-
-    fn echo(&mut self, item: C::Item, conn: &mut Conn<'_, C, Self>) {
-        // Checked before writing: a refused write would lose the message.
-        if !self.held.is_empty() || !Self::has_room(conn) {
-            self.held.push_back(item);
-            conn.pause_reading();
-            return;
-        }
-        if let Err(error) = conn.write(item) {
-            tracing::debug!(session = %conn.id(), %error, "echo not written; closing");
-            conn.disconnect_from_host();
-        }
-    }
-
-    fn release_held(&mut self, conn: &mut Conn<'_, C, Self>) {
-        while Self::has_room(conn) {
-            let Some(item) = self.held.pop_front() else {
-                break;
-            };
-            if let Err(error) = conn.write(item) {
-                tracing::debug!(session = %conn.id(), %error, "echo not written; closing");
-                self.held.clear();
-                conn.disconnect_from_host();
-                return;
-            }
-        }
-        if self.held.is_empty() {
-            conn.resume_reading();
-        }
-    }
+    _codec: PhantomData<fn() -> C>,
 }
 
 impl<C> SessionHandler<C> for Echo<C>
 where
     C: SessionCodec + Encoder<C::Item>,
     <C as Encoder<C::Item>>::Error: std::error::Error + Send + Sync + 'static,
-    C::Item: Unpin + 'static,
 {
     fn connected(&mut self, conn: &mut Conn<'_, C, Self>) {
         tracing::debug!(session = %conn.id(), peer = %conn.peer_addr(), "connected");
     }
 
     fn ready_read(&mut self, item: C::Item, conn: &mut Conn<'_, C, Self>) {
-        self.echo(item, conn);
-    }
-
-    fn bytes_written(&mut self, _bytes: usize, conn: &mut Conn<'_, C, Self>) {
-        if !self.held.is_empty() {
-            self.release_held(conn);
-        }
-    }
-
-    fn write_buffer_drained(&mut self, conn: &mut Conn<'_, C, Self>) {
-        if !self.held.is_empty() {
-            self.release_held(conn);
+        // Only an item the codec cannot encode is refused here (an answer is never refused
+        // for room).
+        if let Err(error) = conn.write(item) {
+            tracing::debug!(session = %conn.id(), %error, "echo not written; closing");
+            conn.disconnect_from_host();
         }
     }
 
