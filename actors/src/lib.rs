@@ -64,6 +64,8 @@
     unreachable_pub
 )]
 #![doc(test(attr(deny(warnings))))]
+// docs.rs (nightly, `--cfg docsrs`) labels feature-gated items with the feature they need.
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod config;
 mod connector;
@@ -98,7 +100,9 @@ pub use session::{
 };
 pub use worker::{Assignment, WorkerPool};
 
-/// The README's examples, compiled as doctests so they cannot rot.
+/// The crate's README (the page crates.io shows), compiled as doctests so it cannot rot. The
+/// workspace README's examples are compiled by the `switchboard-tests` crate, since that file is
+/// not part of this package.
 #[cfg(doctest)]
-#[doc = include_str!("../../README.md")]
+#[doc = include_str!("../README.md")]
 struct ReadmeDoctests;
