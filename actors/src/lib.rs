@@ -57,6 +57,25 @@
 //! assert_eq!(rx.await.unwrap(), "hello");
 //! # });
 //! ```
+//!
+//! # Choosing a handler
+//!
+//! Every session calls one [`SessionHandler`]; which one decides where your code runs.
+//!
+//! - **Your own [`SessionHandler`]** (as above): the fast path. Its callbacks run inside the
+//!   session, on the session's worker thread, with each decoded frame and a [`Conn`] to write
+//!   through: no mailbox hop, no allocation per frame. Keep them short and non-blocking, since
+//!   the worker serves other sessions too. Use it unless a reason below applies.
+//! - **[`Forward`]**: the session sends every event ([`SessionEvent`]) to any actix
+//!   [`Recipient`](actix::Recipient), and you write through the session's address. For
+//!   connection logic that lives in an actor of its own (state shared by many connections, or
+//!   code already written as actors), at the cost of a message per frame.
+//! - **[`Notify`]**: Qt's pull style, over raw bytes. The owner hears only that bytes wait
+//!   ([`NotifyEvent::ReadyRead`], Qt's `readyRead`) and takes them with [`Read`], [`ReadAll`] or
+//!   [`ReadLine`] (Qt's `read`, `readAll`, `readLine`); for porting Qt code with its shape kept.
+//!
+//! Runnable programs are in the crate's `examples/`: `echo_server`, `echo_client`, `held_stream`
+//! and `custom_codec` (run one with `cargo run -p switchboard --example NAME`).
 #![warn(
     missing_docs,
     missing_debug_implementations,
@@ -64,6 +83,8 @@
     unreachable_pub
 )]
 #![doc(test(attr(deny(warnings))))]
+// docs.rs (nightly, `--cfg docsrs`) labels feature-gated items with the feature they need.
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod config;
 mod connector;
@@ -102,7 +123,9 @@ pub use session::{
 pub use target::{IntoTarget, Target};
 pub use worker::{Assignment, WorkerPool};
 
-/// The README's examples, compiled as doctests so they cannot rot.
+/// The crate's README (the page crates.io shows), compiled as doctests so it cannot rot. The
+/// workspace README's examples are compiled by the `switchboard-tests` crate, since that file is
+/// not part of this package.
 #[cfg(doctest)]
-#[doc = include_str!("../../README.md")]
+#[doc = include_str!("../README.md")]
 struct ReadmeDoctests;

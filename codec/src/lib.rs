@@ -41,6 +41,8 @@
 //! ```
 
 #![doc(test(attr(deny(warnings))))]
+// docs.rs (nightly, `--cfg docsrs`) labels feature-gated items with the feature they need.
+#![cfg_attr(docsrs, feature(doc_cfg))]
 #![warn(
     missing_docs,
     missing_debug_implementations,
@@ -57,3 +59,8 @@ pub use error::CodecError;
 pub use frames::Frames;
 pub use lines::Lines;
 pub use raw::Raw;
+
+/// The README's example, compiled as a doctest so it cannot rot.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

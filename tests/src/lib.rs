@@ -693,3 +693,9 @@ pub fn codec_error(reason: &DisconnectReason) -> &switchboard_codec::CodecError 
 
 /// Harnesses shared with the fuzz targets in `fuzz/`.
 pub mod fuzzing;
+
+/// The workspace README's examples, compiled as doctests so they cannot rot (kept here rather
+/// than in `switchboard`, whose package does not contain that file).
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+struct ReadmeDoctests;
