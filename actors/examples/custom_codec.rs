@@ -94,7 +94,7 @@ impl SessionHandler<LengthDelimitedCodec> for Client {
 #[actix_rt::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     // The server: one clone of the codec per session.
-    let server = Listener::bind("127.0.0.1:0".parse()?)
+    let server = Listener::bind("127.0.0.1:0")
         .workers(1)
         .serve(codec(), || Reverse)?;
     println!("listening on {}", server.local_addr());
