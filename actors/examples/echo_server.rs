@@ -36,9 +36,10 @@ impl SessionHandler<Lines> for Echo {
     // them for length (64 KiB by default) and UTF-8.
     fn ready_read(&mut self, line: String, conn: &mut Conn<'_, Lines, Self>) {
         println!("{} says {line:?}", conn.id());
-        // `write` only fails when the write buffer is full (a client that sends but never
-        // reads) or the session is closing; an echo can drop the reply then. While the
-        // buffer is full the session stops reading, so the client is slowed, not dropped.
+        // An answer written here is never refused for room: once answers fill the write
+        // buffer, the session holds the next lines (and stops reading, so TCP slows a client
+        // that sends but never reads) until the buffer drains. `write` fails only once the
+        // session is closing.
         if let Err(error) = conn.write(line) {
             println!("{} reply not sent: {error}", conn.id());
         }

@@ -6,7 +6,8 @@ use crate::ConfigError;
 
 /// Limits and tuning for a [`Session`](crate::Session). Every limit is on by default.
 ///
-/// Build it with [`Default`] and chained setters; [`validate`](Self::validate) (called by every
+/// Build it with [`Default`] and chained `with_*` setters, read it back with getters of the
+/// same names without the prefix; [`validate`](Self::validate) (called by every
 /// builder that starts sessions) rejects values that cannot work with a [`ConfigError`].
 ///
 /// | setting | default | when reached |
@@ -30,10 +31,11 @@ use crate::ConfigError;
 /// use switchboard::SessionConfig;
 ///
 /// let config = SessionConfig::default()
-///     .write_watermarks(8 * 1024, 32 * 1024)
-///     .idle_timeout(Some(Duration::from_secs(30)));
+///     .with_write_watermarks(8 * 1024, 32 * 1024)
+///     .with_idle_timeout(Some(Duration::from_secs(30)));
 /// assert!(config.validate().is_ok());
 /// assert_eq!(config.high_watermark(), 32 * 1024);
+/// assert_eq!(config.idle_timeout(), Some(Duration::from_secs(30)));
 /// ```
 #[derive(Debug, Clone)]
 pub struct SessionConfig {
@@ -74,56 +76,56 @@ impl Default for SessionConfig {
 
 impl SessionConfig {
     /// Sets the write buffer's low and high watermarks in bytes (defaults 32 KiB and 64 KiB).
-    pub fn write_watermarks(mut self, low: usize, high: usize) -> Self {
+    pub fn with_write_watermarks(mut self, low: usize, high: usize) -> Self {
         self.low_watermark = low;
         self.high_watermark = high;
         self
     }
 
     /// Sets how many bytes one read asks of the socket (default 64 KiB).
-    pub fn read_chunk(mut self, bytes: usize) -> Self {
+    pub fn with_read_chunk(mut self, bytes: usize) -> Self {
         self.read_chunk = bytes;
         self
     }
 
     /// Sets the notify-mode read buffer size in bytes (default 256 KiB), Qt's `setReadBufferSize`.
-    pub fn read_buffer_size(mut self, bytes: usize) -> Self {
+    pub fn with_read_buffer_size(mut self, bytes: usize) -> Self {
         self.read_buffer_size = bytes;
         self
     }
 
     /// Sets the idle timeout (default 120 s); `None` turns it off.
-    pub fn idle_timeout(mut self, timeout: Option<Duration>) -> Self {
+    pub fn with_idle_timeout(mut self, timeout: Option<Duration>) -> Self {
         self.idle_timeout = timeout;
         self
     }
 
     /// Sets the partial-frame timeout (default 60 s); `None` turns it off.
-    pub fn frame_timeout(mut self, timeout: Option<Duration>) -> Self {
+    pub fn with_frame_timeout(mut self, timeout: Option<Duration>) -> Self {
         self.frame_timeout = timeout;
         self
     }
 
     /// Sets how long a graceful close may take before it becomes an abort (default 10 s).
-    pub fn close_timeout(mut self, timeout: Duration) -> Self {
+    pub fn with_close_timeout(mut self, timeout: Duration) -> Self {
         self.close_timeout = timeout;
         self
     }
 
     /// Sets how many frames a session hands its handler before it yields (default 64).
-    pub fn frames_per_turn(mut self, frames: usize) -> Self {
+    pub fn with_frames_per_turn(mut self, frames: usize) -> Self {
         self.frames_per_turn = frames;
         self
     }
 
     /// Sets the session's mailbox capacity (default 64 messages).
-    pub fn mailbox_capacity(mut self, messages: usize) -> Self {
+    pub fn with_mailbox_capacity(mut self, messages: usize) -> Self {
         self.mailbox_capacity = messages;
         self
     }
 
     /// Sets `TCP_NODELAY` on the socket (default on: small replies leave at once).
-    pub fn nodelay(mut self, on: bool) -> Self {
+    pub fn with_nodelay(mut self, on: bool) -> Self {
         self.nodelay = on;
         self
     }
@@ -131,7 +133,7 @@ impl SessionConfig {
     /// Sets how many bytes the registry may queue for a session beyond its write buffer
     /// (default 64 KiB; each message is charged 32 bytes more, so empty messages are bounded
     /// too). At the limit, broadcasts and sends wait for the session to take bytes.
-    pub fn outbound_queue(mut self, bytes: usize) -> Self {
+    pub fn with_outbound_queue(mut self, bytes: usize) -> Self {
         self.outbound_queue = bytes;
         self
     }
@@ -139,7 +141,7 @@ impl SessionConfig {
     /// Sets how long a session may take nothing from its full outbound queue before it counts
     /// as a slow consumer (default 5 s). One client that stopped reading holds up a
     /// broadcasting sender for at most this long.
-    pub fn slow_consumer_timeout(mut self, timeout: Duration) -> Self {
+    pub fn with_slow_consumer_timeout(mut self, timeout: Duration) -> Self {
         self.slow_consumer_timeout = timeout;
         self
     }
@@ -153,27 +155,18 @@ impl SessionConfig {
     /// # Examples
     ///
     /// ```
-    /// let config = switchboard::SessionConfig::default().allow_half_close(true);
-    /// assert!(config.half_close_allowed());
+    /// let config = switchboard::SessionConfig::default().with_allow_half_close(true);
+    /// assert!(config.allow_half_close());
     /// ```
-    pub fn allow_half_close(mut self, on: bool) -> Self {
+    pub fn with_allow_half_close(mut self, on: bool) -> Self {
         self.allow_half_close = on;
         self
     }
 
-    /// Whether the session stays open for writing after the peer's FIN.
-    pub fn half_close_allowed(&self) -> bool {
-        self.allow_half_close
-    }
-
-    /// The outbound queue's limit in bytes.
-    pub fn outbound_queue_limit(&self) -> usize {
-        self.outbound_queue
-    }
-
-    /// The slow-consumer timeout.
-    pub fn slow_consumer_after(&self) -> Duration {
-        self.slow_consumer_timeout
+    /// The write buffer's low and high watermarks in bytes, as set by
+    /// [`with_write_watermarks`](Self::with_write_watermarks).
+    pub fn write_watermarks(&self) -> (usize, usize) {
+        (self.low_watermark, self.high_watermark)
     }
 
     /// The high watermark in bytes.
@@ -186,8 +179,18 @@ impl SessionConfig {
         self.low_watermark
     }
 
+    /// Bytes one read asks of the socket.
+    pub fn read_chunk(&self) -> usize {
+        self.read_chunk
+    }
+
+    /// The notify-mode read buffer size in bytes.
+    pub fn read_buffer_size(&self) -> usize {
+        self.read_buffer_size
+    }
+
     /// The idle timeout, if on.
-    pub fn idle(&self) -> Option<Duration> {
+    pub fn idle_timeout(&self) -> Option<Duration> {
         self.idle_timeout
     }
 
@@ -199,16 +202,46 @@ impl SessionConfig {
     /// use std::time::Duration;
     /// use switchboard::SessionConfig;
     ///
-    /// assert_eq!(SessionConfig::default().frame(), Some(Duration::from_secs(60)));
-    /// assert_eq!(SessionConfig::default().frame_timeout(None).frame(), None);
+    /// assert_eq!(SessionConfig::default().frame_timeout(), Some(Duration::from_secs(60)));
+    /// assert_eq!(SessionConfig::default().with_frame_timeout(None).frame_timeout(), None);
     /// ```
-    pub fn frame(&self) -> Option<Duration> {
+    pub fn frame_timeout(&self) -> Option<Duration> {
         self.frame_timeout
     }
 
     /// How long a graceful close may take before it becomes an abort.
-    pub fn close_deadline(&self) -> Duration {
+    pub fn close_timeout(&self) -> Duration {
         self.close_timeout
+    }
+
+    /// Frames a session hands its handler before it yields.
+    pub fn frames_per_turn(&self) -> usize {
+        self.frames_per_turn
+    }
+
+    /// The session's mailbox capacity in messages.
+    pub fn mailbox_capacity(&self) -> usize {
+        self.mailbox_capacity
+    }
+
+    /// Whether `TCP_NODELAY` is set.
+    pub fn nodelay(&self) -> bool {
+        self.nodelay
+    }
+
+    /// The outbound queue's limit in bytes.
+    pub fn outbound_queue(&self) -> usize {
+        self.outbound_queue
+    }
+
+    /// The slow-consumer timeout.
+    pub fn slow_consumer_timeout(&self) -> Duration {
+        self.slow_consumer_timeout
+    }
+
+    /// Whether the session stays open for writing after the peer's FIN.
+    pub fn allow_half_close(&self) -> bool {
+        self.allow_half_close
     }
 
     /// Checks that the settings can work together.

@@ -10,7 +10,7 @@ use std::{io, net::SocketAddr, sync::Arc, time::Duration};
 /// ```
 /// use switchboard::{ConfigError, SessionConfig};
 ///
-/// let config = SessionConfig::default().write_watermarks(64 * 1024, 16 * 1024);
+/// let config = SessionConfig::default().with_write_watermarks(64 * 1024, 16 * 1024);
 /// assert!(matches!(config.validate(), Err(ConfigError::Invalid { .. })));
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -164,7 +164,7 @@ pub enum SessionError {
     #[error("the session is closing")]
     Closing,
     /// The session took nothing from its full outbound queue for its slow-consumer timeout
-    /// ([`SessionConfig::slow_consumer_timeout`](crate::SessionConfig::slow_consumer_timeout)),
+    /// ([`SessionConfig::with_slow_consumer_timeout`](crate::SessionConfig::with_slow_consumer_timeout)),
     /// or was found slow before: its peer is not reading.
     #[error("the session is a slow consumer: it took nothing for {timeout:?}")]
     SlowConsumer {

@@ -40,7 +40,7 @@ where
     },
     /// The peer has finished sending (Qt's `readChannelFinished`); every frame before its FIN
     /// was sent ahead of this. With
-    /// [`SessionConfig::allow_half_close`](crate::SessionConfig::allow_half_close) the session
+    /// [`SessionConfig::with_allow_half_close`](crate::SessionConfig::with_allow_half_close) the session
     /// stays open for the recipient's answer until it sends
     /// [`ShutdownWrite`](crate::ShutdownWrite) or [`DisconnectFromHost`](crate::DisconnectFromHost);
     /// otherwise it flushes and closes.

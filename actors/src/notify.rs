@@ -110,7 +110,9 @@ impl NotifyHandle {
     /// `None` while no complete line (and fewer than `max` bytes) waits, unless the peer has
     /// finished sending: then the last, unterminated line comes whole.
     pub fn read_line(&self, max: usize) -> Option<Bytes> {
-        let taken = self.shared.take(|buffer| line_end(buffer, max).unwrap_or(0));
+        let taken = self
+            .shared
+            .take(|buffer| line_end(buffer, max).unwrap_or(0));
         (!taken.is_empty()).then_some(taken)
     }
 
@@ -199,13 +201,13 @@ impl Shared {
 }
 
 /// A [`SessionHandler`] that keeps arriving bytes in a bounded read buffer (Qt's
-/// `readBufferSize`, from [`SessionConfig::read_buffer_size`](crate::SessionConfig::read_buffer_size),
+/// `readBufferSize`, from [`SessionConfig::with_read_buffer_size`](crate::SessionConfig::with_read_buffer_size),
 /// default 256 KiB) for its owner to take through the [`NotifyHandle`] its events carry. While
 /// the buffer is full the session stops reading.
 ///
 /// The owner is told `Connected`, then `ReadyRead` whenever new bytes wait and the previous one
 /// was answered by a read, `ReadFinished` when the peer has finished sending, and
-/// `Disconnected` last. With [`SessionConfig::allow_half_close`](crate::SessionConfig::allow_half_close)
+/// `Disconnected` last. With [`SessionConfig::with_allow_half_close`](crate::SessionConfig::with_allow_half_close)
 /// the owner can still answer after `ReadFinished`; without it the session flushes and closes.
 ///
 /// # Examples

@@ -195,10 +195,10 @@ pub struct RegistryStats {
 /// down without stopping it).
 ///
 /// Messages to sessions ([`send_to`](Self::send_to), [`broadcast`](Self::broadcast)) go into
-/// each session's outbound queue, bounded in bytes ([`SessionConfig::outbound_queue`]); no
+/// each session's outbound queue, bounded in bytes ([`SessionConfig::with_outbound_queue`]); no
 /// actor mailbox decides whether a message is kept.
 ///
-/// [`SessionConfig::outbound_queue`]: crate::SessionConfig::outbound_queue
+/// [`SessionConfig::with_outbound_queue`]: crate::SessionConfig::with_outbound_queue
 ///
 /// # Examples
 ///
@@ -370,7 +370,7 @@ impl Registry {
     /// polled). Where a queue is full, the returned future waits while that session keeps
     /// taking bytes: a burst is slowed down to what the readers take, never dropped for them.
     /// A session that takes nothing for its slow-consumer timeout
-    /// ([`SessionConfig::slow_consumer_timeout`](crate::SessionConfig::slow_consumer_timeout))
+    /// ([`SessionConfig::with_slow_consumer_timeout`](crate::SessionConfig::with_slow_consumer_timeout))
     /// is a slow consumer, and `policy` applies to it: the message is dropped for it (and
     /// later ones at once, until it takes bytes again), or it is disconnected. Memory stays
     /// bounded either way.
@@ -628,7 +628,7 @@ impl Registry {
         }
     }
 
-/// Graceful shutdown of every live session: each stops reading, answers what it already
+    /// Graceful shutdown of every live session: each stops reading, answers what it already
     /// read, flushes and closes; whatever is still open after `drain_timeout` is aborted.
     ///
     /// Stop accepting first ([`ListenerHandle::shutdown`](crate::ListenerHandle::shutdown)
@@ -1074,7 +1074,9 @@ fn poll_deadline(
         Some(sleep) => sleep.as_mut().reset(deadline),
         None => *timer = Some(Box::pin(tokio::time::sleep_until(deadline))),
     }
-    timer.as_mut().map_or(Poll::Ready(()), |sleep| sleep.as_mut().poll(cx))
+    timer
+        .as_mut()
+        .map_or(Poll::Ready(()), |sleep| sleep.as_mut().poll(cx))
 }
 
 /// A [`Registry::send_to`] on its way: resolves once the message is queued for the session.

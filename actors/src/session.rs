@@ -25,7 +25,7 @@
 //! | Closed    | no           | no                               | refused | actor stops |
 //!
 //! The peer's FIN ends only the read side: after the last frame the handler hears
-//! `read_finished`, and then (unless [`SessionConfig::allow_half_close`] is set) the session
+//! `read_finished`, and then (unless [`SessionConfig::with_allow_half_close`] is set) the session
 //! flushes, shuts its write side and ends with `PeerClosed`. This side can shut its write side
 //! alone too ([`Conn::shutdown_write`], [`ShutdownWrite`]); the session ends once both sides are
 //! done.
@@ -458,7 +458,7 @@ pub trait SessionHandler<C: SessionCodec>: Sized + Unpin + 'static {
     /// over (Qt's `readChannelFinished`). The write side is still open: what this writes is
     /// sent. Afterwards the session flushes, shuts its write side and ends with
     /// [`DisconnectReason::PeerClosed`], unless
-    /// [`SessionConfig::allow_half_close`] is set: then it stays open for writing until the
+    /// [`SessionConfig::with_allow_half_close`] is set: then it stays open for writing until the
     /// handler closes it ([`Conn::shutdown_write`], [`Conn::disconnect_from_host`]) or the idle
     /// timeout does.
     fn read_finished(&mut self, conn: &mut Conn<'_, C, Self>) {
@@ -1565,7 +1565,7 @@ impl<C: SessionCodec, H: SessionHandler<C>> Handler<ResumeReading> for Session<C
 
 /// How a broadcast treats a slow consumer: a session that took nothing from its outbound
 /// queue for its slow-consumer timeout
-/// ([`SessionConfig::slow_consumer_timeout`], default 5 s) while the broadcast waited for room.
+/// ([`SessionConfig::with_slow_consumer_timeout`], default 5 s) while the broadcast waited for room.
 /// A session whose queue is full but still taking bytes is not slow: the broadcast waits for
 /// it.
 ///

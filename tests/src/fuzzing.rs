@@ -169,7 +169,8 @@ fn echo_servers() -> &'static [SocketAddr; 3] {
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
             actix_rt::System::new().block_on(async move {
-                let config = SessionConfig::default().idle_timeout(Some(Duration::from_secs(5)));
+                let config =
+                    SessionConfig::default().with_idle_timeout(Some(Duration::from_secs(5)));
                 let bind = || {
                     Listener::bind("127.0.0.1:0")
                         .workers(2)

@@ -82,7 +82,7 @@ async fn paused_session_holds_memory_flat_then_resumes_byte_exact() {
     let (probes, mut events) = Probes::<Raw>::quiet();
     let server = Listener::bind(any_port())
         .workers(2)
-        .session_config(SessionConfig::default().read_chunk(READ_CHUNK))
+        .session_config(SessionConfig::default().with_read_chunk(READ_CHUNK))
         .serve(Raw, probes.factory())
         .unwrap();
     let mut client = flooder(server.local_addr()).await;
@@ -202,7 +202,7 @@ async fn lagging_handler_stops_reading_then_gets_everything() {
     let handler_gate = gate.clone();
     let server = Listener::bind(any_port())
         .workers(1)
-        .session_config(SessionConfig::default().read_chunk(READ_CHUNK))
+        .session_config(SessionConfig::default().with_read_chunk(READ_CHUNK))
         .serve(Raw, move || Lagging {
             gate: handler_gate.clone(),
             frames: frames_tx.clone(),

@@ -114,7 +114,7 @@ async fn write_until_refused(
 
 #[actix_rt::test]
 async fn full_write_buffer_refuses_writes_until_the_peer_reads() {
-    let config = SessionConfig::default().idle_timeout(None);
+    let config = SessionConfig::default().with_idle_timeout(None);
     let high = config.high_watermark();
     let low = config.low_watermark();
     let (server, probes, mut events) = serve_raw(config);
@@ -180,8 +180,8 @@ async fn full_write_buffer_refuses_writes_until_the_peer_reads() {
 #[actix_rt::test]
 async fn get_info_and_abort_are_answered_while_the_write_buffer_is_full() {
     let config = SessionConfig::default()
-        .idle_timeout(None)
-        .close_timeout(Duration::from_secs(30));
+        .with_idle_timeout(None)
+        .with_close_timeout(Duration::from_secs(30));
     let (server, probes, mut events) = serve_raw(config);
     let (client, mut peer, go) = lazy_reader(server.local_addr());
     let peer = within("client", peer.recv()).await.unwrap();
@@ -220,7 +220,7 @@ fn config_high() -> usize {
 #[actix_rt::test]
 async fn echo_is_never_refused_with_small_watermarks() {
     // 8-byte lines ("line-NN\n") and a high watermark of exactly 8 of them.
-    let config = SessionConfig::default().write_watermarks(16, 64);
+    let config = SessionConfig::default().with_write_watermarks(16, 64);
     let (probes, mut events) = Probes::<Lines>::echo();
     let server = Listener::bind(any_port())
         .workers(1)
@@ -260,8 +260,8 @@ async fn echo_is_never_refused_with_small_watermarks() {
 #[actix_rt::test]
 async fn a_refused_writer_always_hears_full_then_drained() {
     let config = SessionConfig::default()
-        .idle_timeout(None)
-        .write_watermarks(1024, 4 * CHUNK);
+        .with_idle_timeout(None)
+        .with_write_watermarks(1024, 4 * CHUNK);
     let (server, probes, mut events) = serve_raw(config);
     let addr = server.local_addr();
     let (client, mut peer, go) = lazy_reader(addr);
@@ -284,7 +284,7 @@ async fn a_refused_writer_always_hears_full_then_drained() {
 /// went over the high watermark.
 #[actix_rt::test]
 async fn flush_resolves_after_a_slow_reader_catches_up() {
-    let config = SessionConfig::default().idle_timeout(None);
+    let config = SessionConfig::default().with_idle_timeout(None);
     let (server, probes, mut events) = serve_raw(config);
     let (client, mut peer, go) = lazy_reader(server.local_addr());
     let peer = within("client", peer.recv()).await.unwrap();

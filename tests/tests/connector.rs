@@ -46,7 +46,7 @@ async fn refused_port_is_a_typed_io_error() {
 }
 
 #[actix_rt::test]
-async fn a_target_without_a_port_is_a_resolve_error() {
+async fn a_target_without_a_port_is_a_malformed_target_not_a_failed_lookup() {
     let (probes, _) = Probes::<Lines>::quiet();
     let result = within(
         "connect",
@@ -54,11 +54,57 @@ async fn a_target_without_a_port_is_a_resolve_error() {
     )
     .await;
     match result {
-        Err(ConnectError::Resolve { target, .. }) => assert_eq!(target, "no port here"),
+        Err(ConnectError::InvalidTarget { reason }) => {
+            assert!(reason.contains("no port"), "{reason}");
+            assert!(
+                reason.contains("no port here"),
+                "names the target: {reason}"
+            );
+        }
         other => panic!(
-            "expected ConnectError::Resolve, got {:?}",
+            "expected ConnectError::InvalidTarget, got {:?}",
             other.map(|_| ())
         ),
+    }
+}
+
+/// Every form a user would pass: an address, `"host:port"`, `(host, port)`, `(ip, port)`, for
+/// both the listener and the connector.
+#[actix_rt::test]
+async fn listener_and_connector_take_every_usual_form_of_address() {
+    let (server_probes, _server_events) = Probes::<Lines>::echo();
+    let by_tuple = Listener::bind(("localhost", 0))
+        .workers(1)
+        .serve(Lines::new(), server_probes.factory())
+        .expect("binds (\"localhost\", 0)");
+    assert!(by_tuple.local_addr().ip().is_loopback());
+    let port = by_tuple.local_addr().port();
+    let ip = by_tuple.local_addr().ip();
+    let (probes, mut events) = Probes::<Lines>::quiet();
+    let targets: Vec<switchboard::Target> = vec![
+        switchboard::IntoTarget::into_target(by_tuple.local_addr()).unwrap(),
+        switchboard::IntoTarget::into_target(format!("{ip}:{port}")).unwrap(),
+        switchboard::IntoTarget::into_target((ip, port)).unwrap(),
+        switchboard::IntoTarget::into_target((ip.to_string(), port)).unwrap(),
+    ];
+    for target in targets {
+        within(
+            "connect",
+            Connector::new().connect(&target, Lines::new(), probes.make()),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{target}: {e}"));
+        let (info, _, _) = events.connected().await;
+        assert_eq!(info.peer_addr.port(), port);
+    }
+    match Listener::bind("localhost")
+        .workers(1)
+        .serve(Lines::new(), server_probes.factory())
+    {
+        Err(switchboard::ListenError::InvalidTarget { reason }) => {
+            assert!(reason.contains("no port"), "{reason}")
+        }
+        other => panic!("expected InvalidTarget, got {:?}", other.map(|_| ())),
     }
 }
 

@@ -75,10 +75,10 @@ fn serve(close_timeout: Duration) -> (ListenerHandle, mpsc::UnboundedReceiver<Se
         .workers(2)
         .session_config(
             SessionConfig::default()
-                .read_chunk(16 * 1024)
-                .write_watermarks(16 * 1024, 32 * 1024)
-                .idle_timeout(None)
-                .close_timeout(close_timeout),
+                .with_read_chunk(16 * 1024)
+                .with_write_watermarks(16 * 1024, 32 * 1024)
+                .with_idle_timeout(None)
+                .with_close_timeout(close_timeout),
         )
         .serve(Raw, move || Echo { seen: tx.clone() })
         .unwrap();

@@ -334,3 +334,57 @@ fn custom_codec_frames_with_length_delimited_codec() {
         ]
     );
 }
+
+/// `chat`: a line from one member reaches the other, prefixed with its id, and not the sender.
+#[test]
+fn chat_relays_a_line_to_the_other_member() {
+    let example = Example::spawn("chat", &["127.0.0.1:0", "--timeout", "4"]);
+    let addr = example.listening();
+    let mut alice = LineClient::connect(addr);
+    assert!(alice.recv().starts_with("* welcome "));
+    let mut bob = LineClient::connect(addr);
+    let welcome = bob.recv();
+    assert!(welcome.ends_with(", 2 here"), "{welcome}");
+    alice.send("hello bob");
+    let got = bob.recv();
+    assert!(got.ends_with("] hello bob"), "{got}");
+    bob.send("hi alice");
+    assert!(alice.recv().ends_with("] hi alice"));
+    drop(alice);
+    drop(bob);
+    let rest = example.succeeds();
+    assert!(
+        rest.iter().any(|l| l.starts_with("closed: ")),
+        "no closing line in {rest:?}"
+    );
+}
+
+/// `qt_flow`: newConnection, readyRead, readAll, write, readChannelFinished, disconnected, in
+/// that order, for one client; then the example exits.
+#[test]
+fn qt_flow_walks_the_five_steps_for_one_client() {
+    let example = Example::spawn("qt_flow", &["127.0.0.1:0"]);
+    let addr = example.listening();
+    let mut client = TcpStream::connect(addr).unwrap();
+    client.set_read_timeout(Some(STEP)).unwrap();
+    client.write_all(b"hello").unwrap();
+    let mut answer = [0u8; 5];
+    client.read_exact(&mut answer).unwrap();
+    assert_eq!(&answer, b"HELLO");
+    client.shutdown(Shutdown::Write).unwrap();
+    let mut rest = Vec::new();
+    client.read_to_end(&mut rest).unwrap();
+    assert!(rest.is_empty());
+    assert!(example.expect("newConnection: ").contains(" from "));
+    assert!(example.expect("connected: ").parse::<SocketAddr>().is_ok());
+    assert_eq!(example.expect("readyRead: "), "5 bytes");
+    let lines = example.succeeds();
+    assert_eq!(
+        lines.first().map(String::as_str),
+        Some("readChannelFinished")
+    );
+    assert!(
+        lines.iter().any(|l| l.starts_with("disconnected: ")),
+        "{lines:?}"
+    );
+}

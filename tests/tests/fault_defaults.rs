@@ -35,9 +35,9 @@ fn soft_nofile() -> usize {
 #[test]
 fn session_limits_are_on_by_default() {
     let config = SessionConfig::default();
-    assert_eq!(config.idle(), Some(Duration::from_secs(120)));
-    assert_eq!(config.frame(), Some(Duration::from_secs(60)));
-    assert_eq!(config.close_deadline(), Duration::from_secs(10));
+    assert_eq!(config.idle_timeout(), Some(Duration::from_secs(120)));
+    assert_eq!(config.frame_timeout(), Some(Duration::from_secs(60)));
+    assert_eq!(config.close_timeout(), Duration::from_secs(10));
     assert_eq!(config.high_watermark(), 64 * 1024);
     assert_eq!(config.low_watermark(), 32 * 1024);
     assert!(config.validate().is_ok());

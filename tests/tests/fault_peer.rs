@@ -119,7 +119,7 @@ const LINES: usize = 50_000;
 #[actix_rt::test]
 async fn half_closed_peer_receives_every_pipelined_answer() {
     let (probes, mut events) = Probes::<Lines>::echo();
-    let config = SessionConfig::default().write_watermarks(16 * 1024, 32 * 1024);
+    let config = SessionConfig::default().with_write_watermarks(16 * 1024, 32 * 1024);
     let server = Listener::bind(any_port())
         .workers(1)
         .session_config(config)
@@ -198,8 +198,8 @@ async fn peers_flooding_lingering_sessions_starve_nobody() {
         .workers(1)
         .session_config(
             SessionConfig::default()
-                .idle_timeout(None)
-                .close_timeout(close_timeout),
+                .with_idle_timeout(None)
+                .with_close_timeout(close_timeout),
         )
         .serve(Lines::with_max_length(1024 * 1024), probes.factory())
         .unwrap();

@@ -34,8 +34,8 @@ async fn trickling_a_line_never_finished_is_closed_by_the_frame_timeout() {
         .workers(1)
         .session_config(
             SessionConfig::default()
-                .idle_timeout(Some(idle))
-                .frame_timeout(Some(frame)),
+                .with_idle_timeout(Some(idle))
+                .with_frame_timeout(Some(frame)),
         )
         .serve(Lines::new(), probes.factory())
         .unwrap();

@@ -150,8 +150,8 @@ impl SessionHandler<Raw> for Echo {
 
 fn config() -> SessionConfig {
     SessionConfig::default()
-        .write_watermarks(HIGH / 2, HIGH)
-        .idle_timeout(Some(Duration::from_secs(30)))
+        .with_write_watermarks(HIGH / 2, HIGH)
+        .with_idle_timeout(Some(Duration::from_secs(30)))
 }
 
 async fn pump_into(addr: SocketAddr, total: usize) -> Pumped {

@@ -82,7 +82,7 @@ async fn recipient_hears_backpressure_and_bytes_written() {
     let recipient = Arc::new(Mutex::new(recipient));
     let server = Listener::bind(any_port())
         .workers(1)
-        .session_config(SessionConfig::default().idle_timeout(None))
+        .session_config(SessionConfig::default().with_idle_timeout(None))
         .serve(Raw, move || {
             Forward::new(recipient.lock().unwrap().clone()).with_bytes_written()
         })

@@ -84,7 +84,7 @@ async fn forward_recipient_answers_after_read_finished_with_half_close_allowed()
     let recipient = Arc::new(Mutex::new(recipient));
     let server = Listener::bind(any_port())
         .workers(1)
-        .session_config(SessionConfig::default().allow_half_close(true))
+        .session_config(SessionConfig::default().with_allow_half_close(true))
         .serve(Lines::new(), move || {
             Forward::new(recipient.lock().unwrap().clone())
         })
@@ -159,12 +159,14 @@ async fn notify_owner_reads_everything_and_answers_after_read_finished() {
     let owner = Arc::new(Mutex::new(owner));
     let server = Listener::bind(any_port())
         .workers(1)
-        .session_config(SessionConfig::default().allow_half_close(true))
+        .session_config(SessionConfig::default().with_allow_half_close(true))
         .serve(Raw, move || Notify::new(owner.lock().unwrap().clone()))
         .unwrap();
     let client = tokio::spawn(request_then_fin(server.local_addr(), b"question"));
     let handle = match events
-        .expect("ReadFinished", |e| matches!(e, NotifyEvent::ReadFinished { .. }))
+        .expect("ReadFinished", |e| {
+            matches!(e, NotifyEvent::ReadFinished { .. })
+        })
         .await
     {
         NotifyEvent::ReadFinished { handle } => handle,
@@ -182,7 +184,9 @@ async fn notify_owner_reads_everything_and_answers_after_read_finished() {
         .unwrap();
     assert_eq!(within("the client", client).await.unwrap(), b"answer");
     let reason = match events
-        .expect("Disconnected", |e| matches!(e, NotifyEvent::Disconnected { .. }))
+        .expect("Disconnected", |e| {
+            matches!(e, NotifyEvent::Disconnected { .. })
+        })
         .await
     {
         NotifyEvent::Disconnected { reason, .. } => reason,

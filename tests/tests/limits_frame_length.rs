@@ -151,8 +151,8 @@ async fn partial_frame_is_ended_by_the_frame_timeout() {
         .workers(1)
         .session_config(
             SessionConfig::default()
-                .idle_timeout(None)
-                .frame_timeout(Some(Duration::from_millis(200))),
+                .with_idle_timeout(None)
+                .with_frame_timeout(Some(Duration::from_millis(200))),
         )
         .serve(Frames::new(), probes.factory())
         .unwrap();

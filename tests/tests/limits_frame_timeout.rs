@@ -12,8 +12,8 @@ use tokio::sync::mpsc::{unbounded_channel, UnboundedSender};
 
 fn short_frame_timeout() -> SessionConfig {
     SessionConfig::default()
-        .idle_timeout(None)
-        .frame_timeout(Some(Duration::from_millis(200)))
+        .with_idle_timeout(None)
+        .with_frame_timeout(Some(Duration::from_millis(200)))
 }
 
 struct PauseOnFirst(UnboundedSender<DisconnectReason>);

@@ -229,7 +229,7 @@ async fn shutdown_aborts_what_cannot_drain() {
     let (probes, mut events) = Probes::<switchboard_codec::Raw>::quiet();
     let server = Listener::bind(any_port())
         .workers(1)
-        .session_config(switchboard::SessionConfig::default().write_watermarks(HIGH / 2, HIGH))
+        .session_config(switchboard::SessionConfig::default().with_write_watermarks(HIGH / 2, HIGH))
         .serve(switchboard_codec::Raw, probes.factory())
         .unwrap();
     let addr = server.local_addr();

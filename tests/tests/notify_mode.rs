@@ -149,8 +149,8 @@ async fn full_read_buffer_stops_reading_until_the_owner_reads() {
     // Well beyond what the kernel buffers of a loopback pair hold (a few MiB).
     const TOTAL: usize = 16 * 1024 * 1024;
     let config = SessionConfig::default()
-        .read_buffer_size(LIMIT)
-        .read_chunk(CHUNK);
+        .with_read_buffer_size(LIMIT)
+        .with_read_chunk(CHUNK);
     let (server, mut events) = serve(config);
     let addr = server.local_addr();
     let (sent_tx, mut sent) = mpsc::unbounded_channel();
@@ -226,7 +226,9 @@ async fn bytes_sent_before_the_peer_closed_are_readable_after_disconnected() {
     });
     within("the client", client).await.unwrap();
     let (reason, handle) = match events
-        .expect("Disconnected", |e| matches!(e, NotifyEvent::Disconnected { .. }))
+        .expect("Disconnected", |e| {
+            matches!(e, NotifyEvent::Disconnected { .. })
+        })
         .await
     {
         NotifyEvent::Disconnected { reason, handle, .. } => (reason, handle),
@@ -286,7 +288,10 @@ async fn read_line_none_then_the_rest_of_the_line_brings_a_new_ready_read() {
     more.send(()).unwrap();
     let available = ready_read(&mut events, id).await;
     assert_eq!(available, b"half a line\n".len());
-    assert_eq!(handle.read_line(1024).as_deref(), Some(&b"half a line\n"[..]));
+    assert_eq!(
+        handle.read_line(1024).as_deref(),
+        Some(&b"half a line\n"[..])
+    );
     more.send(()).unwrap();
     within("the client", client).await.unwrap();
 }

@@ -29,10 +29,10 @@ fn serve() -> ListenerHandle {
         .workers(2)
         .session_config(
             SessionConfig::default()
-                .idle_timeout(None)
-                .write_watermarks(HIGH / 2, HIGH)
-                .outbound_queue(QUEUE)
-                .slow_consumer_timeout(Duration::from_millis(300)),
+                .with_idle_timeout(None)
+                .with_write_watermarks(HIGH / 2, HIGH)
+                .with_outbound_queue(QUEUE)
+                .with_slow_consumer_timeout(Duration::from_millis(300)),
         )
         .serve(Lines::new(), probes.factory())
         .unwrap()

@@ -149,7 +149,7 @@ async fn disconnect_from_host_message_ends_the_session_once() {
 #[actix_rt::test]
 async fn idle_timeout_ends_the_session_once() {
     let idle = Duration::from_millis(200);
-    let config = SessionConfig::default().idle_timeout(Some(idle));
+    let config = SessionConfig::default().with_idle_timeout(Some(idle));
     let (server, probes, mut events) = serve_lines(Lines::new(), config, |_| Action::Echo);
     let addr = server.local_addr();
     // The client says nothing and waits for the server to give up on it.
@@ -178,7 +178,7 @@ async fn idle_timeout_ends_the_session_once() {
 async fn activity_keeps_an_idle_timeout_away() {
     // Wide enough that a round trip on a loaded machine stays well inside it.
     let idle = Duration::from_secs(1);
-    let config = SessionConfig::default().idle_timeout(Some(idle));
+    let config = SessionConfig::default().with_idle_timeout(Some(idle));
     let (server, probes, mut events) = serve_lines(Lines::new(), config, |_| Action::Echo);
     let addr = server.local_addr();
     // Lines go back and forth for twice the timeout, each one well inside it.
@@ -227,8 +227,8 @@ async fn codec_error_ends_the_session_once() {
 #[actix_rt::test]
 async fn handler_disconnect_from_host_is_bounded_by_the_close_timeout() {
     let config = SessionConfig::default()
-        .idle_timeout(None)
-        .close_timeout(Duration::from_millis(300));
+        .with_idle_timeout(None)
+        .with_close_timeout(Duration::from_millis(300));
     let (server, probes, mut events) = serve_lines(Lines::new(), config, |line| {
         if line == "bye" {
             Action::DisconnectFromHost
@@ -260,8 +260,8 @@ async fn handler_disconnect_from_host_is_bounded_by_the_close_timeout() {
 #[actix_rt::test]
 async fn disconnect_from_host_message_is_bounded_by_the_close_timeout() {
     let config = SessionConfig::default()
-        .idle_timeout(None)
-        .close_timeout(Duration::from_millis(300));
+        .with_idle_timeout(None)
+        .with_close_timeout(Duration::from_millis(300));
     let (server, probes, mut events) = serve_lines(Lines::new(), config, |_| Action::Echo);
     let addr = server.local_addr();
     let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
@@ -438,7 +438,7 @@ async fn graceful_close_by_message_flushes_10_mib() {
 /// A peer that half-closes and then never reads is ended by the idle timeout: nothing moves.
 #[actix_rt::test]
 async fn peer_half_close_without_reading_ends_by_idle_timeout() {
-    let config = SessionConfig::default().idle_timeout(Some(Duration::from_millis(300)));
+    let config = SessionConfig::default().with_idle_timeout(Some(Duration::from_millis(300)));
     let (server, mut ended, calls) = serve_blaster(config, true, false);
     let addr = server.local_addr();
     let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
@@ -465,7 +465,7 @@ async fn peer_half_close_without_reading_ends_by_idle_timeout() {
 /// request still gets the whole answer, however much longer than the close timeout it takes.
 #[actix_rt::test]
 async fn half_closed_peer_gets_a_long_answer_whatever_the_close_timeout() {
-    let config = SessionConfig::default().close_timeout(Duration::from_millis(1));
+    let config = SessionConfig::default().with_close_timeout(Duration::from_millis(1));
     let (server, mut ended, calls) = serve_blaster(config, true, false);
     let addr = server.local_addr();
     let got = blocking("a half-closed client reading 10 MiB", move || {

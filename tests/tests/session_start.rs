@@ -112,7 +112,7 @@ async fn invalid_config_is_a_typed_error() {
     let (_client, server_side) = pair();
     let (probes, _) = Probes::<Lines>::echo();
     let result = SessionBuilder::new(Lines::new(), probes.make())
-        .config(SessionConfig::default().write_watermarks(10, 5))
+        .config(SessionConfig::default().with_write_watermarks(10, 5))
         .start_std(server_side);
     match result {
         Err(SessionError::Config(ConfigError::Invalid { option, .. })) => {

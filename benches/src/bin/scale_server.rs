@@ -46,7 +46,7 @@ fn main() -> std::io::Result<()> {
     );
     let idle: u64 = args.get("--idle-timeout", 0);
     let config =
-        SessionConfig::default().idle_timeout((idle > 0).then(|| Duration::from_secs(idle)));
+        SessionConfig::default().with_idle_timeout((idle > 0).then(|| Duration::from_secs(idle)));
 
     let system = actix_rt::System::new();
     let registry = system.block_on(async move {
@@ -126,8 +126,11 @@ fn measure(registry: &Registry, pid: u32) -> serde_json::Value {
     let (ids_ms, ids_max, ids) = timed(|| registry.ids().len());
     let (list_ms, list_max, listed) = timed(|| registry.list().len());
     let message = Bytes::from_static(&[b'x'; 64]);
-    let (broadcast_ms, broadcast_max, report) =
-        timed(|| registry.broadcast(message.clone(), None, SlowConsumerPolicy::Drop).report());
+    let (broadcast_ms, broadcast_max, report) = timed(|| {
+        registry
+            .broadcast(message.clone(), None, SlowConsumerPolicy::Drop)
+            .report()
+    });
     json!({
         "count": count,
         "count_ms": count_ms,

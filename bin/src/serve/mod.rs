@@ -24,7 +24,9 @@ use std::{
 };
 
 use anyhow::{bail, Context as _};
-use switchboard::{CloseMode, DisconnectReason, Listener, ListenerHandle, SessionConfig, SessionInfo};
+use switchboard::{
+    CloseMode, DisconnectReason, Listener, ListenerHandle, SessionConfig, SessionInfo,
+};
 use switchboard_codec::{Frames, Lines, Raw};
 use tokio::signal::unix::{signal, Signal, SignalKind};
 
@@ -84,21 +86,22 @@ async fn serve(args: ServeArgs, codec: CodecKind) -> anyhow::Result<ExitCode> {
 
     let mut config = SessionConfig::default();
     if args.idle_timeout.is_zero() {
-        config = config.idle_timeout(None);
+        config = config.with_idle_timeout(None);
     } else {
-        config = config.idle_timeout(Some(args.idle_timeout));
+        config = config.with_idle_timeout(Some(args.idle_timeout));
     }
-    config = config.frame_timeout((!args.frame_timeout.is_zero()).then_some(args.frame_timeout));
+    config =
+        config.with_frame_timeout((!args.frame_timeout.is_zero()).then_some(args.frame_timeout));
     if args.slow_consumer_timeout.is_zero() {
         bail!("--slow-consumer-timeout must be above 0");
     }
-    config = config.slow_consumer_timeout(args.slow_consumer_timeout);
+    config = config.with_slow_consumer_timeout(args.slow_consumer_timeout);
     if args.mode == Mode::Files {
         // A turn of an upload writes and hashes up to frames_per_turn × 64 KiB. A session that
         // always has a full turn wakes itself again at once, and the worker's current-thread
         // runtime polls for other sockets' readiness only every 61 task polls: with the default
         // 64 frames a small upload on the same worker as a big one waited seconds (debug build).
-        config = config.frames_per_turn(4);
+        config = config.with_frames_per_turn(4);
     }
     let addr = SocketAddr::new(args.bind, args.port);
     let mut builder = Listener::bind(addr).session_config(config);
