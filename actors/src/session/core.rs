@@ -1,0 +1,225 @@
+use std::sync::{atomic::Ordering, Arc};
+
+use bytes::BytesMut;
+use tokio::{net::TcpStream, sync::oneshot};
+use tokio_util::codec::Encoder;
+
+use super::{DisconnectReason, SessionCodec, SessionMeta, SessionState};
+use crate::{
+    listener::ConnectionPermit, registry::Registration, worker::WorkerLoad, SessionConfig,
+    SessionError,
+};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum State {
+    Open,
+    Closing,
+    Lingering,
+    Closed,
+}
+
+/// This side's write half, apart from the session's state: a half-close shuts it while the
+/// session goes on reading.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum WriteSide {
+    Open,
+    /// Shut once the buffer is flushed.
+    Shutting,
+    Shut,
+}
+
+/// Everything a session has but its handler, so the handler can borrow it mutably.
+pub(crate) struct Core<C> {
+    pub(super) stream: Option<TcpStream>,
+    pub(super) codec: C,
+    /// Bytes read but not yet decoded; empty with no allocation while nothing waits.
+    pub(super) read_buf: BytesMut,
+    /// Encoded bytes not yet written; released once empty.
+    pub(super) write_buf: BytesMut,
+    pub(super) state: State,
+    pub(super) write_side: WriteSide,
+    /// Set by the first thing that ends the session; later causes do not overwrite it.
+    pub(super) reason: Option<DisconnectReason>,
+    pub(super) config: Arc<SessionConfig>,
+    pub(super) meta: Arc<SessionMeta>,
+    /// The peer's FIN was seen: no more reads, and no lingering on close.
+    pub(super) eof: bool,
+    /// `read_finished` was called (once, after the last frame before the FIN).
+    pub(super) read_finished: bool,
+    /// The peer finished sending while our write side was still open: the session ends as
+    /// `PeerClosed` rather than `Closed`.
+    pub(super) peer_finished_first: bool,
+    /// The decoder asked for more bytes: reading is what moves the session forward.
+    pub(super) needs_data: bool,
+    pub(super) user_paused: bool,
+    pub(super) above_high: bool,
+    /// Inside `ready_read` / `read_finished`: writes are answers, refused only past one more
+    /// high watermark.
+    pub(super) answering: bool,
+    /// An answer left the buffer at or above the high watermark: frames wait (and reading
+    /// with them) until it drains to the low watermark.
+    pub(super) answers_held: bool,
+    /// A write was refused since the last flush: the handler hears `write_buffer_full` (and
+    /// so, later, `write_buffer_drained`) even if the buffer is back under the mark by then.
+    pub(super) refused: bool,
+    /// The last flush stopped because the socket was full (a writable wake-up is registered).
+    pub(super) write_blocked: bool,
+    /// Counters kept locally and published to `meta` once per turn.
+    pub(super) bytes_in: u64,
+    pub(super) bytes_out: u64,
+    pub(super) frames_in: u64,
+    pub(super) frames_out: u64,
+    /// Bytes read while lingering and thrown away; kept out of `bytes_in`, which counts only
+    /// input the session accepted (an echo's `bytes_in` must equal its `bytes_out`).
+    pub(super) bytes_discarded: u64,
+    /// Counter values at the last timeout tick, and for how many ticks they have not moved.
+    pub(super) last_moved: u64,
+    pub(super) idle_ticks: u32,
+    pub(super) last_frames: u64,
+    pub(super) partial_ticks: u32,
+    /// `bytes_in` where the last decoded frame ended: bytes past it belong to a frame the
+    /// peer has not finished sending.
+    pub(super) frame_end: u64,
+    pub(super) flush_waiters: Vec<oneshot::Sender<()>>,
+    pub(super) registration: Option<Registration>,
+    /// Released when the session is dropped, whatever ended it.
+    pub(super) _permit: Option<ConnectionPermit>,
+    pub(super) _load: Option<WorkerLoad>,
+}
+
+impl<C: SessionCodec> Core<C> {
+    pub(super) fn set_reason(&mut self, reason: DisconnectReason) {
+        if self.reason.is_none() {
+            self.reason = Some(reason);
+        }
+    }
+
+    /// Whether writes are still taken (by `write` and from the outbound queue).
+    pub(super) fn takes_writes(&self) -> bool {
+        matches!(self.state, State::Open | State::Closing) && self.write_side == WriteSide::Open
+    }
+
+    pub(super) fn write<T>(&mut self, item: T) -> Result<(), SessionError>
+    where
+        C: Encoder<T>,
+        <C as Encoder<T>>::Error: std::error::Error + Send + Sync + 'static,
+    {
+        if !self.takes_writes() {
+            return Err(SessionError::Closing);
+        }
+        let high = self.config.high_watermark;
+        // An answer gets one more high watermark of room: refusing it would lose it, and the
+        // frames behind it are held once it lands (see `deliver_frames`).
+        let limit = if self.answering {
+            high.saturating_mul(2)
+        } else {
+            high
+        };
+        if self.write_buf.len() >= limit {
+            self.refused = true;
+            return Err(SessionError::WriteBufferFull {
+                buffered: self.write_buf.len(),
+                high_watermark: high,
+            });
+        }
+        self.codec
+            .encode(item, &mut self.write_buf)
+            .map_err(|e| SessionError::Encode(Arc::new(e)))?;
+        self.frames_out += 1;
+        Ok(())
+    }
+
+    /// Moves registry deliveries from the outbound queue into the write buffer while it is
+    /// under `room` bytes, at most `budget` of them (each costs one frame of the turn's budget).
+    pub(super) fn take_outbound(&mut self, room: usize, budget: &mut usize) {
+        if *budget == 0 || self.write_buf.len() >= room || !self.meta.outbox.has_items() {
+            return;
+        }
+        let Core {
+            meta,
+            codec,
+            write_buf,
+            frames_out,
+            ..
+        } = self;
+        let mut refused = 0u64;
+        meta.outbox.take(|item| {
+            match codec.encode(item, write_buf) {
+                Ok(()) => *frames_out += 1,
+                Err(error) => {
+                    tracing::debug!(session = %meta.id, %error, "codec refused a registry message");
+                    refused += 1;
+                }
+            }
+            *budget = budget.saturating_sub(1);
+            write_buf.len() < room && *budget > 0
+        });
+        if refused > 0 {
+            self.count_undelivered(refused);
+        }
+    }
+
+    /// Counts registry messages this session will never write.
+    pub(super) fn count_undelivered(&self, messages: u64) {
+        self.meta
+            .broadcasts_dropped
+            .fetch_add(messages, Ordering::Relaxed);
+        if let Some(registration) = &self.registration {
+            registration.count_drops(messages);
+        }
+    }
+
+    /// Stops taking registry deliveries: what is queued already still goes out (it was
+    /// accepted before the close), nothing more is queued.
+    pub(super) fn seal_outbound(&mut self) {
+        let mut unlimited = usize::MAX;
+        self.take_outbound(usize::MAX, &mut unlimited);
+        let discarded = self.meta.outbox.close();
+        if discarded > 0 {
+            self.count_undelivered(discarded as u64);
+        }
+    }
+
+    /// Asks for a half-close: flush, then shut the write side, reading on.
+    pub(super) fn shutdown_write(&mut self) {
+        if self.state == State::Open && self.write_side == WriteSide::Open {
+            self.seal_outbound();
+            self.write_side = WriteSide::Shutting;
+        }
+    }
+
+    /// Moves an open session to `Closing`; true when it did, so a close started by this side
+    /// can arm its timeout ([`arm_close_timeout`]).
+    pub(super) fn begin_close(&mut self, reason: DisconnectReason) -> bool {
+        if self.state == State::Open {
+            self.set_reason(reason);
+            self.seal_outbound();
+            self.state = State::Closing;
+            self.meta
+                .state
+                .store(SessionState::Closing as u8, Ordering::Relaxed);
+            true
+        } else {
+            false
+        }
+    }
+
+    pub(super) fn publish(&self) {
+        let m = &self.meta;
+        m.bytes_in.store(self.bytes_in, Ordering::Relaxed);
+        m.bytes_out.store(self.bytes_out, Ordering::Relaxed);
+        m.frames_in.store(self.frames_in, Ordering::Relaxed);
+        m.frames_out.store(self.frames_out, Ordering::Relaxed);
+        m.bytes_discarded
+            .store(self.bytes_discarded, Ordering::Relaxed);
+        m.bytes_to_write
+            .store(self.write_buf.len(), Ordering::Relaxed);
+    }
+
+    /// Whether buffered frames may go to the handler now.
+    pub(super) fn may_deliver(&self) -> bool {
+        matches!(self.state, State::Open | State::Closing)
+            && !self.user_paused
+            && !self.answers_held
+    }
+}

@@ -1,0 +1,478 @@
+use super::{
+    panic_message, Conn, DisconnectReason, Session, SessionCodec, SessionHandler, State, WriteSide,
+};
+use std::{
+    io,
+    marker::PhantomData,
+    panic::{catch_unwind, AssertUnwindSafe},
+    pin::Pin,
+    sync::{atomic::Ordering, Arc},
+    task::{self, Poll},
+};
+
+use actix::{fut::ActorFuture, ActorContext, Context};
+use bytes::{Buf, BytesMut};
+use tokio::io::AsyncWrite;
+
+impl<C: SessionCodec, H: SessionHandler<C>> Session<C, H> {
+    /// The handler, for message handlers that reach into it (such as [`Notify`](crate::Notify)'s reads).
+    pub(crate) fn handler_mut(&mut self) -> &mut H {
+        &mut self.handler
+    }
+
+    /// Runs a handler callback; a panic ends this session only.
+    pub(super) fn call(
+        &mut self,
+        ctx: &mut Context<Self>,
+        f: impl FnOnce(&mut H, &mut Conn<'_, C, H>),
+    ) -> bool {
+        let Session { core, handler } = self;
+        let mut conn = Conn { core, ctx };
+        match catch_unwind(AssertUnwindSafe(|| f(handler, &mut conn))) {
+            Ok(()) => true,
+            Err(payload) => {
+                let message = panic_message(payload);
+                tracing::error!(session = %self.core.meta.id, %message, "session handler panicked");
+                self.fail(DisconnectReason::HandlerPanicked(message), ctx);
+                false
+            }
+        }
+    }
+
+    /// Ends the session now with `reason` (unless an earlier reason is already set).
+    pub(super) fn fail(&mut self, reason: DisconnectReason, ctx: &mut Context<Self>) {
+        self.core.set_reason(reason);
+        self.core.state = State::Closed;
+        ctx.stop();
+    }
+
+    pub(super) fn io_failure(error: io::Error) -> DisconnectReason {
+        match error.kind() {
+            io::ErrorKind::ConnectionReset | io::ErrorKind::BrokenPipe => DisconnectReason::Reset,
+            _ => DisconnectReason::Io(Arc::new(error)),
+        }
+    }
+
+    /// Writes what the socket takes. `Err` ends the session.
+    pub(super) fn flush_writes(
+        &mut self,
+        ctx: &mut Context<Self>,
+        cx: &mut task::Context<'_>,
+    ) -> Result<(), DisconnectReason> {
+        let Some(stream) = self.core.stream.as_mut() else {
+            return Ok(());
+        };
+        let mut written = 0;
+        self.core.write_blocked = false;
+        while !self.core.write_buf.is_empty() {
+            match Pin::new(&mut *stream).poll_write(cx, &self.core.write_buf) {
+                Poll::Ready(Ok(0)) => {
+                    return Err(Self::io_failure(io::ErrorKind::WriteZero.into()));
+                }
+                Poll::Ready(Ok(n)) => {
+                    self.core.write_buf.advance(n);
+                    written += n;
+                }
+                Poll::Ready(Err(e)) => return Err(Self::io_failure(e)),
+                Poll::Pending => {
+                    self.core.write_blocked = true;
+                    break;
+                }
+            }
+        }
+        if written > 0 {
+            self.core.bytes_out += written as u64;
+            if self.core.write_buf.is_empty() {
+                // The buffer stays for the next reply; the timeout tick frees it once idle.
+                for waiter in self.core.flush_waiters.drain(..) {
+                    let _ = waiter.send(());
+                }
+            }
+            self.call(ctx, |h, c| h.bytes_written(written, c));
+        }
+        self.track_watermarks(ctx);
+        Ok(())
+    }
+
+    /// Reports the write buffer crossing its watermarks, once per crossing. "Full" starts at
+    /// the high watermark itself, where `Core::write` starts refusing (`>=`), and a refused
+    /// write counts as full even if a flush already took the buffer back under the mark:
+    /// whoever was refused was told to wait for `write_buffer_drained`, so the pair must be
+    /// reported. "Drained" comes once the buffer is back at the low watermark, possibly right
+    /// after "full"; held answers are released at the same point.
+    pub(super) fn track_watermarks(&mut self, ctx: &mut Context<Self>) {
+        let buffered = self.core.write_buf.len();
+        let refused = std::mem::take(&mut self.core.refused);
+        if !self.core.above_high && (refused || buffered >= self.core.config.high_watermark) {
+            self.core.above_high = true;
+            self.call(ctx, |h, c| h.write_buffer_full(c));
+        }
+        if buffered <= self.core.config.low_watermark {
+            self.core.answers_held = false;
+            if self.core.above_high {
+                self.core.above_high = false;
+                self.call(ctx, |h, c| h.write_buffer_drained(c));
+            }
+        }
+    }
+
+    /// Runs a callback whose writes are answers (see `Core::write`); once an answer leaves the
+    /// buffer at or above the high watermark, frames are held until it drains. False when the
+    /// handler panicked.
+    pub(super) fn answer(
+        &mut self,
+        ctx: &mut Context<Self>,
+        f: impl FnOnce(&mut H, &mut Conn<'_, C, H>),
+    ) -> bool {
+        let written_before = self.core.frames_out;
+        self.core.answering = true;
+        let ok = self.call(ctx, f);
+        self.core.answering = false;
+        if self.core.frames_out != written_before
+            && self.core.write_buf.len() >= self.core.config.high_watermark
+        {
+            self.core.answers_held = true;
+        }
+        ok
+    }
+
+    /// Hands buffered frames to the handler, at most `budget` of them, and says why it stopped.
+    pub(super) fn deliver_frames(
+        &mut self,
+        ctx: &mut Context<Self>,
+        cx: &mut task::Context<'_>,
+        budget: &mut usize,
+    ) -> Result<Delivery, DisconnectReason> {
+        loop {
+            if self.core.needs_data {
+                return Ok(Delivery::NeedsData);
+            }
+            if *budget == 0 {
+                return Ok(Delivery::BudgetSpent);
+            }
+            if !self.core.may_deliver() || self.handler.poll_ready(cx).is_pending() {
+                return Ok(Delivery::Stalled);
+            }
+            let decoded = if self.core.eof {
+                self.core.codec.decode_eof(&mut self.core.read_buf)
+            } else {
+                self.core.codec.decode(&mut self.core.read_buf)
+            };
+            match decoded {
+                Ok(Some(frame)) => {
+                    self.core.frames_in += 1;
+                    self.core.frame_end = self.core.bytes_in - self.core.read_buf.len() as u64;
+                    *budget -= 1;
+                    if !self.answer(ctx, |h, c| h.ready_read(frame, c)) {
+                        return Ok(Delivery::Stalled);
+                    }
+                }
+                Ok(None) => self.core.needs_data = true,
+                Err(e) => return Err(DisconnectReason::Codec(Arc::new(e))),
+            }
+        }
+    }
+
+    /// Reads from the socket once it is readable. Returns whether bytes arrived.
+    pub(super) fn read_socket(
+        &mut self,
+        cx: &mut task::Context<'_>,
+        read_this_turn: bool,
+    ) -> Result<Poll<()>, DisconnectReason> {
+        let core = &mut self.core;
+        let Some(stream) = core.stream.as_mut() else {
+            return Ok(Poll::Pending);
+        };
+        loop {
+            match stream.poll_read_ready(cx) {
+                Poll::Pending => return Ok(Poll::Pending),
+                Poll::Ready(Err(e)) => return Err(Self::io_failure(e)),
+                Poll::Ready(Ok(())) => {}
+            }
+            // Allocate only now: a fresh socket can report readable before any byte arrives.
+            core.read_buf.reserve(core.config.read_chunk);
+            // `poll_read` (unlike `try_read_buf`) clears readiness after a short read, which
+            // saves the `recvfrom` that would only say EAGAIN.
+            match tokio_util::io::poll_read_buf(Pin::new(&mut *stream), cx, &mut core.read_buf) {
+                Poll::Ready(Ok(0)) => {
+                    core.eof = true;
+                    core.needs_data = false;
+                    return Ok(Poll::Ready(()));
+                }
+                Poll::Ready(Ok(n)) => {
+                    core.bytes_in += n as u64;
+                    core.needs_data = false;
+                    return Ok(Poll::Ready(()));
+                }
+                Poll::Pending => {
+                    // Keep the buffer for a session in full flow; one that read nothing this
+                    // turn (a spurious wake-up, or a fresh socket) holds none.
+                    if core.read_buf.is_empty() && !read_this_turn {
+                        core.read_buf = BytesMut::new();
+                    }
+                    return Ok(Poll::Pending);
+                }
+                Poll::Ready(Err(e)) if e.kind() == io::ErrorKind::Interrupted => {}
+                Poll::Ready(Err(e)) => return Err(Self::io_failure(e)),
+            }
+        }
+    }
+
+    /// Reads and throws away until the peer's FIN, so closing never resets data the peer has
+    /// not read yet. Like reading, at most `reads_left` reads per turn: a peer that keeps
+    /// sending while we linger must not hold the worker thread (its neighbours, the mailbox
+    /// and the close timeout all wait for this turn to end).
+    pub(super) fn linger(
+        &mut self,
+        cx: &mut task::Context<'_>,
+        reads_left: &mut usize,
+    ) -> Poll<()> {
+        let Some(stream) = self.core.stream.as_ref() else {
+            return Poll::Ready(());
+        };
+        let mut scratch = [0u8; 16 * 1024];
+        loop {
+            if *reads_left == 0 {
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
+            }
+            match stream.poll_read_ready(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Err(_)) => return Poll::Ready(()),
+                Poll::Ready(Ok(())) => {}
+            }
+            match stream.try_read(&mut scratch) {
+                Ok(0) => return Poll::Ready(()),
+                // Not `bytes_in`: these bytes were never accepted (nor answered).
+                Ok(n) => {
+                    self.core.bytes_discarded += n as u64;
+                    *reads_left -= 1;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => return Poll::Ready(()),
+            }
+        }
+    }
+
+    /// One turn of the driver: write, hand frames to the handler, read, until the socket has
+    /// nothing more or the turn's frame budget is spent.
+    pub(super) fn drive(
+        &mut self,
+        ctx: &mut Context<Self>,
+        cx: &mut task::Context<'_>,
+    ) -> Poll<()> {
+        let mut budget = self.core.config.frames_per_turn;
+        let mut reads_left = READS_PER_TURN;
+        let result = loop {
+            let step = self.step(ctx, cx, &mut budget, &mut reads_left);
+            if step.is_ready() || self.core.state == State::Closed {
+                break step;
+            }
+            // Never go to sleep on unflushed replies unless the socket itself said "full".
+            if !self.core.write_buf.is_empty() && !self.core.write_blocked {
+                continue;
+            }
+            // Registry deliveries wake the driver when the queue stops being empty; one that
+            // came after this turn looked must not wait for another wake-up.
+            self.core.meta.outbox.register(cx.waker());
+            if self.core.takes_writes()
+                && self.core.meta.outbox.has_items()
+                && self.core.write_buf.len() < self.core.config.high_watermark
+            {
+                if budget > 0 {
+                    continue;
+                }
+                cx.waker().wake_by_ref();
+            }
+            break step;
+        };
+        // Going to sleep with the socket full: frames answered after a blocked flush can push
+        // the buffer over the mark with no flush to follow until the peer reads, which a peer
+        // that never reads never does. The handler must hear `write_buffer_full` now.
+        if result.is_pending() && self.core.state != State::Closed {
+            self.track_watermarks(ctx);
+        }
+        self.core.publish();
+        result
+    }
+
+    pub(super) fn step(
+        &mut self,
+        ctx: &mut Context<Self>,
+        cx: &mut task::Context<'_>,
+        budget: &mut usize,
+        reads_left: &mut usize,
+    ) -> Poll<()> {
+        loop {
+            if self.core.takes_writes() {
+                self.core
+                    .take_outbound(self.core.config.high_watermark, budget);
+            }
+            if let Err(reason) = self.flush_writes(ctx, cx) {
+                self.fail(reason, ctx);
+                break Poll::Ready(());
+            }
+            match self.core.state {
+                State::Closed => break Poll::Ready(()),
+                State::Lingering => {
+                    if self.linger(cx, reads_left).is_ready() {
+                        self.finish_close(ctx);
+                        break Poll::Ready(());
+                    }
+                    break Poll::Pending;
+                }
+                State::Open | State::Closing => {}
+            }
+            let delivery = match self.deliver_frames(ctx, cx, budget) {
+                Ok(delivery) => delivery,
+                Err(reason) => {
+                    self.fail(reason, ctx);
+                    break Poll::Ready(());
+                }
+            };
+            match (self.core.state, delivery) {
+                (State::Closed, _) => break Poll::Ready(()),
+                (_, Delivery::BudgetSpent) => {
+                    // Let the mailbox and the other sessions on this thread have their turn.
+                    cx.waker().wake_by_ref();
+                    break Poll::Pending;
+                }
+                // Woken by the handler, the socket draining, or a resume message.
+                (_, Delivery::Stalled) => break Poll::Pending,
+                (_, Delivery::NeedsData) => {}
+            }
+            if self.core.eof && !self.core.read_finished {
+                // Everything the peer sent before its FIN has been handed on.
+                self.finish_reading(ctx);
+                if self.core.state == State::Closed {
+                    break Poll::Ready(());
+                }
+                continue;
+            }
+            if self.core.state == State::Closing {
+                if !self.core.write_buf.is_empty() {
+                    break Poll::Pending;
+                }
+                match self.poll_shutdown(cx) {
+                    Poll::Pending => break Poll::Pending,
+                    Poll::Ready(Ok(())) if !self.core.eof => {
+                        self.core.state = State::Lingering;
+                        continue;
+                    }
+                    Poll::Ready(_) => {
+                        self.finish_close(ctx);
+                        break Poll::Ready(());
+                    }
+                }
+            }
+            if self.core.write_side == WriteSide::Shutting {
+                if !self.core.write_buf.is_empty() {
+                    break Poll::Pending;
+                }
+                match self.poll_shutdown(cx) {
+                    Poll::Pending => break Poll::Pending,
+                    Poll::Ready(Ok(())) => self.core.write_side = WriteSide::Shut,
+                    Poll::Ready(Err(e)) => {
+                        self.fail(Self::io_failure(e), ctx);
+                        break Poll::Ready(());
+                    }
+                }
+            }
+            if self.core.eof {
+                if self.core.write_side == WriteSide::Shut {
+                    // Both sides are done.
+                    self.core.set_reason(if self.core.peer_finished_first {
+                        DisconnectReason::PeerClosed
+                    } else {
+                        DisconnectReason::Closed
+                    });
+                    self.finish_close(ctx);
+                    break Poll::Ready(());
+                }
+                // Half-closed by the peer, our side still open: woken by writes or a close.
+                break Poll::Pending;
+            }
+            if self.core.user_paused {
+                break Poll::Pending;
+            }
+            if *reads_left == 0 {
+                // A turn moves at most a few read chunks, so one fast sender cannot hold its
+                // worker thread while its neighbours' sockets wait.
+                cx.waker().wake_by_ref();
+                break Poll::Pending;
+            }
+            match self.read_socket(cx, *reads_left < READS_PER_TURN) {
+                Ok(Poll::Ready(())) => {
+                    *reads_left -= 1;
+                    continue;
+                }
+                Ok(Poll::Pending) => break Poll::Pending,
+                Err(reason) => {
+                    self.fail(reason, ctx);
+                    break Poll::Ready(());
+                }
+            }
+        }
+    }
+
+    /// The peer's FIN came and every frame before it was handed on: tell the handler (Qt's
+    /// `readChannelFinished`), then, unless half-close is allowed, shut our side too.
+    pub(super) fn finish_reading(&mut self, ctx: &mut Context<Self>) {
+        self.core.read_finished = true;
+        self.core.meta.read_finished.store(true, Ordering::Relaxed);
+        if self.core.write_side == WriteSide::Open {
+            self.core.peer_finished_first = true;
+        }
+        if !self.answer(ctx, |h, c| h.read_finished(c)) {
+            return;
+        }
+        if !self.core.config.allow_half_close {
+            // No close timeout here: a half-closed peer may still be reading a long answer;
+            // one that stopped reading is the idle timeout's to end.
+            self.core.shutdown_write();
+        }
+    }
+
+    pub(super) fn poll_shutdown(&mut self, cx: &mut task::Context<'_>) -> Poll<io::Result<()>> {
+        match self.core.stream.as_mut() {
+            Some(stream) => Pin::new(stream).poll_shutdown(cx),
+            None => Poll::Ready(Ok(())),
+        }
+    }
+
+    pub(super) fn finish_close(&mut self, ctx: &mut Context<Self>) {
+        self.core.state = State::Closed;
+        ctx.stop();
+    }
+}
+
+/// Socket reads one driver turn may make before it yields (each up to `read_chunk` bytes).
+const READS_PER_TURN: usize = 4;
+
+/// Why [`Session::deliver_frames`] stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Delivery {
+    /// No complete frame is buffered: reading moves the session forward.
+    NeedsData,
+    /// Frames wait, but the handler, a pause or the write buffer holds them back.
+    Stalled,
+    /// The turn's frame budget is used up.
+    BudgetSpent,
+}
+
+/// The future that drives a session's socket from inside its actor context.
+pub(super) struct Driver<C, H>(pub(super) PhantomData<fn() -> (C, H)>);
+
+impl<C: SessionCodec, H: SessionHandler<C>> ActorFuture<Session<C, H>> for Driver<C, H> {
+    type Output = ();
+
+    fn poll(
+        self: Pin<&mut Self>,
+        session: &mut Session<C, H>,
+        ctx: &mut Context<Session<C, H>>,
+        cx: &mut task::Context<'_>,
+    ) -> Poll<()> {
+        session.drive(ctx, cx)
+    }
+}

@@ -1,0 +1,204 @@
+use super::{
+    arm_close_timeout, CloseMode, DisconnectReason, Session, SessionCodec, SessionHandler,
+    SessionInfo,
+};
+
+use actix::{Context, Handler, Message, ResponseFuture};
+use tokio::sync::oneshot;
+use tokio_util::codec::Encoder;
+
+use crate::SessionError;
+
+/// Sends `item` (Qt's `write`): encoded into the write buffer at once, written as the socket
+/// allows.
+///
+/// # Errors
+///
+/// As [`Conn::write`]: refused with [`SessionError::WriteBufferFull`] at or above the high
+/// watermark, so a producer learns of a slow peer instead of growing memory.
+///
+/// # Examples
+///
+/// ```no_run
+/// # #[allow(dead_code)]
+/// # async fn demo<H: switchboard::SessionHandler<switchboard_codec::Lines>>(
+/// #     session: actix::Addr<switchboard::Session<switchboard_codec::Lines, H>>) {
+/// use switchboard::Write;
+/// session.send(Write("hello".to_string())).await.unwrap().unwrap();
+/// # }
+/// ```
+#[derive(Debug, Clone)]
+pub struct Write<T>(pub T);
+
+impl<T> Message for Write<T> {
+    type Result = Result<(), SessionError>;
+}
+
+impl<C, H, T> Handler<Write<T>> for Session<C, H>
+where
+    C: SessionCodec + Encoder<T>,
+    <C as Encoder<T>>::Error: std::error::Error + Send + Sync + 'static,
+    H: SessionHandler<C>,
+{
+    type Result = Result<(), SessionError>;
+
+    fn handle(&mut self, msg: Write<T>, _ctx: &mut Context<Self>) -> Self::Result {
+        self.core.write(msg.0)
+    }
+}
+
+/// Resolves once everything written so far has been handed to the kernel (Qt's `flush`, or
+/// `waitForBytesWritten` without blocking a thread).
+///
+/// # Errors
+///
+/// [`SessionError::Gone`] if the session ends first.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Flush;
+
+impl Message for Flush {
+    type Result = Result<(), SessionError>;
+}
+
+impl<C: SessionCodec, H: SessionHandler<C>> Handler<Flush> for Session<C, H> {
+    type Result = ResponseFuture<Result<(), SessionError>>;
+
+    fn handle(&mut self, _: Flush, _ctx: &mut Context<Self>) -> Self::Result {
+        if self.core.write_buf.is_empty() {
+            return Box::pin(async { Ok(()) });
+        }
+        let (tx, rx) = oneshot::channel();
+        self.core.flush_waiters.push(tx);
+        Box::pin(async move { rx.await.map_err(|_| SessionError::Gone) })
+    }
+}
+
+/// Closes gracefully (Qt's `disconnectFromHost`): stops reading, answers frames already read,
+/// flushes, shuts the write side, then waits (up to the close timeout) for the peer's FIN.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct DisconnectFromHost;
+
+impl Message for DisconnectFromHost {
+    type Result = ();
+}
+
+impl<C: SessionCodec, H: SessionHandler<C>> Handler<DisconnectFromHost> for Session<C, H> {
+    type Result = ();
+
+    fn handle(&mut self, _: DisconnectFromHost, ctx: &mut Context<Self>) {
+        self.close(DisconnectReason::Closed, CloseMode::Graceful, ctx);
+    }
+}
+
+/// Closes at once, discarding unsent data (Qt's `abort`). Answered even when the write buffer
+/// is full.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Abort;
+
+impl Message for Abort {
+    type Result = ();
+}
+
+impl<C: SessionCodec, H: SessionHandler<C>> Handler<Abort> for Session<C, H> {
+    type Result = ();
+
+    fn handle(&mut self, _: Abort, ctx: &mut Context<Self>) {
+        self.close(DisconnectReason::Aborted, CloseMode::Abort, ctx);
+    }
+}
+
+/// Shuts only this side's write half once everything written so far is flushed (a TCP
+/// half-close), as [`Conn::shutdown_write`]: the session reads on and ends once the peer has
+/// finished sending too.
+#[derive(Debug, Clone, Copy, Default, Message)]
+#[rtype(result = "()")]
+pub struct ShutdownWrite;
+
+impl<C: SessionCodec, H: SessionHandler<C>> Handler<ShutdownWrite> for Session<C, H> {
+    type Result = ();
+
+    fn handle(&mut self, _: ShutdownWrite, _ctx: &mut Context<Self>) {
+        self.core.shutdown_write();
+    }
+}
+
+/// Asks for a [`SessionInfo`] snapshot.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct GetInfo;
+
+impl Message for GetInfo {
+    type Result = SessionInfo;
+}
+
+impl<C: SessionCodec, H: SessionHandler<C>> Handler<GetInfo> for Session<C, H> {
+    type Result = actix::MessageResult<GetInfo>;
+
+    fn handle(&mut self, _: GetInfo, _ctx: &mut Context<Self>) -> Self::Result {
+        self.core.publish();
+        actix::MessageResult(self.core.meta.info())
+    }
+}
+
+/// Stops reading from the socket (Akka's `SuspendReading`); TCP then pushes back on the peer.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PauseReading;
+
+impl Message for PauseReading {
+    type Result = ();
+}
+
+impl<C: SessionCodec, H: SessionHandler<C>> Handler<PauseReading> for Session<C, H> {
+    type Result = ();
+
+    fn handle(&mut self, _: PauseReading, _ctx: &mut Context<Self>) {
+        self.core.user_paused = true;
+    }
+}
+
+/// Resumes reading after [`PauseReading`] (Akka's `ResumeReading`).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ResumeReading;
+
+impl Message for ResumeReading {
+    type Result = ();
+}
+
+impl<C: SessionCodec, H: SessionHandler<C>> Handler<ResumeReading> for Session<C, H> {
+    type Result = ();
+
+    fn handle(&mut self, _: ResumeReading, _ctx: &mut Context<Self>) {
+        self.core.user_paused = false;
+    }
+}
+
+/// A close asked by the registry (kick, shutdown, slow consumer), type-erased so the registry
+/// can hold any session.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub(crate) struct CloseRequest(pub(crate) DisconnectReason, pub(crate) CloseMode);
+
+impl<C: SessionCodec, H: SessionHandler<C>> Handler<CloseRequest> for Session<C, H> {
+    type Result = ();
+
+    fn handle(&mut self, CloseRequest(reason, mode): CloseRequest, ctx: &mut Context<Self>) {
+        self.close(reason, mode, ctx);
+    }
+}
+
+impl<C: SessionCodec, H: SessionHandler<C>> Session<C, H> {
+    pub(super) fn close(
+        &mut self,
+        reason: DisconnectReason,
+        mode: CloseMode,
+        ctx: &mut Context<Self>,
+    ) {
+        match mode {
+            CloseMode::Abort => self.fail(reason, ctx),
+            CloseMode::Graceful => {
+                if self.core.begin_close(reason) {
+                    arm_close_timeout(ctx, self.core.config.close_timeout);
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,107 @@
+use std::{
+    net::SocketAddr,
+    sync::{
+        atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering},
+        Arc,
+    },
+    time::SystemTime,
+};
+
+use super::{Parts, SessionId, SessionInfo, SessionState};
+use crate::{outbox::Outbox, SessionConfig};
+
+/// What a session shares with the registry: identity and counters, published once per turn.
+#[derive(Debug)]
+pub(crate) struct SessionMeta {
+    pub(crate) id: SessionId,
+    pub(crate) peer_addr: SocketAddr,
+    pub(crate) local_addr: SocketAddr,
+    pub(crate) worker: Option<usize>,
+    pub(crate) connected_at: SystemTime,
+    pub(super) bytes_in: AtomicU64,
+    pub(super) bytes_out: AtomicU64,
+    pub(super) frames_in: AtomicU64,
+    pub(super) frames_out: AtomicU64,
+    pub(super) bytes_discarded: AtomicU64,
+    pub(super) bytes_to_write: AtomicUsize,
+    pub(crate) broadcasts_dropped: AtomicU64,
+    pub(super) read_finished: AtomicBool,
+    pub(super) state: AtomicU8,
+    /// The strongest close already asked of this session through the registry (a
+    /// [`CloseMode`] as `u8`, or [`NO_CLOSE_REQUESTED`]), so repeated kicks or a burst of
+    /// slow-consumer broadcasts queue one close message per level, not one per call.
+    pub(crate) close_requested: AtomicU8,
+    /// What the registry hands this session from other threads.
+    pub(crate) outbox: Outbox,
+}
+
+/// [`SessionMeta::close_requested`] before any close was asked.
+pub(crate) const NO_CLOSE_REQUESTED: u8 = 0;
+
+impl SessionMeta {
+    pub(super) fn new(
+        id: SessionId,
+        parts: Parts,
+        worker: Option<usize>,
+        config: &SessionConfig,
+    ) -> SessionMeta {
+        SessionMeta {
+            id,
+            peer_addr: parts.peer_addr,
+            local_addr: parts.local_addr,
+            worker,
+            connected_at: SystemTime::now(),
+            bytes_in: AtomicU64::new(0),
+            bytes_out: AtomicU64::new(0),
+            frames_in: AtomicU64::new(0),
+            frames_out: AtomicU64::new(0),
+            bytes_discarded: AtomicU64::new(0),
+            bytes_to_write: AtomicUsize::new(0),
+            broadcasts_dropped: AtomicU64::new(0),
+            read_finished: AtomicBool::new(false),
+            state: AtomicU8::new(SessionState::Connected as u8),
+            close_requested: AtomicU8::new(NO_CLOSE_REQUESTED),
+            outbox: Outbox::new(config.outbound_queue, config.slow_consumer_timeout),
+        }
+    }
+
+    /// A record with no session behind it, for measuring the registry alone.
+    pub(crate) fn placeholder(peer_addr: SocketAddr, local_addr: SocketAddr) -> Arc<SessionMeta> {
+        let parts = Parts {
+            id: None,
+            peer_addr,
+            local_addr,
+        };
+        Arc::new(SessionMeta::new(
+            SessionId::next(),
+            parts,
+            None,
+            &SessionConfig::default(),
+        ))
+    }
+
+    pub(crate) fn info(&self) -> SessionInfo {
+        SessionInfo {
+            id: self.id,
+            peer_addr: self.peer_addr,
+            local_addr: self.local_addr,
+            worker: self.worker,
+            connected_at: self.connected_at,
+            bytes_in: self.bytes_in.load(Ordering::Relaxed),
+            bytes_out: self.bytes_out.load(Ordering::Relaxed),
+            frames_in: self.frames_in.load(Ordering::Relaxed),
+            frames_out: self.frames_out.load(Ordering::Relaxed),
+            bytes_to_write: self.bytes_to_write.load(Ordering::Relaxed),
+            bytes_queued: self.outbox.queued_bytes(),
+            broadcasts_dropped: self.broadcasts_dropped.load(Ordering::Relaxed),
+            read_finished: self.read_finished.load(Ordering::Relaxed),
+            bytes_discarded: self.bytes_discarded.load(Ordering::Relaxed),
+            state: SessionState::from_u8(self.state.load(Ordering::Relaxed)),
+        }
+    }
+
+    /// Bytes this session still owes its peer: its write buffer and its outbound queue.
+    pub(crate) fn bytes_owed(&self) -> usize {
+        self.bytes_to_write.load(Ordering::Relaxed) + self.outbox.queued_bytes()
+    }
+}

@@ -1,0 +1,75 @@
+use super::{DisconnectReason, Session, SessionCodec, SessionHandler, State};
+use std::time::Duration;
+
+use actix::{AsyncContext, Context};
+use bytes::BytesMut;
+
+impl<C: SessionCodec, H: SessionHandler<C>> Session<C, H> {
+    pub(super) fn tick(&mut self, ctx: &mut Context<Self>, period: Duration) {
+        let core = &mut self.core;
+        // Discarded bytes moved too: a peer still sending while we linger is not idle.
+        let moved = core.bytes_in + core.bytes_out + core.bytes_discarded;
+        if moved == core.last_moved {
+            core.idle_ticks = core.idle_ticks.saturating_add(1);
+        } else {
+            core.last_moved = moved;
+            core.idle_ticks = 0;
+        }
+        if core.idle_ticks > 0 {
+            // Quiet for a whole period: give the buffers back (an idle session holds none).
+            if core.read_buf.is_empty() {
+                core.read_buf = BytesMut::new();
+            }
+            if core.write_buf.is_empty() {
+                core.write_buf = BytesMut::new();
+            }
+        }
+        // Only a frame the decoder is still waiting for the peer to finish counts: complete
+        // frames held back (paused, write buffer full, busy handler) are not the peer's fault,
+        // and a decoder that consumed a header already (`Frames`) still waits on the peer.
+        let waiting_on_peer = core.needs_data
+            && !core.eof
+            && !core.user_paused
+            && !core.answers_held
+            && core.bytes_in > core.frame_end;
+        if !waiting_on_peer || core.frames_in != core.last_frames {
+            core.last_frames = core.frames_in;
+            core.partial_ticks = 0;
+        } else {
+            core.partial_ticks = core.partial_ticks.saturating_add(1);
+        }
+        let reason = if core
+            .config
+            .idle_timeout
+            .is_some_and(|t| period * core.idle_ticks >= t)
+        {
+            Some(DisconnectReason::IdleTimeout)
+        } else if core
+            .config
+            .frame_timeout
+            .is_some_and(|t| period * core.partial_ticks >= t)
+        {
+            Some(DisconnectReason::FrameTimeout)
+        } else {
+            None
+        };
+        if let Some(reason) = reason {
+            tracing::debug!(session = %core.meta.id, %reason, "closing session");
+            self.fail(reason, ctx);
+        }
+    }
+}
+
+/// Aborts a graceful close started by this side (message or handler) that has not finished
+/// within `timeout`, with [`DisconnectReason::CloseTimeout`].
+pub(super) fn arm_close_timeout<C: SessionCodec, H: SessionHandler<C>>(
+    ctx: &mut Context<Session<C, H>>,
+    timeout: Duration,
+) {
+    ctx.run_later(timeout, |session, ctx| {
+        if session.core.state != State::Closed {
+            session.core.reason = Some(DisconnectReason::CloseTimeout);
+            session.fail(DisconnectReason::CloseTimeout, ctx);
+        }
+    });
+}
