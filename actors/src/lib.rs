@@ -90,6 +90,7 @@ mod config;
 mod connector;
 mod error;
 mod forward;
+mod limits;
 mod listener;
 mod notify;
 mod outbox;
@@ -102,12 +103,12 @@ pub use config::SessionConfig;
 pub use connector::Connector;
 pub use error::{ConfigError, ConnectError, ListenError, SessionError};
 pub use forward::{Forward, SessionEvent};
+pub use limits::ConnectionPermit;
 pub use listener::{
-    bind_listener, default_max_connections, raise_fd_limit, Close, ConnectionPermit,
-    GetListenerStats, IsListening, Listener, ListenerBuilder, ListenerEvent, ListenerHandle,
-    ListenerStats, NextPendingConnection, PauseAccepting, PendingConnection, ResumeAccepting,
-    ServerAddress, SetMaxConnections, SetMaxConnectionsPerIp, SetMaxPendingConnections,
-    DEFAULT_BACKLOG, DEFAULT_MAX_PENDING,
+    bind_listener, default_max_connections, raise_fd_limit, Close, GetListenerStats, IsListening,
+    Listener, ListenerBuilder, ListenerEvent, ListenerHandle, ListenerStats, NextPendingConnection,
+    PauseAccepting, PendingConnection, ResumeAccepting, ServerAddress, SetMaxConnections,
+    SetMaxConnectionsPerIp, SetMaxPendingConnections, DEFAULT_BACKLOG, DEFAULT_MAX_PENDING,
 };
 pub use notify::{BytesAvailable, Notify, NotifyEvent, NotifyHandle, Read, ReadAll, ReadLine};
 pub use registry::{

@@ -12,7 +12,7 @@ use std::{
     future::Future,
     io,
     marker::PhantomData,
-    net::{IpAddr, SocketAddr},
+    net::SocketAddr,
     pin::Pin,
     sync::{
         atomic::{AtomicU64, AtomicUsize, Ordering},
@@ -31,6 +31,7 @@ use futures::task::AtomicWaker;
 use tokio::io::{unix::AsyncFd, Interest};
 
 use crate::{
+    limits::{ConnectionPermit, Limiter},
     session::{spawn_on, Parts},
     ConfigError, IntoTarget, ListenError, Registry, Session, SessionCodec, SessionConfig,
     SessionError, SessionHandler, SessionId, ShutdownReport, Target, WorkerPool,
@@ -126,79 +127,6 @@ pub fn default_max_connections() -> usize {
         1024
     };
     usize::try_from(soft.saturating_sub(RESERVED_DESCRIPTORS).max(1)).unwrap_or(usize::MAX)
-}
-
-/// Connection counting for one listener: global and per-peer-IP limits, both changeable while
-/// running. The count is released by [`ConnectionPermit`]'s `Drop`, so it cannot leak.
-struct Limiter {
-    active: AtomicUsize,
-    max: AtomicUsize,
-    /// 0 means off.
-    max_per_ip: AtomicUsize,
-    per_ip: Mutex<HashMap<IpAddr, usize>>,
-    /// The accept loop, parked at the limit.
-    waker: AtomicWaker,
-}
-
-impl Limiter {
-    fn has_room(&self) -> bool {
-        self.active.load(Ordering::Acquire) < self.max.load(Ordering::Acquire)
-    }
-
-    /// Counts a new connection from `ip`, or refuses it when that peer is at its limit.
-    fn admit(self: &Arc<Self>, ip: IpAddr) -> Option<ConnectionPermit> {
-        let max_per_ip = self.max_per_ip.load(Ordering::Acquire);
-        let per_ip_counted = max_per_ip > 0;
-        if per_ip_counted {
-            let mut per_ip = self.per_ip.lock().unwrap_or_else(|e| e.into_inner());
-            let count = per_ip.entry(ip).or_insert(0);
-            if *count >= max_per_ip {
-                return None;
-            }
-            *count += 1;
-        }
-        self.active.fetch_add(1, Ordering::AcqRel);
-        Some(ConnectionPermit {
-            limiter: self.clone(),
-            ip,
-            per_ip_counted,
-        })
-    }
-}
-
-/// One connection's place under its listener's limits; given back when dropped (the session
-/// ends, or a pending connection is dropped).
-pub struct ConnectionPermit {
-    limiter: Arc<Limiter>,
-    ip: IpAddr,
-    per_ip_counted: bool,
-}
-
-impl fmt::Debug for ConnectionPermit {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ConnectionPermit")
-            .field("ip", &self.ip)
-            .finish()
-    }
-}
-
-impl Drop for ConnectionPermit {
-    fn drop(&mut self) {
-        let limiter = &self.limiter;
-        if self.per_ip_counted {
-            let mut per_ip = limiter.per_ip.lock().unwrap_or_else(|e| e.into_inner());
-            if let Some(count) = per_ip.get_mut(&self.ip) {
-                *count -= 1;
-                if *count == 0 {
-                    per_ip.remove(&self.ip);
-                }
-            }
-        }
-        let before = limiter.active.fetch_sub(1, Ordering::AcqRel);
-        if before >= limiter.max.load(Ordering::Acquire) {
-            limiter.waker.wake();
-        }
-    }
 }
 
 /// Something the listener tells its owner (Qt's `newConnection` and `acceptError` signals).

@@ -19,15 +19,14 @@ use std::{
     time::{Duration, Instant},
 };
 
-use actix::{Actor, Addr, Context, Handler, Message, Recipient, ResponseFuture};
+use actix::{Actor, Context, Handler, Message, Recipient, ResponseFuture};
 use bytes::Bytes;
 use futures::{Stream, StreamExt};
 
 use crate::{
     outbox::{Attempt, Offer, Outcome},
-    session::{CloseRequest, SessionCodec, SessionMeta},
-    CloseMode, DisconnectReason, Session, SessionError, SessionHandler, SessionId, SessionInfo,
-    SlowConsumerPolicy,
+    session::SessionMeta,
+    CloseMode, DisconnectReason, SessionError, SessionId, SessionInfo, SlowConsumerPolicy,
 };
 
 const SHARDS: usize = 16;
@@ -36,18 +35,12 @@ const SHARDS: usize = 16;
 /// [`Registry::subscribe`]).
 pub const DEFAULT_EVENT_BACKLOG: usize = 4096;
 
-/// What the registry can do to a session without knowing its codec or handler. Deliveries
-/// need nothing of the session's type: they go through its outbound queue in `SessionMeta`.
-trait SessionControl: Send + Sync {
+/// What the registry can do to a session without knowing its codec or handler (the session
+/// implements it; the registry never names `Session<C, H>`). Deliveries need nothing of the
+/// session's type: they go through its outbound queue in `SessionMeta`.
+pub(crate) trait SessionControl: Send + Sync {
+    /// Asks the session to close; called at most once per [`CloseMode`] level.
     fn close(&self, reason: DisconnectReason, mode: CloseMode);
-}
-
-impl<C: SessionCodec, H: SessionHandler<C>> SessionControl for Addr<Session<C, H>> {
-    fn close(&self, reason: DisconnectReason, mode: CloseMode) {
-        // At most one per level and session (see `Entry::request_close`): bounded, and it must
-        // not be lost to a full mailbox, so it skips the capacity check.
-        self.do_send(CloseRequest(reason, mode));
-    }
 }
 
 /// A registry entry kept only for measuring the registry itself (see
@@ -784,13 +777,9 @@ impl Registration {
         }
     }
 
-    /// Called by the session once it runs.
-    pub(crate) fn connected<C: SessionCodec, H: SessionHandler<C>>(
-        &mut self,
-        meta: &Arc<SessionMeta>,
-        addr: Addr<Session<C, H>>,
-    ) {
-        self.insert(meta, Box::new(addr));
+    /// Called by the session once it runs, with its control handle.
+    pub(crate) fn connected(&mut self, meta: &Arc<SessionMeta>, control: Box<dyn SessionControl>) {
+        self.insert(meta, control);
     }
 
     pub(crate) fn count_drops(&self, messages: u64) {

@@ -6,7 +6,7 @@ use tokio_util::codec::Encoder;
 
 use super::{DisconnectReason, SessionCodec, SessionMeta, SessionState};
 use crate::{
-    listener::ConnectionPermit, registry::Registration, worker::WorkerLoad, SessionConfig,
+    limits::ConnectionPermit, registry::Registration, worker::WorkerLoad, SessionConfig,
     SessionError,
 };
 

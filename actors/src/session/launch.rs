@@ -10,8 +10,8 @@ use super::{
     WriteSide,
 };
 use crate::{
-    listener::ConnectionPermit, registry::Registration, worker::WorkerLoad, Registry,
-    SessionConfig, SessionError, WorkerPool,
+    limits::ConnectionPermit, registry::Registration, worker::WorkerLoad, Registry, SessionConfig,
+    SessionError, WorkerPool,
 };
 
 /// Starts a [`Session`] over a stream you already hold, on the current arbiter or on a worker

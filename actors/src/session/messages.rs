@@ -202,3 +202,13 @@ impl<C: SessionCodec, H: SessionHandler<C>> Session<C, H> {
         }
     }
 }
+
+impl<C: SessionCodec, H: SessionHandler<C>> crate::registry::SessionControl
+    for actix::Addr<Session<C, H>>
+{
+    fn close(&self, reason: DisconnectReason, mode: CloseMode) {
+        // At most one per level and session (see the registry's `Entry::request_close`):
+        // bounded, and it must not be lost to a full mailbox, so it skips the capacity check.
+        self.do_send(CloseRequest(reason, mode));
+    }
+}

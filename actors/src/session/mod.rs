@@ -61,7 +61,6 @@ pub use types::{
 };
 
 pub(crate) use launch::{new_session, spawn_on, Parts};
-pub(crate) use messages::CloseRequest;
 pub(crate) use meta::SessionMeta;
 
 use self::core::{Core, State, WriteSide};
@@ -119,7 +118,7 @@ impl<C: SessionCodec, H: SessionHandler<C>> Actor for Session<C, H> {
             return;
         }
         if let Some(registration) = &mut self.core.registration {
-            registration.connected(&self.core.meta, ctx.address());
+            registration.connected(&self.core.meta, Box::new(ctx.address()));
         }
         if let Some(period) = self.core.config.tick() {
             ctx.run_interval(period, move |session, ctx| session.tick(ctx, period));
