@@ -15,6 +15,7 @@ use crate::ConfigError;
 /// | write watermarks | high 64 KiB, low 32 KiB | at or above high: writes other than answers are refused with [`SessionError::WriteBufferFull`](crate::SessionError::WriteBufferFull), the handler hears [`write_buffer_full`](crate::SessionHandler::write_buffer_full), registry deliveries wait in the outbound queue; answers written in `ready_read` are taken up to one more high watermark, after which frames (and reading) wait; back at low: all resume. Reading never stops for the write buffer alone |
 /// | outbound queue | 64 KiB | bytes the registry (broadcast, send-to-id) may queue for the session beyond its write buffer; at the limit senders wait for room |
 /// | slow-consumer timeout | 5 s | a session that takes nothing from its full outbound queue for that long counts as a slow consumer: the broadcast's [`SlowConsumerPolicy`](crate::SlowConsumerPolicy) applies (drop, counted; or disconnect), [`Registry::send_to`](crate::Registry::send_to) fails |
+/// | handshake timeout | 10 s | PROXY header and TLS handshake (and the wait for one of the worker's 256 handshake slots) must finish by then, or the connection ends with [`DisconnectReason::HandshakeTimeout`](crate::DisconnectReason::HandshakeTimeout) |
 /// | half-close | off | after the peer's FIN and [`read_finished`](crate::SessionHandler::read_finished) the session flushes and closes; on: it stays open for writing until closed |
 /// | read chunk | 64 KiB | bytes asked of the socket per read; buffers are allocated at the first byte and given back after a quiet timeout-check period (a quarter of the shortest timeout), so an idle session holds none (with both timeouts off, a session keeps them once used) |
 /// | read buffer (notify mode) | 256 KiB | reading stops until the owner takes data (Qt's `setReadBufferSize`) |
@@ -52,6 +53,7 @@ pub struct SessionConfig {
     pub(crate) outbound_queue: usize,
     pub(crate) slow_consumer_timeout: Duration,
     pub(crate) allow_half_close: bool,
+    pub(crate) handshake_timeout: Duration,
 }
 
 impl Default for SessionConfig {
@@ -70,6 +72,7 @@ impl Default for SessionConfig {
             outbound_queue: 64 * 1024,
             slow_consumer_timeout: Duration::from_secs(5),
             allow_half_close: false,
+            handshake_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -239,6 +242,18 @@ impl SessionConfig {
         self.slow_consumer_timeout
     }
 
+    /// Sets how long the handshakes before a session starts (PROXY header, TLS) may take
+    /// together, waiting for one of the worker's handshake slots included (default 10 s).
+    pub fn with_handshake_timeout(mut self, timeout: Duration) -> Self {
+        self.handshake_timeout = timeout;
+        self
+    }
+
+    /// How long the handshakes before a session starts may take.
+    pub fn handshake_timeout(&self) -> Duration {
+        self.handshake_timeout
+    }
+
     /// Whether the session stays open for writing after the peer's FIN.
     pub fn allow_half_close(&self) -> bool {
         self.allow_half_close
@@ -299,6 +314,12 @@ impl SessionConfig {
             return Err(ConfigError::invalid(
                 "slow_consumer_timeout",
                 "must be above zero, or every full queue is a slow consumer",
+            ));
+        }
+        if self.handshake_timeout.is_zero() {
+            return Err(ConfigError::invalid(
+                "handshake_timeout",
+                "must be above zero",
             ));
         }
         if self.mailbox_capacity == 0 {

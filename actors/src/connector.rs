@@ -7,9 +7,10 @@ use actix::Addr;
 use tokio::net::TcpStream;
 
 use crate::{
-    session::{new_session, spawn_on, Parts},
+    session::{Handshake, Launch, Parts},
+    transport::RawStream,
     ConnectError, IntoTarget, Registry, Session, SessionCodec, SessionConfig, SessionError,
-    SessionHandler, Target, WorkerPool,
+    SessionHandler, Target, TlsConnector, WorkerPool,
 };
 
 /// Opens client connections and starts a [`Session`] on each: on the current arbiter, or on a
@@ -48,6 +49,7 @@ pub struct Connector {
     pool: Option<WorkerPool>,
     registry: Option<Registry>,
     local_addr: Option<SocketAddr>,
+    tls: Option<TlsConnector>,
 }
 
 impl Default for Connector {
@@ -69,7 +71,16 @@ impl Connector {
             pool: None,
             registry: None,
             local_addr: None,
+            tls: None,
         }
+    }
+
+    /// Speaks TLS over each connection (Qt's `connectToHostEncrypted`): the handshake runs on
+    /// the session's thread under the handshake timeout, with the target's host name as the
+    /// server name (its IP address for an address target).
+    pub fn tls(mut self, connector: TlsConnector) -> Self {
+        self.tls = Some(connector);
+        self
     }
 
     /// Binds the client socket to `addr` before connecting (port 0: any port). Load tests use
@@ -155,45 +166,49 @@ impl Connector {
                 })
             }
         };
-        let parts = Parts::new(stream.peer_addr(), stream.local_addr())?;
-        let config = Arc::new(self.config.clone());
-        let registry = self.registry.clone();
-        Ok(match &self.pool {
-            None => {
-                use actix::Actor;
-                new_session(
-                    Ok(stream),
-                    parts,
-                    codec,
-                    handler,
-                    config,
-                    registry,
-                    None,
-                    None,
-                )
-                .start()
-            }
-            Some(pool) => {
-                let stream = stream
+        let raw = match stream {
+            Opened::Tcp(stream) => RawStream::Tcp(
+                stream
                     .into_std()
-                    .map_err(|e| SessionError::Io(Arc::new(e)))?;
-                let (arbiter, load) = pool.pick();
-                spawn_on(
-                    &arbiter,
-                    stream,
-                    parts,
-                    config,
-                    registry,
-                    None,
-                    load,
-                    move || (codec, handler),
-                )
-            }
+                    .map_err(|e| SessionError::Io(Arc::new(e)))?,
+            ),
+            Opened::Unix(stream) => RawStream::Unix(
+                stream
+                    .into_std()
+                    .map_err(|e| SessionError::Io(Arc::new(e)))?,
+            ),
+        };
+        let mut launch = Launch::new(
+            Parts::of(&raw)?,
+            Arc::new(self.config.clone()),
+            self.registry.clone(),
+        );
+        if let Some(tls) = &self.tls {
+            launch.handshake = Handshake::TlsClient(tls.clone(), target.server_name());
+        }
+        Ok(match &self.pool {
+            None => launch.start_here(raw, codec, handler),
+            Some(pool) => launch.start_on(pool, raw, move || (codec, handler)),
         })
     }
 }
 
-async fn open(target: &Target, local: Option<SocketAddr>) -> Result<TcpStream, ConnectError> {
+/// A connected socket, before it becomes a session.
+enum Opened {
+    Tcp(TcpStream),
+    Unix(tokio::net::UnixStream),
+}
+
+async fn open(target: &Target, local: Option<SocketAddr>) -> Result<Opened, ConnectError> {
+    if let Target::Unix(path) = target {
+        return match path.connect().await {
+            Ok(stream) => Ok(Opened::Unix(stream)),
+            Err(source) => Err(ConnectError::Unix {
+                target: target.to_string(),
+                source,
+            }),
+        };
+    }
     let addrs = target
         .resolve()
         .await
@@ -204,7 +219,7 @@ async fn open(target: &Target, local: Option<SocketAddr>) -> Result<TcpStream, C
     let mut last = None;
     for addr in addrs {
         match connect_one(addr, local).await {
-            Ok(stream) => return Ok(stream),
+            Ok(stream) => return Ok(Opened::Tcp(stream)),
             Err(source) => last = Some(ConnectError::Io { addr, source }),
         }
     }

@@ -75,6 +75,23 @@ pub enum ListenError {
         #[source]
         source: io::Error,
     },
+    /// Binding a Unix socket failed: a live server on the path, a file in the way, a path
+    /// too long for the system, no permission.
+    #[error("cannot listen on {target}: {source}")]
+    BindUnix {
+        /// The socket as given.
+        target: String,
+        /// What went wrong.
+        #[source]
+        source: io::Error,
+    },
+    /// The listener's thread could not take the sockets.
+    #[error("cannot start listening: {source}")]
+    Register {
+        /// What went wrong.
+        #[source]
+        source: io::Error,
+    },
     /// The configuration is not usable.
     #[error(transparent)]
     Config(#[from] ConfigError),
@@ -128,6 +145,15 @@ pub enum ConnectError {
     Io {
         /// The last address tried.
         addr: SocketAddr,
+        /// What the operating system said.
+        #[source]
+        source: io::Error,
+    },
+    /// Connecting to a Unix socket failed (no such file, nothing listening, permission).
+    #[error("cannot connect to {target}: {source}")]
+    Unix {
+        /// The target as given.
+        target: String,
         /// What the operating system said.
         #[source]
         source: io::Error,
@@ -195,5 +221,40 @@ impl SessionError {
 impl From<actix::MailboxError> for SessionError {
     fn from(_: actix::MailboxError) -> Self {
         SessionError::Gone
+    }
+}
+
+/// A TLS configuration that cannot be built: a certificate, key or CA file that cannot be read
+/// or parsed, or a key that does not fit its certificate.
+///
+/// # Examples
+///
+/// ```
+/// let error = switchboard::TlsAcceptor::from_pem_files("/nonexistent.pem", "/nonexistent.key")
+///     .unwrap_err();
+/// assert!(error.to_string().contains("/nonexistent.pem"));
+/// ```
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum TlsError {
+    /// A file could not be read or parsed.
+    #[error("cannot read {path}: {reason}")]
+    File {
+        /// The file.
+        path: std::path::PathBuf,
+        /// What went wrong.
+        reason: String,
+    },
+    /// The files were read, but they do not make a working configuration.
+    #[error("TLS configuration: {0}")]
+    Config(String),
+}
+
+impl TlsError {
+    pub(crate) fn file(path: &std::path::Path, error: impl std::fmt::Display) -> TlsError {
+        TlsError::File {
+            path: path.to_path_buf(),
+            reason: error.to_string(),
+        }
     }
 }

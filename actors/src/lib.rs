@@ -97,11 +97,12 @@ mod outbox;
 mod registry;
 mod session;
 mod target;
+mod transport;
 mod worker;
 
 pub use config::SessionConfig;
 pub use connector::Connector;
-pub use error::{ConfigError, ConnectError, ListenError, SessionError};
+pub use error::{ConfigError, ConnectError, ListenError, SessionError, TlsError};
 pub use forward::{Forward, SessionEvent};
 pub use limits::ConnectionPermit;
 pub use listener::{
@@ -121,7 +122,10 @@ pub use session::{
     ResumeReading, Session, SessionBuilder, SessionCodec, SessionHandler, SessionId, SessionInfo,
     SessionState, SharedError, ShutdownWrite, SlowConsumerPolicy, Write,
 };
-pub use target::{IntoTarget, Target};
+pub use target::{IntoTarget, Target, UnixTarget};
+pub use transport::{
+    Address, Credentials, TlsAcceptor, TlsConnector, TlsInfo, TransportKind, UnixAddress,
+};
 pub use worker::{Assignment, WorkerPool};
 
 /// The crate's README (the page crates.io shows), compiled as doctests so it cannot rot. The

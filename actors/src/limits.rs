@@ -30,10 +30,12 @@ impl Limiter {
         self.active.load(Ordering::Acquire) < self.max.load(Ordering::Acquire)
     }
 
-    /// Counts a new connection from `ip`, or refuses it when that peer is at its limit.
-    pub(crate) fn admit(self: &Arc<Self>, ip: IpAddr) -> Option<ConnectionPermit> {
+    /// Counts a new connection from `ip`, or refuses it when that peer is at its limit. Peers
+    /// without an IP address (Unix sockets) count against the global limit only.
+    pub(crate) fn admit(self: &Arc<Self>, ip: Option<IpAddr>) -> Option<ConnectionPermit> {
         let max_per_ip = self.max_per_ip.load(Ordering::Acquire);
-        let per_ip_counted = max_per_ip > 0;
+        let per_ip_counted = max_per_ip > 0 && ip.is_some();
+        let ip = ip.unwrap_or(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
         if per_ip_counted {
             let mut per_ip = self.per_ip.lock().unwrap_or_else(|e| e.into_inner());
             let count = per_ip.entry(ip).or_insert(0);

@@ -32,9 +32,11 @@ use tokio::io::{unix::AsyncFd, Interest};
 
 use crate::{
     limits::{ConnectionPermit, Limiter},
-    session::{spawn_on, Parts},
-    ConfigError, IntoTarget, ListenError, Registry, Session, SessionCodec, SessionConfig,
-    SessionError, SessionHandler, SessionId, ShutdownReport, Target, WorkerPool,
+    session::{Handshake, Launch, Parts},
+    target::UnixTarget,
+    transport::RawStream,
+    Address, ConfigError, IntoTarget, ListenError, Registry, Session, SessionCodec, SessionConfig,
+    SessionError, SessionHandler, SessionId, ShutdownReport, Target, TlsAcceptor, WorkerPool,
 };
 
 /// The default listen backlog. tokio's `TcpListener::bind` uses 128, which overflows under a
@@ -140,7 +142,7 @@ pub enum ListenerEvent {
         /// The session id it has (push) or will have (pull).
         id: SessionId,
         /// The client's address.
-        peer: SocketAddr,
+        peer: Address,
     },
     /// Accepting failed (for example, out of descriptors); the listener retries by itself
     /// after `retry_in`.
@@ -177,10 +179,20 @@ pub struct ListenerStats {
 /// Start a session over it with [`start`](Self::start); dropping it closes the connection.
 pub struct PendingConnection {
     id: SessionId,
-    stream: std::net::TcpStream,
+    stream: RawStream,
     parts: Parts,
     permit: ConnectionPermit,
     shared: Arc<Shared>,
+}
+
+/// An accepted stream taken out of a listener ([`PendingConnection::into_stream`]).
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum AcceptedStream {
+    /// A TCP connection.
+    Tcp(std::net::TcpStream),
+    /// A Unix socket connection.
+    Unix(std::os::unix::net::UnixStream),
 }
 
 impl fmt::Debug for PendingConnection {
@@ -199,8 +211,8 @@ impl PendingConnection {
     }
 
     /// The client's address.
-    pub fn peer_addr(&self) -> SocketAddr {
-        self.parts.peer_addr
+    pub fn peer_addr(&self) -> &Address {
+        &self.parts.peer_addr
     }
 
     /// Starts a session over it on one of the listener's workers, registered with the
@@ -216,23 +228,17 @@ impl PendingConnection {
         H: SessionHandler<C> + Send,
     {
         let shared = self.shared;
-        let (arbiter, load) = shared.pool.pick();
-        Ok(spawn_on(
-            &arbiter,
-            self.stream,
-            self.parts,
-            shared.session.clone(),
-            Some(shared.registry.clone()),
-            Some(self.permit),
-            load,
-            move || (codec, handler),
-        ))
+        let launch = shared.launch(self.parts, Some(self.permit));
+        Ok(launch.start_on(&shared.pool, self.stream, move || (codec, handler)))
     }
 
     /// Takes the raw stream, leaving the listener's accounting: the connection no longer counts
-    /// against its limits.
-    pub fn into_std(self) -> std::net::TcpStream {
-        self.stream
+    /// against its limits (and no handshake runs on it).
+    pub fn into_stream(self) -> AcceptedStream {
+        match self.stream {
+            RawStream::Tcp(s) => AcceptedStream::Tcp(s),
+            RawStream::Unix(s) => AcceptedStream::Unix(s),
+        }
     }
 }
 
@@ -240,7 +246,7 @@ impl PendingConnection {
 enum Mode {
     /// Starts a session at once.
     /// Runs on the listener's thread only, so it need not be `Sync`.
-    Push(Box<dyn FnMut(std::net::TcpStream, Parts, ConnectionPermit) + Send>),
+    Push(Box<dyn FnMut(RawStream, Parts, ConnectionPermit) + Send>),
     /// Queues it for [`NextPendingConnection`] and tells the owner.
     Pull {
         queue: VecDeque<PendingConnection>,
@@ -254,6 +260,75 @@ struct Shared {
     pool: WorkerPool,
     registry: Registry,
     session: Arc<SessionConfig>,
+    tls: Option<TlsAcceptor>,
+}
+
+impl Shared {
+    /// How a session of this listener starts: its handshake, its registry, its limits.
+    fn launch(&self, parts: Parts, permit: Option<ConnectionPermit>) -> Launch {
+        let mut launch = Launch::new(parts, self.session.clone(), Some(self.registry.clone()));
+        launch.permit = permit;
+        if let Some(tls) = &self.tls {
+            launch.handshake = Handshake::TlsServer(tls.clone());
+        }
+        launch
+    }
+}
+
+/// One socket a listener accepts on.
+enum ListenSocket {
+    Tcp(AsyncFd<std::net::TcpListener>),
+    /// With the path to remove when the listener stops (not for abstract names).
+    Unix(
+        AsyncFd<std::os::unix::net::UnixListener>,
+        Option<std::path::PathBuf>,
+    ),
+}
+
+impl ListenSocket {
+    fn poll_accept(&self, cx: &mut task::Context<'_>) -> Poll<io::Result<(RawStream, Address)>> {
+        loop {
+            let result = match self {
+                ListenSocket::Tcp(socket) => {
+                    let mut ready = std::task::ready!(socket.poll_read_ready(cx))?;
+                    ready.try_io(|l| {
+                        l.get_ref()
+                            .accept()
+                            .map(|(s, peer)| (RawStream::Tcp(s), Address::Ip(peer)))
+                    })
+                }
+                ListenSocket::Unix(socket, _) => {
+                    let mut ready = std::task::ready!(socket.poll_read_ready(cx))?;
+                    ready.try_io(|l| {
+                        let (stream, _) = l.get_ref().accept()?;
+                        let raw = RawStream::Unix(stream);
+                        let (peer, _) = raw.addresses()?;
+                        Ok((raw, peer))
+                    })
+                }
+            };
+            match result {
+                Ok(accepted) => return Poll::Ready(accepted),
+                Err(_would_block) => continue,
+            }
+        }
+    }
+
+    fn address(&self) -> io::Result<Address> {
+        match self {
+            ListenSocket::Tcp(s) => Ok(Address::Ip(s.get_ref().local_addr()?)),
+            ListenSocket::Unix(s, _) => Ok(Address::from_unix(&s.get_ref().local_addr()?, None)),
+        }
+    }
+}
+
+impl Drop for ListenSocket {
+    fn drop(&mut self) {
+        if let ListenSocket::Unix(_, Some(path)) = self {
+            // Ours (we bound it): a clean stop leaves no file behind.
+            let _ = std::fs::remove_file(path);
+        }
+    }
 }
 
 /// A listening TCP server as an actor (Qt's `QTcpServer`): accepts clients and starts a
@@ -264,8 +339,13 @@ struct Shared {
 /// [`PauseAccepting`], [`ResumeAccepting`], [`SetMaxConnections`], [`SetMaxConnectionsPerIp`],
 /// [`SetMaxPendingConnections`], [`NextPendingConnection`] and [`GetListenerStats`].
 pub struct Listener {
-    socket: Option<AsyncFd<std::net::TcpListener>>,
-    local_addr: SocketAddr,
+    /// Every socket it accepts on; empty once closed.
+    sockets: Vec<ListenSocket>,
+    /// Which socket the next accept turn starts with, so none starves the others.
+    next_socket: usize,
+    /// The first IP socket's address (Qt's `serverAddress`).
+    local_addr: Option<SocketAddr>,
+    addresses: Vec<Address>,
     mode: Mode,
     limiter: Arc<Limiter>,
     shared: Arc<Shared>,
@@ -283,7 +363,7 @@ impl fmt::Debug for Listener {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Listener")
             .field("local_addr", &self.local_addr)
-            .field("listening", &self.socket.is_some())
+            .field("listening", &!self.sockets.is_empty())
             .field("paused", &self.paused)
             .finish()
     }
@@ -328,16 +408,19 @@ impl Listener {
             session: SessionConfig::default(),
             events: None,
             backoff: (Duration::from_millis(50), Duration::from_secs(1)),
+            more: Vec::new(),
+            tls: None,
+            unix_mode: 0o600,
         }
     }
 
-    fn admit(&mut self, stream: std::net::TcpStream, peer: SocketAddr, ctx: &mut Context<Self>) {
+    fn admit(&mut self, stream: RawStream, peer: Address, ctx: &mut Context<Self>) {
         let Some(permit) = self.limiter.admit(peer.ip()) else {
             self.rejected_per_ip += 1;
             tracing::debug!(%peer, "connection refused: per-IP limit reached");
             return;
         };
-        let parts = match Parts::new(Ok(peer), stream.local_addr()) {
+        let parts = match Parts::of(&stream) {
             Ok(parts) => parts,
             Err(error) => {
                 tracing::debug!(%peer, %error, "accepted socket unusable");
@@ -361,7 +444,10 @@ impl Listener {
                     shared: self.shared.clone(),
                 });
                 // At most `max_pending` of these are ever outstanding.
-                owner.do_send(ListenerEvent::NewConnection { id, peer });
+                owner.do_send(ListenerEvent::NewConnection {
+                    id,
+                    peer: peer.clone(),
+                });
             }
         }
         if let Some(events) = &self.events {
@@ -405,7 +491,7 @@ impl Listener {
         const ACCEPTS_PER_TURN: usize = 64;
         let mut accepted = 0;
         loop {
-            if self.socket.is_none() {
+            if self.sockets.is_empty() {
                 return Poll::Ready(());
             }
             if let Some(backoff) = self.backoff.as_mut() {
@@ -424,18 +510,21 @@ impl Listener {
                     return Poll::Pending;
                 }
             }
-            let socket = self.socket.as_ref().expect("checked above");
-            let mut ready = match socket.poll_read_ready(cx) {
-                Poll::Ready(Ok(guard)) => guard,
-                Poll::Ready(Err(error)) => {
-                    self.accept_error(error);
-                    continue;
+            // Every socket in turn, starting after the one served last; each registers for a
+            // wake-up when it has nothing.
+            let count = self.sockets.len();
+            let mut polled = None;
+            for offset in 0..count {
+                let index = (self.next_socket + offset) % count;
+                if let Poll::Ready(result) = self.sockets[index].poll_accept(cx) {
+                    self.next_socket = index + 1;
+                    polled = Some(result);
+                    break;
                 }
-                Poll::Pending => return Poll::Pending,
-            };
-            match ready.try_io(|listener| listener.get_ref().accept()) {
-                Err(_would_block) => continue,
-                Ok(Ok((stream, peer))) => {
+            }
+            match polled {
+                None => return Poll::Pending,
+                Some(Ok((stream, peer))) => {
                     self.next_backoff = self.backoff_range.0;
                     self.admit(stream, peer, ctx);
                     accepted += 1;
@@ -444,8 +533,8 @@ impl Listener {
                         return Poll::Pending;
                     }
                 }
-                Ok(Err(error)) if is_transient(&error) => continue,
-                Ok(Err(error)) => self.accept_error(error),
+                Some(Err(error)) if is_transient(&error) => continue,
+                Some(Err(error)) => self.accept_error(error),
             }
         }
     }
@@ -482,12 +571,14 @@ impl Actor for Listener {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
-        tracing::info!(addr = %self.local_addr, "listening");
+        for addr in &self.addresses {
+            tracing::info!(%addr, "listening");
+        }
         ctx.spawn(AcceptLoop);
     }
 
     fn stopped(&mut self, _ctx: &mut Context<Self>) {
-        tracing::info!(addr = %self.local_addr, "listener closed");
+        tracing::info!(addresses = self.addresses.len(), "listener closed");
         // The listener's own thread has nothing else to do.
         Arbiter::current().stop();
     }
@@ -507,6 +598,10 @@ pub struct ListenerBuilder {
     session: SessionConfig,
     events: Option<Recipient<ListenerEvent>>,
     backoff: (Duration, Duration),
+    /// More addresses to listen on, sharing this listener's limits, registry and workers.
+    more: Vec<Result<Target, String>>,
+    tls: Option<TlsAcceptor>,
+    unix_mode: u32,
 }
 
 impl fmt::Debug for ListenerBuilder {
@@ -518,6 +613,29 @@ impl fmt::Debug for ListenerBuilder {
 }
 
 impl ListenerBuilder {
+    /// Listens on `addr` too: an IP address, or a Unix socket (`"unix:/path"`,
+    /// `"unix:@abstract"`, a [`Path`](std::path::Path)). Every address shares the listener's
+    /// connection limit, registry and worker pool.
+    pub fn also_bind(mut self, addr: impl IntoTarget) -> Self {
+        self.more.push(addr.into_target());
+        self
+    }
+
+    /// Speaks TLS on every connection (Qt's `QSslServer`): the handshake runs on the session's
+    /// worker under the handshake timeout
+    /// ([`SessionConfig::with_handshake_timeout`](crate::SessionConfig::with_handshake_timeout)),
+    /// never in the accept loop.
+    pub fn tls(mut self, acceptor: TlsAcceptor) -> Self {
+        self.tls = Some(acceptor);
+        self
+    }
+
+    /// Sets the file mode of Unix socket paths (default `0o600`: only the owner connects).
+    pub fn unix_mode(mut self, mode: u32) -> Self {
+        self.unix_mode = mode;
+        self
+    }
+
     /// Sets the listen backlog (default [`DEFAULT_BACKLOG`], 1024).
     pub fn backlog(mut self, backlog: u32) -> Self {
         self.backlog = backlog;
@@ -601,21 +719,13 @@ impl ListenerBuilder {
     {
         self.start(move |shared| {
             Mode::Push(Box::new(move |stream, parts, permit| {
-                let (arbiter, load) = shared.pool.pick();
                 let codec = codec.clone();
                 // Made here, on the listener's thread, and sent along: the factory is called
                 // from one thread only, so it need not be `Sync`.
                 let handler = handler();
-                spawn_on(
-                    &arbiter,
-                    stream,
-                    parts,
-                    shared.session.clone(),
-                    Some(shared.registry.clone()),
-                    Some(permit),
-                    load,
-                    move || (codec, handler),
-                );
+                shared
+                    .launch(parts, Some(permit))
+                    .start_on(&shared.pool, stream, move || (codec, handler));
             }))
         })
     }
@@ -719,29 +829,20 @@ impl ListenerBuilder {
             (None, None) => WorkerPool::per_core(),
         };
         let registry = self.registry.unwrap_or_default();
-        let target = self
-            .addr
-            .map_err(|reason| ListenError::InvalidTarget { reason })?;
-        let resolved = target.resolve_blocking().and_then(|addrs| {
-            addrs.into_iter().next().ok_or_else(|| {
-                io::Error::new(io::ErrorKind::NotFound, "the name resolved to no address")
-            })
+        let mut bound = Vec::new();
+        for target in std::iter::once(self.addr).chain(self.more) {
+            let target = target.map_err(|reason| ListenError::InvalidTarget { reason })?;
+            bound.push(bind_target(&target, self.backlog, self.unix_mode)?);
+        }
+        let local_addr = bound.iter().find_map(|b| match b {
+            Bound::Tcp(l) => l.local_addr().ok(),
+            Bound::Unix(..) => None,
         });
-        let bind_addr = resolved.map_err(|source| ListenError::Resolve {
-            target: target.to_string(),
-            source,
-        })?;
-        let std_listener = bind_listener(bind_addr, self.backlog)?;
-        let local_addr = std_listener
-            .local_addr()
-            .map_err(|source| ListenError::Bind {
-                addr: bind_addr,
-                source,
-            })?;
         let shared = Arc::new(Shared {
             pool: pool.clone(),
             registry: registry.clone(),
             session: Arc::new(self.session),
+            tls: self.tls,
         });
         let limiter = Arc::new(Limiter {
             active: AtomicUsize::new(0),
@@ -759,24 +860,27 @@ impl ListenerBuilder {
         let thread_limiter = limiter.clone();
         let thread_errors = accept_errors.clone();
         let addr = Listener::start_in_arbiter(&arbiter.handle(), move |ctx| {
-            // SAFETY: the descriptor belongs to `std_listener`, which moves into the `AsyncFd`
-            // and so stays open for as long as it is registered.
-            let socket =
-                unsafe { AsyncFd::register_with_interest(std_listener, Interest::READABLE) };
-            let socket = match socket {
-                Ok(socket) => Some(socket),
-                Err(error) => {
-                    let _ = tx.send(Err(error.into()));
-                    ctx.stop();
-                    None
+            let mut sockets = Vec::with_capacity(bound.len());
+            for socket in bound {
+                match socket.register() {
+                    Ok(socket) => sockets.push(socket),
+                    Err(error) => {
+                        let _ = tx.send(Err(error));
+                        ctx.stop();
+                        sockets.clear();
+                        break;
+                    }
                 }
-            };
-            if socket.is_some() {
-                let _ = tx.send(Ok(()));
+            }
+            let addresses: Vec<Address> = sockets.iter().filter_map(|s| s.address().ok()).collect();
+            if !sockets.is_empty() {
+                let _ = tx.send(Ok(addresses.clone()));
             }
             Listener {
-                socket,
+                sockets,
+                next_socket: 0,
                 local_addr,
+                addresses,
                 mode: mode(thread_shared.clone()),
                 limiter: thread_limiter,
                 shared: thread_shared,
@@ -790,24 +894,19 @@ impl ListenerBuilder {
                 accept_errors: thread_errors,
             }
         });
-        match rx.recv() {
-            Ok(Ok(())) => {}
-            Ok(Err(source)) => {
-                return Err(ListenError::Bind {
-                    addr: bind_addr,
-                    source,
-                })
-            }
+        let addresses = match rx.recv() {
+            Ok(Ok(addresses)) => addresses,
+            Ok(Err(source)) => return Err(ListenError::Register { source }),
             Err(_) => {
-                return Err(ListenError::Bind {
-                    addr: bind_addr,
+                return Err(ListenError::Register {
                     source: io::Error::other("the listener thread ended during start-up"),
                 })
             }
-        }
+        };
         Ok(ListenerHandle {
             addr,
             local_addr,
+            addresses,
             registry,
             pool,
             _marker: PhantomData,
@@ -815,11 +914,95 @@ impl ListenerBuilder {
     }
 }
 
+/// A socket bound on the caller's thread, registered on the listener's.
+enum Bound {
+    Tcp(std::net::TcpListener),
+    Unix(std::os::unix::net::UnixListener, Option<std::path::PathBuf>),
+}
+
+impl Bound {
+    fn register(self) -> io::Result<ListenSocket> {
+        // SAFETY (both arms): the descriptor belongs to the listener, which moves into the
+        // `AsyncFd` and so stays open for as long as it is registered.
+        Ok(match self {
+            Bound::Tcp(listener) => ListenSocket::Tcp(unsafe {
+                AsyncFd::register_with_interest(listener, Interest::READABLE)?
+            }),
+            Bound::Unix(listener, path) => {
+                listener.set_nonblocking(true)?;
+                let socket =
+                    unsafe { AsyncFd::register_with_interest(listener, Interest::READABLE)? };
+                ListenSocket::Unix(socket, path)
+            }
+        })
+    }
+}
+
+fn bind_target(target: &Target, backlog: u32, unix_mode: u32) -> Result<Bound, ListenError> {
+    match target {
+        Target::Unix(unix) => bind_unix(unix, unix_mode),
+        _ => {
+            let addr = target
+                .resolve_blocking()
+                .and_then(|addrs| {
+                    addrs.into_iter().next().ok_or_else(|| {
+                        io::Error::new(io::ErrorKind::NotFound, "the name resolved to no address")
+                    })
+                })
+                .map_err(|source| ListenError::Resolve {
+                    target: target.to_string(),
+                    source,
+                })?;
+            Ok(Bound::Tcp(bind_listener(addr, backlog)?))
+        }
+    }
+}
+
+/// Binds a Unix socket. A file already at the path is probed: a socket nothing answers on
+/// (left by a crashed server) is removed and replaced; a live one is never taken over
+/// (`AddrInUse`); anything else is reported and kept.
+fn bind_unix(unix: &UnixTarget, mode: u32) -> Result<Bound, ListenError> {
+    let error = |source: io::Error| ListenError::BindUnix {
+        target: unix.to_string(),
+        source,
+    };
+    let path = match unix {
+        UnixTarget::Abstract(_) => return unix.bind().map(|l| Bound::Unix(l, None)).map_err(error),
+        UnixTarget::Path(path) => path,
+    };
+    use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+    if let Ok(meta) = std::fs::symlink_metadata(path) {
+        if !meta.file_type().is_socket() {
+            return Err(error(io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                "a file that is not a socket is in the way (kept)",
+            )));
+        }
+        match std::os::unix::net::UnixStream::connect(path) {
+            Ok(_) => {
+                return Err(error(io::Error::new(
+                    io::ErrorKind::AddrInUse,
+                    "another server is listening there",
+                )))
+            }
+            Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
+                tracing::info!(path = %path.display(), "removing a stale socket file");
+                std::fs::remove_file(path).map_err(error)?;
+            }
+            Err(e) => return Err(error(e)),
+        }
+    }
+    let listener = unix.bind().map_err(error)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).map_err(error)?;
+    Ok(Bound::Unix(listener, Some(path.clone())))
+}
+
 /// A running listener: its address, its registry and its workers.
 #[derive(Clone)]
 pub struct ListenerHandle {
     addr: Addr<Listener>,
-    local_addr: SocketAddr,
+    local_addr: Option<SocketAddr>,
+    addresses: Vec<Address>,
     registry: Registry,
     pool: WorkerPool,
     _marker: PhantomData<()>,
@@ -837,9 +1020,16 @@ impl ListenerHandle {
     /// The bound address (Qt's `serverAddress` and `serverPort`), with the real port when 0
     /// was asked for.
     pub fn local_addr(&self) -> SocketAddr {
-        self.local_addr
+        match self.local_addr {
+            Some(addr) => addr,
+            None => panic!("this listener has no IP socket; use `addresses()`"),
+        }
     }
 
+    /// Every address it listens on, in the order they were given.
+    pub fn addresses(&self) -> &[Address] {
+        &self.addresses
+    }
     /// The listener actor, for its messages.
     pub fn address(&self) -> &Addr<Listener> {
         &self.addr
@@ -871,11 +1061,12 @@ pub struct IsListening;
 impl Handler<IsListening> for Listener {
     type Result = bool;
     fn handle(&mut self, _: IsListening, _: &mut Context<Self>) -> bool {
-        self.socket.is_some()
+        !self.sockets.is_empty()
     }
 }
 
-/// The bound address (Qt's `serverAddress`/`serverPort`); `None` once closed.
+/// The first bound IP address (Qt's `serverAddress`/`serverPort`); `None` once closed, or for
+/// a listener on Unix sockets only.
 #[derive(Debug, Clone, Copy, Message)]
 #[rtype(result = "Option<SocketAddr>")]
 pub struct ServerAddress;
@@ -883,7 +1074,11 @@ pub struct ServerAddress;
 impl Handler<ServerAddress> for Listener {
     type Result = Option<SocketAddr>;
     fn handle(&mut self, _: ServerAddress, _: &mut Context<Self>) -> Option<SocketAddr> {
-        self.socket.as_ref().map(|_| self.local_addr)
+        if self.sockets.is_empty() {
+            None
+        } else {
+            self.local_addr
+        }
     }
 }
 
@@ -896,8 +1091,12 @@ pub struct Close;
 impl Handler<Close> for Listener {
     type Result = ();
     fn handle(&mut self, _: Close, _: &mut Context<Self>) {
-        if self.socket.take().is_some() {
-            tracing::info!(addr = %self.local_addr, "stopped listening");
+        if !self.sockets.is_empty() {
+            // Dropping a Unix socket removes its file.
+            self.sockets.clear();
+            for addr in &self.addresses {
+                tracing::info!(%addr, "stopped listening");
+            }
         }
         if let Mode::Pull { queue, .. } = &mut self.mode {
             queue.clear();

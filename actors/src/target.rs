@@ -8,7 +8,8 @@ use std::{
 /// An address to listen on or connect to: a socket address, or a host name and a port to
 /// resolve. Made from whatever a user would pass to [`Listener::bind`](crate::Listener::bind)
 /// or [`Connector::connect`](crate::Connector::connect): a [`SocketAddr`], `"host:port"`,
-/// `"[::1]:port"`, `(host, port)`, `(ip, port)`.
+/// `"[::1]:port"`, `(host, port)`, `(ip, port)`, `"unix:/path"`, `"unix:@abstract"`, a
+/// [`Path`](std::path::Path).
 ///
 /// # Examples
 ///
@@ -35,6 +36,55 @@ pub enum Target {
         /// The port.
         port: u16,
     },
+    /// A Unix domain socket (`unix:/path`, or `unix:@name` for a Linux abstract name).
+    Unix(UnixTarget),
+}
+
+/// Where a Unix domain socket is.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum UnixTarget {
+    /// A path in the file system.
+    Path(std::path::PathBuf),
+    /// A Linux abstract-namespace name (no file).
+    Abstract(Vec<u8>),
+}
+
+impl UnixTarget {
+    fn socket_addr(&self) -> std::io::Result<std::os::unix::net::SocketAddr> {
+        use std::os::linux::net::SocketAddrExt;
+        match self {
+            UnixTarget::Path(path) => std::os::unix::net::SocketAddr::from_pathname(path),
+            UnixTarget::Abstract(name) => std::os::unix::net::SocketAddr::from_abstract_name(name),
+        }
+    }
+
+    /// Connects without blocking the thread.
+    pub(crate) async fn connect(&self) -> std::io::Result<tokio::net::UnixStream> {
+        match self {
+            UnixTarget::Path(path) => tokio::net::UnixStream::connect(path).await,
+            UnixTarget::Abstract(_) => {
+                // Abstract names have no path for tokio's connect: connect with std (a local
+                // connect does not block) and register the stream.
+                let stream = std::os::unix::net::UnixStream::connect_addr(&self.socket_addr()?)?;
+                stream.set_nonblocking(true)?;
+                tokio::net::UnixStream::from_std(stream)
+            }
+        }
+    }
+
+    /// Binds a std listener here (the caller deals with a stale file first).
+    pub(crate) fn bind(&self) -> std::io::Result<std::os::unix::net::UnixListener> {
+        std::os::unix::net::UnixListener::bind_addr(&self.socket_addr()?)
+    }
+}
+
+impl fmt::Display for UnixTarget {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            UnixTarget::Path(path) => write!(f, "unix:{}", path.display()),
+            UnixTarget::Abstract(name) => write!(f, "unix:@{}", String::from_utf8_lossy(name)),
+        }
+    }
 }
 
 impl fmt::Display for Target {
@@ -42,6 +92,7 @@ impl fmt::Display for Target {
         match self {
             Target::Addr(addr) => addr.fmt(f),
             Target::Host { host, port } => write!(f, "{host}:{port}"),
+            Target::Unix(unix) => unix.fmt(f),
         }
     }
 }
@@ -54,6 +105,14 @@ impl Target {
     /// Why the text is not a target (no port, a port that is not a number 0–65535, no host),
     /// as a sentence.
     pub fn parse(text: &str) -> Result<Target, String> {
+        if let Some(rest) = text.strip_prefix("unix:") {
+            return match rest.strip_prefix('@') {
+                Some("") => Err(format!("`{text}` has an empty abstract name")),
+                Some(name) => Ok(Target::Unix(UnixTarget::Abstract(name.as_bytes().to_vec()))),
+                None if rest.is_empty() => Err(format!("`{text}` has no path")),
+                None => Ok(Target::Unix(UnixTarget::Path(rest.into()))),
+            };
+        }
         if let Ok(addr) = text.parse::<SocketAddr>() {
             return Ok(Target::Addr(addr));
         }
@@ -78,12 +137,22 @@ impl Target {
         })
     }
 
+    /// The name TLS checks the server's certificate against: the host name, or the address.
+    pub(crate) fn server_name(&self) -> String {
+        match self {
+            Target::Addr(addr) => addr.ip().to_string(),
+            Target::Host { host, .. } => host.clone(),
+            Target::Unix(_) => "localhost".to_string(),
+        }
+    }
+
     /// Resolves with the system resolver (blocking: listeners bind once, at start).
     pub(crate) fn resolve_blocking(&self) -> std::io::Result<Vec<SocketAddr>> {
         use std::net::ToSocketAddrs;
         match self {
             Target::Addr(addr) => Ok(vec![*addr]),
             Target::Host { host, port } => Ok((host.as_str(), *port).to_socket_addrs()?.collect()),
+            Target::Unix(_) => Err(not_ip()),
         }
     }
 
@@ -94,8 +163,16 @@ impl Target {
             Target::Host { host, port } => Ok(tokio::net::lookup_host((host.as_str(), *port))
                 .await?
                 .collect()),
+            Target::Unix(_) => Err(not_ip()),
         }
     }
+}
+
+fn not_ip() -> std::io::Error {
+    std::io::Error::new(
+        std::io::ErrorKind::InvalidInput,
+        "a Unix socket has no IP address",
+    )
 }
 
 /// What can become a [`Target`]. Text is checked here, so a malformed target (no port) is
@@ -118,6 +195,18 @@ impl IntoTarget for Target {
 impl IntoTarget for &Target {
     fn into_target(self) -> Result<Target, String> {
         Ok(self.clone())
+    }
+}
+
+impl IntoTarget for &std::path::Path {
+    fn into_target(self) -> Result<Target, String> {
+        Ok(Target::Unix(UnixTarget::Path(self.to_path_buf())))
+    }
+}
+
+impl IntoTarget for std::path::PathBuf {
+    fn into_target(self) -> Result<Target, String> {
+        Ok(Target::Unix(UnixTarget::Path(self)))
     }
 }
 
@@ -221,5 +310,15 @@ mod tests {
             Ok(Target::Addr("127.0.0.1:9".parse().unwrap()))
         );
         assert!(("", 9).into_target().is_err());
+        assert_eq!(
+            "unix:/run/x.sock".into_target(),
+            Ok(Target::Unix(UnixTarget::Path("/run/x.sock".into())))
+        );
+        assert_eq!(
+            "unix:@name".into_target(),
+            Ok(Target::Unix(UnixTarget::Abstract(b"name".to_vec())))
+        );
+        assert!("unix:".into_target().is_err());
+        assert!("unix:@".into_target().is_err());
     }
 }

@@ -66,7 +66,13 @@ struct Worker {
     arbiter: Arbiter,
     /// Live sessions on this worker; decremented by [`WorkerLoad`]'s `Drop`, so it cannot leak.
     load: AtomicUsize,
+    /// Handshakes (PROXY header, TLS) running on this worker at once; above the cap new
+    /// connections wait for a permit (they are not refused, and nothing spins).
+    handshakes: Arc<tokio::sync::Semaphore>,
 }
+
+/// Concurrent handshakes per worker (actix-tls uses the same default).
+pub(crate) const DEFAULT_HANDSHAKES_PER_WORKER: usize = 256;
 
 impl WorkerPool {
     /// Starts `threads` worker threads with least-loaded assignment.
@@ -116,6 +122,9 @@ impl WorkerPool {
                 Worker {
                     arbiter,
                     load: AtomicUsize::new(0),
+                    handshakes: Arc::new(tokio::sync::Semaphore::new(
+                        DEFAULT_HANDSHAKES_PER_WORKER,
+                    )),
                 }
             })
             .collect();
@@ -195,6 +204,13 @@ impl Drop for PoolInner {
 pub(crate) struct WorkerLoad {
     pub(crate) index: usize,
     pool: Arc<PoolInner>,
+}
+
+impl WorkerLoad {
+    /// This worker's handshake cap.
+    pub(crate) fn handshakes(&self) -> Arc<tokio::sync::Semaphore> {
+        self.pool.workers[self.index].handshakes.clone()
+    }
 }
 
 impl fmt::Debug for WorkerLoad {

@@ -60,7 +60,9 @@ impl SessionHandler<Raw> for Echo {
     }
 
     fn write_buffer_full(&mut self, conn: &mut Conn<'_, Raw, Self>) {
-        let _ = self.seen.send(Seen::Full(conn.peer_addr()));
+        let _ = self
+            .seen
+            .send(Seen::Full(conn.peer_addr().socket_addr().unwrap()));
     }
 
     fn disconnected(&mut self, reason: &DisconnectReason, info: &SessionInfo) {
@@ -188,7 +190,9 @@ async fn ends(
     while ended.len() < n {
         match within("a session to end", seen.recv()).await.unwrap() {
             Seen::Ended(reason, info) => {
-                assert!(ended.insert(info.peer_addr, (reason, info)).is_none());
+                assert!(ended
+                    .insert(info.peer_addr.socket_addr().unwrap(), (reason, info))
+                    .is_none());
             }
             Seen::Full(_) => {}
         }

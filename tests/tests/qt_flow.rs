@@ -109,7 +109,7 @@ async fn new_connection_is_announced_by_listener_and_registry() {
     let (info, _, _) = events.connected().await;
     assert_eq!(info.id, id);
     assert_eq!(registry.count(), 1);
-    assert_eq!(registry.get(id).map(|i| i.peer_addr), Some(peer));
+    assert_eq!(registry.get(id).map(|i| i.peer_addr), Some(peer.into()));
 
     close_tx.send(()).unwrap();
     assert_eq!(within("the client", client).await.unwrap(), "ping");
@@ -192,7 +192,7 @@ async fn pull_mode_hands_over_pending_connections_in_order() {
     .unwrap()
     .expect("a pending connection");
     assert_eq!(pending.id(), first_id);
-    assert_eq!(pending.peer_addr(), first_peer);
+    assert_eq!(*pending.peer_addr(), first_peer);
     pending.start(Lines::new(), probes.make()).unwrap();
     let (info, _, thread) = events.connected().await;
     assert_eq!(info.id, first_id, "the session keeps the announced id");

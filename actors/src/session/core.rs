@@ -1,13 +1,13 @@
 use std::sync::{atomic::Ordering, Arc};
 
 use bytes::BytesMut;
-use tokio::{net::TcpStream, sync::oneshot};
+use tokio::sync::oneshot;
 use tokio_util::codec::Encoder;
 
 use super::{DisconnectReason, SessionCodec, SessionMeta, SessionState};
 use crate::{
-    limits::ConnectionPermit, registry::Registration, worker::WorkerLoad, SessionConfig,
-    SessionError,
+    limits::ConnectionPermit, registry::Registration, transport::Stream, worker::WorkerLoad,
+    SessionConfig, SessionError,
 };
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -30,7 +30,7 @@ pub(super) enum WriteSide {
 
 /// Everything a session has but its handler, so the handler can borrow it mutably.
 pub(crate) struct Core<C> {
-    pub(super) stream: Option<TcpStream>,
+    pub(super) stream: Option<Stream>,
     pub(super) codec: C,
     /// Bytes read but not yet decoded; empty with no allocation while nothing waits.
     pub(super) read_buf: BytesMut,

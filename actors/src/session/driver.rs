@@ -9,6 +9,7 @@ use std::{
     sync::{atomic::Ordering, Arc},
     task::{self, Poll},
 };
+use tokio::io::AsyncRead;
 
 use actix::{fut::ActorFuture, ActorContext, Context};
 use bytes::{Buf, BytesMut};
@@ -227,7 +228,7 @@ impl<C: SessionCodec, H: SessionHandler<C>> Session<C, H> {
         cx: &mut task::Context<'_>,
         reads_left: &mut usize,
     ) -> Poll<()> {
-        let Some(stream) = self.core.stream.as_ref() else {
+        let Some(stream) = self.core.stream.as_mut() else {
             return Poll::Ready(());
         };
         let mut scratch = [0u8; 16 * 1024];
@@ -236,21 +237,17 @@ impl<C: SessionCodec, H: SessionHandler<C>> Session<C, H> {
                 cx.waker().wake_by_ref();
                 return Poll::Pending;
             }
-            match stream.poll_read_ready(cx) {
+            let mut buf = tokio::io::ReadBuf::new(&mut scratch);
+            match Pin::new(&mut *stream).poll_read(cx, &mut buf) {
                 Poll::Pending => return Poll::Pending,
-                Poll::Ready(Err(_)) => return Poll::Ready(()),
-                Poll::Ready(Ok(())) => {}
-            }
-            match stream.try_read(&mut scratch) {
-                Ok(0) => return Poll::Ready(()),
+                Poll::Ready(Ok(())) if buf.filled().is_empty() => return Poll::Ready(()),
                 // Not `bytes_in`: these bytes were never accepted (nor answered).
-                Ok(n) => {
-                    self.core.bytes_discarded += n as u64;
+                Poll::Ready(Ok(())) => {
+                    self.core.bytes_discarded += buf.filled().len() as u64;
                     *reads_left -= 1;
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(_) => return Poll::Ready(()),
+                Poll::Ready(Err(e)) if e.kind() == io::ErrorKind::Interrupted => {}
+                Poll::Ready(Err(_)) => return Poll::Ready(()),
             }
         }
     }

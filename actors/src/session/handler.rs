@@ -1,6 +1,5 @@
 use std::{
     fmt,
-    net::SocketAddr,
     task::{self, Poll},
 };
 
@@ -10,7 +9,7 @@ use tokio_util::codec::Encoder;
 use super::{
     arm_close_timeout, Core, DisconnectReason, Session, SessionCodec, SessionId, SessionInfo, State,
 };
-use crate::{SessionConfig, SessionError};
+use crate::{Address, SessionConfig, SessionError, TransportKind};
 
 /// Code that runs inside a session, on its worker thread, with no mailbox hop: the fast path.
 ///
@@ -136,13 +135,18 @@ impl<C: SessionCodec, H: SessionHandler<C>> Conn<'_, C, H> {
     }
 
     /// The remote address.
-    pub fn peer_addr(&self) -> SocketAddr {
-        self.core.meta.peer_addr
+    pub fn peer_addr(&self) -> &Address {
+        &self.core.meta.peer_addr
     }
 
     /// The local address.
-    pub fn local_addr(&self) -> SocketAddr {
-        self.core.meta.local_addr
+    pub fn local_addr(&self) -> &Address {
+        &self.core.meta.local_addr
+    }
+
+    /// What the session runs over.
+    pub fn transport(&self) -> TransportKind {
+        self.core.meta.transport
     }
 
     /// A fresh snapshot of this session.

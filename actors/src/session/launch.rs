@@ -1,17 +1,21 @@
-use std::{io, net::SocketAddr, sync::Arc};
+use std::{future::Future, io, sync::Arc, time::Duration};
 
-use actix::{Actor, Addr};
-use actix_rt::ArbiterHandle;
+use actix::{
+    dev::channel::{self, AddressReceiver},
+    Addr, Context,
+};
 use bytes::BytesMut;
-use tokio::net::TcpStream;
 
 use super::{
     Core, DisconnectReason, Session, SessionCodec, SessionHandler, SessionId, SessionMeta, State,
     WriteSide,
 };
 use crate::{
-    limits::ConnectionPermit, registry::Registration, worker::WorkerLoad, Registry, SessionConfig,
-    SessionError, WorkerPool,
+    limits::ConnectionPermit,
+    registry::Registration,
+    transport::{Plain, RawStream, Stream},
+    worker::WorkerLoad,
+    Address, Registry, SessionConfig, SessionError, TlsAcceptor, TlsConnector, WorkerPool,
 };
 
 /// Starts a [`Session`] over a stream you already hold, on the current arbiter or on a worker
@@ -71,35 +75,27 @@ impl<C: SessionCodec, H: SessionHandler<C>> SessionBuilder<C, H> {
         self
     }
 
-    /// Starts the session on the current arbiter over a tokio stream.
+    fn launch(&self, raw: &RawStream) -> Result<Launch, SessionError> {
+        self.config.validate()?;
+        Ok(Launch::new(
+            Parts::of(raw)?,
+            Arc::new(self.config.clone()),
+            self.registry.clone(),
+        ))
+    }
+
+    /// Starts the session on the current arbiter over a tokio TCP stream.
     ///
     /// # Errors
     ///
     /// [`SessionError::Io`] if the socket's addresses cannot be read;
     /// [`SessionError::Config`] if the config cannot work.
-    pub fn start(self, stream: TcpStream) -> Result<Addr<Session<C, H>>, SessionError> {
-        self.config.validate()?;
-        let parts = Parts::new(stream.peer_addr(), stream.local_addr())?;
-        let SessionBuilder {
-            codec,
-            handler,
-            config,
-            registry,
-        } = self;
-        let session = new_session(
-            Ok(stream),
-            parts,
-            codec,
-            handler,
-            Arc::new(config),
-            registry,
-            None,
-            None,
-        );
-        Ok(session.start())
+    pub fn start(self, stream: tokio::net::TcpStream) -> Result<Addr<Session<C, H>>, SessionError> {
+        self.start_std(stream.into_std().map_err(io_error)?)
     }
 
-    /// Starts the session on the current arbiter over a std stream (set non-blocking here).
+    /// Starts the session on the current arbiter over a std TCP stream (set non-blocking
+    /// here).
     ///
     /// # Errors
     ///
@@ -108,9 +104,24 @@ impl<C: SessionCodec, H: SessionHandler<C>> SessionBuilder<C, H> {
         self,
         stream: std::net::TcpStream,
     ) -> Result<Addr<Session<C, H>>, SessionError> {
-        stream.set_nonblocking(true).map_err(io_error)?;
-        let stream = TcpStream::from_std(stream).map_err(io_error)?;
-        self.start(stream)
+        self.start_raw(RawStream::Tcp(stream))
+    }
+
+    /// Starts the session on the current arbiter over a std Unix stream.
+    ///
+    /// # Errors
+    ///
+    /// As [`start_std`](Self::start_std).
+    pub fn start_unix(
+        self,
+        stream: std::os::unix::net::UnixStream,
+    ) -> Result<Addr<Session<C, H>>, SessionError> {
+        self.start_raw(RawStream::Unix(stream))
+    }
+
+    fn start_raw(self, raw: RawStream) -> Result<Addr<Session<C, H>>, SessionError> {
+        let launch = self.launch(&raw)?;
+        Ok(launch.start_here(raw, self.codec, self.handler))
     }
 }
 
@@ -129,25 +140,10 @@ where
         pool: &WorkerPool,
         stream: std::net::TcpStream,
     ) -> Result<Addr<Session<C, H>>, SessionError> {
-        self.config.validate()?;
-        let parts = Parts::new(stream.peer_addr(), stream.local_addr())?;
-        let SessionBuilder {
-            codec,
-            handler,
-            config,
-            registry,
-        } = self;
-        let (arbiter, load) = pool.pick();
-        Ok(spawn_on(
-            &arbiter,
-            stream,
-            parts,
-            Arc::new(config),
-            registry,
-            None,
-            load,
-            move || (codec, handler),
-        ))
+        let raw = RawStream::Tcp(stream);
+        let launch = self.launch(&raw)?;
+        let (codec, handler) = (self.codec, self.handler);
+        Ok(launch.start_on(pool, raw, move || (codec, handler)))
     }
 }
 
@@ -156,89 +152,203 @@ fn io_error(error: io::Error) -> SessionError {
 }
 
 /// The addresses of a stream, read before it moves to its worker.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub(crate) struct Parts {
     /// Set when the id was handed out before the session starts (listener events, pull mode).
     pub(crate) id: Option<SessionId>,
-    pub(crate) peer_addr: SocketAddr,
-    pub(crate) local_addr: SocketAddr,
+    pub(crate) peer_addr: Address,
+    pub(crate) local_addr: Address,
 }
 
 impl Parts {
-    pub(crate) fn new(
-        peer: io::Result<SocketAddr>,
-        local: io::Result<SocketAddr>,
-    ) -> Result<Parts, SessionError> {
+    pub(crate) fn of(raw: &RawStream) -> Result<Parts, SessionError> {
+        let (peer_addr, local_addr) = raw.addresses().map_err(io_error)?;
         Ok(Parts {
             id: None,
-            peer_addr: peer.map_err(io_error)?,
-            local_addr: local.map_err(io_error)?,
+            peer_addr,
+            local_addr,
         })
     }
 }
 
-/// Moves a std stream to `arbiter` and starts a session there; `make` builds the codec and
-/// handler on the worker thread, so neither needs to be `Send`.
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn spawn_on<C, H, F>(
-    arbiter: &ArbiterHandle,
-    stream: std::net::TcpStream,
-    parts: Parts,
-    config: Arc<SessionConfig>,
-    registry: Option<Registry>,
-    permit: Option<ConnectionPermit>,
-    load: WorkerLoad,
-    make: F,
-) -> Addr<Session<C, H>>
-where
-    C: SessionCodec,
-    H: SessionHandler<C>,
-    F: FnOnce() -> (C, H) + Send + 'static,
-{
-    Session::start_in_arbiter(arbiter, move |_ctx| {
-        let stream = stream
-            .set_nonblocking(true)
-            .and_then(|()| TcpStream::from_std(stream));
-        let (codec, handler) = make();
-        new_session(
-            stream,
-            parts,
-            codec,
-            handler,
-            config,
-            registry,
-            permit,
-            Some(load),
-        )
-    })
+/// What runs between accepting (or connecting) and the session's start, on the session's
+/// worker thread, under the handshake timeout.
+#[derive(Debug, Clone, Default)]
+pub(crate) enum Handshake {
+    /// Plaintext: the session starts at once.
+    #[default]
+    None,
+    /// TLS, server side.
+    TlsServer(TlsAcceptor),
+    /// TLS, client side, for this server name.
+    TlsClient(TlsConnector, String),
 }
 
-#[allow(clippy::too_many_arguments)]
+/// The one way a session starts, whoever starts it (listener push and pull mode, connector,
+/// a stream the program holds): everything a session needs besides its stream, codec and
+/// handler.
+#[derive(Debug)]
+pub(crate) struct Launch {
+    pub(crate) parts: Parts,
+    pub(crate) config: Arc<SessionConfig>,
+    pub(crate) registry: Option<Registry>,
+    pub(crate) permit: Option<ConnectionPermit>,
+    pub(crate) handshake: Handshake,
+}
+
+impl Launch {
+    pub(crate) fn new(
+        parts: Parts,
+        config: Arc<SessionConfig>,
+        registry: Option<Registry>,
+    ) -> Launch {
+        Launch {
+            parts,
+            config,
+            registry,
+            permit: None,
+            handshake: Handshake::None,
+        }
+    }
+
+    /// Starts the session on the current arbiter.
+    pub(crate) fn start_here<C: SessionCodec, H: SessionHandler<C>>(
+        self,
+        raw: RawStream,
+        codec: C,
+        handler: H,
+    ) -> Addr<Session<C, H>> {
+        let (addr, rx) = mailbox(&self.config);
+        actix_rt::spawn(self.run(raw, rx, None, move || (codec, handler)));
+        addr
+    }
+
+    /// Moves the stream to a worker of `pool` and starts the session there; `make` builds the
+    /// codec and handler on the worker thread, so neither needs to be `Send`.
+    pub(crate) fn start_on<C, H, F>(
+        self,
+        pool: &WorkerPool,
+        raw: RawStream,
+        make: F,
+    ) -> Addr<Session<C, H>>
+    where
+        C: SessionCodec,
+        H: SessionHandler<C>,
+        F: FnOnce() -> (C, H) + Send + 'static,
+    {
+        let (arbiter, load) = pool.pick();
+        let (addr, rx) = mailbox(&self.config);
+        arbiter.spawn(async move { self.run(raw, rx, Some(load), make).await });
+        addr
+    }
+
+    /// On the session's thread: registers the stream, runs the handshake, starts the actor.
+    fn run<C, H, F>(
+        self,
+        raw: RawStream,
+        rx: AddressReceiver<Session<C, H>>,
+        load: Option<WorkerLoad>,
+        make: F,
+    ) -> impl Future<Output = ()> + 'static
+    where
+        C: SessionCodec,
+        H: SessionHandler<C>,
+        F: FnOnce() -> (C, H) + 'static,
+    {
+        async move {
+            let stream = match raw.register() {
+                Ok(plain) => handshake(plain, &self.handshake, &self.config, load.as_ref()).await,
+                Err(error) => Err(DisconnectReason::Io(Arc::new(error))),
+            };
+            let (codec, handler) = make();
+            let session = new_session(stream, self, codec, handler, load);
+            let ctx = Context::with_receiver(rx);
+            ctx.run(session);
+        }
+    }
+}
+
+/// A session's mailbox, made before the session so its address exists at once (messages sent
+/// during a handshake wait in it).
+fn mailbox<C: SessionCodec, H: SessionHandler<C>>(
+    config: &SessionConfig,
+) -> (Addr<Session<C, H>>, AddressReceiver<Session<C, H>>) {
+    let (tx, rx) = channel::channel(config.mailbox_capacity);
+    (Addr::new(tx), rx)
+}
+
+/// Runs `kind` over `plain` within the handshake timeout, holding one of the worker's
+/// handshake permits meanwhile.
+async fn handshake(
+    plain: Plain,
+    kind: &Handshake,
+    config: &SessionConfig,
+    load: Option<&WorkerLoad>,
+) -> Result<Stream, DisconnectReason> {
+    if matches!(kind, Handshake::None) {
+        return Ok(Stream::Plain(plain));
+    }
+    let timeout: Duration = config.handshake_timeout;
+    let run = async {
+        // Waiting for a permit counts against the timeout too: a client is not kept waiting
+        // for ever behind a flood of silent ones.
+        let _permit = match load {
+            Some(load) => Some(load.handshakes().acquire_owned().await),
+            None => None,
+        };
+        match kind {
+            Handshake::None => Ok(Stream::Plain(plain)),
+            Handshake::TlsServer(acceptor) => acceptor
+                .accept(plain)
+                .await
+                .map(|tls| Stream::Tls(Box::new(tls)))
+                .map_err(|e| DisconnectReason::Tls(Arc::new(e))),
+            Handshake::TlsClient(connector, name) => connector
+                .connect(name, plain)
+                .await
+                .map(|tls| Stream::Tls(Box::new(tls)))
+                .map_err(|e| DisconnectReason::Tls(Arc::new(e))),
+        }
+    };
+    match tokio::time::timeout(timeout, run).await {
+        Ok(result) => result,
+        Err(_) => Err(DisconnectReason::HandshakeTimeout),
+    }
+}
+
 pub(crate) fn new_session<C: SessionCodec, H: SessionHandler<C>>(
-    stream: io::Result<TcpStream>,
-    parts: Parts,
+    stream: Result<Stream, DisconnectReason>,
+    launch: Launch,
     codec: C,
     handler: H,
-    config: Arc<SessionConfig>,
-    registry: Option<Registry>,
-    permit: Option<ConnectionPermit>,
     load: Option<WorkerLoad>,
 ) -> Session<C, H> {
+    let Launch {
+        parts,
+        config,
+        registry,
+        permit,
+        ..
+    } = launch;
     let (stream, reason) = match stream {
         Ok(stream) => {
             if config.nodelay {
-                let _ = stream.set_nodelay(true);
+                stream.set_nodelay(true);
             }
             (Some(stream), None)
         }
-        Err(e) => (None, Some(DisconnectReason::Io(Arc::new(e)))),
+        Err(reason) => (None, Some(reason)),
     };
     let worker = load.as_ref().map(|l| l.index);
+    let transport = stream.as_ref().map(Stream::kind);
+    let tls = stream.as_ref().and_then(Stream::tls_info);
     let meta = Arc::new(SessionMeta::new(
         parts.id.unwrap_or_else(SessionId::next),
         parts,
         worker,
         &config,
+        transport,
+        tls,
     ));
     Session {
         core: Core {

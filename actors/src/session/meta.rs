@@ -8,14 +8,17 @@ use std::{
 };
 
 use super::{Parts, SessionId, SessionInfo, SessionState};
-use crate::{outbox::Outbox, SessionConfig};
+use crate::{outbox::Outbox, Address, SessionConfig, TlsInfo, TransportKind};
 
 /// What a session shares with the registry: identity and counters, published once per turn.
 #[derive(Debug)]
 pub(crate) struct SessionMeta {
     pub(crate) id: SessionId,
-    pub(crate) peer_addr: SocketAddr,
-    pub(crate) local_addr: SocketAddr,
+    pub(crate) peer_addr: Address,
+    pub(crate) local_addr: Address,
+    pub(crate) transport: TransportKind,
+    /// What TLS negotiated; boxed, so plaintext sessions pay one pointer.
+    pub(crate) tls: Option<Box<TlsInfo>>,
     pub(crate) worker: Option<usize>,
     pub(crate) connected_at: SystemTime,
     pub(super) bytes_in: AtomicU64,
@@ -44,11 +47,19 @@ impl SessionMeta {
         parts: Parts,
         worker: Option<usize>,
         config: &SessionConfig,
+        transport: Option<TransportKind>,
+        tls: Option<TlsInfo>,
     ) -> SessionMeta {
+        let transport = transport.unwrap_or(match parts.peer_addr {
+            Address::Unix(_) => TransportKind::Unix,
+            _ => TransportKind::Tcp,
+        });
         SessionMeta {
             id,
             peer_addr: parts.peer_addr,
             local_addr: parts.local_addr,
+            transport,
+            tls: tls.map(Box::new),
             worker,
             connected_at: SystemTime::now(),
             bytes_in: AtomicU64::new(0),
@@ -69,22 +80,26 @@ impl SessionMeta {
     pub(crate) fn placeholder(peer_addr: SocketAddr, local_addr: SocketAddr) -> Arc<SessionMeta> {
         let parts = Parts {
             id: None,
-            peer_addr,
-            local_addr,
+            peer_addr: peer_addr.into(),
+            local_addr: local_addr.into(),
         };
         Arc::new(SessionMeta::new(
             SessionId::next(),
             parts,
             None,
             &SessionConfig::default(),
+            None,
+            None,
         ))
     }
 
     pub(crate) fn info(&self) -> SessionInfo {
         SessionInfo {
             id: self.id,
-            peer_addr: self.peer_addr,
-            local_addr: self.local_addr,
+            peer_addr: self.peer_addr.clone(),
+            local_addr: self.local_addr.clone(),
+            transport: self.transport,
+            tls: self.tls.as_deref().cloned(),
             worker: self.worker,
             connected_at: self.connected_at,
             bytes_in: self.bytes_in.load(Ordering::Relaxed),

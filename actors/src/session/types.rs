@@ -1,6 +1,6 @@
+use crate::{Address, TlsInfo, TransportKind};
 use std::{
     fmt, io,
-    net::SocketAddr,
     sync::{
         atomic::{AtomicU64, Ordering},
         Arc,
@@ -120,6 +120,12 @@ pub enum DisconnectReason {
     Shutdown,
     /// The session's handler panicked; the panic message.
     HandlerPanicked(String),
+    /// The TLS handshake failed, or a TLS record was bad (wrong protocol, garbage, unknown CA,
+    /// expired certificate, no certificate where one is required, a connection dropped
+    /// mid-record); the error says which.
+    Tls(Arc<io::Error>),
+    /// The handshakes (PROXY header, TLS) did not finish within the handshake timeout.
+    HandshakeTimeout,
 }
 
 impl DisconnectReason {
@@ -153,6 +159,8 @@ impl fmt::Display for DisconnectReason {
             DisconnectReason::Kicked => f.write_str("kicked"),
             DisconnectReason::Shutdown => f.write_str("server shutdown"),
             DisconnectReason::HandlerPanicked(m) => write!(f, "handler panicked: {m}"),
+            DisconnectReason::Tls(e) => write!(f, "TLS failed: {e}"),
+            DisconnectReason::HandshakeTimeout => f.write_str("handshake timed out"),
         }
     }
 }
@@ -187,10 +195,15 @@ impl SessionState {
 pub struct SessionInfo {
     /// The session's id.
     pub id: SessionId,
-    /// The remote end.
-    pub peer_addr: SocketAddr,
+    /// The remote end (for a PROXY-protocol listener, the client the proxy speaks for).
+    pub peer_addr: Address,
     /// The local end.
-    pub local_addr: SocketAddr,
+    pub local_addr: Address,
+    /// What the session runs over.
+    pub transport: TransportKind,
+    /// What TLS negotiated, for a TLS session: version, cipher suite, ALPN, the peer's
+    /// certificate identity.
+    pub tls: Option<TlsInfo>,
     /// Index of the worker thread in its pool, or `None` when started outside a pool.
     pub worker: Option<usize>,
     /// When the connection was established.

@@ -1,0 +1,267 @@
+//! The transports a session runs over: plaintext TCP, Unix sockets, TLS over either, and an
+//! in-memory duplex for tests. A closed enum rather than a trait object or a type parameter:
+//! the session's type stays `Session<C, H>` whatever it runs over, the plaintext path costs one
+//! `match` per socket call (no allocation, no dynamic dispatch), and handshakes can turn one
+//! variant into another in place (STARTTLS).
+
+mod address;
+pub(crate) mod tls;
+
+use std::{
+    io,
+    pin::Pin,
+    task::{Context, Poll},
+};
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpStream, UnixStream};
+
+pub use address::{Address, Credentials, UnixAddress};
+pub use tls::{TlsAcceptor, TlsConnector, TlsInfo};
+
+/// A plaintext byte stream: what TLS runs over, and what PROXY headers arrive on.
+#[derive(Debug)]
+pub(crate) enum Plain {
+    Tcp(TcpStream),
+    Unix(UnixStream),
+}
+
+/// A connected stream as a session drives it.
+#[derive(Debug)]
+pub(crate) enum Stream {
+    Plain(Plain),
+    Tls(Box<tokio_rustls::TlsStream<Plain>>),
+    /// In-memory, for the session's own unit tests.
+    #[cfg(test)]
+    Memory(tokio::io::DuplexStream),
+}
+
+/// How a session's bytes travel, for logs and [`SessionInfo`](crate::SessionInfo).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum TransportKind {
+    /// Plaintext TCP.
+    Tcp,
+    /// A Unix domain socket.
+    Unix,
+    /// TLS over TCP.
+    TlsTcp,
+    /// TLS over a Unix domain socket.
+    TlsUnix,
+    /// In memory (tests).
+    Memory,
+}
+
+impl TransportKind {
+    /// The scheme `switchboard` prints and takes for it (`tcp`, `unix`, `tls`, `tls+unix`).
+    pub fn scheme(self) -> &'static str {
+        match self {
+            TransportKind::Tcp => "tcp",
+            TransportKind::Unix => "unix",
+            TransportKind::TlsTcp => "tls",
+            TransportKind::TlsUnix => "tls+unix",
+            TransportKind::Memory => "memory",
+        }
+    }
+}
+
+impl std::fmt::Display for TransportKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.scheme())
+    }
+}
+
+impl Plain {
+    fn kind(&self) -> TransportKind {
+        match self {
+            Plain::Tcp(_) => TransportKind::Tcp,
+            Plain::Unix(_) => TransportKind::Unix,
+        }
+    }
+}
+
+impl Stream {
+    pub(crate) fn kind(&self) -> TransportKind {
+        match self {
+            Stream::Plain(plain) => plain.kind(),
+            Stream::Tls(tls) => match tls.get_ref().0 {
+                Plain::Tcp(_) => TransportKind::TlsTcp,
+                Plain::Unix(_) => TransportKind::TlsUnix,
+            },
+            #[cfg(test)]
+            Stream::Memory(_) => TransportKind::Memory,
+        }
+    }
+
+    /// Readiness of the socket underneath, so an idle session can wait without holding a read
+    /// buffer. TLS and memory streams report ready: a read then tells.
+    pub(crate) fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self {
+            Stream::Plain(Plain::Tcp(s)) => s.poll_read_ready(cx),
+            Stream::Plain(Plain::Unix(s)) => s.poll_read_ready(cx),
+            _ => Poll::Ready(Ok(())),
+        }
+    }
+
+    pub(crate) fn set_nodelay(&self, on: bool) {
+        let tcp = match self {
+            Stream::Plain(Plain::Tcp(s)) => s,
+            Stream::Tls(tls) => match tls.get_ref().0 {
+                Plain::Tcp(s) => s,
+                Plain::Unix(_) => return,
+            },
+            _ => return,
+        };
+        let _ = tcp.set_nodelay(on);
+    }
+
+    /// What TLS negotiated, for a TLS stream.
+    pub(crate) fn tls_info(&self) -> Option<TlsInfo> {
+        match self {
+            Stream::Tls(tls) => Some(TlsInfo::of(tls)),
+            _ => None,
+        }
+    }
+}
+
+macro_rules! delegate {
+    ($self:ident, $s:ident => $e:expr) => {
+        match $self.get_mut() {
+            Stream::Plain(Plain::Tcp($s)) => $e,
+            Stream::Plain(Plain::Unix($s)) => $e,
+            Stream::Tls($s) => $e,
+            #[cfg(test)]
+            Stream::Memory($s) => $e,
+        }
+    };
+}
+
+macro_rules! delegate_plain {
+    ($self:ident, $s:ident => $e:expr) => {
+        match $self.get_mut() {
+            Plain::Tcp($s) => $e,
+            Plain::Unix($s) => $e,
+        }
+    };
+}
+
+impl AsyncRead for Stream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        delegate!(self, s => Pin::new(s).poll_read(cx, buf))
+    }
+}
+
+impl AsyncWrite for Stream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        delegate!(self, s => Pin::new(s).poll_write(cx, buf))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        delegate!(self, s => Pin::new(s).poll_flush(cx))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        delegate!(self, s => Pin::new(s).poll_shutdown(cx))
+    }
+}
+
+impl AsyncRead for Plain {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        delegate_plain!(self, s => Pin::new(s).poll_read(cx, buf))
+    }
+}
+
+impl AsyncWrite for Plain {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        delegate_plain!(self, s => Pin::new(s).poll_write(cx, buf))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        delegate_plain!(self, s => Pin::new(s).poll_flush(cx))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        delegate_plain!(self, s => Pin::new(s).poll_shutdown(cx))
+    }
+}
+
+/// A stream as it crosses threads: a std socket, registered again on the worker's runtime
+/// (tokio sockets are bound to the runtime that made them).
+#[derive(Debug)]
+pub(crate) enum RawStream {
+    Tcp(std::net::TcpStream),
+    Unix(std::os::unix::net::UnixStream),
+}
+
+impl RawStream {
+    /// The stream on the current runtime.
+    pub(crate) fn register(self) -> io::Result<Plain> {
+        match self {
+            RawStream::Tcp(s) => {
+                s.set_nonblocking(true)?;
+                Ok(Plain::Tcp(TcpStream::from_std(s)?))
+            }
+            RawStream::Unix(s) => {
+                s.set_nonblocking(true)?;
+                Ok(Plain::Unix(UnixStream::from_std(s)?))
+            }
+        }
+    }
+
+    /// Both ends' addresses, read before the stream moves to its worker.
+    pub(crate) fn addresses(&self) -> io::Result<(Address, Address)> {
+        match self {
+            RawStream::Tcp(s) => Ok((s.peer_addr()?.into(), s.local_addr()?.into())),
+            RawStream::Unix(s) => {
+                let credentials = peer_credentials(s);
+                Ok((
+                    Address::from_unix(&s.peer_addr()?, credentials),
+                    Address::from_unix(&s.local_addr()?, None),
+                ))
+            }
+        }
+    }
+}
+
+/// The peer process's credentials (`SO_PEERCRED`).
+fn peer_credentials(stream: &std::os::unix::net::UnixStream) -> Option<Credentials> {
+    use std::os::fd::AsRawFd;
+    let mut cred = libc::ucred {
+        pid: 0,
+        uid: 0,
+        gid: 0,
+    };
+    let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
+    // SAFETY: `cred` and `len` are valid for writes of the sizes given, and the descriptor is
+    // open for the duration of the call (borrowed from `stream`).
+    let rc = unsafe {
+        libc::getsockopt(
+            stream.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_PEERCRED,
+            (&mut cred as *mut libc::ucred).cast(),
+            &mut len,
+        )
+    };
+    (rc == 0).then_some(Credentials {
+        uid: cred.uid,
+        gid: cred.gid,
+        pid: (cred.pid > 0).then_some(cred.pid),
+    })
+}
