@@ -105,6 +105,37 @@ pub(crate) struct ServeArgs {
     #[arg(long, short, value_name = "P", default_value_t = 7878)]
     pub(crate) port: u16,
 
+    /// Listen here instead of --bind/--port; repeatable, all sharing one connection limit,
+    /// registry and worker pool: `127.0.0.1:7878`, `[::1]:7878`, `unix:/run/sb.sock`,
+    /// `unix:@abstract-name`. Each prints its own `listening on` line, with its scheme.
+    #[arg(long, value_name = "ADDR")]
+    pub(crate) listen: Vec<String>,
+
+    /// TLS: the certificate chain (PEM) every listen address serves; needs --tls-key.
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    pub(crate) tls_cert: Option<PathBuf>,
+
+    /// TLS: the private key (PEM) of --tls-cert.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub(crate) tls_key: Option<PathBuf>,
+
+    /// TLS: require client certificates that chain to a CA in this PEM file (mutual TLS).
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub(crate) tls_client_ca: Option<PathBuf>,
+
+    /// TLS: ALPN protocols to offer, comma-separated, in order of preference.
+    #[arg(
+        long,
+        value_name = "P,...",
+        value_delimiter = ',',
+        requires = "tls_cert"
+    )]
+    pub(crate) alpn: Vec<String>,
+
+    /// Give up on a connection whose handshakes (TLS) take longer than this.
+    #[arg(long, value_name = "SECS", default_value = "10", value_parser = parse_secs)]
+    pub(crate) handshake_timeout: Duration,
+
     /// Worker threads the sessions run on [default: one per core].
     #[arg(long, short, value_name = "N")]
     pub(crate) workers: Option<usize>,
@@ -171,9 +202,21 @@ pub(crate) struct ServeArgs {
 #[derive(Debug, Args)]
 #[command(verbatim_doc_comment)]
 pub(crate) struct ConnectArgs {
-    /// The server, as HOST:PORT.
-    #[arg(value_name = "HOST:PORT")]
+    /// The server: `HOST:PORT`, `tls://HOST:PORT`, `unix:/path`, `unix:@abstract`.
+    #[arg(value_name = "TARGET")]
     pub(crate) target: String,
+
+    /// TLS: trust the CAs in this PEM file [default: the Mozilla roots].
+    #[arg(long, value_name = "FILE")]
+    pub(crate) ca: Option<PathBuf>,
+
+    /// TLS: present this client certificate (PEM); needs --key and --ca.
+    #[arg(long, value_name = "FILE", requires_all = ["key", "ca"])]
+    pub(crate) cert: Option<PathBuf>,
+
+    /// TLS: the private key (PEM) of --cert.
+    #[arg(long, value_name = "FILE", requires = "cert")]
+    pub(crate) key: Option<PathBuf>,
 
     /// Framing.
     #[arg(long, short, value_enum, default_value_t = CodecKind::Lines)]

@@ -94,9 +94,10 @@ where
         start,
         ended: Some(ended_tx),
     };
-    let session = Connector::new()
+    let (connector, target) = crate::connect::connector_for(args)?;
+    let session = connector
         .timeout(args.timeout)
-        .connect(&args.target, codec, printer)
+        .connect(target, codec, printer)
         .await?;
     let mut stdin = crate::stdin::lines()?;
 
@@ -168,4 +169,20 @@ fn finish(reason: Option<DisconnectReason>) -> anyhow::Result<ExitCode> {
     }
     eprintln!("disconnected: {reason}");
     Ok(ExitCode::SUCCESS)
+}
+
+/// A connector for `target`: `tls://HOST:PORT` speaks TLS (trusting `--ca`, or the Mozilla
+/// roots, with `--cert`/`--key` as the client certificate); anything else is as given.
+pub(crate) fn connector_for(args: &ConnectArgs) -> anyhow::Result<(Connector, &str)> {
+    let Some(rest) = args.target.strip_prefix("tls://") else {
+        return Ok((Connector::new(), args.target.as_str()));
+    };
+    let tls = match (&args.ca, &args.cert, &args.key) {
+        (Some(ca), Some(cert), Some(key)) => {
+            switchboard::TlsConnector::with_client_cert(ca, cert, key)?
+        }
+        (Some(ca), _, _) => switchboard::TlsConnector::from_ca_file(ca)?,
+        _ => switchboard::TlsConnector::webpki_roots(),
+    };
+    Ok((Connector::new().tls(tls), rest))
 }

@@ -693,6 +693,7 @@ pub fn codec_error(reason: &DisconnectReason) -> &switchboard_codec::CodecError 
 
 /// Harnesses shared with the fuzz targets in `fuzz/`.
 pub mod fuzzing;
+pub mod pki;
 
 /// The workspace README's examples, compiled as doctests so they cannot rot (kept here rather
 /// than in `switchboard`, whose package does not contain that file).

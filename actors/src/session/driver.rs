@@ -1,6 +1,7 @@
 use super::{
     panic_message, Conn, DisconnectReason, Session, SessionCodec, SessionHandler, State, WriteSide,
 };
+use crate::TransportKind;
 use std::{
     io,
     marker::PhantomData,
@@ -47,9 +48,14 @@ impl<C: SessionCodec, H: SessionHandler<C>> Session<C, H> {
         ctx.stop();
     }
 
-    pub(super) fn io_failure(error: io::Error) -> DisconnectReason {
+    /// What a socket error ends the session with. Over TLS anything but a reset is a TLS
+    /// failure (a bad record, a connection dropped mid-record without close_notify).
+    pub(super) fn io_failure(error: io::Error, transport: TransportKind) -> DisconnectReason {
         match error.kind() {
             io::ErrorKind::ConnectionReset | io::ErrorKind::BrokenPipe => DisconnectReason::Reset,
+            _ if matches!(transport, TransportKind::TlsTcp | TransportKind::TlsUnix) => {
+                DisconnectReason::Tls(Arc::new(error))
+            }
             _ => DisconnectReason::Io(Arc::new(error)),
         }
     }
@@ -68,13 +74,16 @@ impl<C: SessionCodec, H: SessionHandler<C>> Session<C, H> {
         while !self.core.write_buf.is_empty() {
             match Pin::new(&mut *stream).poll_write(cx, &self.core.write_buf) {
                 Poll::Ready(Ok(0)) => {
-                    return Err(Self::io_failure(io::ErrorKind::WriteZero.into()));
+                    return Err(Self::io_failure(
+                        io::ErrorKind::WriteZero.into(),
+                        self.core.meta.transport,
+                    ));
                 }
                 Poll::Ready(Ok(n)) => {
                     self.core.write_buf.advance(n);
                     written += n;
                 }
-                Poll::Ready(Err(e)) => return Err(Self::io_failure(e)),
+                Poll::Ready(Err(e)) => return Err(Self::io_failure(e, self.core.meta.transport)),
                 Poll::Pending => {
                     self.core.write_blocked = true;
                     break;
@@ -187,7 +196,7 @@ impl<C: SessionCodec, H: SessionHandler<C>> Session<C, H> {
         loop {
             match stream.poll_read_ready(cx) {
                 Poll::Pending => return Ok(Poll::Pending),
-                Poll::Ready(Err(e)) => return Err(Self::io_failure(e)),
+                Poll::Ready(Err(e)) => return Err(Self::io_failure(e, self.core.meta.transport)),
                 Poll::Ready(Ok(())) => {}
             }
             // Allocate only now: a fresh socket can report readable before any byte arrives.
@@ -214,7 +223,7 @@ impl<C: SessionCodec, H: SessionHandler<C>> Session<C, H> {
                     return Ok(Poll::Pending);
                 }
                 Poll::Ready(Err(e)) if e.kind() == io::ErrorKind::Interrupted => {}
-                Poll::Ready(Err(e)) => return Err(Self::io_failure(e)),
+                Poll::Ready(Err(e)) => return Err(Self::io_failure(e, self.core.meta.transport)),
             }
         }
     }
@@ -371,7 +380,7 @@ impl<C: SessionCodec, H: SessionHandler<C>> Session<C, H> {
                     Poll::Pending => break Poll::Pending,
                     Poll::Ready(Ok(())) => self.core.write_side = WriteSide::Shut,
                     Poll::Ready(Err(e)) => {
-                        self.fail(Self::io_failure(e), ctx);
+                        self.fail(Self::io_failure(e, self.core.meta.transport), ctx);
                         break Poll::Ready(());
                     }
                 }

@@ -25,7 +25,7 @@ use std::{
 
 use anyhow::{bail, Context as _};
 use switchboard::{
-    CloseMode, DisconnectReason, Listener, ListenerHandle, SessionConfig, SessionInfo,
+    CloseMode, DisconnectReason, Listener, ListenerHandle, SessionConfig, SessionInfo, TlsAcceptor,
 };
 use switchboard_codec::{Frames, Lines, Raw};
 use tokio::signal::unix::{signal, Signal, SignalKind};
@@ -103,8 +103,25 @@ async fn serve(args: ServeArgs, codec: CodecKind) -> anyhow::Result<ExitCode> {
         // 64 frames a small upload on the same worker as a big one waited seconds (debug build).
         config = config.with_frames_per_turn(4);
     }
-    let addr = SocketAddr::new(args.bind, args.port);
-    let mut builder = Listener::bind(addr).session_config(config);
+    config = config.with_handshake_timeout(args.handshake_timeout);
+    let mut listen = args.listen.iter();
+    let mut builder = match listen.next() {
+        Some(first) => Listener::bind(first.as_str()),
+        None => Listener::bind(SocketAddr::new(args.bind, args.port)),
+    }
+    .session_config(config);
+    for more in listen {
+        builder = builder.also_bind(more.as_str());
+    }
+    if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
+        let acceptor = match &args.tls_client_ca {
+            Some(ca) => TlsAcceptor::with_client_auth(cert, key, ca)?,
+            None => TlsAcceptor::from_pem_files(cert, key)?,
+        };
+        let alpn: Vec<&str> = args.alpn.iter().map(String::as_str).collect();
+        builder = builder.tls(acceptor.with_alpn(&alpn));
+    }
+    let tls = args.tls_cert.is_some();
     if let Some(workers) = args.workers {
         builder = builder.workers(workers);
     }
@@ -130,14 +147,15 @@ async fn serve(args: ServeArgs, codec: CodecKind) -> anyhow::Result<ExitCode> {
         (Mode::Files, _) => files::start(builder, &args.dir, max_frame, totals.clone())?,
     };
 
-    let local = handle.local_addr();
     {
         let mut stdout = std::io::stdout().lock();
-        let _ = writeln!(stdout, "listening on {local}");
+        for addr in handle.addresses() {
+            let _ = writeln!(stdout, "listening on {}", scheme_address(addr, tls));
+        }
         let _ = stdout.flush();
     }
     tracing::info!(
-        addr = %local,
+        addresses = handle.addresses().len(),
         mode = args.mode.name(),
         codec = codec.name(),
         workers = handle.pool().len(),
@@ -191,6 +209,17 @@ async fn next_signal(interrupt: &mut Signal, terminate: &mut Signal) -> &'static
     tokio::select! {
         _ = interrupt.recv() => "SIGINT",
         _ = terminate.recv() => "SIGTERM",
+    }
+}
+
+/// An address as `listening on` prints it: plain TCP as `IP:PORT` (scripts parse it), the rest
+/// with their scheme (`tls://IP:PORT`, `unix:/path`, `tls+unix:/path`).
+fn scheme_address(addr: &switchboard::Address, tls: bool) -> String {
+    match (addr, tls) {
+        (switchboard::Address::Ip(ip), false) => ip.to_string(),
+        (switchboard::Address::Ip(ip), true) => format!("tls://{ip}"),
+        (other, false) => other.to_string(),
+        (other, true) => format!("tls+{other}"),
     }
 }
 

@@ -1,0 +1,431 @@
+//! TLS (Qt's `QSslServer` / `QSslSocket`) with certificates made at test time: Switchboard on
+//! both ends, `openssl s_client` and Python's `ssl` against a Switchboard server, a Switchboard
+//! client against `openssl s_server`; mutual TLS; bad handshakes end only their own session with
+//! a typed reason; silent clients are cut at the handshake timeout while a good client still
+//! gets through at once.
+
+#[path = "cli_support.rs"]
+mod support;
+
+use std::{
+    io::{BufRead, BufReader, Read, Write},
+    net::{SocketAddr, TcpStream},
+    process::{Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use switchboard::{
+    Conn, Connector, DisconnectReason, Listener, ListenerHandle, SessionConfig, SessionHandler,
+    SessionInfo, TlsAcceptor, TlsConnector, TransportKind,
+};
+use switchboard_codec::Lines;
+use switchboard_tests::{any_port, pki::Pki, within, Probes};
+use tokio::sync::mpsc;
+
+fn tls_echo(
+    acceptor: TlsAcceptor,
+    config: SessionConfig,
+) -> (ListenerHandle, switchboard_tests::Events<Lines>) {
+    let (probes, events) = Probes::<Lines>::echo();
+    let server = Listener::bind(any_port())
+        .workers(2)
+        .session_config(config)
+        .tls(acceptor)
+        .serve(Lines::new(), probes.factory())
+        .unwrap();
+    (server, events)
+}
+
+/// A client that says one line, keeps the first line it hears, and closes.
+struct Once {
+    line: &'static str,
+    heard: mpsc::UnboundedSender<Result<(String, SessionInfo), DisconnectReason>>,
+    got: Option<String>,
+}
+
+impl SessionHandler<Lines> for Once {
+    fn connected(&mut self, conn: &mut Conn<'_, Lines, Self>) {
+        conn.write(self.line).unwrap();
+    }
+    fn ready_read(&mut self, line: String, conn: &mut Conn<'_, Lines, Self>) {
+        self.got = Some(line);
+        conn.disconnect_from_host();
+    }
+    fn disconnected(&mut self, reason: &DisconnectReason, info: &SessionInfo) {
+        let _ = self.heard.send(match self.got.take() {
+            Some(line) => Ok((line, info.clone())),
+            None => Err(reason.clone()),
+        });
+    }
+}
+
+async fn say_once(
+    connector: Connector,
+    target: String,
+    line: &'static str,
+) -> Result<(String, SessionInfo), DisconnectReason> {
+    let (heard, mut rx) = mpsc::unbounded_channel();
+    connector
+        .connect(
+            target,
+            Lines::new(),
+            Once {
+                line,
+                heard,
+                got: None,
+            },
+        )
+        .await
+        .expect("the TCP connection");
+    within("the client's session to end", rx.recv())
+        .await
+        .expect("a report")
+}
+
+#[actix_rt::test]
+async fn switchboard_client_and_server_talk_tls_and_report_what_they_negotiated() {
+    let pki = Pki::new();
+    let acceptor = TlsAcceptor::from_pem_files(&pki.server_cert, &pki.server_key)
+        .unwrap()
+        .with_alpn(&["switchboard/1"]);
+    let (server, mut events) = tls_echo(acceptor, SessionConfig::default());
+    let connector = Connector::new().tls(
+        TlsConnector::from_ca_file(&pki.ca)
+            .unwrap()
+            .with_alpn(&["switchboard/1"]),
+    );
+    let target = format!("localhost:{}", server.local_addr().port());
+    let (line, client_info) = say_once(connector, target, "over TLS").await.unwrap();
+    assert_eq!(line, "over TLS");
+    assert_eq!(client_info.transport, TransportKind::TlsTcp);
+    let client_tls = client_info.tls.expect("TLS info on the client");
+    assert_eq!(client_tls.version, "TLSv1_3");
+    assert_eq!(client_tls.alpn.as_deref(), Some("switchboard/1"));
+    assert!(client_tls.peer_names.iter().any(|n| n == "localhost"));
+    let (server_info, _, _) = events.connected().await;
+    assert_eq!(server_info.transport, TransportKind::TlsTcp);
+    let server_tls = server_info.tls.expect("TLS info on the server");
+    assert_eq!(server_tls.server_name.as_deref(), Some("localhost"));
+    assert!(!server_tls.cipher_suite.is_empty());
+    assert_eq!(
+        server_tls.peer_subject, None,
+        "no client certificate asked for"
+    );
+    let (reason, _) = events.disconnected(server_info.id).await;
+    assert!(matches!(reason, DisconnectReason::PeerClosed), "{reason:?}");
+}
+
+#[actix_rt::test]
+async fn mutual_tls_requires_a_client_certificate_and_reports_its_identity() {
+    let pki = Pki::new();
+    let acceptor =
+        TlsAcceptor::with_client_auth(&pki.server_cert, &pki.server_key, &pki.ca).unwrap();
+    let (server, mut events) = tls_echo(acceptor, SessionConfig::default());
+    let target = format!("localhost:{}", server.local_addr().port());
+
+    // No certificate: the server ends that session with a typed TLS error.
+    let anonymous = Connector::new().tls(TlsConnector::from_ca_file(&pki.ca).unwrap());
+    let result = say_once(anonymous, target.clone(), "let me in").await;
+    assert!(result.is_err(), "{result:?}");
+    let refused = events
+        .expect("the refused session", |e| {
+            matches!(e, switchboard_tests::Event::Disconnected { .. })
+        })
+        .await;
+    match refused {
+        switchboard_tests::Event::Disconnected { reason, .. } => {
+            assert!(matches!(reason, DisconnectReason::Tls(_)), "{reason:?}");
+            assert!(reason.to_string().contains("TLS"), "{reason}");
+        }
+        _ => unreachable!(),
+    }
+
+    // The right certificate: in, with its identity in the session's info.
+    let known = Connector::new()
+        .tls(TlsConnector::with_client_cert(&pki.ca, &pki.client_cert, &pki.client_key).unwrap());
+    let (line, _) = say_once(known, target, "it's me").await.unwrap();
+    assert_eq!(line, "it's me");
+    let (info, _, _) = events.connected().await;
+    let tls = info.tls.expect("TLS info");
+    assert!(
+        tls.peer_subject
+            .as_deref()
+            .is_some_and(|s| s.contains("switchboard-test-client")),
+        "{tls:?}"
+    );
+}
+
+#[actix_rt::test]
+async fn bad_handshakes_end_only_their_session_with_a_typed_reason() {
+    let pki = Pki::new();
+    let acceptor = TlsAcceptor::from_pem_files(&pki.server_cert, &pki.server_key).unwrap();
+    let (server, mut events) = tls_echo(acceptor, SessionConfig::default());
+    let addr = server.local_addr();
+
+    // Plaintext garbage at a TLS port.
+    let garbage = tokio::task::spawn_blocking(move || {
+        let mut stream = TcpStream::connect(addr).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        stream.write_all(b"GET / HTTP/1.0\r\n\r\n").unwrap();
+        let mut rest = Vec::new();
+        let _ = stream.read_to_end(&mut rest);
+    });
+    within("the garbage client", garbage).await.unwrap();
+    match events
+        .expect("a Disconnected", |e| {
+            matches!(e, switchboard_tests::Event::Disconnected { .. })
+        })
+        .await
+    {
+        switchboard_tests::Event::Disconnected { reason, .. } => {
+            assert!(matches!(reason, DisconnectReason::Tls(_)), "{reason:?}")
+        }
+        _ => unreachable!(),
+    }
+
+    // A client that trusts another CA refuses the server: its own session ends typed.
+    let stranger = Connector::new().tls(TlsConnector::from_ca_file(&pki.other_ca).unwrap());
+    let result = say_once(stranger, format!("localhost:{}", addr.port()), "hi").await;
+    match result {
+        Err(DisconnectReason::Tls(error)) => {
+            assert!(error.to_string().contains("UnknownIssuer"), "{error}")
+        }
+        other => panic!("expected a TLS error, got {other:?}"),
+    }
+
+    // A good client still gets through.
+    let good = Connector::new().tls(TlsConnector::from_ca_file(&pki.ca).unwrap());
+    let (line, _) = say_once(good, format!("localhost:{}", addr.port()), "still here")
+        .await
+        .unwrap();
+    assert_eq!(line, "still here");
+}
+
+#[actix_rt::test]
+async fn an_expired_certificate_is_refused_by_the_client() {
+    let pki = Pki::new();
+    let acceptor = TlsAcceptor::from_pem_files(&pki.expired_cert, &pki.expired_key).unwrap();
+    let (server, _events) = tls_echo(acceptor, SessionConfig::default());
+    let client = Connector::new().tls(TlsConnector::from_ca_file(&pki.ca).unwrap());
+    let result = say_once(
+        client,
+        format!("localhost:{}", server.local_addr().port()),
+        "hi",
+    )
+    .await;
+    match result {
+        Err(DisconnectReason::Tls(error)) => {
+            assert!(error.to_string().contains("expired"), "{error}")
+        }
+        other => panic!("expected a TLS error, got {other:?}"),
+    }
+}
+
+/// 300 clients connect and send nothing: each is closed at the handshake timeout, and a good
+/// client meanwhile completes its handshake quickly.
+#[actix_rt::test]
+async fn silent_clients_are_cut_at_the_handshake_timeout_while_a_good_one_gets_in() {
+    const SILENT: usize = 300;
+    let pki = Pki::new();
+    let acceptor = TlsAcceptor::from_pem_files(&pki.server_cert, &pki.server_key).unwrap();
+    let config = SessionConfig::default().with_handshake_timeout(Duration::from_millis(500));
+    let (server, _events) = tls_echo(acceptor, config);
+    let addr = server.local_addr();
+    let silent: Vec<TcpStream> = (0..SILENT)
+        .map(|_| TcpStream::connect(addr).unwrap())
+        .collect();
+    let started = Instant::now();
+    let good = Connector::new().tls(TlsConnector::from_ca_file(&pki.ca).unwrap());
+    let (line, _) = say_once(good, format!("localhost:{}", addr.port()), "fast")
+        .await
+        .unwrap();
+    let good_took = started.elapsed();
+    assert_eq!(line, "fast");
+    eprintln!("a good handshake and echo among {SILENT} silent clients took {good_took:?}");
+    // Each silent one is closed by the server at its timeout: reads see EOF.
+    let closed = tokio::task::spawn_blocking(move || {
+        for mut stream in silent {
+            stream
+                .set_read_timeout(Some(Duration::from_secs(10)))
+                .unwrap();
+            let mut buf = [0u8; 16];
+            match stream.read(&mut buf) {
+                Ok(0) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
+                other => panic!("a silent client was not closed: {other:?}"),
+            }
+        }
+        started.elapsed()
+    });
+    let all_closed = within("the silent clients closed", closed).await.unwrap();
+    assert!(all_closed >= Duration::from_millis(450), "{all_closed:?}");
+    assert!(all_closed < Duration::from_secs(5), "{all_closed:?}");
+    assert!(
+        good_took < Duration::from_millis(500),
+        "the good client waited behind silent ones: {good_took:?}"
+    );
+    within("the registry to empty", server.registry().wait_for_count(0)).await;
+}
+
+fn need(tool: &str, package: &str) {
+    let found = Command::new("sh")
+        .args(["-c", &format!("command -v {tool}")])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    assert!(
+        found,
+        "`{tool}` is missing: install it with `apt-get install -y {package}` (.ci/run does)"
+    );
+}
+
+fn serve_tls(pki: &Pki, extra: &[&str]) -> (support::Server, SocketAddr) {
+    let cert = pki.server_cert.to_str().unwrap().to_string();
+    let key = pki.server_key.to_str().unwrap().to_string();
+    let mut args = vec![
+        "--mode",
+        "echo",
+        "--tls-cert",
+        cert.as_str(),
+        "--tls-key",
+        key.as_str(),
+    ];
+    args.extend_from_slice(extra);
+    let mut all = vec!["serve", "--port", "0"];
+    all.extend_from_slice(&args);
+    let proc = support::Proc::spawn(&all);
+    let line = proc.stdout_line();
+    let addr: SocketAddr = line
+        .strip_prefix("listening on tls://")
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| panic!("first stdout line is `{line}`"));
+    (support::Server { proc, addr }, addr)
+}
+
+#[test]
+fn openssl_s_client_talks_to_the_command_over_tls() {
+    need("openssl", "openssl");
+    let pki = Pki::new();
+    let (server, addr) = serve_tls(&pki, &[]);
+    let mut client = Command::new("openssl")
+        .args([
+            "s_client",
+            "-connect",
+            &addr.to_string(),
+            "-servername",
+            "localhost",
+            "-CAfile",
+            pki.ca.to_str().unwrap(),
+            "-verify_return_error",
+            "-quiet",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("openssl runs");
+    client
+        .stdin
+        .as_mut()
+        .unwrap()
+        .write_all(b"hello from openssl\n")
+        .unwrap();
+    let mut reader = BufReader::new(client.stdout.take().unwrap());
+    let mut line = String::new();
+    reader.read_line(&mut line).unwrap();
+    assert_eq!(line.trim_end(), "hello from openssl");
+    let _ = client.kill();
+    let _ = client.wait();
+    assert!(server.terminate().status.success());
+}
+
+#[test]
+fn python_ssl_talks_to_the_command_and_closes_with_close_notify() {
+    let pki = Pki::new();
+    let (server, addr) = serve_tls(&pki, &["--alpn", "x-test"]);
+    let script = r#"
+import socket, ssl, sys
+ctx = ssl.create_default_context(cafile=sys.argv[2])
+ctx.set_alpn_protocols(["x-test"])
+raw = socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=10)
+s = ctx.wrap_socket(raw, server_hostname="localhost")
+s.sendall(b"hello from python\n")
+got = b""
+while not got.endswith(b"\n"):
+    got += s.recv(100)
+version, alpn = s.version(), s.selected_alpn_protocol()
+s.unwrap()
+print(version, alpn, got.decode().strip())
+"#;
+    let output = Command::new("python3")
+        .args([
+            "-c",
+            script,
+            &addr.port().to_string(),
+            pki.ca.to_str().unwrap(),
+        ])
+        .output()
+        .expect("python3 runs");
+    assert_eq!(
+        String::from_utf8_lossy(&output.stdout).trim(),
+        "TLSv1.3 x-test hello from python",
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(server.terminate().status.success());
+}
+
+#[test]
+fn the_command_connects_to_openssl_s_server_over_tls() {
+    need("openssl", "openssl");
+    let pki = Pki::new();
+    let port = std::net::TcpListener::bind(any_port())
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    // `-rev` answers each line reversed.
+    let mut s_server = Command::new("openssl")
+        .args([
+            "s_server",
+            "-accept",
+            &format!("127.0.0.1:{port}"),
+            "-cert",
+            pki.server_cert.to_str().unwrap(),
+            "-key",
+            pki.server_key.to_str().unwrap(),
+            "-rev",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("openssl runs");
+    // It prints `ACCEPT` once it listens.
+    let mut server_out = BufReader::new(s_server.stdout.take().unwrap());
+    let mut line = String::new();
+    while line.trim_end() != "ACCEPT" {
+        line.clear();
+        let n = server_out.read_line(&mut line).unwrap();
+        assert!(n > 0, "openssl s_server exited before listening");
+    }
+    // Keep draining its output so it never blocks on a full pipe.
+    std::thread::spawn(move || for _ in server_out.lines() {});
+    let mut client = support::Proc::spawn(&[
+        "connect",
+        &format!("tls://localhost:{port}"),
+        "--ca",
+        pki.ca.to_str().unwrap(),
+        "--grace",
+        "1",
+    ]);
+    client.write_stdin("hello");
+    assert_eq!(client.stdout_line(), "olleh");
+    client.close_stdin();
+    let finished = client.wait(Duration::from_secs(20));
+    let _ = s_server.kill();
+    let _ = s_server.wait();
+    assert!(finished.status.success(), "{}", finished.stderr_text());
+}
