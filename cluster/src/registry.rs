@@ -1142,6 +1142,13 @@ impl ClusterRegistry {
         }
     }
 
+    /// Stops the background tasks without a goodbye and without leaving any channel, as a
+    /// hung process would: for tests of liveness and deadlines.
+    #[doc(hidden)]
+    pub fn stop_for_tests(&self) {
+        let _ = self.shared.stop.send(true);
+    }
+
     /// Totals since start.
     pub fn stats(&self) -> ClusterStats {
         ClusterStats {
@@ -1174,6 +1181,15 @@ impl ClusterRegistry {
                     shared.node.name()
                 ))
                 .await;
+            // Senders to this node now get `NodeUnreachable` at once.
+            let groups: Vec<String> = shared.state().groups.keys().cloned().collect();
+            for channel in groups
+                .iter()
+                .map(|g| shared.group_channel(g))
+                .chain([shared.node_channel(&shared.node), shared.all_channel()])
+            {
+                let _ = shared.bus.unsubscribe(channel).await;
+            }
         }
         tracing::info!(node = %shared.node, "left the cluster");
     }
