@@ -85,6 +85,7 @@ impl RedisBusConfig {
 /// # let _ = bus;
 /// # Ok(())
 /// # }
+/// # drop(run());
 /// ```
 #[derive(Clone)]
 pub struct RedisBus {

@@ -527,11 +527,8 @@ impl Shared {
         state.lanes.insert(n, tx);
         let shared = self.clone();
         tokio::spawn(async move {
-            loop {
-                match tokio::time::timeout(LANE_IDLE, rx.recv()).await {
-                    Ok(Some(data)) => shared.deliver(id, data).await,
-                    _ => break,
-                }
+            while let Ok(Some(data)) = tokio::time::timeout(LANE_IDLE, rx.recv()).await {
+                shared.deliver(id, data).await;
             }
             // Closed first, then drained: nothing queued in between is lost.
             rx.close();
