@@ -31,7 +31,7 @@ use switchboard::{
     SessionInfo, SlowConsumerPolicy,
 };
 use switchboard_cluster::{
-    ClusterConfig, ClusterError, ClusterRegistry, ClusterSessionId, NodeId, RedisBus,
+    ClusterConfig, ClusterError, ClusterEvent, ClusterRegistry, ClusterSessionId, NodeId, RedisBus,
     RedisBusConfig,
 };
 use switchboard_codec::Lines;
@@ -58,6 +58,28 @@ pub(crate) async fn start(
     let cluster = ClusterRegistry::start(registry.clone(), bus, node, ClusterConfig::default())
         .await
         .with_context(|| format!("cannot join the cluster at {url}"))?;
+    let mut events = cluster.subscribe();
+    actix_rt::spawn(async move {
+        loop {
+            match events.recv().await {
+                Ok(ClusterEvent::NodeUp { node }) => tracing::info!(%node, "cluster: node up"),
+                Ok(ClusterEvent::NodeDown { node, graceful }) => {
+                    tracing::info!(%node, graceful, "cluster: node down")
+                }
+                Ok(ClusterEvent::BusDown { reason }) => {
+                    tracing::warn!(%reason, "cluster: bus down")
+                }
+                Ok(ClusterEvent::BusUp) => tracing::info!("cluster: bus up"),
+                Ok(_) => {}
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                    tracing::warn!(missed = n, "cluster: events missed")
+                }
+                Err(_) => break,
+            }
+        }
+    });
+    let peers: Vec<String> = cluster.nodes().iter().map(|n| n.node.to_string()).collect();
+    tracing::info!(node = %cluster.node(), ?peers, "cluster: joined");
     let for_handlers = cluster.clone();
     let handle = builder
         .registry(registry)
