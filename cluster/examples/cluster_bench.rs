@@ -181,7 +181,7 @@ fn latency(n: usize) {
     far.stream.write_all(b"/count\n").unwrap();
     for c in [&mut near, &mut far] {
         let mut l = c.line();
-        while !(l.ends_with(" online") && !l.starts_with("* welcome")) {
+        while !l.ends_with(" online") || l.starts_with("* welcome") {
             l = c.line();
         }
     }
