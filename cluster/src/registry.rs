@@ -29,6 +29,25 @@ const RETIRED_PER_NAME: usize = 16;
 const LANE_IDLE: Duration = Duration::from_secs(5);
 
 /// Something that happened to the cluster, from this node's point of view.
+///
+/// # Examples
+///
+/// ```
+/// use switchboard_cluster::{ClusterEvent, NodeId};
+///
+/// fn describe(event: &ClusterEvent) -> String {
+///     match event {
+///         ClusterEvent::NodeUp { node } => format!("{} joined", node.name()),
+///         ClusterEvent::NodeDown { node, graceful: true } => format!("{} left", node.name()),
+///         ClusterEvent::NodeDown { node, .. } => format!("{} died", node.name()),
+///         ClusterEvent::BusDown { reason } => format!("bus down: {reason}"),
+///         ClusterEvent::BusUp => "bus up".into(),
+///         _ => "something new".into(),
+///     }
+/// }
+/// let node = NodeId::new("b").unwrap();
+/// assert_eq!(describe(&ClusterEvent::NodeDown { node, graceful: false }), "b died");
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum ClusterEvent {
@@ -74,6 +93,23 @@ pub struct ClusterSessionInfo {
 }
 
 /// What [`ClusterRegistry::list`] found.
+///
+/// # Examples
+///
+/// ```
+/// # actix_rt::System::new().block_on(async {
+/// use switchboard::Registry;
+/// use switchboard_cluster::{ClusterConfig, ClusterRegistry, MemoryBus, NodeId};
+///
+/// let hub = MemoryBus::hub();
+/// let node = NodeId::new("a").unwrap();
+/// let a = ClusterRegistry::start(Registry::new(), hub.connect(), node, ClusterConfig::default())
+///     .await
+///     .unwrap();
+/// let list = a.list().await.unwrap();
+/// assert!(list.sessions.is_empty() && list.missing.is_empty());
+/// # });
+/// ```
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct ClusterList {
@@ -119,6 +155,12 @@ pub struct ClusterStats {
     pub remote_sends_lost: u64,
     /// Bus messages that could not be decoded.
     pub undecodable: u64,
+    /// Deliveries to local sessions queued by broadcasts from other nodes (one per session
+    /// per broadcast).
+    pub remote_broadcast_queued: u64,
+    /// Local sessions that could not take a broadcast from another node (its slow-consumer
+    /// policy applied).
+    pub remote_broadcast_dropped: u64,
 }
 
 struct Peer {
@@ -169,6 +211,8 @@ struct Shared {
     delivered: AtomicU64,
     lost: AtomicU64,
     undecodable: AtomicU64,
+    fanned_out: AtomicU64,
+    fan_out_dropped: AtomicU64,
     stop: watch::Sender<bool>,
 }
 
@@ -612,7 +656,11 @@ impl Shared {
                     SlowConsumerPolicy::Drop
                 };
                 let except = self.local_except(&except);
-                self.local.broadcast(payload, except, policy).await;
+                let fan_out = self.local.broadcast(payload, except, policy).await;
+                self.fanned_out
+                    .fetch_add(fan_out.queued as u64, Ordering::Relaxed);
+                self.fan_out_dropped
+                    .fetch_add(fan_out.dropped as u64, Ordering::Relaxed);
             }
             Header::Group {
                 from,
@@ -777,6 +825,8 @@ impl ClusterRegistry {
             delivered: AtomicU64::new(0),
             lost: AtomicU64::new(0),
             undecodable: AtomicU64::new(0),
+            fanned_out: AtomicU64::new(0),
+            fan_out_dropped: AtomicU64::new(0),
             stop,
             config,
         });
@@ -1152,6 +1202,8 @@ impl ClusterRegistry {
             remote_sends_delivered: self.shared.delivered.load(Ordering::Relaxed),
             remote_sends_lost: self.shared.lost.load(Ordering::Relaxed),
             undecodable: self.shared.undecodable.load(Ordering::Relaxed),
+            remote_broadcast_queued: self.shared.fanned_out.load(Ordering::Relaxed),
+            remote_broadcast_dropped: self.shared.fan_out_dropped.load(Ordering::Relaxed),
         }
     }
 
