@@ -197,7 +197,8 @@ fn run(total: usize, nodes: usize) {
         servers.iter_mut().all(|s| s.0.number("nodes") == peers)
     });
 
-    let per = total / nodes;
+    // TOTAL exactly: the first TOTAL % NODES nodes get one more.
+    let share = |k: usize| total / nodes + usize::from(k < total % nodes);
     let started = Instant::now();
     let mut clients: Vec<Proc> = servers
         .iter()
@@ -206,7 +207,7 @@ fn run(total: usize, nodes: usize) {
             Proc::spawn(Command::new(&hold).args([
                 &addr.to_string(),
                 "--count",
-                &per.to_string(),
+                &share(k).to_string(),
                 "--source-first",
                 &(2 + k).to_string(),
                 "--concurrency",
@@ -220,7 +221,7 @@ fn run(total: usize, nodes: usize) {
         println!("clients of node {}: {}", names[k], c.line());
     }
     let opened = started.elapsed();
-    let expected = (per * nodes) as u64;
+    let expected = total as u64;
     let counted = poll("cluster count exact", Duration::from_secs(60), || {
         servers[0].0.number("count") == expected
     });
