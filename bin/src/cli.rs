@@ -187,6 +187,15 @@ pub(crate) struct ServeArgs {
     /// Must be above 0.
     #[arg(long, value_name = "SECS", default_value = "5", value_parser = parse_secs)]
     pub(crate) slow_consumer_timeout: Duration,
+
+    /// Chat mode only: join the cluster on this Redis (redis://HOST:PORT), so the room spans
+    /// every node on it. Adds `/count`, `/who` and `/msg NODE#N text`; ids become NODE#N.
+    #[arg(long, value_name = "URL")]
+    pub(crate) cluster: Option<String>,
+
+    /// This node's name in the cluster (letters, digits, '-', '_', '.') [default: node-PID].
+    #[arg(long, value_name = "NAME", requires = "cluster")]
+    pub(crate) node_name: Option<String>,
 }
 
 /// Interactive client: stdin lines are sent, received data is printed.

@@ -9,6 +9,7 @@
 //! callback, so the summary counts every session that ended, whatever the reason.
 
 mod chat;
+mod cluster;
 mod echo;
 mod files;
 
@@ -133,7 +134,20 @@ async fn serve(args: ServeArgs, codec: CodecKind) -> anyhow::Result<ExitCode> {
     let max_line = args.max_frame.unwrap_or(Lines::DEFAULT_MAX_LENGTH);
     let max_frame = args.max_frame.unwrap_or(Frames::DEFAULT_MAX_FRAME_LENGTH);
 
+    if args.cluster.is_some() && args.mode != Mode::Chat {
+        bail!("--cluster works in chat mode only");
+    }
+    let mut cluster_node = None;
     let handle: ListenerHandle = match (args.mode, codec) {
+        (Mode::Chat, _) if args.cluster.is_some() => {
+            let url = args.cluster.as_deref().unwrap_or_default();
+            let name =
+                (args.node_name.clone()).unwrap_or_else(|| format!("node-{}", std::process::id()));
+            let (handle, node) =
+                cluster::start(builder, max_line, totals.clone(), url, &name).await?;
+            cluster_node = Some(node);
+            handle
+        }
         (Mode::Chat, _) => chat::start(builder, max_line, totals.clone())?,
         (Mode::Echo, CodecKind::Lines) => {
             echo::start(builder, Lines::with_max_length(max_line), totals.clone())?
@@ -161,8 +175,10 @@ async fn serve(args: ServeArgs, codec: CodecKind) -> anyhow::Result<ExitCode> {
         workers = handle.pool().len(),
         "serving"
     );
-    if args.mode == Mode::Chat {
-        chat::forward_stdin(handle.registry().clone());
+    match &cluster_node {
+        Some(node) => cluster::forward_stdin(node.clone()),
+        None if args.mode == Mode::Chat => chat::forward_stdin(handle.registry().clone()),
+        None => {}
     }
 
     let which = next_signal(&mut interrupt, &mut terminate).await;
@@ -184,6 +200,9 @@ async fn serve(args: ServeArgs, codec: CodecKind) -> anyhow::Result<ExitCode> {
         }
     };
 
+    if let Some(node) = &cluster_node {
+        node.shutdown().await;
+    }
     let stats = handle.registry().stats();
     let mut stdout = std::io::stdout().lock();
     let _ = writeln!(
