@@ -88,6 +88,7 @@
 
 mod config;
 mod connector;
+mod counters;
 mod error;
 mod forward;
 mod listener;
@@ -100,6 +101,7 @@ mod worker;
 
 pub use config::SessionConfig;
 pub use connector::Connector;
+pub use counters::{ClosedStats, DISCONNECT_REASON_LABELS, LIFETIME_BUCKETS};
 pub use error::{ConfigError, ConnectError, ListenError, SessionError};
 pub use forward::{Forward, SessionEvent};
 pub use listener::{

@@ -243,6 +243,8 @@ pub struct ListenerStats {
     /// The per-peer-IP limit in force, `None` when off (the default; see
     /// [`ListenerBuilder::max_connections_per_ip`]).
     pub max_connections_per_ip: Option<usize>,
+    /// Whether accepting is paused ([`PauseAccepting`]).
+    pub paused: bool,
 }
 
 /// An accepted connection waiting in pull mode, handed over by [`NextPendingConnection`].
@@ -388,8 +390,47 @@ impl Listener {
     /// # });
     /// ```
     pub fn bind(addr: impl IntoTarget) -> ListenerBuilder {
+        Self::builder(addr.into_target())
+    }
+
+    /// Starts building a listener on a socket that is already bound and listening (passed by
+    /// systemd's socket activation, or by a previous process during a hand-over). It is made
+    /// non-blocking; the backlog it was created with stays.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # actix_rt::System::new().block_on(async {
+    /// use bytes::Bytes;
+    /// use switchboard::{Conn, Listener, SessionHandler};
+    /// use switchboard_codec::Raw;
+    ///
+    /// struct Quiet;
+    /// impl SessionHandler<Raw> for Quiet {
+    ///     fn ready_read(&mut self, _: Bytes, _: &mut Conn<'_, Raw, Self>) {}
+    /// }
+    ///
+    /// let socket = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    /// let port = socket.local_addr().unwrap().port();
+    /// let server = Listener::from_std(socket).workers(1).serve(Raw, || Quiet).unwrap();
+    /// assert_eq!(server.local_addr().port(), port);
+    /// # });
+    /// ```
+    pub fn from_std(listener: std::net::TcpListener) -> ListenerBuilder {
+        let addr = listener
+            .local_addr()
+            .map(Target::Addr)
+            .map_err(|e| e.to_string());
         ListenerBuilder {
-            addr: addr.into_target(),
+            adopted: Some(listener),
+            ..Self::builder(addr)
+        }
+    }
+
+    fn builder(addr: Result<Target, String>) -> ListenerBuilder {
+        ListenerBuilder {
+            adopted: None,
+            addr,
             backlog: DEFAULT_BACKLOG,
             max_connections: None,
             max_per_ip: None,
@@ -523,6 +564,24 @@ impl Listener {
     }
 }
 
+/// A socket handed over already listening, made non-blocking for the accept loop.
+fn adopt(
+    listener: std::net::TcpListener,
+) -> Result<(std::net::TcpListener, SocketAddr), ListenError> {
+    let unknown = SocketAddr::from(([0, 0, 0, 0], 0));
+    let local = listener.local_addr().map_err(|source| ListenError::Bind {
+        addr: unknown,
+        source,
+    })?;
+    listener
+        .set_nonblocking(true)
+        .map_err(|source| ListenError::Bind {
+            addr: local,
+            source,
+        })?;
+    Ok((listener, local))
+}
+
 /// Errors that concern one client only: accept the next one at once (as actix-server's
 /// `connection_error` does). Anything else (EMFILE, ENFILE, ENOBUFS, ENOMEM) backs off.
 fn is_transient(error: &io::Error) -> bool {
@@ -569,6 +628,8 @@ impl Actor for Listener {
 pub struct ListenerBuilder {
     /// Where to listen, or why the address given is not one (reported by `serve`/`pull`).
     addr: Result<Target, String>,
+    /// A socket already listening (socket activation, hand-over): used instead of binding.
+    adopted: Option<std::net::TcpListener>,
     backlog: u32,
     max_connections: Option<usize>,
     max_per_ip: Option<usize>,
@@ -791,19 +852,24 @@ impl ListenerBuilder {
             (None, None) => WorkerPool::per_core(),
         };
         let registry = self.registry.unwrap_or_default();
-        let target = self
-            .addr
-            .map_err(|reason| ListenError::InvalidTarget { reason })?;
-        let resolved = target.resolve_blocking().and_then(|addrs| {
-            addrs.into_iter().next().ok_or_else(|| {
-                io::Error::new(io::ErrorKind::NotFound, "the name resolved to no address")
-            })
-        });
-        let bind_addr = resolved.map_err(|source| ListenError::Resolve {
-            target: target.to_string(),
-            source,
-        })?;
-        let std_listener = bind_listener(bind_addr, self.backlog)?;
+        let (std_listener, bind_addr) = match self.adopted {
+            Some(adopted) => adopt(adopted)?,
+            None => {
+                let target = self
+                    .addr
+                    .map_err(|reason| ListenError::InvalidTarget { reason })?;
+                let resolved = target.resolve_blocking().and_then(|addrs| {
+                    addrs.into_iter().next().ok_or_else(|| {
+                        io::Error::new(io::ErrorKind::NotFound, "the name resolved to no address")
+                    })
+                });
+                let bind_addr = resolved.map_err(|source| ListenError::Resolve {
+                    target: target.to_string(),
+                    source,
+                })?;
+                (bind_listener(bind_addr, self.backlog)?, bind_addr)
+            }
+        };
         let local_addr = std_listener
             .local_addr()
             .map_err(|source| ListenError::Bind {
@@ -1086,6 +1152,7 @@ impl Handler<GetListenerStats> for Listener {
                 0 => None,
                 max => Some(max),
             },
+            paused: self.paused,
         })
     }
 }

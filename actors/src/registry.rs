@@ -236,6 +236,8 @@ struct Inner {
     /// soon as it registers (it was accepted before the listener stopped, but started after
     /// the shutdown asked everyone else to close).
     shutting_down: AtomicBool,
+    /// Totals over ended sessions and broadcasts, for metrics and the admin socket.
+    counters: crate::counters::RegistryCounters,
 }
 
 impl Default for Registry {
@@ -271,6 +273,7 @@ impl Registry {
                 subscribers: RwLock::new(Vec::new()),
                 has_subscribers: AtomicBool::new(false),
                 shutting_down: AtomicBool::new(false),
+                counters: Default::default(),
             }),
         }
     }
@@ -297,6 +300,19 @@ impl Registry {
             bytes_in: i.bytes_in.load(Ordering::Relaxed),
             bytes_out: i.bytes_out.load(Ordering::Relaxed),
         }
+    }
+
+    /// Totals over the sessions that have ended (by reason, frames, write-buffer-full events,
+    /// lifetimes) and broadcasts sent: a few atomic loads, for metrics and the admin socket.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let stats = switchboard::Registry::new().closed_stats();
+    /// assert_eq!(stats.frames_in, 0);
+    /// ```
+    pub fn closed_stats(&self) -> crate::ClosedStats {
+        self.inner.counters.snapshot()
     }
 
     /// A snapshot of every live session (counters as of each session's last turn).
@@ -405,6 +421,10 @@ impl Registry {
         except: Option<SessionId>,
         policy: SlowConsumerPolicy,
     ) -> Broadcasting {
+        self.inner
+            .counters
+            .broadcasts
+            .fetch_add(1, Ordering::Relaxed);
         let mut broadcast = Broadcasting {
             registry: self.clone(),
             data,
@@ -628,7 +648,7 @@ impl Registry {
         }
     }
 
-/// Graceful shutdown of every live session: each stops reading, answers what it already
+    /// Graceful shutdown of every live session: each stops reading, answers what it already
     /// read, flushes and closes; whatever is still open after `drain_timeout` is aborted.
     ///
     /// Stop accepting first ([`ListenerHandle::shutdown`](crate::ListenerHandle::shutdown)
@@ -815,6 +835,7 @@ impl Registration {
         let inner = &self.registry.inner;
         inner.bytes_in.fetch_add(info.bytes_in, Ordering::Relaxed);
         inner.bytes_out.fetch_add(info.bytes_out, Ordering::Relaxed);
+        inner.counters.record(&reason, &info);
         self.registry
             .publish(|| RegistryEvent::Disconnected { info, reason });
     }
@@ -1074,7 +1095,9 @@ fn poll_deadline(
         Some(sleep) => sleep.as_mut().reset(deadline),
         None => *timer = Some(Box::pin(tokio::time::sleep_until(deadline))),
     }
-    timer.as_mut().map_or(Poll::Ready(()), |sleep| sleep.as_mut().poll(cx))
+    timer
+        .as_mut()
+        .map_or(Poll::Ready(()), |sleep| sleep.as_mut().poll(cx))
 }
 
 /// A [`Registry::send_to`] on its way: resolves once the message is queued for the session.

@@ -270,6 +270,14 @@ pub struct SessionInfo {
     pub bytes_discarded: u64,
     /// Where the session is in its life.
     pub state: SessionState,
+    /// Times the write buffer reached its high watermark (`write_buffer_full` events).
+    pub write_buffer_full: u64,
+    /// Whether reading is held back (paused by the handler or an owner, or answers waiting for
+    /// the write buffer to drain), as of the session's last turn.
+    pub read_paused: bool,
+    /// How long nothing has moved in either direction, to the session's timeout tick (zero
+    /// when the session has no timeouts, so no tick).
+    pub idle_for: Duration,
 }
 
 /// What a session shares with the registry: identity and counters, published once per turn.
@@ -289,6 +297,11 @@ pub(crate) struct SessionMeta {
     pub(crate) broadcasts_dropped: AtomicU64,
     read_finished: AtomicBool,
     state: AtomicU8,
+    /// Write-buffer-full events; bumped once per crossing of the high watermark.
+    write_buffer_full: AtomicU64,
+    read_paused: AtomicBool,
+    /// Quiet time as of the last tick, in milliseconds.
+    idle_ms: AtomicU64,
     /// The strongest close already asked of this session through the registry (a
     /// [`CloseMode`] as `u8`, or [`NO_CLOSE_REQUESTED`]), so repeated kicks or a burst of
     /// slow-consumer broadcasts queue one close message per level, not one per call.
@@ -339,6 +352,9 @@ impl SessionMeta {
             broadcasts_dropped: AtomicU64::new(0),
             read_finished: AtomicBool::new(false),
             state: AtomicU8::new(SessionState::Connected as u8),
+            write_buffer_full: AtomicU64::new(0),
+            read_paused: AtomicBool::new(false),
+            idle_ms: AtomicU64::new(0),
             close_requested: AtomicU8::new(NO_CLOSE_REQUESTED),
             outbox: Outbox::new(config.outbound_queue, config.slow_consumer_timeout),
         }
@@ -376,6 +392,9 @@ impl SessionMeta {
             read_finished: self.read_finished.load(Ordering::Relaxed),
             bytes_discarded: self.bytes_discarded.load(Ordering::Relaxed),
             state: SessionState::from_u8(self.state.load(Ordering::Relaxed)),
+            write_buffer_full: self.write_buffer_full.load(Ordering::Relaxed),
+            read_paused: self.read_paused.load(Ordering::Relaxed),
+            idle_for: Duration::from_millis(self.idle_ms.load(Ordering::Relaxed)),
         }
     }
 
@@ -672,6 +691,9 @@ pub(crate) struct Core<C> {
     frame_end: u64,
     flush_waiters: Vec<oneshot::Sender<()>>,
     registration: Option<Registration>,
+    /// The session's `tracing` span (id, peer, transport, listener): entered around every
+    /// driver turn, timeout tick, start and stop, so the log lines of the session are in it.
+    span: tracing::Span,
     /// Released when the session is dropped, whatever ended it.
     _permit: Option<ConnectionPermit>,
     _load: Option<WorkerLoad>,
@@ -804,6 +826,8 @@ impl<C: SessionCodec> Core<C> {
             .store(self.bytes_discarded, Ordering::Relaxed);
         m.bytes_to_write
             .store(self.write_buf.len(), Ordering::Relaxed);
+        m.read_paused
+            .store(self.user_paused || self.answers_held, Ordering::Relaxed);
     }
 
     /// Whether buffered frames may go to the handler now.
@@ -849,6 +873,18 @@ impl<C: SessionCodec, H: SessionHandler<C>> Session<C, H> {
     /// The handler, for message handlers that reach into it (such as [`Notify`](crate::Notify)'s reads).
     pub(crate) fn handler_mut(&mut self) -> &mut H {
         &mut self.handler
+    }
+
+    /// Runs `f` inside the session's span. The span is moved out for the call (no reference
+    /// count is touched) and put back after.
+    fn in_span<R>(&mut self, f: impl FnOnce(&mut Self) -> R) -> R {
+        let span = std::mem::replace(&mut self.core.span, tracing::Span::none());
+        let result = {
+            let _entered = span.enter();
+            f(self)
+        };
+        self.core.span = span;
+        result
     }
 
     /// Runs a handler callback; a panic ends this session only.
@@ -936,6 +972,10 @@ impl<C: SessionCodec, H: SessionHandler<C>> Session<C, H> {
         let refused = std::mem::take(&mut self.core.refused);
         if !self.core.above_high && (refused || buffered >= self.core.config.high_watermark) {
             self.core.above_high = true;
+            self.core
+                .meta
+                .write_buffer_full
+                .fetch_add(1, Ordering::Relaxed);
             self.call(ctx, |h, c| h.write_buffer_full(c));
         }
         if buffered <= self.core.config.low_watermark {
@@ -1279,6 +1319,8 @@ impl<C: SessionCodec, H: SessionHandler<C>> Session<C, H> {
             core.last_moved = moved;
             core.idle_ticks = 0;
         }
+        let idle = u64::try_from((period * core.idle_ticks).as_millis()).unwrap_or(u64::MAX);
+        core.meta.idle_ms.store(idle, Ordering::Relaxed);
         if core.idle_ticks > 0 {
             // Quiet for a whole period: give the buffers back (an idle session holds none).
             if core.read_buf.is_empty() {
@@ -1350,7 +1392,7 @@ impl<C: SessionCodec, H: SessionHandler<C>> ActorFuture<Session<C, H>> for Drive
         ctx: &mut Context<Session<C, H>>,
         cx: &mut task::Context<'_>,
     ) -> Poll<()> {
-        session.drive(ctx, cx)
+        session.in_span(|session| session.drive(ctx, cx))
     }
 }
 
@@ -1358,6 +1400,16 @@ impl<C: SessionCodec, H: SessionHandler<C>> Actor for Session<C, H> {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
+        self.in_span(|session| session.start(ctx));
+    }
+
+    fn stopped(&mut self, ctx: &mut Context<Self>) {
+        self.in_span(|session| session.stop(ctx));
+    }
+}
+
+impl<C: SessionCodec, H: SessionHandler<C>> Session<C, H> {
+    fn start(&mut self, ctx: &mut Context<Self>) {
         ctx.set_mailbox_capacity(self.core.config.mailbox_capacity);
         if self.core.stream.is_none() {
             // Setting the socket up on this thread failed; the reason is already recorded.
@@ -1368,14 +1420,16 @@ impl<C: SessionCodec, H: SessionHandler<C>> Actor for Session<C, H> {
             registration.connected(&self.core.meta, ctx.address());
         }
         if let Some(period) = self.core.config.tick() {
-            ctx.run_interval(period, move |session, ctx| session.tick(ctx, period));
+            ctx.run_interval(period, move |session, ctx| {
+                session.in_span(|session| session.tick(ctx, period))
+            });
         }
         if self.call(ctx, |h, c| h.connected(c)) {
             ctx.spawn(Driver(PhantomData));
         }
     }
 
-    fn stopped(&mut self, _ctx: &mut Context<Self>) {
+    fn stop(&mut self, _ctx: &mut Context<Self>) {
         let reason = self.core.reason.take().unwrap_or(DisconnectReason::Closed);
         self.core.state = State::Closed;
         self.core
@@ -1388,7 +1442,17 @@ impl<C: SessionCodec, H: SessionHandler<C>> Actor for Session<C, H> {
         }
         self.core.publish();
         let info = self.core.meta.info();
-        tracing::debug!(session = %info.id, peer = %info.peer_addr, %reason, "session ended");
+        tracing::debug!(
+            session = %info.id,
+            peer = %info.peer_addr,
+            %reason,
+            bytes_in = info.bytes_in,
+            bytes_out = info.bytes_out,
+            frames_in = info.frames_in,
+            frames_out = info.frames_out,
+            lasted = ?info.connected_at.elapsed().unwrap_or_default(),
+            "session ended"
+        );
         let handler = &mut self.handler;
         if let Err(payload) =
             catch_unwind(AssertUnwindSafe(|| handler.disconnected(&reason, &info)))
@@ -1853,6 +1917,15 @@ pub(crate) fn new_session<C: SessionCodec, H: SessionHandler<C>>(
         worker,
         &config,
     ));
+    // Disabled (and free) when no subscriber takes INFO spans.
+    let span = tracing::info_span!(
+        "session",
+        id = %meta.id,
+        peer = %meta.peer_addr,
+        transport = "tcp",
+        listener = %meta.local_addr,
+        worker = ?worker,
+    );
     Session {
         core: Core {
             stream,
@@ -1886,6 +1959,7 @@ pub(crate) fn new_session<C: SessionCodec, H: SessionHandler<C>>(
             partial_ticks: 0,
             frame_end: 0,
             flush_waiters: Vec::new(),
+            span,
             _permit: permit,
             _load: load,
         },

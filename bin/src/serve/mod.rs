@@ -24,7 +24,9 @@ use std::{
 };
 
 use anyhow::{bail, Context as _};
-use switchboard::{CloseMode, DisconnectReason, Listener, ListenerHandle, SessionConfig, SessionInfo};
+use switchboard::{
+    CloseMode, DisconnectReason, Listener, ListenerHandle, SessionConfig, SessionInfo,
+};
 use switchboard_codec::{Frames, Lines, Raw};
 use tokio::signal::unix::{signal, Signal, SignalKind};
 
