@@ -86,12 +86,16 @@
 // docs.rs (nightly, `--cfg docsrs`) labels feature-gated items with the feature they need.
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+pub mod admin;
 mod config;
 mod connector;
 mod counters;
 mod error;
 mod forward;
 mod listener;
+#[cfg(feature = "metrics")]
+#[cfg_attr(docsrs, doc(cfg(feature = "metrics")))]
+pub mod metrics;
 mod notify;
 mod outbox;
 mod registry;
