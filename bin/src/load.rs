@@ -499,7 +499,7 @@ where
     };
     let mut attempts = {
         let shared = shared.clone();
-        let target = args.target.clone();
+        let target = args.target.clone().unwrap_or_default();
         // Moved in: the channel closes once every session (and this stream) is gone.
         let report_tx = report_tx;
         indices.map(move |i| {
@@ -665,7 +665,7 @@ where
     let errors = connect_errors + mismatch + lost + disconnected;
     let ms = |v: u64| v as f64 / 1000.0;
     let summary = Summary {
-        target: args.target.clone(),
+        target: args.target.clone().unwrap_or_default(),
         codec: args.codec.name(),
         size: args.size,
         pipeline: args.pipeline,

@@ -25,12 +25,15 @@ use std::{
 
 use anyhow::{bail, Context as _};
 use switchboard::{
-    CloseMode, DisconnectReason, Listener, ListenerHandle, SessionConfig, SessionInfo,
+    admin::Admin, CloseMode, DisconnectReason, Listener, ListenerHandle, SessionConfig, SessionInfo,
 };
 use switchboard_codec::{Frames, Lines, Raw};
 use tokio::signal::unix::{signal, Signal, SignalKind};
 
-use crate::cli::{CodecKind, Mode, ServeArgs};
+use crate::{
+    cli::{CodecKind, Mode, ServeArgs},
+    ops::AdminAddr,
+};
 
 /// Byte counts of every session that has ended.
 #[derive(Debug, Default)]
@@ -74,10 +77,16 @@ pub(crate) fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     if let Err(error) = switchboard::raise_fd_limit() {
         tracing::warn!(%error, "cannot raise the open-file limit");
     }
-    actix_rt::System::new().block_on(serve(args, codec))
+    // Before any thread starts: this reads and removes the socket-activation variables.
+    let activated = crate::ops::activated_listeners()?;
+    actix_rt::System::new().block_on(serve(args, codec, activated))
 }
 
-async fn serve(args: ServeArgs, codec: CodecKind) -> anyhow::Result<ExitCode> {
+async fn serve(
+    args: ServeArgs,
+    codec: CodecKind,
+    activated: Vec<(String, std::net::TcpListener)>,
+) -> anyhow::Result<ExitCode> {
     // Before binding: a signal that comes once `listening on` is out must find a handler.
     let mut interrupt =
         signal(SignalKind::interrupt()).context("cannot install a SIGINT handler")?;
@@ -103,7 +112,22 @@ async fn serve(args: ServeArgs, codec: CodecKind) -> anyhow::Result<ExitCode> {
         config = config.frames_per_turn(4);
     }
     let addr = SocketAddr::new(args.bind, args.port);
-    let mut builder = Listener::bind(addr).session_config(config);
+    let mut activated = activated.into_iter();
+    let builder = match activated.next() {
+        // Socket activation: the socket systemd (or a parent) bound replaces --bind/--port.
+        Some((name, socket)) => {
+            tracing::info!(name, "adopting a socket passed by socket activation");
+            Listener::from_std(socket)
+        }
+        None => Listener::bind(addr),
+    };
+    if activated.len() > 0 {
+        tracing::warn!(
+            extra = activated.len(),
+            "only the first activated socket is served"
+        );
+    }
+    let mut builder = builder.session_config(config.clone());
     if let Some(workers) = args.workers {
         builder = builder.workers(workers);
     }
@@ -130,10 +154,37 @@ async fn serve(args: ServeArgs, codec: CodecKind) -> anyhow::Result<ExitCode> {
     };
 
     let local = handle.local_addr();
-    {
-        let mut stdout = std::io::stdout().lock();
-        let _ = writeln!(stdout, "listening on {local}");
-        let _ = stdout.flush();
+    print_line(&format!("listening on {local}"));
+    let metrics = switchboard::metrics::Metrics::new();
+    metrics.watch(&handle);
+    let admin = Admin::with_details(
+        &handle,
+        env!("CARGO_PKG_VERSION"),
+        Some(config),
+        args.drain_timeout,
+    )
+    .with_metrics(metrics.clone());
+    // Held for the life of the server.
+    let _admin_socket = match args.admin.as_deref().map(AdminAddr::parse) {
+        None => None,
+        Some(AdminAddr::Tcp(target)) => {
+            let socket = admin
+                .serve_tcp(&target)
+                .with_context(|| format!("cannot open the admin socket tcp:{target}"))?;
+            print_line(&format!("admin on tcp:{}", socket.local_addr()));
+            Some(socket)
+        }
+        Some(AdminAddr::Unix(path)) => {
+            let socket = admin
+                .serve_unix(&path)
+                .with_context(|| format!("cannot open the admin socket {}", path.display()))?;
+            print_line(&format!("admin on {}", path.display()));
+            Some(socket)
+        }
+    };
+    if let Some(addr) = args.metrics {
+        let bound = crate::ops::serve_metrics(addr, metrics).await?;
+        print_line(&format!("metrics on http://{bound}/metrics"));
     }
     tracing::info!(
         addr = %local,
@@ -146,22 +197,29 @@ async fn serve(args: ServeArgs, codec: CodecKind) -> anyhow::Result<ExitCode> {
         chat::forward_stdin(handle.registry().clone());
     }
 
-    let which = next_signal(&mut interrupt, &mut terminate).await;
-    tracing::info!(
-        signal = which,
-        drain_timeout = ?args.drain_timeout,
-        "shutting down: no longer accepting, closing sessions"
-    );
-    let shutdown = handle.shutdown(args.drain_timeout);
-    tokio::pin!(shutdown);
     let report = tokio::select! {
-        report = &mut shutdown => report,
         which = next_signal(&mut interrupt, &mut terminate) => {
-            tracing::warn!(signal = which, "second signal: aborting the remaining sessions");
-            handle
-                .registry()
-                .close_all(DisconnectReason::Shutdown, CloseMode::Abort);
-            shutdown.await
+            tracing::info!(
+                signal = which,
+                drain_timeout = ?args.drain_timeout,
+                "shutting down: no longer accepting, closing sessions"
+            );
+            let shutdown = handle.shutdown(args.drain_timeout);
+            tokio::pin!(shutdown);
+            tokio::select! {
+                report = &mut shutdown => report,
+                which = next_signal(&mut interrupt, &mut terminate) => {
+                    tracing::warn!(signal = which, "second signal: aborting the remaining sessions");
+                    handle
+                        .registry()
+                        .close_all(DisconnectReason::Shutdown, CloseMode::Abort);
+                    shutdown.await
+                }
+            }
+        }
+        report = admin.drained() => {
+            tracing::info!("drained by the admin socket");
+            report
         }
     };
 
@@ -184,6 +242,12 @@ async fn serve(args: ServeArgs, codec: CodecKind) -> anyhow::Result<ExitCode> {
     }
     tracing::info!(elapsed = ?report.elapsed, "stopped");
     Ok(ExitCode::SUCCESS)
+}
+
+fn print_line(line: &str) {
+    let mut stdout = std::io::stdout().lock();
+    let _ = writeln!(stdout, "{line}");
+    let _ = stdout.flush();
 }
 
 async fn next_signal(interrupt: &mut Signal, terminate: &mut Signal) -> &'static str {
