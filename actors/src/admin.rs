@@ -158,6 +158,9 @@ struct Inner {
     config: Option<SessionConfig>,
     drain_timeout: Duration,
     drained: tokio::sync::watch::Sender<Option<ShutdownReport>>,
+    /// A finished drain whose reply is not yet out; published to `drained` once it is, so the
+    /// owner does not exit before the client has its report.
+    finished_drain: Mutex<Option<ShutdownReport>>,
     #[cfg(feature = "metrics")]
     metrics: Option<crate::metrics::Metrics>,
 }
@@ -184,6 +187,7 @@ impl Admin {
             config: None,
             drain_timeout: Duration::from_secs(10),
             drained: tokio::sync::watch::channel(None).0,
+            finished_drain: Mutex::new(None),
             #[cfg(feature = "metrics")]
             metrics: None,
         };
@@ -285,18 +289,36 @@ impl Admin {
     /// Runs one command line and gives its reply (what a connection would receive, without
     /// the trailing empty line of a text block).
     pub async fn execute(&self, line: &str) -> Reply {
+        let reply = self.answer(line).await;
+        self.publish_drain();
+        reply
+    }
+
+    async fn answer(&self, line: &str) -> Reply {
         match self.run(line).await {
             Ok(reply) => reply,
             Err(message) => Reply::Error(message),
         }
     }
 
+    /// Tells [`drained`](Self::drained) about a drain that has finished and been answered.
+    fn publish_drain(&self) {
+        let finished = self
+            .inner
+            .finished_drain
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(report) = finished {
+            self.inner.drained.send_replace(Some(report));
+        }
+    }
+
     async fn run(&self, line: &str) -> Result<Reply, String> {
         let mut words: Vec<&str> = line.split_whitespace().collect();
-        let json = words.last() == Some(&"--json");
-        if json {
-            words.pop();
-        }
+        let before = words.len();
+        words.retain(|w| *w != "--json");
+        let json = words.len() != before;
         let Some((&command, args)) = words.split_first() else {
             return Err("empty command (try `help`)".into());
         };
@@ -400,7 +422,11 @@ impl Admin {
                     _ => return Err("usage: drain [SECS]".into()),
                 };
                 let report = server.shutdown(timeout).await;
-                self.inner.drained.send_replace(Some(report));
+                *self
+                    .inner
+                    .finished_drain
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner()) = Some(report);
                 let text = format!(
                     "drained {}, aborted {}, unflushed {} bytes, {} bytes in, {} bytes out, in {} ms",
                     report.drained,
@@ -830,11 +856,16 @@ impl SessionHandler<AdminLines> for AdminSession {
         // On the session's own worker thread: the command runs beside the session, which goes
         // on serving its neighbours; the next command waits in `poll_ready`.
         actix_rt::spawn(async move {
-            let reply = admin.execute(&line).await;
+            let reply = admin.answer(&line).await;
             let quit = reply == Reply::Quit;
-            if writer.send(reply.into_lines()).await && quit {
-                let _ = writer.close.send(DisconnectFromHost).await;
+            if writer.send(reply.into_lines()).await {
+                // Out to the kernel before a drain lets the owner exit.
+                let _ = writer.flush.send(Flush).await;
+                if quit {
+                    let _ = writer.close.send(DisconnectFromHost).await;
+                }
             }
+            admin.publish_drain();
             let waker = {
                 let mut flow = lock(&flow);
                 flow.busy = false;

@@ -154,7 +154,7 @@ impl AdminClient {
         self.writer
             .flush()
             .context("the admin connection is lost")?;
-        let json = command.ends_with("--json");
+        let json = command.split_whitespace().any(|w| w == "--json");
         let mut lines = Vec::new();
         // Bounded by the server's reply (a listing has one line per session) and by the read
         // timeout of each line.
