@@ -504,6 +504,11 @@ impl Admin {
             .await
             .map_err(|_| "the listener has stopped".to_string())?;
         let stats = server.registry().stats();
+        let (live_in, live_out) = server
+            .registry()
+            .list()
+            .iter()
+            .fold((0, 0), |(i, o), s| (i + s.bytes_in, o + s.bytes_out));
         let config = self.inner.config.as_ref();
         let secs = |d: Option<Duration>| d.map(|d| d.as_secs_f64());
         Ok(json!({
@@ -529,6 +534,8 @@ impl Admin {
                 "live": stats.live,
                 "connected": stats.connected,
                 "disconnected": stats.disconnected,
+                "bytes_in": stats.bytes_in + live_in,
+                "bytes_out": stats.bytes_out + live_out,
                 "bytes_in_ended": stats.bytes_in,
                 "bytes_out_ended": stats.bytes_out,
                 "broadcasts_dropped": stats.broadcasts_dropped,
