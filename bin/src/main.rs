@@ -23,6 +23,7 @@ mod connect;
 mod ctl;
 mod load;
 mod ops;
+mod plot;
 mod protocol;
 mod send;
 mod serve;
