@@ -1,7 +1,7 @@
 //! The admin protocol: steer a running server over a line socket, one command per line.
 //!
 //! [`Admin`] watches a [`ListenerHandle`] (its listener, registry and workers) and mounts as a
-//! [`SessionHandler`] on any [`Listener`](crate::Listener) of your own, framed by
+//! [`SessionHandler`] on any [`Listener`] of your own, framed by
 //! [`AdminLines`] (the [`Lines`] codec, reporting an over-long or non-UTF-8 line as an item
 //! instead of ending the session). It does not depend on the transport: the `switchboard`
 //! command serves it on a Unix socket, tests on loopback TCP.
