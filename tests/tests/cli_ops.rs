@@ -218,10 +218,17 @@ fn serve_adopts_a_socket_passed_by_socket_activation() {
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    // SAFETY: only dup2 between fork and exec, which is async-signal-safe.
+    // SAFETY: only dup2 and fcntl between fork and exec, both async-signal-safe.
     unsafe {
         std::os::unix::process::CommandExt::pre_exec(&mut command, move || {
-            if libc::dup2(fd, 3) < 0 {
+            // dup2 onto another number clears close-on-exec; a socket already at 3 must have
+            // the flag cleared by hand.
+            let ok = if fd == 3 {
+                libc::fcntl(3, libc::F_SETFD, 0) >= 0
+            } else {
+                libc::dup2(fd, 3) >= 0
+            };
+            if !ok {
                 return Err(std::io::Error::last_os_error());
             }
             Ok(())
