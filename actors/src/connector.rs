@@ -145,8 +145,7 @@ impl Connector {
         self.config
             .validate()
             .map_err(|e| ConnectError::Session(SessionError::Config(e)))?;
-        let stream = match tokio::time::timeout(self.timeout, open(&target, self.local_addr)).await
-        {
+        let stream = match tokio::time::timeout(self.timeout, open(&target, self.local_addr)).await {
             Ok(result) => result?,
             Err(_) => {
                 return Err(ConnectError::Timeout {

@@ -110,9 +110,7 @@ impl NotifyHandle {
     /// `None` while no complete line (and fewer than `max` bytes) waits, unless the peer has
     /// finished sending: then the last, unterminated line comes whole.
     pub fn read_line(&self, max: usize) -> Option<Bytes> {
-        let taken = self
-            .shared
-            .take(|buffer| line_end(buffer, max).unwrap_or(0));
+        let taken = self.shared.take(|buffer| line_end(buffer, max).unwrap_or(0));
         (!taken.is_empty()).then_some(taken)
     }
 

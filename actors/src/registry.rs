@@ -648,7 +648,7 @@ impl Registry {
         }
     }
 
-    /// Graceful shutdown of every live session: each stops reading, answers what it already
+/// Graceful shutdown of every live session: each stops reading, answers what it already
     /// read, flushes and closes; whatever is still open after `drain_timeout` is aborted.
     ///
     /// Stop accepting first ([`ListenerHandle::shutdown`](crate::ListenerHandle::shutdown)
@@ -1095,9 +1095,7 @@ fn poll_deadline(
         Some(sleep) => sleep.as_mut().reset(deadline),
         None => *timer = Some(Box::pin(tokio::time::sleep_until(deadline))),
     }
-    timer
-        .as_mut()
-        .map_or(Poll::Ready(()), |sleep| sleep.as_mut().poll(cx))
+    timer.as_mut().map_or(Poll::Ready(()), |sleep| sleep.as_mut().poll(cx))
 }
 
 /// A [`Registry::send_to`] on its way: resolves once the message is queued for the session.

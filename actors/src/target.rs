@@ -91,9 +91,11 @@ impl Target {
     pub(crate) async fn resolve(&self) -> std::io::Result<Vec<SocketAddr>> {
         match self {
             Target::Addr(addr) => Ok(vec![*addr]),
-            Target::Host { host, port } => Ok(tokio::net::lookup_host((host.as_str(), *port))
-                .await?
-                .collect()),
+            Target::Host { host, port } => {
+                Ok(tokio::net::lookup_host((host.as_str(), *port))
+                    .await?
+                    .collect())
+            }
         }
     }
 }

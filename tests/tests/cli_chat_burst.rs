@@ -121,10 +121,7 @@ fn burst(members: usize, count: usize, pad: usize, args: &[&str]) -> Server {
             }
             let got = got.unwrap_or_else(|| panic!("member {me} got nothing from {other}"));
             assert_eq!(got.len(), lines.len(), "member {me} from {other}");
-            assert!(
-                got == lines,
-                "member {me}: lines from {other} lost or out of order"
-            );
+            assert!(got == lines, "member {me}: lines from {other} lost or out of order");
         }
     }
     eprintln!(
@@ -211,10 +208,7 @@ fn readers_lose_nothing_while_silent_members_are_dropped_and_memory_stays_bounde
                 continue;
             }
             let got = by_sender.get(&ids[other]).expect("lines from every member");
-            assert!(
-                got == lines,
-                "member {me}: lines from {other} lost or out of order"
-            );
+            assert!(got == lines, "member {me}: lines from {other} lost or out of order");
         }
     }
     let elapsed = started.elapsed();

@@ -164,9 +164,7 @@ async fn notify_owner_reads_everything_and_answers_after_read_finished() {
         .unwrap();
     let client = tokio::spawn(request_then_fin(server.local_addr(), b"question"));
     let handle = match events
-        .expect("ReadFinished", |e| {
-            matches!(e, NotifyEvent::ReadFinished { .. })
-        })
+        .expect("ReadFinished", |e| matches!(e, NotifyEvent::ReadFinished { .. }))
         .await
     {
         NotifyEvent::ReadFinished { handle } => handle,
@@ -184,9 +182,7 @@ async fn notify_owner_reads_everything_and_answers_after_read_finished() {
         .unwrap();
     assert_eq!(within("the client", client).await.unwrap(), b"answer");
     let reason = match events
-        .expect("Disconnected", |e| {
-            matches!(e, NotifyEvent::Disconnected { .. })
-        })
+        .expect("Disconnected", |e| matches!(e, NotifyEvent::Disconnected { .. }))
         .await
     {
         NotifyEvent::Disconnected { reason, .. } => reason,

@@ -226,9 +226,7 @@ async fn bytes_sent_before_the_peer_closed_are_readable_after_disconnected() {
     });
     within("the client", client).await.unwrap();
     let (reason, handle) = match events
-        .expect("Disconnected", |e| {
-            matches!(e, NotifyEvent::Disconnected { .. })
-        })
+        .expect("Disconnected", |e| matches!(e, NotifyEvent::Disconnected { .. }))
         .await
     {
         NotifyEvent::Disconnected { reason, handle, .. } => (reason, handle),
@@ -288,10 +286,7 @@ async fn read_line_none_then_the_rest_of_the_line_brings_a_new_ready_read() {
     more.send(()).unwrap();
     let available = ready_read(&mut events, id).await;
     assert_eq!(available, b"half a line\n".len());
-    assert_eq!(
-        handle.read_line(1024).as_deref(),
-        Some(&b"half a line\n"[..])
-    );
+    assert_eq!(handle.read_line(1024).as_deref(), Some(&b"half a line\n"[..]));
     more.send(()).unwrap();
     within("the client", client).await.unwrap();
 }

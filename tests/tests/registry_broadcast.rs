@@ -12,7 +12,8 @@ use actix::Actor;
 use bytes::Bytes;
 use switchboard::{
     Broadcast, CloseMode, DisconnectReason, Get, Kick, List, Listener, ListenerHandle, SendTo,
-    SessionConfig, SessionError, SessionId, SlowConsumerPolicy, WaitForCount,
+    SessionConfig,
+    SessionError, SessionId, SlowConsumerPolicy, WaitForCount,
 };
 use switchboard_codec::Lines;
 use switchboard_tests::{
@@ -116,11 +117,7 @@ async fn drop_policy_counts_drops_for_a_slow_client_while_a_reader_gets_everythi
     }
     assert_eq!(registry.get(fast_info.id).unwrap().broadcasts_dropped, 0);
     assert!(waited > 0, "the stalled client never made a broadcast wait");
-    assert_eq!(
-        registry.stats().slow_consumers,
-        1,
-        "found slow once, not per message"
-    );
+    assert_eq!(registry.stats().slow_consumers, 1, "found slow once, not per message");
     // Dropping is all the policy does: the slow client is still connected, its write buffer
     // bounded by the high watermark and its queue by its limit, each plus one message.
     let slow = registry.get(slow_info.id).expect("still connected");

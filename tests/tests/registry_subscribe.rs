@@ -117,17 +117,11 @@ async fn a_slow_subscriber_gets_every_event_within_its_backlog() {
 #[actix_rt::test]
 async fn a_subscriber_past_its_backlog_is_told_how_many_it_missed() {
     let (counts, dropped) = cycle_with_subscriber(Some(64)).await;
-    assert!(
-        counts.missed > 0,
-        "64 events of backlog held 4,000 at 1 ms each?"
-    );
+    assert!(counts.missed > 0, "64 events of backlog held 4,000 at 1 ms each?");
     assert_eq!(
         counts.connected + counts.disconnected + counts.missed,
         2 * CYCLES as u64,
         "every event arrived or was counted as missed"
     );
-    assert_eq!(
-        dropped, counts.missed,
-        "the registry counts the same misses"
-    );
+    assert_eq!(dropped, counts.missed, "the registry counts the same misses");
 }

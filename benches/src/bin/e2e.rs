@@ -1007,11 +1007,8 @@ fn registry(opts: &Opts, report: &mut Report) {
         let ids_ms = timed_ms(|| registry.ids().len());
         let list_ms = timed_ms(|| registry.list().len());
         let message = Bytes::from_static(&[b'x'; 64]);
-        let broadcast_ms = timed_ms(|| {
-            registry
-                .broadcast(message.clone(), None, SlowConsumerPolicy::Drop)
-                .report()
-        });
+        let broadcast_ms =
+            timed_ms(|| registry.broadcast(message.clone(), None, SlowConsumerPolicy::Drop).report());
         let bytes_per_entry = (rss1 as f64 - rss0 as f64) * 1024.0 / entries as f64;
         let v = json!({
             "entries": entries, "count": count, "fill_ms": fill_ms, "count_ms": count_ms,

@@ -126,11 +126,8 @@ fn measure(registry: &Registry, pid: u32) -> serde_json::Value {
     let (ids_ms, ids_max, ids) = timed(|| registry.ids().len());
     let (list_ms, list_max, listed) = timed(|| registry.list().len());
     let message = Bytes::from_static(&[b'x'; 64]);
-    let (broadcast_ms, broadcast_max, report) = timed(|| {
-        registry
-            .broadcast(message.clone(), None, SlowConsumerPolicy::Drop)
-            .report()
-    });
+    let (broadcast_ms, broadcast_max, report) =
+        timed(|| registry.broadcast(message.clone(), None, SlowConsumerPolicy::Drop).report());
     json!({
         "count": count,
         "count_ms": count_ms,
