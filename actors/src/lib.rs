@@ -86,12 +86,17 @@
 // docs.rs (nightly, `--cfg docsrs`) labels feature-gated items with the feature they need.
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+pub mod admin;
 mod config;
 mod connector;
+mod counters;
 mod error;
 mod forward;
 mod limits;
 mod listener;
+#[cfg(feature = "metrics")]
+#[cfg_attr(docsrs, doc(cfg(feature = "metrics")))]
+pub mod metrics;
 mod notify;
 mod outbox;
 mod registry;
@@ -102,6 +107,7 @@ mod worker;
 
 pub use config::SessionConfig;
 pub use connector::Connector;
+pub use counters::{ClosedStats, DISCONNECT_REASON_LABELS, LIFETIME_BUCKETS};
 pub use error::{ConfigError, ConnectError, ListenError, SessionError, TlsError};
 pub use forward::{Forward, SessionEvent};
 pub use limits::ConnectionPermit;

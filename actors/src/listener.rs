@@ -173,6 +173,8 @@ pub struct ListenerStats {
     /// The per-peer-IP limit in force, `None` when off (the default; see
     /// [`ListenerBuilder::max_connections_per_ip`]).
     pub max_connections_per_ip: Option<usize>,
+    /// Whether accepting is paused ([`PauseAccepting`]).
+    pub paused: bool,
 }
 
 /// An accepted connection waiting in pull mode, handed over by [`NextPendingConnection`].
@@ -396,8 +398,47 @@ impl Listener {
     /// # });
     /// ```
     pub fn bind(addr: impl IntoTarget) -> ListenerBuilder {
+        Self::builder(addr.into_target())
+    }
+
+    /// Starts building a listener on a socket that is already bound and listening (passed by
+    /// systemd's socket activation, or by a previous process during a hand-over). It is made
+    /// non-blocking; the backlog it was created with stays.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # actix_rt::System::new().block_on(async {
+    /// use bytes::Bytes;
+    /// use switchboard::{Conn, Listener, SessionHandler};
+    /// use switchboard_codec::Raw;
+    ///
+    /// struct Quiet;
+    /// impl SessionHandler<Raw> for Quiet {
+    ///     fn ready_read(&mut self, _: Bytes, _: &mut Conn<'_, Raw, Self>) {}
+    /// }
+    ///
+    /// let socket = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    /// let port = socket.local_addr().unwrap().port();
+    /// let server = Listener::from_std(socket).workers(1).serve(Raw, || Quiet).unwrap();
+    /// assert_eq!(server.local_addr().port(), port);
+    /// # });
+    /// ```
+    pub fn from_std(listener: std::net::TcpListener) -> ListenerBuilder {
+        let addr = listener
+            .local_addr()
+            .map(Target::Addr)
+            .map_err(|e| e.to_string());
         ListenerBuilder {
-            addr: addr.into_target(),
+            adopted: Some(listener),
+            ..Self::builder(addr)
+        }
+    }
+
+    fn builder(addr: Result<Target, String>) -> ListenerBuilder {
+        ListenerBuilder {
+            adopted: None,
+            addr,
             backlog: DEFAULT_BACKLOG,
             max_connections: None,
             max_per_ip: None,
@@ -540,6 +581,24 @@ impl Listener {
     }
 }
 
+/// A socket handed over already listening, made non-blocking for the accept loop.
+fn adopt(
+    listener: std::net::TcpListener,
+) -> Result<(std::net::TcpListener, SocketAddr), ListenError> {
+    let unknown = SocketAddr::from(([0, 0, 0, 0], 0));
+    let local = listener.local_addr().map_err(|source| ListenError::Bind {
+        addr: unknown,
+        source,
+    })?;
+    listener
+        .set_nonblocking(true)
+        .map_err(|source| ListenError::Bind {
+            addr: local,
+            source,
+        })?;
+    Ok((listener, local))
+}
+
 /// Errors that concern one client only: accept the next one at once (as actix-server's
 /// `connection_error` does). Anything else (EMFILE, ENFILE, ENOBUFS, ENOMEM) backs off.
 fn is_transient(error: &io::Error) -> bool {
@@ -588,6 +647,8 @@ impl Actor for Listener {
 pub struct ListenerBuilder {
     /// Where to listen, or why the address given is not one (reported by `serve`/`pull`).
     addr: Result<Target, String>,
+    /// A socket already listening (socket activation, hand-over): used instead of binding.
+    adopted: Option<std::net::TcpListener>,
     backlog: u32,
     max_connections: Option<usize>,
     max_per_ip: Option<usize>,
@@ -830,7 +891,21 @@ impl ListenerBuilder {
         };
         let registry = self.registry.unwrap_or_default();
         let mut bound = Vec::new();
-        for target in std::iter::once(self.addr).chain(self.more) {
+        if let Some(adopted) = self.adopted {
+            // Socket activation: a socket bound by someone else (systemd, a parent) comes
+            // first.
+            let (listener, _) = adopt(adopted)?;
+            bound.push(Bound::Tcp(listener));
+        } else {
+            bound.push(bind_target(
+                &self
+                    .addr
+                    .map_err(|reason| ListenError::InvalidTarget { reason })?,
+                self.backlog,
+                self.unix_mode,
+            )?);
+        }
+        for target in self.more {
             let target = target.map_err(|reason| ListenError::InvalidTarget { reason })?;
             bound.push(bind_target(&target, self.backlog, self.unix_mode)?);
         }
@@ -1213,6 +1288,7 @@ impl Handler<GetListenerStats> for Listener {
                 0 => None,
                 max => Some(max),
             },
+            paused: self.paused,
         })
     }
 }

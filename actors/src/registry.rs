@@ -229,6 +229,8 @@ struct Inner {
     /// soon as it registers (it was accepted before the listener stopped, but started after
     /// the shutdown asked everyone else to close).
     shutting_down: AtomicBool,
+    /// Totals over ended sessions and broadcasts, for metrics and the admin socket.
+    counters: crate::counters::RegistryCounters,
 }
 
 impl Default for Registry {
@@ -264,6 +266,7 @@ impl Registry {
                 subscribers: RwLock::new(Vec::new()),
                 has_subscribers: AtomicBool::new(false),
                 shutting_down: AtomicBool::new(false),
+                counters: Default::default(),
             }),
         }
     }
@@ -290,6 +293,19 @@ impl Registry {
             bytes_in: i.bytes_in.load(Ordering::Relaxed),
             bytes_out: i.bytes_out.load(Ordering::Relaxed),
         }
+    }
+
+    /// Totals over the sessions that have ended (by reason, frames, write-buffer-full events,
+    /// lifetimes) and broadcasts sent: a few atomic loads, for metrics and the admin socket.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let stats = switchboard::Registry::new().closed_stats();
+    /// assert_eq!(stats.frames_in, 0);
+    /// ```
+    pub fn closed_stats(&self) -> crate::ClosedStats {
+        self.inner.counters.snapshot()
     }
 
     /// A snapshot of every live session (counters as of each session's last turn).
@@ -398,6 +414,10 @@ impl Registry {
         except: Option<SessionId>,
         policy: SlowConsumerPolicy,
     ) -> Broadcasting {
+        self.inner
+            .counters
+            .broadcasts
+            .fetch_add(1, Ordering::Relaxed);
         let mut broadcast = Broadcasting {
             registry: self.clone(),
             data,
@@ -804,6 +824,7 @@ impl Registration {
         let inner = &self.registry.inner;
         inner.bytes_in.fetch_add(info.bytes_in, Ordering::Relaxed);
         inner.bytes_out.fetch_add(info.bytes_out, Ordering::Relaxed);
+        inner.counters.record(&reason, &info);
         self.registry
             .publish(|| RegistryEvent::Disconnected { info, reason });
     }

@@ -21,6 +21,8 @@ pub(crate) enum Command {
     Connect(ConnectArgs),
     Send(SendArgs),
     Load(LoadArgs),
+    Ctl(CtlArgs),
+    Top(TopArgs),
 }
 
 /// How bytes on a connection are cut into messages.
@@ -196,6 +198,59 @@ pub(crate) struct ServeArgs {
     /// This node's name in the cluster (letters, digits, '-', '_', '.') [default: node-PID].
     #[arg(long, value_name = "NAME", requires = "cluster")]
     pub(crate) node_name: Option<String>,
+
+    /// Serve OpenMetrics at http://ADDR/metrics (e.g. 127.0.0.1:9100; port 0: the OS chooses,
+    /// printed as `metrics on ADDR`).
+    #[arg(long, value_name = "ADDR")]
+    pub(crate) metrics: Option<std::net::SocketAddr>,
+
+    /// Open the admin socket (for `ctl` and `top`): a Unix socket PATH (mode 0600), or
+    /// tcp:HOST:PORT (loopback only: anyone who connects steers the server). Printed as
+    /// `admin on ADDR`.
+    #[arg(long, value_name = "PATH")]
+    pub(crate) admin: Option<String>,
+}
+
+/// Run one admin command on a running server, or an interactive prompt without one.
+///
+/// ADMIN is the server's --admin: a Unix socket path or tcp:HOST:PORT. The reply is printed
+/// on stdout; an `error: ...` reply exits 1. Without a command, commands are read at a prompt
+/// (line editing and history) until end of input or `quit`. `help` lists the commands.
+#[derive(Debug, Args)]
+#[command(verbatim_doc_comment)]
+pub(crate) struct CtlArgs {
+    /// The admin socket: a path, or tcp:HOST:PORT.
+    #[arg(value_name = "ADMIN")]
+    pub(crate) admin: String,
+
+    /// The command and its arguments (e.g. `sessions --sort bytes --limit 10`).
+    #[arg(
+        value_name = "COMMAND",
+        trailing_var_arg = true,
+        allow_hyphen_values = true
+    )]
+    pub(crate) command: Vec<String>,
+
+    /// Give up on a reply after this long.
+    #[arg(long, value_name = "SECS", default_value = "10", value_parser = parse_secs)]
+    pub(crate) timeout: Duration,
+}
+
+/// A live view of a running server, on its admin socket.
+///
+/// Refreshed every --interval: totals and rates (accepts/s, bytes/s in and out, drops/s), a
+/// load bar per worker, and the busiest sessions by bytes/s. Keys: s changes the sort, up and
+/// down select a session, k kicks it, p pauses or resumes accepting, q or Ctrl-C quits. The
+/// terminal is restored on exit, also when the admin connection is lost.
+#[derive(Debug, Args)]
+pub(crate) struct TopArgs {
+    /// The admin socket: a path, or tcp:HOST:PORT.
+    #[arg(value_name = "ADMIN")]
+    pub(crate) admin: String,
+
+    /// Seconds between refreshes.
+    #[arg(long, value_name = "SECS", default_value = "1", value_parser = parse_secs)]
+    pub(crate) interval: Duration,
 }
 
 /// Interactive client: stdin lines are sent, received data is printed.
@@ -300,8 +355,23 @@ pub(crate) struct SendArgs {
 #[command(verbatim_doc_comment)]
 pub(crate) struct LoadArgs {
     /// The echo server, as HOST:PORT.
-    #[arg(value_name = "HOST:PORT")]
-    pub(crate) target: String,
+    #[arg(value_name = "HOST:PORT", required_unless_present = "compare")]
+    pub(crate) target: Option<String>,
+
+    /// Draw the latency distribution as an HDR percentile plot (SVG) into FILE; with
+    /// --compare, the two runs overlaid.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) plot: Option<PathBuf>,
+
+    /// Write the latency histogram (microseconds) to FILE in HdrHistogram's interval-log
+    /// format, for HdrHistogram's tools and --compare.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) hdr: Option<PathBuf>,
+
+    /// Compare two runs saved with --hdr: print their percentiles side by side (and plot them
+    /// with --plot); no load is generated.
+    #[arg(long, value_names = ["A.hdr", "B.hdr"], num_args = 2, conflicts_with_all = ["target", "hdr"])]
+    pub(crate) compare: Vec<PathBuf>,
 
     /// Connections to open.
     #[arg(long, short, value_name = "C", default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..))]

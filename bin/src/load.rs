@@ -64,6 +64,10 @@ const GRACE: Duration = Duration::from_secs(10);
 
 /// Runs the load test.
 pub(crate) fn run(args: LoadArgs) -> anyhow::Result<ExitCode> {
+    if let [a, b] = args.compare.as_slice() {
+        crate::plot::compare(a, b, args.plot.as_deref())?;
+        return Ok(ExitCode::SUCCESS);
+    }
     if args.workers == Some(0) {
         bail!("--workers must be at least 1");
     }
@@ -499,7 +503,7 @@ where
     };
     let mut attempts = {
         let shared = shared.clone();
-        let target = args.target.clone();
+        let target = args.target.clone().unwrap_or_default();
         // Moved in: the channel closes once every session (and this stream) is gone.
         let report_tx = report_tx;
         indices.map(move |i| {
@@ -665,7 +669,7 @@ where
     let errors = connect_errors + mismatch + lost + disconnected;
     let ms = |v: u64| v as f64 / 1000.0;
     let summary = Summary {
-        target: args.target.clone(),
+        target: args.target.clone().unwrap_or_default(),
         codec: args.codec.name(),
         size: args.size,
         pipeline: args.pipeline,
@@ -697,6 +701,12 @@ where
             mean: (latency.mean() * 10.0).round() / 10.0,
         },
     };
+    if let Some(path) = &args.hdr {
+        crate::plot::write_hdr(path, &latency, elapsed)?;
+    }
+    if let Some(path) = &args.plot {
+        crate::plot::plot(path, &[(summary.target.clone(), &latency)])?;
+    }
     print_summary(&summary, args.json)?;
 
     if errors > 0 {

@@ -6,6 +6,8 @@
 //! | `connect` | an interactive client: stdin lines out, received data to stdout | [`switchboard::Connector`] |
 //! | `send` | uploads files to `serve --mode files`, checks their SHA-256 | [`switchboard::Connector`] |
 //! | `load` | a load generator against an echo server, with latency percentiles | [`switchboard::Connector`] on a [`switchboard::WorkerPool`] |
+//! | `ctl` | one admin command, or a prompt, on a server's admin socket | [`switchboard::admin`] |
+//! | `top` | a live view of a server, on its admin socket | `ratatui` |
 //!
 //! Conventions shared by every subcommand:
 //!
@@ -18,11 +20,15 @@
 
 mod cli;
 mod connect;
+mod ctl;
 mod load;
+mod ops;
+mod plot;
 mod protocol;
 mod send;
 mod serve;
 mod stdin;
+mod top;
 
 use std::{io::IsTerminal, process::ExitCode};
 
@@ -60,6 +66,8 @@ fn main() -> ExitCode {
         Command::Connect(args) => connect::run(args),
         Command::Send(args) => send::run(args),
         Command::Load(args) => load::run(args),
+        Command::Ctl(args) => ctl::run(args),
+        Command::Top(args) => top::run(args),
     };
     match result {
         Ok(code) => code,

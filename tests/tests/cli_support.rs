@@ -115,13 +115,18 @@ impl Proc {
         if let Some(dir) = dir {
             command.current_dir(dir);
         }
-        let mut child = command.spawn().expect("switchboard starts");
+        let child = command.spawn().expect("switchboard starts");
+        Proc::adopt(&args.join(" "), child)
+    }
+
+    /// Takes over a child started some other way, its stdout and stderr piped.
+    pub fn adopt(name: &str, mut child: Child) -> Proc {
         let stderr_all = Arc::new(Mutex::new(Vec::new()));
         let (stdout, out_reader) = pipe_lines(child.stdout.take().unwrap(), None);
         let (stderr, err_reader) =
             pipe_lines(child.stderr.take().unwrap(), Some(stderr_all.clone()));
         Proc {
-            name: args.join(" "),
+            name: name.to_string(),
             stdin: child.stdin.take(),
             child,
             stdout,

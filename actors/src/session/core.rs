@@ -82,6 +82,9 @@ pub(crate) struct Core<C> {
     pub(super) frame_end: u64,
     pub(super) flush_waiters: Vec<oneshot::Sender<()>>,
     pub(super) registration: Option<Registration>,
+    /// The session's `tracing` span (id, peer, transport, listener): entered around every
+    /// driver turn, timeout tick, start and stop, so the log lines of the session are in it.
+    pub(super) span: tracing::Span,
     /// Released when the session is dropped, whatever ended it.
     pub(super) _permit: Option<ConnectionPermit>,
     pub(super) _load: Option<WorkerLoad>,
@@ -214,6 +217,8 @@ impl<C: SessionCodec> Core<C> {
             .store(self.bytes_discarded, Ordering::Relaxed);
         m.bytes_to_write
             .store(self.write_buf.len(), Ordering::Relaxed);
+        m.read_paused
+            .store(self.user_paused || self.answers_held, Ordering::Relaxed);
     }
 
     /// Whether buffered frames may go to the handler now.

@@ -22,6 +22,18 @@ impl<C: SessionCodec, H: SessionHandler<C>> Session<C, H> {
         &mut self.handler
     }
 
+    /// Runs `f` inside the session's span. The span is moved out for the call (no reference
+    /// count is touched) and put back after.
+    pub(super) fn in_span<R>(&mut self, f: impl FnOnce(&mut Self) -> R) -> R {
+        let span = std::mem::replace(&mut self.core.span, tracing::Span::none());
+        let result = {
+            let _entered = span.enter();
+            f(self)
+        };
+        self.core.span = span;
+        result
+    }
+
     /// Runs a handler callback; a panic ends this session only.
     pub(super) fn call(
         &mut self,
@@ -115,6 +127,10 @@ impl<C: SessionCodec, H: SessionHandler<C>> Session<C, H> {
         let refused = std::mem::take(&mut self.core.refused);
         if !self.core.above_high && (refused || buffered >= self.core.config.high_watermark) {
             self.core.above_high = true;
+            self.core
+                .meta
+                .write_buffer_full
+                .fetch_add(1, Ordering::Relaxed);
             self.call(ctx, |h, c| h.write_buffer_full(c));
         }
         if buffered <= self.core.config.low_watermark {
@@ -479,6 +495,6 @@ impl<C: SessionCodec, H: SessionHandler<C>> ActorFuture<Session<C, H>> for Drive
         ctx: &mut Context<Session<C, H>>,
         cx: &mut task::Context<'_>,
     ) -> Poll<()> {
-        session.drive(ctx, cx)
+        session.in_span(|session| session.drive(ctx, cx))
     }
 }

@@ -350,6 +350,15 @@ pub(crate) fn new_session<C: SessionCodec, H: SessionHandler<C>>(
         transport,
         tls,
     ));
+    // Disabled (and free) when no subscriber takes INFO spans.
+    let span = tracing::info_span!(
+        "session",
+        id = %meta.id,
+        peer = %meta.peer_addr,
+        transport = %meta.transport,
+        listener = %meta.local_addr,
+        worker = ?worker,
+    );
     Session {
         core: Core {
             stream,
@@ -383,6 +392,7 @@ pub(crate) fn new_session<C: SessionCodec, H: SessionHandler<C>>(
             partial_ticks: 0,
             frame_end: 0,
             flush_waiters: Vec::new(),
+            span,
             _permit: permit,
             _load: load,
         },

@@ -30,6 +30,11 @@ pub(crate) struct SessionMeta {
     pub(crate) broadcasts_dropped: AtomicU64,
     pub(super) read_finished: AtomicBool,
     pub(super) state: AtomicU8,
+    /// Write-buffer-full events; bumped once per crossing of the high watermark.
+    pub(super) write_buffer_full: AtomicU64,
+    pub(super) read_paused: AtomicBool,
+    /// Quiet time as of the last tick, in milliseconds.
+    pub(super) idle_ms: AtomicU64,
     /// The strongest close already asked of this session through the registry (a
     /// [`CloseMode`] as `u8`, or [`NO_CLOSE_REQUESTED`]), so repeated kicks or a burst of
     /// slow-consumer broadcasts queue one close message per level, not one per call.
@@ -71,6 +76,9 @@ impl SessionMeta {
             broadcasts_dropped: AtomicU64::new(0),
             read_finished: AtomicBool::new(false),
             state: AtomicU8::new(SessionState::Connected as u8),
+            write_buffer_full: AtomicU64::new(0),
+            read_paused: AtomicBool::new(false),
+            idle_ms: AtomicU64::new(0),
             close_requested: AtomicU8::new(NO_CLOSE_REQUESTED),
             outbox: Outbox::new(config.outbound_queue, config.slow_consumer_timeout),
         }
@@ -112,6 +120,9 @@ impl SessionMeta {
             read_finished: self.read_finished.load(Ordering::Relaxed),
             bytes_discarded: self.bytes_discarded.load(Ordering::Relaxed),
             state: SessionState::from_u8(self.state.load(Ordering::Relaxed)),
+            write_buffer_full: self.write_buffer_full.load(Ordering::Relaxed),
+            read_paused: self.read_paused.load(Ordering::Relaxed),
+            idle_for: std::time::Duration::from_millis(self.idle_ms.load(Ordering::Relaxed)),
         }
     }
 

@@ -111,6 +111,16 @@ impl<C: SessionCodec, H: SessionHandler<C>> Actor for Session<C, H> {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
+        self.in_span(|session| session.start(ctx));
+    }
+
+    fn stopped(&mut self, ctx: &mut Context<Self>) {
+        self.in_span(|session| session.stop(ctx));
+    }
+}
+
+impl<C: SessionCodec, H: SessionHandler<C>> Session<C, H> {
+    fn start(&mut self, ctx: &mut Context<Self>) {
         ctx.set_mailbox_capacity(self.core.config.mailbox_capacity);
         if self.core.stream.is_none() {
             // Setting the socket up on this thread failed; the reason is already recorded.
@@ -121,14 +131,16 @@ impl<C: SessionCodec, H: SessionHandler<C>> Actor for Session<C, H> {
             registration.connected(&self.core.meta, Box::new(ctx.address()));
         }
         if let Some(period) = self.core.config.tick() {
-            ctx.run_interval(period, move |session, ctx| session.tick(ctx, period));
+            ctx.run_interval(period, move |session, ctx| {
+                session.in_span(|session| session.tick(ctx, period))
+            });
         }
         if self.call(ctx, |h, c| h.connected(c)) {
             ctx.spawn(Driver(PhantomData));
         }
     }
 
-    fn stopped(&mut self, _ctx: &mut Context<Self>) {
+    fn stop(&mut self, _ctx: &mut Context<Self>) {
         let reason = self.core.reason.take().unwrap_or(DisconnectReason::Closed);
         self.core.state = State::Closed;
         self.core
@@ -141,7 +153,17 @@ impl<C: SessionCodec, H: SessionHandler<C>> Actor for Session<C, H> {
         }
         self.core.publish();
         let info = self.core.meta.info();
-        tracing::debug!(session = %info.id, peer = %info.peer_addr, %reason, "session ended");
+        tracing::debug!(
+            session = %info.id,
+            peer = %info.peer_addr,
+            %reason,
+            bytes_in = info.bytes_in,
+            bytes_out = info.bytes_out,
+            frames_in = info.frames_in,
+            frames_out = info.frames_out,
+            lasted = ?info.connected_at.elapsed().unwrap_or_default(),
+            "session ended"
+        );
         let handler = &mut self.handler;
         if let Err(payload) =
             catch_unwind(AssertUnwindSafe(|| handler.disconnected(&reason, &info)))

@@ -15,6 +15,10 @@ impl<C: SessionCodec, H: SessionHandler<C>> Session<C, H> {
             core.last_moved = moved;
             core.idle_ticks = 0;
         }
+        let idle = u64::try_from((period * core.idle_ticks).as_millis()).unwrap_or(u64::MAX);
+        core.meta
+            .idle_ms
+            .store(idle, std::sync::atomic::Ordering::Relaxed);
         if core.idle_ticks > 0 {
             // Quiet for a whole period: give the buffers back (an idle session holds none).
             if core.read_buf.is_empty() {

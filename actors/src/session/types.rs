@@ -236,6 +236,14 @@ pub struct SessionInfo {
     pub bytes_discarded: u64,
     /// Where the session is in its life.
     pub state: SessionState,
+    /// Times the write buffer reached its high watermark (`write_buffer_full` events).
+    pub write_buffer_full: u64,
+    /// Whether reading is held back (paused by the handler or an owner, or answers waiting for
+    /// the write buffer to drain), as of the session's last turn.
+    pub read_paused: bool,
+    /// How long nothing has moved in either direction, to the session's timeout tick (zero
+    /// when the session has no timeouts, so no tick).
+    pub idle_for: std::time::Duration,
 }
 
 /// How a session is asked to close.

@@ -26,12 +26,16 @@ use std::{
 
 use anyhow::{bail, Context as _};
 use switchboard::{
-    CloseMode, DisconnectReason, Listener, ListenerHandle, SessionConfig, SessionInfo, TlsAcceptor,
+    admin::Admin, CloseMode, DisconnectReason, Listener, ListenerHandle, SessionConfig,
+    SessionInfo, TlsAcceptor,
 };
 use switchboard_codec::{Frames, Lines, Raw};
 use tokio::signal::unix::{signal, Signal, SignalKind};
 
-use crate::cli::{CodecKind, Mode, ServeArgs};
+use crate::{
+    cli::{CodecKind, Mode, ServeArgs},
+    ops::AdminAddr,
+};
 
 /// Byte counts of every session that has ended.
 #[derive(Debug, Default)]
@@ -75,10 +79,16 @@ pub(crate) fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     if let Err(error) = switchboard::raise_fd_limit() {
         tracing::warn!(%error, "cannot raise the open-file limit");
     }
-    actix_rt::System::new().block_on(serve(args, codec))
+    // Before any thread starts: this reads and removes the socket-activation variables.
+    let activated = crate::ops::activated_listeners()?;
+    actix_rt::System::new().block_on(serve(args, codec, activated))
 }
 
-async fn serve(args: ServeArgs, codec: CodecKind) -> anyhow::Result<ExitCode> {
+async fn serve(
+    args: ServeArgs,
+    codec: CodecKind,
+    activated: Vec<(String, std::net::TcpListener)>,
+) -> anyhow::Result<ExitCode> {
     // Before binding: a signal that comes once `listening on` is out must find a handler.
     let mut interrupt =
         signal(SignalKind::interrupt()).context("cannot install a SIGINT handler")?;
@@ -105,12 +115,26 @@ async fn serve(args: ServeArgs, codec: CodecKind) -> anyhow::Result<ExitCode> {
         config = config.with_frames_per_turn(4);
     }
     config = config.with_handshake_timeout(args.handshake_timeout);
+    let mut activated = activated.into_iter();
     let mut listen = args.listen.iter();
-    let mut builder = match listen.next() {
-        Some(first) => Listener::bind(first.as_str()),
-        None => Listener::bind(SocketAddr::new(args.bind, args.port)),
+    let builder = match activated.next() {
+        // Socket activation: the socket systemd (or a parent) bound replaces --bind/--port.
+        Some((name, socket)) => {
+            tracing::info!(name, "adopting a socket passed by socket activation");
+            Listener::from_std(socket)
+        }
+        None => match listen.next() {
+            Some(first) => Listener::bind(first.as_str()),
+            None => Listener::bind(SocketAddr::new(args.bind, args.port)),
+        },
+    };
+    if activated.len() > 0 {
+        tracing::warn!(
+            extra = activated.len(),
+            "only the first activated socket is served"
+        );
     }
-    .session_config(config);
+    let mut builder = builder.session_config(config.clone());
     for more in listen {
         builder = builder.also_bind(more.as_str());
     }
@@ -161,12 +185,39 @@ async fn serve(args: ServeArgs, codec: CodecKind) -> anyhow::Result<ExitCode> {
         (Mode::Files, _) => files::start(builder, &args.dir, max_frame, totals.clone())?,
     };
 
-    {
-        let mut stdout = std::io::stdout().lock();
-        for addr in handle.addresses() {
-            let _ = writeln!(stdout, "listening on {}", scheme_address(addr, tls));
+    for addr in handle.addresses() {
+        print_line(&format!("listening on {}", scheme_address(addr, tls)));
+    }
+    let metrics = switchboard::metrics::Metrics::new();
+    metrics.watch(&handle);
+    let admin = Admin::with_details(
+        &handle,
+        env!("CARGO_PKG_VERSION"),
+        Some(config),
+        args.drain_timeout,
+    )
+    .with_metrics(metrics.clone());
+    // Held for the life of the server.
+    let _admin_socket = match args.admin.as_deref().map(AdminAddr::parse) {
+        None => None,
+        Some(AdminAddr::Tcp(target)) => {
+            let socket = admin
+                .serve_tcp(&target)
+                .with_context(|| format!("cannot open the admin socket tcp:{target}"))?;
+            print_line(&format!("admin on tcp:{}", socket.local_addr()));
+            Some(socket)
         }
-        let _ = stdout.flush();
+        Some(AdminAddr::Unix(path)) => {
+            let socket = admin
+                .serve_unix(&path)
+                .with_context(|| format!("cannot open the admin socket {}", path.display()))?;
+            print_line(&format!("admin on {}", path.display()));
+            Some(socket)
+        }
+    };
+    if let Some(addr) = args.metrics {
+        let bound = crate::ops::serve_metrics(addr, metrics).await?;
+        print_line(&format!("metrics on http://{bound}/metrics"));
     }
     tracing::info!(
         addresses = handle.addresses().len(),
@@ -181,22 +232,29 @@ async fn serve(args: ServeArgs, codec: CodecKind) -> anyhow::Result<ExitCode> {
         None => {}
     }
 
-    let which = next_signal(&mut interrupt, &mut terminate).await;
-    tracing::info!(
-        signal = which,
-        drain_timeout = ?args.drain_timeout,
-        "shutting down: no longer accepting, closing sessions"
-    );
-    let shutdown = handle.shutdown(args.drain_timeout);
-    tokio::pin!(shutdown);
     let report = tokio::select! {
-        report = &mut shutdown => report,
         which = next_signal(&mut interrupt, &mut terminate) => {
-            tracing::warn!(signal = which, "second signal: aborting the remaining sessions");
-            handle
-                .registry()
-                .close_all(DisconnectReason::Shutdown, CloseMode::Abort);
-            shutdown.await
+            tracing::info!(
+                signal = which,
+                drain_timeout = ?args.drain_timeout,
+                "shutting down: no longer accepting, closing sessions"
+            );
+            let shutdown = handle.shutdown(args.drain_timeout);
+            tokio::pin!(shutdown);
+            tokio::select! {
+                report = &mut shutdown => report,
+                which = next_signal(&mut interrupt, &mut terminate) => {
+                    tracing::warn!(signal = which, "second signal: aborting the remaining sessions");
+                    handle
+                        .registry()
+                        .close_all(DisconnectReason::Shutdown, CloseMode::Abort);
+                    shutdown.await
+                }
+            }
+        }
+        report = admin.drained() => {
+            tracing::info!("drained by the admin socket");
+            report
         }
     };
 
@@ -222,6 +280,12 @@ async fn serve(args: ServeArgs, codec: CodecKind) -> anyhow::Result<ExitCode> {
     }
     tracing::info!(elapsed = ?report.elapsed, "stopped");
     Ok(ExitCode::SUCCESS)
+}
+
+fn print_line(line: &str) {
+    let mut stdout = std::io::stdout().lock();
+    let _ = writeln!(stdout, "{line}");
+    let _ = stdout.flush();
 }
 
 async fn next_signal(interrupt: &mut Signal, terminate: &mut Signal) -> &'static str {

@@ -1,0 +1,884 @@
+//! The admin protocol: steer a running server over a line socket, one command per line.
+//!
+//! [`Admin`] watches a [`ListenerHandle`] (its listener, registry and workers) and mounts as a
+//! [`SessionHandler`] on any [`Listener`] of your own, framed by
+//! [`AdminLines`] (the [`Lines`] codec, reporting an over-long or non-UTF-8 line as an item
+//! instead of ending the session). It does not depend on the transport: the `switchboard`
+//! command serves it on a Unix socket, tests on loopback TCP.
+//!
+//! # Protocol
+//!
+//! One command per line; the reply is one block of lines ended by an empty line, or, when the
+//! command ends with `--json`, one line holding a JSON object. A command that fails gets one
+//! line `error: ...`, and the connection stays usable. Replies come in the order of the
+//! commands; a client may send several at once.
+//!
+//! | command | reply |
+//! |---|---|
+//! | `help` | the commands |
+//! | `info [--json]` | version, uptime, listener, workers, limits, totals |
+//! | `sessions [--json] [--sort bytes\|age\|idle] [--limit N]` | one line per session (default sort: bytes, most first) |
+//! | `session ID [--json]` | one session (`ID` with or without `#`) |
+//! | `kick ID`, `abort ID` | closes it gracefully, or at once |
+//! | `pause`, `resume` | stops or resumes accepting |
+//! | `set max-connections N`, `set max-connections-per-ip N\|off` | changes a limit |
+//! | `drain [SECS]` | stops accepting, closes every session within SECS (default: the admin's drain timeout), answers the shutdown report |
+//! | `metrics` | the OpenMetrics text of `/metrics` (feature `metrics`) |
+//! | `quit` | closes this admin connection |
+
+use std::{
+    fmt::Write as _,
+    path::Path,
+    sync::{Arc, Mutex},
+    task::{self, Poll, Waker},
+    time::{Duration, Instant, SystemTime},
+};
+
+use actix::Recipient;
+use bytes::{Bytes, BytesMut};
+use serde_json::{json, Value};
+use switchboard_codec::{CodecError, Lines};
+use tokio_util::codec::{Decoder, Encoder};
+
+use crate::{
+    CloseMode, Conn, DisconnectFromHost, Flush, GetListenerStats, ListenError, Listener,
+    ListenerHandle, PauseAccepting, ResumeAccepting, SessionConfig, SessionError, SessionHandler,
+    SessionInfo, SetMaxConnections, SetMaxConnectionsPerIp, ShutdownReport, Write,
+};
+
+/// Longest admin command line, in bytes.
+pub const MAX_COMMAND_LENGTH: usize = 4096;
+
+/// The admin socket's codec: [`Lines`] (limit [`MAX_COMMAND_LENGTH`]), except that a line
+/// over the limit or not UTF-8 is handed on as `Err` (the codec has already skipped it)
+/// rather than ending the session, so the client gets an `error:` line and goes on.
+///
+/// # Examples
+///
+/// ```
+/// use bytes::BytesMut;
+/// use switchboard::admin::AdminLines;
+/// use tokio_util::codec::Decoder;
+///
+/// let mut codec = AdminLines::default();
+/// let mut buf = BytesMut::from(&b"help\n"[..]);
+/// assert_eq!(codec.decode(&mut buf).unwrap().unwrap().unwrap(), "help");
+/// ```
+#[derive(Debug, Clone)]
+pub struct AdminLines(Lines);
+
+impl Default for AdminLines {
+    fn default() -> Self {
+        AdminLines(Lines::with_max_length(MAX_COMMAND_LENGTH))
+    }
+}
+
+fn recoverable(
+    result: Result<Option<String>, CodecError>,
+) -> Result<Option<Result<String, CodecError>>, CodecError> {
+    match result {
+        Ok(line) => Ok(line.map(Ok)),
+        // Both consume the bad line (or start discarding it) before they return.
+        Err(error @ (CodecError::LineTooLong { .. } | CodecError::InvalidUtf8 { .. })) => {
+            Ok(Some(Err(error)))
+        }
+        Err(error) => Err(error),
+    }
+}
+
+impl Decoder for AdminLines {
+    type Item = Result<String, CodecError>;
+    type Error = CodecError;
+
+    fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<Self::Item>, CodecError> {
+        recoverable(self.0.decode(buf))
+    }
+
+    fn decode_eof(&mut self, buf: &mut BytesMut) -> Result<Option<Self::Item>, CodecError> {
+        recoverable(self.0.decode_eof(buf))
+    }
+}
+
+impl Encoder<Bytes> for AdminLines {
+    type Error = CodecError;
+    fn encode(&mut self, line: Bytes, buf: &mut BytesMut) -> Result<(), CodecError> {
+        self.0.encode(line, buf)
+    }
+}
+
+impl Encoder<String> for AdminLines {
+    type Error = CodecError;
+    fn encode(&mut self, line: String, buf: &mut BytesMut) -> Result<(), CodecError> {
+        // Replies are not held to the command limit.
+        Lines::with_max_length(usize::MAX).encode(line, buf)
+    }
+}
+
+/// What an admin socket steers: a listener, its registry and workers; built once, shared by
+/// every admin connection.
+///
+/// # Examples
+///
+/// ```
+/// # actix_rt::System::new().block_on(async {
+/// use std::io::{BufRead, BufReader, Write};
+/// use switchboard::{admin::Admin, Conn, Listener, SessionHandler};
+/// use switchboard_codec::Lines;
+///
+/// struct Quiet;
+/// impl SessionHandler<Lines> for Quiet {
+///     fn ready_read(&mut self, _: String, _: &mut Conn<'_, Lines, Self>) {}
+/// }
+/// let server = Listener::bind("127.0.0.1:0").workers(1).serve(Lines::new(), || Quiet).unwrap();
+/// let admin = Admin::new(&server);
+/// let socket = admin.serve_tcp("127.0.0.1:0").unwrap();
+///
+/// let addr = socket.local_addr();
+/// let reply = tokio::task::spawn_blocking(move || {
+///     let mut stream = std::net::TcpStream::connect(addr).unwrap();
+///     stream.write_all(b"info --json\n").unwrap();
+///     let mut line = String::new();
+///     BufReader::new(stream).read_line(&mut line).unwrap();
+///     line
+/// })
+/// .await
+/// .unwrap();
+/// assert!(reply.starts_with('{'), "{reply}");
+/// # });
+/// ```
+#[derive(Clone)]
+pub struct Admin {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    server: ListenerHandle,
+    started: Instant,
+    version: String,
+    config: Option<SessionConfig>,
+    drain_timeout: Duration,
+    drained: tokio::sync::watch::Sender<Option<ShutdownReport>>,
+    /// A finished drain whose reply is not yet out; published to `drained` once it is, so the
+    /// owner does not exit before the client has its report.
+    finished_drain: Mutex<Option<ShutdownReport>>,
+    #[cfg(feature = "metrics")]
+    metrics: Option<crate::metrics::Metrics>,
+}
+
+impl std::fmt::Debug for Admin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Admin")
+            .field("server", &self.inner.server.local_addr())
+            .finish()
+    }
+}
+
+impl Admin {
+    /// An admin for `server`.
+    pub fn new(server: &ListenerHandle) -> Admin {
+        Admin::build(server, |_| {})
+    }
+
+    fn build(server: &ListenerHandle, tune: impl FnOnce(&mut Inner)) -> Admin {
+        let mut inner = Inner {
+            server: server.clone(),
+            started: Instant::now(),
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            config: None,
+            drain_timeout: Duration::from_secs(10),
+            drained: tokio::sync::watch::channel(None).0,
+            finished_drain: Mutex::new(None),
+            #[cfg(feature = "metrics")]
+            metrics: None,
+        };
+        tune(&mut inner);
+        Admin {
+            inner: Arc::new(inner),
+        }
+    }
+
+    /// Sets what `info` shows: the version string (default: the library's), the sessions'
+    /// config (for their timeouts) and the default `drain` timeout (10 s).
+    pub fn with_details(
+        server: &ListenerHandle,
+        version: &str,
+        config: Option<SessionConfig>,
+        drain_timeout: Duration,
+    ) -> Admin {
+        Admin::build(server, |inner| {
+            inner.version = version.to_string();
+            inner.config = config;
+            inner.drain_timeout = drain_timeout;
+        })
+    }
+
+    /// Answers `metrics` from `metrics` (otherwise from a collector watching the server only).
+    #[cfg(feature = "metrics")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "metrics")))]
+    pub fn with_metrics(self, metrics: crate::metrics::Metrics) -> Admin {
+        let inner = &self.inner;
+        Admin::build(&inner.server, |new| {
+            new.started = inner.started;
+            new.version = inner.version.clone();
+            new.config = inner.config.clone();
+            new.drain_timeout = inner.drain_timeout;
+            new.metrics = Some(metrics);
+        })
+    }
+
+    /// A handler for one admin connection; mount it with a factory such as
+    /// `move || admin.handler()` and the [`AdminLines`] codec.
+    pub fn handler(&self) -> AdminSession {
+        AdminSession {
+            admin: self.clone(),
+            flow: Arc::new(Mutex::new(Flow::default())),
+            writer: None,
+        }
+    }
+
+    /// Resolves with the report once a `drain` command has finished (the server's owner then
+    /// exits).
+    pub async fn drained(&self) -> ShutdownReport {
+        let mut rx = self.inner.drained.subscribe();
+        loop {
+            if let Some(report) = *rx.borrow_and_update() {
+                return report;
+            }
+            if rx.changed().await.is_err() {
+                // The sender lives in `self`: not reached while we hold it.
+                return ShutdownReport::default();
+            }
+        }
+    }
+
+    /// Serves the admin protocol on a TCP address (one worker thread), for tests and for hosts
+    /// without Unix sockets. Anyone who can connect can steer the server: bind loopback only.
+    ///
+    /// # Errors
+    ///
+    /// As [`ListenerBuilder::serve`](crate::ListenerBuilder::serve).
+    pub fn serve_tcp(&self, addr: &str) -> Result<ListenerHandle, ListenError> {
+        let admin = self.clone();
+        Listener::bind(addr)
+            .workers(1)
+            .max_connections(64)
+            .session_config(admin_session_config())
+            .serve(AdminLines::default(), move || admin.handler())
+    }
+
+    /// Serves the admin protocol on a Unix socket at `path`, mode 0600 (only the owner can
+    /// steer the server). A stale socket file left by a crashed server is replaced; a live one
+    /// is never taken over.
+    ///
+    /// # Errors
+    ///
+    /// [`ListenError::BindUnix`] when the path is taken by a live server or another file, or
+    /// cannot be bound.
+    pub fn serve_unix(&self, path: &Path) -> Result<ListenerHandle, ListenError> {
+        let admin = self.clone();
+        Listener::bind(path)
+            .unix_mode(0o600)
+            .workers(1)
+            .max_connections(64)
+            .session_config(admin_session_config())
+            .serve(AdminLines::default(), move || admin.handler())
+    }
+
+    /// Runs one command line and gives its reply (what a connection would receive, without
+    /// the trailing empty line of a text block).
+    pub async fn execute(&self, line: &str) -> Reply {
+        let reply = self.answer(line).await;
+        self.publish_drain();
+        reply
+    }
+
+    async fn answer(&self, line: &str) -> Reply {
+        match self.run(line).await {
+            Ok(reply) => reply,
+            Err(message) => Reply::Error(message),
+        }
+    }
+
+    /// Tells [`drained`](Self::drained) about a drain that has finished and been answered.
+    fn publish_drain(&self) {
+        let finished = self
+            .inner
+            .finished_drain
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(report) = finished {
+            self.inner.drained.send_replace(Some(report));
+        }
+    }
+
+    async fn run(&self, line: &str) -> Result<Reply, String> {
+        let mut words: Vec<&str> = line.split_whitespace().collect();
+        let before = words.len();
+        words.retain(|w| *w != "--json");
+        let json = words.len() != before;
+        let Some((&command, args)) = words.split_first() else {
+            return Err("empty command (try `help`)".into());
+        };
+        let server = &self.inner.server;
+        let reply = |text: Vec<String>, value: Value| {
+            if json {
+                Reply::Json(value)
+            } else {
+                Reply::Text(text)
+            }
+        };
+        match (command, args) {
+            ("help", []) => Ok(reply(
+                HELP.lines().map(String::from).collect(),
+                json!({ "commands": HELP.lines().collect::<Vec<_>>() }),
+            )),
+            ("info", []) => {
+                let value = self.info().await?;
+                Ok(reply(info_text(&value), value))
+            }
+            ("sessions", args) => {
+                let (sort, limit) = sessions_args(args)?;
+                let started = Instant::now();
+                let mut all = server.registry().list();
+                let total = all.len();
+                match sort {
+                    Sort::Bytes => {
+                        all.sort_unstable_by_key(|s| std::cmp::Reverse(s.bytes_in + s.bytes_out))
+                    }
+                    Sort::Age => all.sort_unstable_by_key(|s| s.connected_at),
+                    Sort::Idle => all.sort_unstable_by_key(|s| std::cmp::Reverse(s.idle_for)),
+                }
+                all.truncate(limit.unwrap_or(usize::MAX));
+                if json {
+                    let list: Vec<Value> = all.iter().map(session_json).collect();
+                    Ok(Reply::Json(json!({ "total": total, "sessions": list })))
+                } else {
+                    let mut text = Vec::with_capacity(all.len() + 2);
+                    text.push(SESSION_HEADER.to_string());
+                    text.extend(all.iter().map(session_line));
+                    text.push(format!(
+                        "{} of {total} sessions, listed in {} ms",
+                        all.len(),
+                        started.elapsed().as_millis()
+                    ));
+                    Ok(Reply::Text(text))
+                }
+            }
+            ("session", [id]) => {
+                let info = find(server, id)?;
+                Ok(reply(
+                    vec![SESSION_HEADER.to_string(), session_line(&info)],
+                    session_json(&info),
+                ))
+            }
+            ("kick" | "abort", [id]) => {
+                let info = find(server, id)?;
+                let mode = if command == "kick" {
+                    CloseMode::Graceful
+                } else {
+                    CloseMode::Abort
+                };
+                if !server.registry().kick(info.id, mode) {
+                    return Err(format!("session {} has already ended", info.id));
+                }
+                let done = if command == "kick" {
+                    "closing"
+                } else {
+                    "aborted"
+                };
+                Ok(reply(
+                    vec![format!("{done} {}", info.id)],
+                    json!({ "id": info.id.get(), "result": done }),
+                ))
+            }
+            ("pause" | "resume", []) => {
+                let sent = if command == "pause" {
+                    server.address().send(PauseAccepting).await
+                } else {
+                    server.address().send(ResumeAccepting).await
+                };
+                sent.map_err(|_| "the listener has stopped".to_string())?;
+                let state = if command == "pause" {
+                    "paused"
+                } else {
+                    "accepting"
+                };
+                Ok(reply(
+                    vec![state.to_string()],
+                    json!({ "accepting": command == "resume" }),
+                ))
+            }
+            ("set", [name, value]) => self
+                .set(name, value)
+                .await
+                .map(|text| reply(vec![text.clone()], json!({ "set": name, "value": value }))),
+            ("drain", args) => {
+                let timeout = match args {
+                    [] => self.inner.drain_timeout,
+                    [secs] => parse_secs(secs)?,
+                    _ => return Err("usage: drain [SECS]".into()),
+                };
+                let report = server.shutdown(timeout).await;
+                *self
+                    .inner
+                    .finished_drain
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner()) = Some(report);
+                let text = format!(
+                    "drained {}, aborted {}, unflushed {} bytes, {} bytes in, {} bytes out, in {} ms",
+                    report.drained,
+                    report.aborted,
+                    report.unflushed_bytes,
+                    report.bytes_in,
+                    report.bytes_out,
+                    report.elapsed.as_millis()
+                );
+                Ok(reply(
+                    vec![text],
+                    json!({
+                        "drained": report.drained, "aborted": report.aborted,
+                        "unflushed_bytes": report.unflushed_bytes, "bytes_in": report.bytes_in,
+                        "bytes_out": report.bytes_out, "elapsed_ms": report.elapsed.as_millis() as u64,
+                    }),
+                ))
+            }
+            ("metrics", []) => self.metrics().await.map(|text| {
+                let value = json!({ "openmetrics": text });
+                reply(text.lines().map(String::from).collect(), value)
+            }),
+            ("quit", []) => Ok(Reply::Quit),
+            (
+                "help" | "info" | "session" | "kick" | "abort" | "pause" | "resume" | "set"
+                | "metrics" | "quit",
+                _,
+            ) => Err(format!("bad arguments for `{command}` (try `help`)")),
+            _ => Err(format!("unknown command `{command}` (try `help`)")),
+        }
+    }
+
+    #[cfg(feature = "metrics")]
+    async fn metrics(&self) -> Result<String, String> {
+        let metrics = self.inner.metrics.clone().unwrap_or_else(|| {
+            let metrics = crate::metrics::Metrics::new();
+            metrics.watch(&self.inner.server);
+            metrics
+        });
+        Ok(metrics.render().await)
+    }
+
+    #[cfg(not(feature = "metrics"))]
+    async fn metrics(&self) -> Result<String, String> {
+        Err("built without the `metrics` feature".into())
+    }
+
+    async fn set(&self, name: &str, value: &str) -> Result<String, String> {
+        let listener = self.inner.server.address();
+        let gone = |_| "the listener has stopped".to_string();
+        match name {
+            "max-connections" => {
+                let n = parse_count(value)?;
+                listener.send(SetMaxConnections(n)).await.map_err(gone)?;
+                Ok(format!("max-connections {n}"))
+            }
+            "max-connections-per-ip" => {
+                let n = if value == "off" { None } else { Some(parse_count(value)?) };
+                listener.send(SetMaxConnectionsPerIp(n)).await.map_err(gone)?;
+                Ok(format!("max-connections-per-ip {value}"))
+            }
+            "idle-timeout" => Err(
+                "idle-timeout cannot be changed on a running listener yet (sessions keep the config they started with)"
+                    .into(),
+            ),
+            _ => Err(format!("unknown setting `{name}` (max-connections, max-connections-per-ip)")),
+        }
+    }
+
+    async fn info(&self) -> Result<Value, String> {
+        let server = &self.inner.server;
+        let listener = server
+            .address()
+            .send(GetListenerStats)
+            .await
+            .map_err(|_| "the listener has stopped".to_string())?;
+        let stats = server.registry().stats();
+        let (live_in, live_out) = server
+            .registry()
+            .list()
+            .iter()
+            .fold((0, 0), |(i, o), s| (i + s.bytes_in, o + s.bytes_out));
+        let config = self.inner.config.as_ref();
+        let secs = |d: Option<Duration>| d.map(|d| d.as_secs_f64());
+        Ok(json!({
+            "version": self.inner.version,
+            "uptime_s": self.inner.started.elapsed().as_secs(),
+            "listeners": [{
+                "addr": server.local_addr().to_string(),
+                "transport": "tcp",
+                "accepting": !listener.paused,
+                "active": listener.active,
+                "accepted": listener.accepted,
+                "rejected_per_ip": listener.rejected_per_ip,
+                "accept_errors": listener.accept_errors,
+            }],
+            "workers": server.pool().loads(),
+            "limits": {
+                "max_connections": listener.max_connections,
+                "max_connections_per_ip": listener.max_connections_per_ip,
+                "idle_timeout_s": secs(config.and_then(|c| c.idle_timeout())),
+                "frame_timeout_s": secs(config.and_then(|c| c.frame_timeout())),
+            },
+            "totals": {
+                "live": stats.live,
+                "connected": stats.connected,
+                "disconnected": stats.disconnected,
+                "bytes_in": stats.bytes_in + live_in,
+                "bytes_out": stats.bytes_out + live_out,
+                "bytes_in_ended": stats.bytes_in,
+                "bytes_out_ended": stats.bytes_out,
+                "broadcasts_dropped": stats.broadcasts_dropped,
+                "slow_consumers": stats.slow_consumers,
+            },
+        }))
+    }
+}
+
+/// The reply to one admin command.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum Reply {
+    /// Lines of text; on the wire an empty line follows.
+    Text(Vec<String>),
+    /// One JSON object on one line (the command ended with `--json`).
+    Json(Value),
+    /// `error: ...` on one line.
+    Error(String),
+    /// The connection closes.
+    Quit,
+}
+
+impl Reply {
+    /// The lines sent on the wire for this reply.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use switchboard::admin::Reply;
+    /// assert_eq!(Reply::Error("no".into()).into_lines(), vec!["error: no".to_string()]);
+    /// assert_eq!(Reply::Text(vec!["a".into()]).into_lines(), vec!["a".to_string(), String::new()]);
+    /// ```
+    pub fn into_lines(self) -> Vec<String> {
+        match self {
+            Reply::Text(mut lines) => {
+                // A line inside a block is never empty: that would end the block early.
+                for line in lines.iter_mut().filter(|l| l.is_empty()) {
+                    line.push(' ');
+                }
+                lines.push(String::new());
+                lines
+            }
+            Reply::Json(value) => vec![value.to_string()],
+            Reply::Error(message) => vec![format!("error: {}", message.replace('\n', " "))],
+            Reply::Quit => vec!["bye".into(), String::new()],
+        }
+    }
+}
+
+const HELP: &str = "help                                   this list
+info [--json]                          version, uptime, listener, workers, limits, totals
+sessions [--json] [--sort bytes|age|idle] [--limit N]
+session ID [--json]                    one session
+kick ID | abort ID                     close a session gracefully | at once
+pause | resume                         stop | resume accepting
+set max-connections N
+set max-connections-per-ip N|off
+drain [SECS]                           stop accepting, close every session, report
+metrics                                OpenMetrics text, as GET /metrics
+quit                                   close this connection";
+
+const SESSION_HEADER: &str =
+    "ID         PEER                   TRANSPORT WORKER      AGE     IDLE     BYTES_IN    BYTES_OUT  FRAMES_IN FRAMES_OUT   TO_WRITE STATE";
+
+enum Sort {
+    Bytes,
+    Age,
+    Idle,
+}
+
+fn sessions_args(args: &[&str]) -> Result<(Sort, Option<usize>), String> {
+    let mut sort = Sort::Bytes;
+    let mut limit = None;
+    let mut rest = args.iter();
+    // Bounded by the number of words.
+    while let Some(&arg) = rest.next() {
+        match (arg, rest.next()) {
+            ("--sort", Some(&"bytes")) => sort = Sort::Bytes,
+            ("--sort", Some(&"age")) => sort = Sort::Age,
+            ("--sort", Some(&"idle")) => sort = Sort::Idle,
+            ("--limit", Some(n)) => limit = Some(parse_count(n)?),
+            _ => return Err("usage: sessions [--json] [--sort bytes|age|idle] [--limit N]".into()),
+        }
+    }
+    Ok((sort, limit))
+}
+
+fn parse_count(text: &str) -> Result<usize, String> {
+    text.parse::<usize>()
+        .ok()
+        .filter(|n| *n > 0)
+        .ok_or_else(|| format!("`{text}` is not a whole number above 0"))
+}
+
+fn parse_secs(text: &str) -> Result<Duration, String> {
+    text.parse::<f64>()
+        .ok()
+        .filter(|s| s.is_finite() && (0.0..=1e6).contains(s))
+        .map(Duration::from_secs_f64)
+        .ok_or_else(|| format!("`{text}` is not a number of seconds"))
+}
+
+fn find(server: &ListenerHandle, id: &str) -> Result<SessionInfo, String> {
+    let n: u64 = id
+        .trim_start_matches('#')
+        .parse()
+        .map_err(|_| format!("`{id}` is not a session id"))?;
+    server
+        .registry()
+        .list()
+        .into_iter()
+        .find(|s| s.id.get() == n)
+        .ok_or_else(|| format!("no session #{n}"))
+}
+
+fn age(info: &SessionInfo) -> Duration {
+    SystemTime::now()
+        .duration_since(info.connected_at)
+        .unwrap_or_default()
+}
+
+fn state_name(info: &SessionInfo) -> &'static str {
+    match info.state {
+        crate::SessionState::Connected if info.read_paused => "paused",
+        crate::SessionState::Connected => "connected",
+        crate::SessionState::Closing => "closing",
+        _ => "closed",
+    }
+}
+
+fn short(d: Duration) -> String {
+    let s = d.as_secs();
+    if s >= 3600 {
+        format!("{}h{:02}m", s / 3600, s / 60 % 60)
+    } else if s >= 60 {
+        format!("{}m{:02}s", s / 60, s % 60)
+    } else {
+        format!("{:.1}s", d.as_secs_f64())
+    }
+}
+
+fn session_line(s: &SessionInfo) -> String {
+    let mut line = String::with_capacity(140);
+    let _ = write!(
+        line,
+        "{:<10} {:<22} {:<9} {:>6} {:>8} {:>8} {:>12} {:>12} {:>10} {:>10} {:>10} {}",
+        s.id.to_string(),
+        s.peer_addr.to_string(),
+        "tcp",
+        s.worker.map_or("-".to_string(), |w| w.to_string()),
+        short(age(s)),
+        short(s.idle_for),
+        s.bytes_in,
+        s.bytes_out,
+        s.frames_in,
+        s.frames_out,
+        s.bytes_to_write + s.bytes_queued,
+        state_name(s),
+    );
+    line
+}
+
+fn session_json(s: &SessionInfo) -> Value {
+    json!({
+        "id": s.id.get(),
+        "peer": s.peer_addr.to_string(),
+        "local": s.local_addr.to_string(),
+        "transport": "tcp",
+        "worker": s.worker,
+        "age_s": age(s).as_secs_f64(),
+        "idle_s": s.idle_for.as_secs_f64(),
+        "bytes_in": s.bytes_in,
+        "bytes_out": s.bytes_out,
+        "frames_in": s.frames_in,
+        "frames_out": s.frames_out,
+        "bytes_to_write": s.bytes_to_write + s.bytes_queued,
+        "write_buffer_full": s.write_buffer_full,
+        "state": state_name(s),
+    })
+}
+
+fn info_text(v: &Value) -> Vec<String> {
+    let mut out = vec![
+        format!("version   {}", v["version"].as_str().unwrap_or("?")),
+        format!("uptime    {} s", v["uptime_s"]),
+    ];
+    if let Some(listeners) = v["listeners"].as_array() {
+        for l in listeners {
+            out.push(format!(
+                "listener  {} {} {}, {} active, {} accepted, {} rejected (per IP), {} accept errors",
+                l["transport"].as_str().unwrap_or("?"),
+                l["addr"].as_str().unwrap_or("?"),
+                if l["accepting"].as_bool() == Some(true) { "accepting" } else { "paused" },
+                l["active"],
+                l["accepted"],
+                l["rejected_per_ip"],
+                l["accept_errors"],
+            ));
+        }
+    }
+    out.push(format!("workers   {}", v["workers"]));
+    let limits = &v["limits"];
+    out.push(format!(
+        "limits    max-connections {}, max-connections-per-ip {}, idle-timeout {}, frame-timeout {}",
+        limits["max_connections"],
+        if limits["max_connections_per_ip"].is_null() { "off".to_string() } else { limits["max_connections_per_ip"].to_string() },
+        if limits["idle_timeout_s"].is_null() { "off".to_string() } else { format!("{} s", limits["idle_timeout_s"]) },
+        if limits["frame_timeout_s"].is_null() { "off".to_string() } else { format!("{} s", limits["frame_timeout_s"]) },
+    ));
+    let t = &v["totals"];
+    out.push(format!(
+        "totals    {} live, {} connected, {} disconnected, {} bytes in and {} bytes out (ended sessions), {} dropped, {} slow consumers",
+        t["live"], t["connected"], t["disconnected"], t["bytes_in_ended"], t["bytes_out_ended"], t["broadcasts_dropped"], t["slow_consumers"],
+    ));
+    out
+}
+
+/// Admin sessions: no idle timeout (an operator's prompt may sit for hours).
+fn admin_session_config() -> SessionConfig {
+    SessionConfig::default().with_idle_timeout(None)
+}
+
+/// Whether a command is being answered; the next waits (its frame stays in the read buffer,
+/// and past that TCP pushes back).
+#[derive(Default)]
+struct Flow {
+    busy: bool,
+    waker: Option<Waker>,
+}
+
+/// How a reply task writes to its session, whatever the session's transport.
+#[derive(Clone)]
+struct Writer {
+    write: Recipient<Write<String>>,
+    flush: Recipient<Flush>,
+    close: Recipient<DisconnectFromHost>,
+}
+
+impl Writer {
+    /// Writes the lines in order, waiting for the buffer to drain whenever it is full. False
+    /// once the session is gone.
+    async fn send(&self, lines: Vec<String>) -> bool {
+        for line in lines {
+            // Each refusal is followed by a flush that empties the buffer, so the second
+            // attempt has room; a third is a session that no longer writes.
+            let mut attempts = 0;
+            loop {
+                match self.write.send(Write(line.clone())).await {
+                    Ok(Ok(())) => break,
+                    Ok(Err(SessionError::WriteBufferFull { .. })) if attempts < 3 => {
+                        attempts += 1;
+                        if !matches!(self.flush.send(Flush).await, Ok(Ok(()))) {
+                            return false;
+                        }
+                    }
+                    _ => return false,
+                }
+            }
+        }
+        true
+    }
+}
+
+/// One admin connection: commands in, replies out, one command at a time. Made by
+/// [`Admin::handler`].
+pub struct AdminSession {
+    admin: Admin,
+    flow: Arc<Mutex<Flow>>,
+    writer: Option<Writer>,
+}
+
+impl std::fmt::Debug for AdminSession {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AdminSession").finish_non_exhaustive()
+    }
+}
+
+fn lock(flow: &Mutex<Flow>) -> std::sync::MutexGuard<'_, Flow> {
+    flow.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl SessionHandler<AdminLines> for AdminSession {
+    fn connected(&mut self, conn: &mut Conn<'_, AdminLines, Self>) {
+        let address = conn.address();
+        self.writer = Some(Writer {
+            write: address.clone().recipient(),
+            flush: address.clone().recipient(),
+            close: address.recipient(),
+        });
+        tracing::debug!(session = %conn.id(), "admin client connected");
+    }
+
+    fn poll_ready(&mut self, cx: &mut task::Context<'_>) -> Poll<()> {
+        let mut flow = lock(&self.flow);
+        if flow.busy {
+            flow.waker = Some(cx.waker().clone());
+            Poll::Pending
+        } else {
+            Poll::Ready(())
+        }
+    }
+
+    fn ready_read(
+        &mut self,
+        line: Result<String, CodecError>,
+        conn: &mut Conn<'_, AdminLines, Self>,
+    ) {
+        let line = match line {
+            Ok(line) => line,
+            Err(error) => {
+                let _ = conn.write(format!("error: {error}"));
+                return;
+            }
+        };
+        if line.trim().is_empty() {
+            return;
+        }
+        let Some(writer) = self.writer.clone() else {
+            return;
+        };
+        lock(&self.flow).busy = true;
+        let admin = self.admin.clone();
+        let flow = self.flow.clone();
+        // On the session's own worker thread: the command runs beside the session, which goes
+        // on serving its neighbours; the next command waits in `poll_ready`.
+        actix_rt::spawn(async move {
+            let reply = admin.answer(&line).await;
+            let quit = reply == Reply::Quit;
+            if writer.send(reply.into_lines()).await {
+                // Out to the kernel before a drain lets the owner exit.
+                let _ = writer.flush.send(Flush).await;
+                if quit {
+                    let _ = writer.close.send(DisconnectFromHost).await;
+                }
+            }
+            admin.publish_drain();
+            let waker = {
+                let mut flow = lock(&flow);
+                flow.busy = false;
+                flow.waker.take()
+            };
+            if let Some(waker) = waker {
+                waker.wake();
+            }
+        });
+    }
+}

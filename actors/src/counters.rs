@@ -1,0 +1,155 @@
+//! Totals the registry keeps about sessions that have ended (by disconnect reason, frames,
+//! write-buffer-full events, lifetimes) and about broadcasts: each is one relaxed atomic add per
+//! session end or per broadcast, never per frame. Read them with [`Registry::closed_stats`]
+//! (the metrics collector and the admin socket do).
+//!
+//! [`Registry::closed_stats`]: crate::Registry::closed_stats
+
+use std::{
+    sync::atomic::{AtomicU64, Ordering},
+    time::Duration,
+};
+
+use crate::{DisconnectReason, SessionInfo};
+
+/// Every label [`DisconnectReason::label`] gives, in a fixed order.
+pub const DISCONNECT_REASON_LABELS: [&str; 15] = [
+    "peer_closed",
+    "reset",
+    "closed",
+    "aborted",
+    "idle_timeout",
+    "frame_timeout",
+    "close_timeout",
+    "codec",
+    "io",
+    "slow_consumer",
+    "kicked",
+    "shutdown",
+    "handler_panicked",
+    "tls",
+    "handshake_timeout",
+];
+
+/// Upper bounds, in seconds, of the session-lifetime histogram's buckets (an implicit `+Inf`
+/// bucket follows).
+pub const LIFETIME_BUCKETS: [f64; 10] =
+    [0.01, 0.1, 0.5, 1.0, 5.0, 10.0, 60.0, 300.0, 1800.0, 3600.0];
+
+impl DisconnectReason {
+    /// A short, stable `snake_case` name for the kind of ending, without its details: a metric
+    /// label or a log field. One of [`DISCONNECT_REASON_LABELS`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use switchboard::DisconnectReason;
+    /// assert_eq!(DisconnectReason::IdleTimeout.label(), "idle_timeout");
+    /// ```
+    pub fn label(&self) -> &'static str {
+        DISCONNECT_REASON_LABELS[reason_index(self)]
+    }
+}
+
+fn reason_index(reason: &DisconnectReason) -> usize {
+    match reason {
+        DisconnectReason::PeerClosed => 0,
+        DisconnectReason::Reset => 1,
+        DisconnectReason::Closed => 2,
+        DisconnectReason::Aborted => 3,
+        DisconnectReason::IdleTimeout => 4,
+        DisconnectReason::FrameTimeout => 5,
+        DisconnectReason::CloseTimeout => 6,
+        DisconnectReason::Codec(_) => 7,
+        DisconnectReason::Io(_) => 8,
+        DisconnectReason::SlowConsumer => 9,
+        DisconnectReason::Kicked => 10,
+        DisconnectReason::Shutdown => 11,
+        DisconnectReason::HandlerPanicked(_) => 12,
+        DisconnectReason::Tls(_) => 13,
+        DisconnectReason::HandshakeTimeout => 14,
+    }
+}
+
+/// The registry's atomics for ended sessions and broadcasts.
+#[derive(Debug, Default)]
+pub(crate) struct RegistryCounters {
+    by_reason: [AtomicU64; DISCONNECT_REASON_LABELS.len()],
+    frames_in: AtomicU64,
+    frames_out: AtomicU64,
+    write_buffer_full: AtomicU64,
+    /// One count per bucket of [`LIFETIME_BUCKETS`], then the `+Inf` bucket (not cumulative).
+    lifetimes: [AtomicU64; LIFETIME_BUCKETS.len() + 1],
+    lifetime_micros: AtomicU64,
+    /// Calls to `Registry::broadcast`.
+    pub(crate) broadcasts: AtomicU64,
+}
+
+impl RegistryCounters {
+    /// Counts one session that ended.
+    pub(crate) fn record(&self, reason: &DisconnectReason, info: &SessionInfo) {
+        self.by_reason[reason_index(reason)].fetch_add(1, Ordering::Relaxed);
+        self.frames_in.fetch_add(info.frames_in, Ordering::Relaxed);
+        self.frames_out
+            .fetch_add(info.frames_out, Ordering::Relaxed);
+        self.write_buffer_full
+            .fetch_add(info.write_buffer_full, Ordering::Relaxed);
+        let lived = info.connected_at.elapsed().unwrap_or_default();
+        let secs = lived.as_secs_f64();
+        let bucket = LIFETIME_BUCKETS
+            .iter()
+            .position(|&upper| secs <= upper)
+            .unwrap_or(LIFETIME_BUCKETS.len());
+        self.lifetimes[bucket].fetch_add(1, Ordering::Relaxed);
+        self.lifetime_micros.fetch_add(
+            u64::try_from(lived.as_micros()).unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
+    }
+
+    pub(crate) fn snapshot(&self) -> ClosedStats {
+        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        ClosedStats {
+            by_reason: DISCONNECT_REASON_LABELS
+                .iter()
+                .zip(self.by_reason.iter())
+                .map(|(label, count)| (*label, load(count)))
+                .collect(),
+            frames_in: load(&self.frames_in),
+            frames_out: load(&self.frames_out),
+            write_buffer_full: load(&self.write_buffer_full),
+            lifetime_buckets: self.lifetimes.iter().map(load).collect(),
+            lifetime_sum: Duration::from_micros(load(&self.lifetime_micros)),
+            broadcasts: load(&self.broadcasts),
+        }
+    }
+}
+
+/// Totals over the sessions that have ended, and broadcasts sent; from
+/// [`Registry::closed_stats`](crate::Registry::closed_stats).
+///
+/// # Examples
+///
+/// ```
+/// let stats = switchboard::Registry::new().closed_stats();
+/// assert!(stats.by_reason.iter().all(|(_, n)| *n == 0));
+/// assert_eq!(stats.lifetime_buckets.len(), switchboard::LIFETIME_BUCKETS.len() + 1);
+/// ```
+#[derive(Debug, Clone, Default, PartialEq)]
+#[non_exhaustive]
+pub struct ClosedStats {
+    /// Sessions ended, per [`DisconnectReason::label`], in [`DISCONNECT_REASON_LABELS`] order.
+    pub by_reason: Vec<(&'static str, u64)>,
+    /// Frames the ended sessions decoded, over their whole lives.
+    pub frames_in: u64,
+    /// Frames the ended sessions encoded, over their whole lives.
+    pub frames_out: u64,
+    /// Times the ended sessions' write buffers reached their high watermark.
+    pub write_buffer_full: u64,
+    /// Ended sessions per lifetime bucket ([`LIFETIME_BUCKETS`], then `+Inf`), not cumulative.
+    pub lifetime_buckets: Vec<u64>,
+    /// The ended sessions' lifetimes added up.
+    pub lifetime_sum: Duration,
+    /// Broadcasts sent through the registry.
+    pub broadcasts: u64,
+}
