@@ -247,3 +247,28 @@ fn serve_adopts_a_socket_passed_by_socket_activation() {
     let finished = proc.wait(STEP);
     assert!(finished.status.success(), "{finished:?}");
 }
+
+/// `serve --admin PATH`: a Unix socket only the owner may use (mode 0600), which `ctl` speaks
+/// to; removed when the server stops.
+#[test]
+fn the_admin_socket_is_a_unix_socket_with_mode_0600() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = support::TempDir::new("admin-unix");
+    let path = dir.path().join("admin.sock");
+    let path_text = path.to_str().unwrap().to_string();
+    let server = Server::start(&["--mode", "echo", "--admin", &path_text]);
+    assert_eq!(server.proc.stdout_line(), format!("admin on {path_text}"));
+    let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "admin socket mode {mode:o}");
+    let info = run(&["ctl", &path_text, "info"], STEP);
+    assert!(info.status.success(), "{info:?}");
+    assert!(
+        info.stdout.iter().any(|l| l.contains("version")),
+        "{info:?}"
+    );
+    assert!(server.terminate().status.success());
+    assert!(
+        !path.exists(),
+        "the admin socket file is removed on a clean stop"
+    );
+}

@@ -399,3 +399,28 @@ pub(crate) fn new_session<C: SessionCodec, H: SessionHandler<C>>(
         handler,
     }
 }
+
+/// Starts a session over one end of an in-memory duplex, on the current arbiter: the state
+/// machine's unit tests need no socket.
+#[cfg(test)]
+pub(crate) fn start_in_memory<C: SessionCodec, H: SessionHandler<C>>(
+    stream: tokio::io::DuplexStream,
+    codec: C,
+    handler: H,
+    config: SessionConfig,
+) -> Addr<Session<C, H>> {
+    let addr: std::net::SocketAddr = "127.0.0.1:9".parse().expect("a literal address");
+    let parts = Parts {
+        id: None,
+        peer_addr: addr.into(),
+        local_addr: addr.into(),
+    };
+    let launch = Launch::new(parts, Arc::new(config), None);
+    actix::Actor::start(new_session(
+        Ok(Stream::Memory(stream)),
+        launch,
+        codec,
+        handler,
+        None,
+    ))
+}

@@ -50,6 +50,9 @@ mod meta;
 mod timeouts;
 mod types;
 
+#[cfg(test)]
+mod tests;
+
 pub use handler::{Conn, SessionHandler};
 pub use launch::SessionBuilder;
 pub use messages::{

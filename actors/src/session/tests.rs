@@ -1,0 +1,213 @@
+//! The session's state machine over an in-memory duplex (no socket), one test per row of the
+//! table in `mod.rs`: Open reads and answers; the peer's FIN ends reading (`read_finished`),
+//! then the session flushes and closes; Closing answers what was read, flushes, shuts the
+//! write side and lingers, discarding, until the peer's FIN; Abort ends at once; a pause stops
+//! delivery; answers that fill the write buffer hold frames; a half-close from this side keeps
+//! reading.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use switchboard_codec::Lines;
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt, DuplexStream},
+    sync::mpsc,
+};
+
+use super::launch::start_in_memory;
+use super::{
+    Abort, Conn, DisconnectFromHost, DisconnectReason, GetInfo, PauseReading, ResumeReading,
+    SessionHandler, SessionInfo, ShutdownWrite,
+};
+use crate::SessionConfig;
+
+#[derive(Debug, PartialEq)]
+enum Seen {
+    Line(String),
+    ReadFinished,
+    Ended(String),
+}
+
+/// Echoes each line (unless `quiet`), reports what happens.
+struct Probe {
+    seen: mpsc::UnboundedSender<Seen>,
+    quiet: bool,
+}
+
+impl SessionHandler<Lines> for Probe {
+    fn ready_read(&mut self, line: String, conn: &mut Conn<'_, Lines, Self>) {
+        if !self.quiet {
+            conn.write(line.clone()).expect("an answer is taken");
+        }
+        let _ = self.seen.send(Seen::Line(line));
+    }
+    fn read_finished(&mut self, _: &mut Conn<'_, Lines, Self>) {
+        let _ = self.seen.send(Seen::ReadFinished);
+    }
+    fn disconnected(&mut self, reason: &DisconnectReason, _: &SessionInfo) {
+        let _ = self.seen.send(Seen::Ended(format!("{reason:?}")));
+    }
+}
+
+const LIMIT: Duration = Duration::from_secs(5);
+
+async fn next(seen: &mut mpsc::UnboundedReceiver<Seen>) -> Seen {
+    tokio::time::timeout(LIMIT, seen.recv())
+        .await
+        .expect("an event in time")
+        .expect("the session reports")
+}
+
+fn start(
+    config: SessionConfig,
+    quiet: bool,
+) -> (
+    actix::Addr<super::Session<Lines, Probe>>,
+    DuplexStream,
+    mpsc::UnboundedReceiver<Seen>,
+) {
+    let (ours, theirs) = tokio::io::duplex(64 * 1024);
+    let (tx, rx) = mpsc::unbounded_channel();
+    let session = start_in_memory(ours, Lines::new(), Probe { seen: tx, quiet }, config);
+    (session, theirs, rx)
+}
+
+async fn read_all(peer: &mut DuplexStream) -> Vec<u8> {
+    let mut all = Vec::new();
+    tokio::time::timeout(LIMIT, peer.read_to_end(&mut all))
+        .await
+        .expect("EOF in time")
+        .expect("a clean read");
+    all
+}
+
+#[actix_rt::test]
+async fn open_reads_and_answers_then_the_peers_fin_finishes_reading_and_closes() {
+    let (_session, mut peer, mut seen) = start(SessionConfig::default(), false);
+    peer.write_all(b"one\ntwo\n").await.unwrap();
+    assert_eq!(next(&mut seen).await, Seen::Line("one".into()));
+    assert_eq!(next(&mut seen).await, Seen::Line("two".into()));
+    peer.shutdown().await.unwrap();
+    assert_eq!(next(&mut seen).await, Seen::ReadFinished);
+    // The answers are flushed, then our FIN: the peer reads to EOF.
+    assert_eq!(read_all(&mut peer).await, b"one\ntwo\n");
+    assert_eq!(next(&mut seen).await, Seen::Ended("PeerClosed".into()));
+}
+
+#[actix_rt::test]
+async fn closing_answers_what_was_read_flushes_then_lingers_discarding_until_the_fin() {
+    let (session, mut peer, mut seen) = start(SessionConfig::default(), false);
+    peer.write_all(b"last\n").await.unwrap();
+    assert_eq!(next(&mut seen).await, Seen::Line("last".into()));
+    session.send(DisconnectFromHost).await.unwrap();
+    // Our side is shut after the answer...
+    let mut answer = Vec::new();
+    tokio::time::timeout(LIMIT, peer.read_to_end(&mut answer))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(answer, b"last\n");
+    // ...and the session lingers: what the peer sends now is discarded, not delivered.
+    peer.write_all(b"ignored\n").await.unwrap();
+    let info = loop {
+        let info = session.send(GetInfo).await.unwrap();
+        if info.bytes_discarded > 0 {
+            break info;
+        }
+        tokio::task::yield_now().await;
+    };
+    assert_eq!(info.bytes_discarded, 8);
+    assert_eq!(info.frames_in, 1);
+    peer.shutdown().await.unwrap();
+    assert_eq!(next(&mut seen).await, Seen::Ended("Closed".into()));
+}
+
+#[actix_rt::test]
+async fn abort_closes_at_once() {
+    let (session, mut peer, mut seen) = start(SessionConfig::default(), false);
+    session.send(Abort).await.unwrap();
+    assert_eq!(next(&mut seen).await, Seen::Ended("Aborted".into()));
+    assert!(read_all(&mut peer).await.is_empty());
+}
+
+#[actix_rt::test]
+async fn a_paused_session_delivers_nothing_until_resumed() {
+    let (session, mut peer, mut seen) = start(SessionConfig::default(), true);
+    session.send(PauseReading).await.unwrap();
+    peer.write_all(b"held\n").await.unwrap();
+    // A round trip through the mailbox after the write: the session has had its turns.
+    for _ in 0..10 {
+        let info = session.send(GetInfo).await.unwrap();
+        assert_eq!(info.frames_in, 0, "delivered while paused");
+        tokio::task::yield_now().await;
+    }
+    assert!(seen.try_recv().is_err());
+    session.send(ResumeReading).await.unwrap();
+    assert_eq!(next(&mut seen).await, Seen::Line("held".into()));
+}
+
+#[actix_rt::test]
+async fn answers_that_fill_the_write_buffer_hold_frames_until_it_drains() {
+    // A tiny pipe and tiny watermarks: the peer not reading fills them at once.
+    let (ours, peer) = tokio::io::duplex(64);
+    let (mut peer_read, mut peer_write) = tokio::io::split(peer);
+    let (tx, mut seen) = mpsc::unbounded_channel();
+    let config = SessionConfig::default().with_write_watermarks(16, 64);
+    let session = start_in_memory(
+        ours,
+        Lines::new(),
+        Probe {
+            seen: tx,
+            quiet: false,
+        },
+        config,
+    );
+    let line = "x".repeat(40);
+    let burst: String = (0..20).map(|_| format!("{line}\n")).collect();
+    let writer = tokio::spawn(async move {
+        peer_write.write_all(burst.as_bytes()).await.unwrap();
+    });
+    // Some frames are answered, then the rest wait: the answers filled the buffer.
+    assert_eq!(next(&mut seen).await, Seen::Line(line.clone()));
+    let mut held = None;
+    for _ in 0..50 {
+        let info = session.send(GetInfo).await.unwrap();
+        if info.read_paused {
+            held = Some(info);
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
+    let held = held.expect("frames held back while answers wait");
+    assert!(held.frames_in < 20, "{held:?}");
+    assert!(held.bytes_to_write <= 2 * 64 + 41, "{held:?}");
+    // The peer reads: everything is answered (and the writer, held back meanwhile, finishes).
+    let mut got = vec![0u8; 20 * 41];
+    tokio::time::timeout(LIMIT, peer_read.read_exact(&mut got))
+        .await
+        .unwrap()
+        .unwrap();
+    tokio::time::timeout(LIMIT, writer).await.unwrap().unwrap();
+    assert_eq!(got.len(), 20 * 41);
+    let info = session.send(GetInfo).await.unwrap();
+    assert_eq!(info.frames_in, 20);
+}
+
+#[actix_rt::test]
+async fn a_half_close_from_this_side_keeps_reading_until_the_peer_is_done() {
+    let (session, mut peer, mut seen) = start(SessionConfig::default(), true);
+    session.send(ShutdownWrite).await.unwrap();
+    // Our FIN reaches the peer...
+    assert!(read_all(&mut peer).await.is_empty());
+    // ...which can still send.
+    peer.write_all(b"after your FIN\n").await.unwrap();
+    assert_eq!(next(&mut seen).await, Seen::Line("after your FIN".into()));
+    let refused = session
+        .send(super::Write(Bytes::from_static(b"late")))
+        .await
+        .unwrap();
+    assert!(refused.is_err(), "a write after the half-close");
+    peer.shutdown().await.unwrap();
+    assert_eq!(next(&mut seen).await, Seen::ReadFinished);
+    assert_eq!(next(&mut seen).await, Seen::Ended("Closed".into()));
+}
