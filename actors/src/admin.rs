@@ -168,7 +168,7 @@ struct Inner {
 impl std::fmt::Debug for Admin {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Admin")
-            .field("server", &self.inner.server.local_addr())
+            .field("server", &self.inner.server.label())
             .finish()
     }
 }
@@ -513,8 +513,11 @@ impl Admin {
             "version": self.inner.version,
             "uptime_s": self.inner.started.elapsed().as_secs(),
             "listeners": [{
-                "addr": server.local_addr().to_string(),
-                "transport": "tcp",
+                "addr": server.label(),
+                "transport": server.addresses().first().map(|a| match a {
+                    crate::Address::Unix(_) => "unix",
+                    _ => "tcp",
+                }),
                 "accepting": !listener.paused,
                 "active": listener.active,
                 "accepted": listener.accepted,

@@ -1092,13 +1092,27 @@ impl fmt::Debug for ListenerHandle {
 }
 
 impl ListenerHandle {
-    /// The bound address (Qt's `serverAddress` and `serverPort`), with the real port when 0
-    /// was asked for.
+    /// The first bound IP address (Qt's `serverAddress` and `serverPort`), with the real port
+    /// when 0 was asked for.
+    ///
+    /// # Panics
+    ///
+    /// For a listener on Unix sockets only; [`addresses`](Self::addresses) covers every kind.
     pub fn local_addr(&self) -> SocketAddr {
         match self.local_addr {
             Some(addr) => addr,
             None => panic!("this listener has no IP socket; use `addresses()`"),
         }
+    }
+
+    /// Every address it listens on, joined by commas (`127.0.0.1:7878,unix:/run/sb.sock`): a
+    /// label for logs and metrics.
+    pub fn label(&self) -> String {
+        self.addresses
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(",")
     }
 
     /// Every address it listens on, in the order they were given.

@@ -105,7 +105,7 @@ impl Metrics {
     pub fn watch(&self, handle: &ListenerHandle) {
         lock(&self.watched).push(Watched {
             handle: handle.clone(),
-            label: handle.local_addr().to_string(),
+            label: handle.label(),
             stats: None,
         });
     }

@@ -702,6 +702,10 @@ impl Registry {
     /// Adds an entry with no session behind it, for measuring the registry itself (benches)
     /// and for examples; messages to it are queued and never written. The entry leaves when
     /// the returned guard is dropped.
+    ///
+    /// Hidden from the docs: it is scaffolding for the benches and the registry's own examples
+    /// (a registry full of entries without sockets), not part of the API users build on; a
+    /// cargo feature would make the benches build the library twice.
     #[doc(hidden)]
     pub fn register_placeholder(&self, peer: SocketAddr, local: SocketAddr) -> Placeholder {
         let meta = SessionMeta::placeholder(peer, local);

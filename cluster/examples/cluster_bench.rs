@@ -247,7 +247,7 @@ fn broadcast(nodes: usize, clients: usize, lines: usize) {
                 delivered.fetch_add(1, Ordering::Relaxed);
                 if let Some(tx) = &tx {
                     let i: usize = text.trim_start_matches("line ").parse().unwrap_or(0);
-                    if (i + 1) % 100 == 0 {
+                    if (i + 1).is_multiple_of(100) {
                         let _ = tx.send(i);
                     }
                 }

@@ -622,11 +622,11 @@ impl Shared {
                 if from == self.node {
                     return;
                 }
-                let new = !self
+                let new = self
                     .state()
                     .peers
                     .get(from.name())
-                    .is_some_and(|p| p.node == from);
+                    .is_none_or(|p| p.node != from);
                 self.seen(from, count as usize);
                 if hello || new {
                     // A node that just started (or came back) learns of us at once.

@@ -388,3 +388,42 @@ fn qt_flow_walks_the_five_steps_for_one_client() {
         "{lines:?}"
     );
 }
+
+/// `tls_echo`: serves TLS with certificates made here, talks to itself, reports TLS 1.3.
+#[test]
+fn tls_echo_talks_to_itself_over_tls() {
+    let pki = switchboard_tests::pki::Pki::new();
+    let example = Example::spawn(
+        "tls_echo",
+        &[
+            pki.server_cert.to_str().unwrap(),
+            pki.server_key.to_str().unwrap(),
+            pki.ca.to_str().unwrap(),
+        ],
+    );
+    assert!(example
+        .expect("listening on tls://")
+        .parse::<SocketAddr>()
+        .is_ok());
+    assert_eq!(example.expect("echo: "), "hello over TLS");
+    assert!(example.expect("tls: ").starts_with("TLSv1_3 "));
+    example.succeeds();
+}
+
+/// `unix_echo`: a socket file of its own, an echo, the peer's credentials, the file removed.
+#[test]
+fn unix_echo_talks_to_itself_and_removes_its_socket() {
+    let dir = std::env::temp_dir().join(format!("switchboard-unix-example-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("echo.sock");
+    let example = Example::spawn("unix_echo", &[path.to_str().unwrap()]);
+    assert_eq!(
+        example.expect("listening on "),
+        format!("unix:{}", path.display())
+    );
+    assert!(example.expect("connected: ").starts_with("unix:"));
+    assert_eq!(example.expect("echo: "), "hello over a Unix socket");
+    let rest = example.succeeds();
+    assert_eq!(rest, ["removed: true"]);
+    let _ = std::fs::remove_dir_all(&dir);
+}

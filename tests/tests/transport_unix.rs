@@ -262,7 +262,9 @@ print(got.decode().strip())
         .expect("python3 runs");
     assert_eq!(
         String::from_utf8_lossy(&output.stdout).trim(),
-        "from python"
+        "from python",
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
     );
 
     let mut socat = Command::new("socat")

@@ -1,4 +1,4 @@
-use std::{future::Future, io, sync::Arc, time::Duration};
+use std::{io, sync::Arc, time::Duration};
 
 use actix::{
     dev::channel::{self, AddressReceiver},
@@ -243,36 +243,34 @@ impl Launch {
     }
 
     /// On the session's thread: registers the stream, runs the handshake, starts the actor.
-    fn run<C, H, F>(
+    async fn run<C, H, F>(
         self,
         raw: RawStream,
         rx: AddressReceiver<Session<C, H>>,
         load: Option<WorkerLoad>,
         make: F,
-    ) -> impl Future<Output = ()> + 'static
-    where
+    ) where
         C: SessionCodec,
         H: SessionHandler<C>,
         F: FnOnce() -> (C, H) + 'static,
     {
-        async move {
-            let stream = match raw.register() {
-                Ok(plain) => handshake(plain, &self.handshake, &self.config, load.as_ref()).await,
-                Err(error) => Err(DisconnectReason::Io(Arc::new(error))),
-            };
-            let (codec, handler) = make();
-            let session = new_session(stream, self, codec, handler, load);
-            let ctx = Context::with_receiver(rx);
-            ctx.run(session);
-        }
+        let stream = match raw.register() {
+            Ok(plain) => handshake(plain, &self.handshake, &self.config, load.as_ref()).await,
+            Err(error) => Err(DisconnectReason::Io(Arc::new(error))),
+        };
+        let (codec, handler) = make();
+        let session = new_session(stream, self, codec, handler, load);
+        let ctx = Context::with_receiver(rx);
+        ctx.run(session);
     }
 }
 
+/// A session's address and the receiving end of its mailbox.
+type Mailbox<C, H> = (Addr<Session<C, H>>, AddressReceiver<Session<C, H>>);
+
 /// A session's mailbox, made before the session so its address exists at once (messages sent
 /// during a handshake wait in it).
-fn mailbox<C: SessionCodec, H: SessionHandler<C>>(
-    config: &SessionConfig,
-) -> (Addr<Session<C, H>>, AddressReceiver<Session<C, H>>) {
+fn mailbox<C: SessionCodec, H: SessionHandler<C>>(config: &SessionConfig) -> Mailbox<C, H> {
     let (tx, rx) = channel::channel(config.mailbox_capacity);
     (Addr::new(tx), rx)
 }

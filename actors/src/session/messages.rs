@@ -27,12 +27,9 @@ use crate::SessionError;
 /// session.send(Write("hello".to_string())).await.unwrap().unwrap();
 /// # }
 /// ```
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "Result<(), SessionError>")]
 pub struct Write<T>(pub T);
-
-impl<T> Message for Write<T> {
-    type Result = Result<(), SessionError>;
-}
 
 impl<C, H, T> Handler<Write<T>> for Session<C, H>
 where
@@ -53,12 +50,9 @@ where
 /// # Errors
 ///
 /// [`SessionError::Gone`] if the session ends first.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy, Default, Message)]
+#[rtype(result = "Result<(), SessionError>")]
 pub struct Flush;
-
-impl Message for Flush {
-    type Result = Result<(), SessionError>;
-}
 
 impl<C: SessionCodec, H: SessionHandler<C>> Handler<Flush> for Session<C, H> {
     type Result = ResponseFuture<Result<(), SessionError>>;
@@ -75,12 +69,9 @@ impl<C: SessionCodec, H: SessionHandler<C>> Handler<Flush> for Session<C, H> {
 
 /// Closes gracefully (Qt's `disconnectFromHost`): stops reading, answers frames already read,
 /// flushes, shuts the write side, then waits (up to the close timeout) for the peer's FIN.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy, Default, Message)]
+#[rtype(result = "()")]
 pub struct DisconnectFromHost;
-
-impl Message for DisconnectFromHost {
-    type Result = ();
-}
 
 impl<C: SessionCodec, H: SessionHandler<C>> Handler<DisconnectFromHost> for Session<C, H> {
     type Result = ();
@@ -92,12 +83,9 @@ impl<C: SessionCodec, H: SessionHandler<C>> Handler<DisconnectFromHost> for Sess
 
 /// Closes at once, discarding unsent data (Qt's `abort`). Answered even when the write buffer
 /// is full.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy, Default, Message)]
+#[rtype(result = "()")]
 pub struct Abort;
-
-impl Message for Abort {
-    type Result = ();
-}
 
 impl<C: SessionCodec, H: SessionHandler<C>> Handler<Abort> for Session<C, H> {
     type Result = ();
@@ -123,12 +111,9 @@ impl<C: SessionCodec, H: SessionHandler<C>> Handler<ShutdownWrite> for Session<C
 }
 
 /// Asks for a [`SessionInfo`] snapshot.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy, Default, Message)]
+#[rtype(result = "SessionInfo")]
 pub struct GetInfo;
-
-impl Message for GetInfo {
-    type Result = SessionInfo;
-}
 
 impl<C: SessionCodec, H: SessionHandler<C>> Handler<GetInfo> for Session<C, H> {
     type Result = actix::MessageResult<GetInfo>;
@@ -140,12 +125,9 @@ impl<C: SessionCodec, H: SessionHandler<C>> Handler<GetInfo> for Session<C, H> {
 }
 
 /// Stops reading from the socket (Akka's `SuspendReading`); TCP then pushes back on the peer.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy, Default, Message)]
+#[rtype(result = "()")]
 pub struct PauseReading;
-
-impl Message for PauseReading {
-    type Result = ();
-}
 
 impl<C: SessionCodec, H: SessionHandler<C>> Handler<PauseReading> for Session<C, H> {
     type Result = ();
@@ -156,12 +138,9 @@ impl<C: SessionCodec, H: SessionHandler<C>> Handler<PauseReading> for Session<C,
 }
 
 /// Resumes reading after [`PauseReading`] (Akka's `ResumeReading`).
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy, Default, Message)]
+#[rtype(result = "()")]
 pub struct ResumeReading;
-
-impl Message for ResumeReading {
-    type Result = ();
-}
 
 impl<C: SessionCodec, H: SessionHandler<C>> Handler<ResumeReading> for Session<C, H> {
     type Result = ();
