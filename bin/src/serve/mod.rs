@@ -198,7 +198,7 @@ async fn serve(
     )
     .with_metrics(metrics.clone());
     // Held for the life of the server.
-    let _admin_socket = match args.admin.as_deref().map(AdminAddr::parse) {
+    let admin_socket = match args.admin.as_deref().map(AdminAddr::parse) {
         None => None,
         Some(AdminAddr::Tcp(target)) => {
             let socket = admin
@@ -258,6 +258,10 @@ async fn serve(
         }
     };
 
+    if let Some(admin_socket) = &admin_socket {
+        // Closing removes a Unix socket's file; threads are not unwound at exit.
+        let _ = admin_socket.address().send(switchboard::Close).await;
+    }
     if let Some(node) = &cluster_node {
         node.shutdown().await;
     }
