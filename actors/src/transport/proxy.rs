@@ -310,9 +310,17 @@ fn malformed(error: impl fmt::Display) -> ProxyError {
 }
 
 fn parse_v1(buf: &[u8], limit: usize) -> Result<Option<(ProxyHeader, usize)>, ProxyError> {
-    // ppp looks at most 107 bytes ahead for the CR; within a smaller limit, a header with no
-    // CR yet is too long as soon as the limit is reached.
+    // Parsed only once its CR is in: ppp refuses some cut-off headers (one that ends in the
+    // space before the last port) that more bytes would have made whole. Without a CR in the
+    // first `limit` bytes it is too long.
     let window = &buf[..buf.len().min(limit)];
+    if !window.contains(&b'\r') {
+        return if window.len() >= limit {
+            Err(ProxyError::TooLong { limit })
+        } else {
+            Ok(None)
+        };
+    }
     match v1::Header::try_from(window) {
         Ok(header) => {
             let addresses = match header.addresses {
@@ -567,6 +575,101 @@ pub(crate) async fn read_header(
             return Err(ReadError::Proxy(ProxyError::Truncated {
                 received: buf.len(),
             }));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers() -> Vec<Vec<u8>> {
+        let v4 = ("192.0.2.1:1".parse().unwrap(), "198.51.100.2:65535".parse().unwrap());
+        let v6 = ("[2001:db8::1]:10".parse().unwrap(), "[2001:db8::2]:20".parse().unwrap());
+        let mut with_tlv = ProxyHeader::new(ProxyVersion::V2, v4.0, v4.1);
+        with_tlv.tlvs = vec![(0x04, vec![1, 2, 3]), (0x01, b"h2".to_vec())];
+        vec![
+            ProxyHeader::new(ProxyVersion::V1, v4.0, v4.1).to_bytes(),
+            ProxyHeader::new(ProxyVersion::V1, v6.0, v6.1).to_bytes(),
+            ProxyHeader::local(ProxyVersion::V1).to_bytes(),
+            ProxyHeader::new(ProxyVersion::V2, v4.0, v4.1).to_bytes(),
+            ProxyHeader::new(ProxyVersion::V2, v6.0, v6.1).to_bytes(),
+            ProxyHeader::local(ProxyVersion::V2).to_bytes(),
+            with_tlv.to_bytes(),
+        ]
+    }
+
+    #[test]
+    fn a_header_cut_after_any_byte_waits_for_the_rest() {
+        for header in headers() {
+            for cut in 0..header.len() {
+                assert_eq!(
+                    ProxyHeader::parse(&header[..cut], MAX_PROXY_HEADER),
+                    Ok(None),
+                    "{:?} cut at {cut}",
+                    String::from_utf8_lossy(&header)
+                );
+            }
+            let mut with_rest = header.clone();
+            with_rest.extend_from_slice(b"rest");
+            let (_, used) = ProxyHeader::parse(&with_rest, MAX_PROXY_HEADER)
+                .unwrap()
+                .unwrap();
+            assert_eq!(used, header.len());
+        }
+    }
+
+    #[test]
+    fn headers_round_trip_with_their_addresses_and_tlvs() {
+        for header in headers() {
+            let (parsed, _) = ProxyHeader::parse(&header, MAX_PROXY_HEADER).unwrap().unwrap();
+            assert_eq!(parsed.to_bytes(), header);
+        }
+    }
+
+    #[test]
+    fn mixed_families_are_sent_as_ipv6() {
+        let header = ProxyHeader::new(
+            ProxyVersion::V1,
+            "192.0.2.1:1".parse().unwrap(),
+            "[2001:db8::2]:2".parse().unwrap(),
+        );
+        assert_eq!(
+            header.to_bytes(),
+            b"PROXY TCP6 ::ffff:192.0.2.1 2001:db8::2 1 2\r\n".to_vec()
+        );
+    }
+
+    #[test]
+    fn limits_hold_for_both_versions() {
+        let v2 = ProxyHeader::new(
+            ProxyVersion::V2,
+            "192.0.2.1:1".parse().unwrap(),
+            "192.0.2.2:2".parse().unwrap(),
+        )
+        .to_bytes();
+        // 28 bytes: refused under a limit of 27, from the fixed part alone.
+        assert_eq!(
+            ProxyHeader::parse(&v2[..16], 27),
+            Err(ProxyError::TooLong { limit: 27 })
+        );
+        assert!(ProxyHeader::parse(&v2, 28).unwrap().is_some());
+        let v1 = b"PROXY UNKNOWN";
+        assert_eq!(ProxyHeader::parse(v1, 13), Err(ProxyError::TooLong { limit: 13 }));
+        assert_eq!(ProxyHeader::parse(v1, 14), Ok(None));
+    }
+
+    #[test]
+    fn cidrs_match_their_networks_only() {
+        let all: Cidr = "0.0.0.0/0".parse().unwrap();
+        assert!(all.contains("255.1.2.3".parse().unwrap()));
+        assert!(!all.contains("::1".parse().unwrap()));
+        let net: Cidr = "2001:db8::/32".parse().unwrap();
+        assert!(net.contains("2001:db8:ffff::1".parse().unwrap()));
+        assert!(!net.contains("2001:db9::1".parse().unwrap()));
+        assert_eq!("10.9.8.7/8".parse::<Cidr>().unwrap().to_string(), "10.0.0.0/8");
+        for bad in ["", "10.0.0.0/", "10.0.0.0/x", "::/129", "host/8"] {
+            assert!(bad.parse::<Cidr>().is_err(), "{bad}");
         }
     }
 }
