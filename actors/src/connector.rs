@@ -239,7 +239,10 @@ impl Connector {
             let header = match plan {
                 ProxyHeaderPlan::Fixed(header) => header.clone(),
                 ProxyHeaderPlan::Own(version) => {
-                    match (launch.parts.local_addr.socket_addr(), launch.parts.peer_addr.socket_addr()) {
+                    match (
+                        launch.parts.local_addr.socket_addr(),
+                        launch.parts.peer_addr.socket_addr(),
+                    ) {
                         (Some(local), Some(peer)) => ProxyHeader::new(*version, local, peer),
                         _ => ProxyHeader::local(*version),
                     }

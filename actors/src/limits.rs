@@ -142,7 +142,10 @@ mod tests {
         let mut second = limiter.admit(None).unwrap();
         assert!(first.count_ip(client));
         assert!(!second.count_ip(client), "over the per-IP limit");
-        assert!(second.count_ip("192.0.2.2".parse().unwrap()), "another client has room");
+        assert!(
+            second.count_ip("192.0.2.2".parse().unwrap()),
+            "another client has room"
+        );
         assert_eq!(limiter.rejected_per_ip_late.load(Ordering::Relaxed), 1);
         drop(first);
         let mut third = limiter.admit(None).unwrap();

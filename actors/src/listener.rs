@@ -35,9 +35,9 @@ use crate::{
     session::{Handshake, Launch, Parts, ProxyStep},
     target::UnixTarget,
     transport::{proxy::ProxyProtocol, RawStream},
-    Address, ConfigError, IntoTarget, ListenError, Registry, Session, SessionCodec, SessionConfig,
-    Cidr, SessionError, SessionHandler, SessionId, ShutdownReport, Target, TlsAcceptor, WorkerPool,
-    MAX_PROXY_HEADER,
+    Address, Cidr, ConfigError, IntoTarget, ListenError, Registry, Session, SessionCodec,
+    SessionConfig, SessionError, SessionHandler, SessionId, ShutdownReport, Target, TlsAcceptor,
+    WorkerPool, MAX_PROXY_HEADER,
 };
 
 /// The default listen backlog. tokio's `TcpListener::bind` uses 128, which overflows under a

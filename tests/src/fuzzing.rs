@@ -248,11 +248,17 @@ pub fn proxy_header(data: &[u8]) {
         let result = ProxyHeader::parse(&stream[..seen], limit);
         match &result {
             Ok(None) => {
-                assert!(seen < limit, "{seen} bytes buffered with a limit of {limit}");
+                assert!(
+                    seen < limit,
+                    "{seen} bytes buffered with a limit of {limit}"
+                );
                 continue;
             }
             Ok(Some((header, used))) => {
-                assert!(*used <= seen && *used <= limit, "{used} of {seen}, limit {limit}");
+                assert!(
+                    *used <= seen && *used <= limit,
+                    "{used} of {seen}, limit {limit}"
+                );
                 let again = header.to_bytes();
                 let (reparsed, reused) = ProxyHeader::parse(&again, usize::MAX)
                     .expect("a written header parses")

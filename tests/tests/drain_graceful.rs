@@ -42,7 +42,7 @@ enum Seen {
     /// The write buffer of the session with this peer reached its high watermark.
     Full(SocketAddr),
     /// A session ended.
-    Ended(DisconnectReason, SessionInfo),
+    Ended(DisconnectReason, Box<SessionInfo>),
 }
 
 /// A raw echo that reports `write_buffer_full` and `disconnected`. Its writes are never
@@ -66,7 +66,9 @@ impl SessionHandler<Raw> for Echo {
     }
 
     fn disconnected(&mut self, reason: &DisconnectReason, info: &SessionInfo) {
-        let _ = self.seen.send(Seen::Ended(reason.clone(), info.clone()));
+        let _ = self
+            .seen
+            .send(Seen::Ended(reason.clone(), Box::new(info.clone())));
     }
 }
 
@@ -191,7 +193,7 @@ async fn ends(
         match within("a session to end", seen.recv()).await.unwrap() {
             Seen::Ended(reason, info) => {
                 assert!(ended
-                    .insert(info.peer_addr.socket_addr().unwrap(), (reason, info))
+                    .insert(info.peer_addr.socket_addr().unwrap(), (reason, *info))
                     .is_none());
             }
             Seen::Full(_) => {}

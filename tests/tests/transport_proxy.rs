@@ -12,8 +12,8 @@ use std::{
 
 use switchboard::{
     Cidr, Conn, Connector, DisconnectReason, GetListenerStats, Listener, ListenerHandle,
-    ProxyError, ProxyHeader, ProxyVersion, SessionConfig, SessionHandler, SessionInfo,
-    TlsAcceptor, TlsConnector, TransportKind,
+    ProxyError, ProxyHeader, ProxyVersion, SessionConfig, SessionHandler, SessionInfo, TlsAcceptor,
+    TlsConnector, TransportKind,
 };
 use switchboard_codec::Lines;
 use switchboard_tests::{any_port, blocking, pki::Pki, within, Event, Events, Probes};
@@ -77,7 +77,10 @@ fn connect(addr: SocketAddr) -> TcpStream {
 fn write_in_three(stream: &mut TcpStream, data: &[u8]) {
     let a = data.len() / 3;
     let b = 2 * data.len() / 3;
-    for (i, piece) in [&data[..a], &data[a..b], &data[b..]].into_iter().enumerate() {
+    for (i, piece) in [&data[..a], &data[a..b], &data[b..]]
+        .into_iter()
+        .enumerate()
+    {
         if i > 0 {
             std::thread::sleep(Duration::from_millis(10));
         }
@@ -160,9 +163,10 @@ async fn refused(addr: SocketAddr, data: &'static [u8], then_close: bool) -> Soc
 
 async fn reason_for(events: &mut Events<Lines>, peer: SocketAddr) -> DisconnectReason {
     match events
-        .expect(&format!("{peer}'s session to end"), |e| {
-            matches!(e, Event::Disconnected { info, .. } if info.peer_addr == peer)
-        })
+        .expect(
+            &format!("{peer}'s session to end"),
+            |e| matches!(e, Event::Disconnected { info, .. } if info.peer_addr == peer),
+        )
         .await
     {
         Event::Disconnected { reason, .. } => reason,
@@ -172,7 +176,7 @@ async fn reason_for(events: &mut Events<Lines>, peer: SocketAddr) -> DisconnectR
 
 fn proxy_error(reason: &DisconnectReason) -> &ProxyError {
     match reason {
-        DisconnectReason::Proxy(error) => error,
+        DisconnectReason::Proxy(error) => error.as_ref(),
         other => panic!("expected a PROXY error, got {other:?}"),
     }
 }
@@ -238,7 +242,10 @@ async fn junk_malformed_oversized_and_cut_off_headers_end_only_their_session() {
     // Half a header, then the client closes.
     let peer = refused(addr, b"PROXY TCP4 203.0.113.7 ", true).await;
     let reason = reason_for(&mut events, peer).await;
-    assert_eq!(proxy_error(&reason), &ProxyError::Truncated { received: 23 });
+    assert_eq!(
+        proxy_error(&reason),
+        &ProxyError::Truncated { received: 23 }
+    );
 
     // The good session never noticed.
     let line = blocking("the good client again", move || {
@@ -249,9 +256,10 @@ async fn junk_malformed_oversized_and_cut_off_headers_end_only_their_session() {
     .await;
     assert_eq!(line.0, "after");
     events
-        .expect_none("the good session to end", |e| {
-            matches!(e, Event::Disconnected { id, .. } if *id == good_info.id)
-        })
+        .expect_none(
+            "the good session to end",
+            |e| matches!(e, Event::Disconnected { id, .. } if *id == good_info.id),
+        )
         .await;
 }
 

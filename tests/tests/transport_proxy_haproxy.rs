@@ -43,10 +43,7 @@ impl Haproxy {
         let binary = haproxy_binary();
         let dir = support::TempDir::new("haproxy");
         // A port the OS just handed out and that nothing else holds.
-        let frontend = TcpListener::bind(any_port())
-            .unwrap()
-            .local_addr()
-            .unwrap();
+        let frontend = TcpListener::bind(any_port()).unwrap().local_addr().unwrap();
         let config = dir.path().join("haproxy.cfg");
         let pidfile = dir.path().join("haproxy.pid");
         std::fs::write(
@@ -123,8 +120,10 @@ async fn haproxy_send_proxy_v2_and_v1_carry_the_client_address_to_the_session() 
     for send in ["send-proxy-v2", "send-proxy"] {
         let haproxy = Haproxy::start(server.local_addr(), send);
         let frontend = haproxy.frontend;
-        let (echoed, client) =
-            blocking("a client through haproxy", move || echo_through(frontend, "hi")).await;
+        let (echoed, client) = blocking("a client through haproxy", move || {
+            echo_through(frontend, "hi")
+        })
+        .await;
         assert_eq!(echoed, "hi", "{send}");
         // The session's peer is the client's socket, not HAProxy's backend connection.
         let (info, _) = events.connected_from(client).await;

@@ -1,4 +1,4 @@
-use std::{future::Future, io, sync::Arc, time::Duration};
+use std::{io, sync::Arc, time::Duration};
 
 use actix::{
     dev::channel::{self, AddressReceiver},
@@ -261,37 +261,34 @@ impl Launch {
     }
 
     /// On the session's thread: registers the stream, runs the handshake, starts the actor.
-    fn run<C, H, F>(
-        self,
+    async fn run<C, H, F>(
+        mut self,
         raw: RawStream,
         rx: AddressReceiver<Session<C, H>>,
         load: Option<WorkerLoad>,
         make: F,
-    ) -> impl Future<Output = ()> + 'static
-    where
+    ) where
         C: SessionCodec,
         H: SessionHandler<C>,
         F: FnOnce() -> (C, H) + 'static,
     {
-        async move {
-            let mut launch = self;
-            let stream = match raw.register() {
-                Ok(plain) => handshake(plain, &mut launch, load.as_ref()).await,
-                Err(error) => Err(DisconnectReason::Io(Arc::new(error))),
-            };
-            let (codec, handler) = make();
-            let session = new_session(stream, launch, codec, handler, load);
-            let ctx = Context::with_receiver(rx);
-            ctx.run(session);
-        }
+        let stream = match raw.register() {
+            Ok(plain) => handshake(plain, &mut self, load.as_ref()).await,
+            Err(error) => Err(DisconnectReason::Io(Arc::new(error))),
+        };
+        let (codec, handler) = make();
+        let session = new_session(stream, self, codec, handler, load);
+        let ctx = Context::with_receiver(rx);
+        ctx.run(session);
     }
 }
 
+/// A session's address and the receiving end of its mailbox.
+type Mailbox<C, H> = (Addr<Session<C, H>>, AddressReceiver<Session<C, H>>);
+
 /// A session's mailbox, made before the session so its address exists at once (messages sent
 /// during a handshake wait in it).
-fn mailbox<C: SessionCodec, H: SessionHandler<C>>(
-    config: &SessionConfig,
-) -> (Addr<Session<C, H>>, AddressReceiver<Session<C, H>>) {
+fn mailbox<C: SessionCodec, H: SessionHandler<C>>(config: &SessionConfig) -> Mailbox<C, H> {
     let (tx, rx) = channel::channel(config.mailbox_capacity);
     (Addr::new(tx), rx)
 }
@@ -351,13 +348,15 @@ async fn proxy_step(mut plain: Plain, launch: &mut Launch) -> Result<Plain, Disc
     };
     let parts = &mut launch.parts;
     if !protocol.allows(&parts.peer_addr) {
-        return Err(DisconnectReason::Proxy(crate::ProxyError::NotAllowed {
-            peer: parts.peer_addr.clone(),
-        }));
+        return Err(DisconnectReason::Proxy(Arc::new(
+            crate::ProxyError::NotAllowed {
+                peer: parts.peer_addr.clone(),
+            },
+        )));
     }
     let (header, rest) = match proxy::read_header(&mut plain, protocol.limit).await {
         Ok(read) => read,
-        Err(proxy::ReadError::Proxy(e)) => return Err(DisconnectReason::Proxy(e)),
+        Err(proxy::ReadError::Proxy(e)) => return Err(DisconnectReason::Proxy(Arc::new(e))),
         Err(proxy::ReadError::Io(e)) => return Err(io(e)),
     };
     if let Some((source, destination)) = header.addresses {

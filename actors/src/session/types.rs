@@ -127,8 +127,9 @@ pub enum DisconnectReason {
     /// The handshakes (PROXY header, TLS) did not finish within the handshake timeout.
     HandshakeTimeout,
     /// A PROXY-protocol listener refused the connection's header: missing, malformed, too
-    /// long, cut off, or sent by a peer not on the allowlist; the error says which.
-    Proxy(ProxyError),
+    /// long, cut off, or sent by a peer not on the allowlist; the error says which (shared,
+    /// so the reason stays small and cheap to clone).
+    Proxy(Arc<ProxyError>),
     /// The client a PROXY header names already holds as many connections as the per-IP limit
     /// allows ([`ListenerBuilder::max_connections_per_ip`](crate::ListenerBuilder::max_connections_per_ip)).
     /// Other listeners refuse such clients when accepting, before any session exists.

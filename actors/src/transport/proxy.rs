@@ -64,7 +64,9 @@ impl FromStr for ProxyVersion {
         match text {
             "v1" | "1" => Ok(ProxyVersion::V1),
             "v2" | "2" => Ok(ProxyVersion::V2),
-            _ => Err(format!("`{text}` is not a PROXY protocol version (v1 or v2)")),
+            _ => Err(format!(
+                "`{text}` is not a PROXY protocol version (v1 or v2)"
+            )),
         }
     }
 }
@@ -472,7 +474,9 @@ impl Cidr {
     /// address.
     pub fn contains(&self, addr: IpAddr) -> bool {
         match (self.network, addr.to_canonical()) {
-            (IpAddr::V4(net), IpAddr::V4(a)) => u32::from(a) & mask_v4(self.prefix) == u32::from(net),
+            (IpAddr::V4(net), IpAddr::V4(a)) => {
+                u32::from(a) & mask_v4(self.prefix) == u32::from(net)
+            }
             (IpAddr::V6(net), IpAddr::V6(a)) => {
                 u128::from(a) & mask_v6(self.prefix) == u128::from(net)
             }
@@ -584,8 +588,14 @@ mod tests {
     use super::*;
 
     fn headers() -> Vec<Vec<u8>> {
-        let v4 = ("192.0.2.1:1".parse().unwrap(), "198.51.100.2:65535".parse().unwrap());
-        let v6 = ("[2001:db8::1]:10".parse().unwrap(), "[2001:db8::2]:20".parse().unwrap());
+        let v4 = (
+            "192.0.2.1:1".parse().unwrap(),
+            "198.51.100.2:65535".parse().unwrap(),
+        );
+        let v6 = (
+            "[2001:db8::1]:10".parse().unwrap(),
+            "[2001:db8::2]:20".parse().unwrap(),
+        );
         let mut with_tlv = ProxyHeader::new(ProxyVersion::V2, v4.0, v4.1);
         with_tlv.tlvs = vec![(0x04, vec![1, 2, 3]), (0x01, b"h2".to_vec())];
         vec![
@@ -622,7 +632,9 @@ mod tests {
     #[test]
     fn headers_round_trip_with_their_addresses_and_tlvs() {
         for header in headers() {
-            let (parsed, _) = ProxyHeader::parse(&header, MAX_PROXY_HEADER).unwrap().unwrap();
+            let (parsed, _) = ProxyHeader::parse(&header, MAX_PROXY_HEADER)
+                .unwrap()
+                .unwrap();
             assert_eq!(parsed.to_bytes(), header);
         }
     }
@@ -655,7 +667,10 @@ mod tests {
         );
         assert!(ProxyHeader::parse(&v2, 28).unwrap().is_some());
         let v1 = b"PROXY UNKNOWN";
-        assert_eq!(ProxyHeader::parse(v1, 13), Err(ProxyError::TooLong { limit: 13 }));
+        assert_eq!(
+            ProxyHeader::parse(v1, 13),
+            Err(ProxyError::TooLong { limit: 13 })
+        );
         assert_eq!(ProxyHeader::parse(v1, 14), Ok(None));
     }
 
@@ -667,7 +682,10 @@ mod tests {
         let net: Cidr = "2001:db8::/32".parse().unwrap();
         assert!(net.contains("2001:db8:ffff::1".parse().unwrap()));
         assert!(!net.contains("2001:db9::1".parse().unwrap()));
-        assert_eq!("10.9.8.7/8".parse::<Cidr>().unwrap().to_string(), "10.0.0.0/8");
+        assert_eq!(
+            "10.9.8.7/8".parse::<Cidr>().unwrap().to_string(),
+            "10.0.0.0/8"
+        );
         for bad in ["", "10.0.0.0/", "10.0.0.0/x", "::/129", "host/8"] {
             assert!(bad.parse::<Cidr>().is_err(), "{bad}");
         }
