@@ -312,18 +312,28 @@ fn malformed(error: impl fmt::Display) -> ProxyError {
 }
 
 fn parse_v1(buf: &[u8], limit: usize) -> Result<Option<(ProxyHeader, usize)>, ProxyError> {
-    // Parsed only once its CR is in: ppp refuses some cut-off headers (one that ends in the
-    // space before the last port) that more bytes would have made whole. Without a CR in the
-    // first `limit` bytes it is too long.
+    // ppp is handed exactly one line, once its CRLF is in: on a cut-off line its guesses
+    // (partial or bad) depend on where the cut falls, and on a line followed by more bytes
+    // it can read the next byte as part of the line. Without a CRLF in the first `limit`
+    // bytes the header is too long.
     let window = &buf[..buf.len().min(limit)];
-    if !window.contains(&b'\r') {
-        return if window.len() >= limit {
+    let wait = || {
+        if window.len() >= limit {
             Err(ProxyError::TooLong { limit })
         } else {
             Ok(None)
-        };
+        }
+    };
+    let Some(cr) = window.iter().position(|&b| b == b'\r') else {
+        return wait();
+    };
+    match window.get(cr + 1) {
+        None => return wait(),
+        Some(b'\n') => {}
+        Some(_) => return Err(malformed("a CR not followed by LF")),
     }
-    match v1::Header::try_from(window) {
+    let line = &window[..cr + 2];
+    match v1::Header::try_from(line) {
         Ok(header) => {
             let addresses = match header.addresses {
                 v1::Addresses::Unknown => None,
@@ -336,26 +346,19 @@ fn parse_v1(buf: &[u8], limit: usize) -> Result<Option<(ProxyHeader, usize)>, Pr
                     SocketAddr::new(a.destination_address.into(), a.destination_port),
                 )),
             };
-            let used = header.header.len();
             Ok(Some((
                 ProxyHeader {
                     version: ProxyVersion::V1,
                     addresses,
                     tlvs: Vec::new(),
                 },
-                used,
+                line.len(),
             )))
         }
         Err(v1::BinaryParseError::Parse(v1::ParseError::HeaderTooLong)) => {
             Err(ProxyError::TooLong { limit })
         }
-        Err(error) if error.is_incomplete() => {
-            if window.len() >= limit {
-                Err(ProxyError::TooLong { limit })
-            } else {
-                Ok(None)
-            }
-        }
+        // The whole line is there: "partial" is as final as any other fault.
         Err(error) => Err(malformed(error)),
     }
 }
