@@ -7,10 +7,10 @@ use actix::Addr;
 use tokio::net::TcpStream;
 
 use crate::{
-    session::{Handshake, Launch, Parts},
+    session::{Handshake, Launch, Parts, ProxyStep},
     transport::RawStream,
-    ConnectError, IntoTarget, Registry, Session, SessionCodec, SessionConfig, SessionError,
-    SessionHandler, Target, TlsConnector, WorkerPool,
+    ConnectError, IntoTarget, ProxyHeader, ProxyVersion, Registry, Session, SessionCodec,
+    SessionConfig, SessionError, SessionHandler, Target, TlsConnector, WorkerPool,
 };
 
 /// Opens client connections and starts a [`Session`] on each: on the current arbiter, or on a
@@ -50,6 +50,17 @@ pub struct Connector {
     registry: Option<Registry>,
     local_addr: Option<SocketAddr>,
     tls: Option<TlsConnector>,
+    proxy: Option<ProxyHeaderPlan>,
+}
+
+/// The PROXY header a connector sends.
+#[derive(Debug, Clone)]
+enum ProxyHeaderPlan {
+    /// Each connection's own addresses: its local end as the client, its peer as the
+    /// destination (LOCAL / UNKNOWN over a Unix socket).
+    Own(ProxyVersion),
+    /// The same header on every connection.
+    Fixed(ProxyHeader),
 }
 
 impl Default for Connector {
@@ -72,7 +83,45 @@ impl Connector {
             registry: None,
             local_addr: None,
             tls: None,
+            proxy: None,
         }
+    }
+
+    /// Sends a PROXY protocol header first on each connection (before TLS), as a proxy would,
+    /// naming the connection's own local address as the client and its peer as the
+    /// destination; over a Unix socket, a header that names no client (v2 LOCAL, v1 UNKNOWN).
+    /// For testing a server behind [`ListenerBuilder::proxy_protocol`](crate::ListenerBuilder::proxy_protocol).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use switchboard::{Connector, ProxyVersion};
+    /// let connector = Connector::new().proxy_header(ProxyVersion::V2);
+    /// # drop(connector);
+    /// ```
+    pub fn proxy_header(mut self, version: ProxyVersion) -> Self {
+        self.proxy = Some(ProxyHeaderPlan::Own(version));
+        self
+    }
+
+    /// Sends `header` first on each connection (before TLS): a client and destination of your
+    /// choosing, TLVs included (v2).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use switchboard::{Connector, ProxyHeader, ProxyVersion};
+    /// let header = ProxyHeader::new(
+    ///     ProxyVersion::V1,
+    ///     "203.0.113.9:40000".parse().unwrap(),
+    ///     "127.0.0.1:7878".parse().unwrap(),
+    /// );
+    /// let connector = Connector::new().proxy_header_for(header);
+    /// # drop(connector);
+    /// ```
+    pub fn proxy_header_for(mut self, header: ProxyHeader) -> Self {
+        self.proxy = Some(ProxyHeaderPlan::Fixed(header));
+        self
     }
 
     /// Speaks TLS over each connection (Qt's `connectToHostEncrypted`): the handshake runs on
@@ -185,6 +234,21 @@ impl Connector {
         );
         if let Some(tls) = &self.tls {
             launch.handshake = Handshake::TlsClient(tls.clone(), target.server_name());
+        }
+        if let Some(plan) = &self.proxy {
+            let header = match plan {
+                ProxyHeaderPlan::Fixed(header) => header.clone(),
+                ProxyHeaderPlan::Own(version) => {
+                    match (
+                        launch.parts.local_addr.socket_addr(),
+                        launch.parts.peer_addr.socket_addr(),
+                    ) {
+                        (Some(local), Some(peer)) => ProxyHeader::new(*version, local, peer),
+                        _ => ProxyHeader::local(*version),
+                    }
+                }
+            };
+            launch.proxy = ProxyStep::Send(header.to_bytes().into());
         }
         Ok(match &self.pool {
             None => launch.start_here(raw, codec, handler),

@@ -13,7 +13,7 @@ use std::{
 use crate::{DisconnectReason, SessionInfo};
 
 /// Every label [`DisconnectReason::label`] gives, in a fixed order.
-pub const DISCONNECT_REASON_LABELS: [&str; 15] = [
+pub const DISCONNECT_REASON_LABELS: [&str; 17] = [
     "peer_closed",
     "reset",
     "closed",
@@ -29,6 +29,8 @@ pub const DISCONNECT_REASON_LABELS: [&str; 15] = [
     "handler_panicked",
     "tls",
     "handshake_timeout",
+    "proxy",
+    "per_ip_limit",
 ];
 
 /// Upper bounds, in seconds, of the session-lifetime histogram's buckets (an implicit `+Inf`
@@ -68,6 +70,8 @@ fn reason_index(reason: &DisconnectReason) -> usize {
         DisconnectReason::HandlerPanicked(_) => 12,
         DisconnectReason::Tls(_) => 13,
         DisconnectReason::HandshakeTimeout => 14,
+        DisconnectReason::Proxy(_) => 15,
+        DisconnectReason::PerIpLimit(_) => 16,
     }
 }
 

@@ -130,7 +130,8 @@ pub use session::{
 };
 pub use target::{IntoTarget, Target, UnixTarget};
 pub use transport::{
-    Address, Credentials, TlsAcceptor, TlsConnector, TlsInfo, TransportKind, UnixAddress,
+    Address, Cidr, Credentials, ProxyError, ProxyHeader, ProxyVersion, TlsAcceptor, TlsConnector,
+    TlsInfo, TransportKind, UnixAddress, MAX_PROXY_HEADER,
 };
 pub use worker::{Assignment, WorkerPool};
 

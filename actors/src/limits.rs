@@ -6,7 +6,7 @@ use std::{
     fmt,
     net::IpAddr,
     sync::{
-        atomic::{AtomicUsize, Ordering},
+        atomic::{AtomicU64, AtomicUsize, Ordering},
         Arc, Mutex,
     },
 };
@@ -23,6 +23,9 @@ pub(crate) struct Limiter {
     pub(crate) per_ip: Mutex<HashMap<IpAddr, usize>>,
     /// The accept loop, parked at the limit.
     pub(crate) waker: AtomicWaker,
+    /// Connections refused by the per-IP limit after their PROXY header named the client
+    /// (counted on the workers; the listener counts its own refusals).
+    pub(crate) rejected_per_ip_late: AtomicU64,
 }
 
 impl Limiter {
@@ -50,6 +53,34 @@ impl Limiter {
             ip,
             per_ip_counted,
         })
+    }
+}
+
+impl ConnectionPermit {
+    /// Counts this connection against `ip`'s per-IP limit now that its real client is known
+    /// (from a PROXY header; the listener admitted it without an address). False, and nothing
+    /// counted, when `ip` is at its limit. A permit already counted against an address is left
+    /// as it is.
+    pub(crate) fn count_ip(&mut self, ip: IpAddr) -> bool {
+        if self.per_ip_counted {
+            return true;
+        }
+        let limiter = &self.limiter;
+        let max_per_ip = limiter.max_per_ip.load(Ordering::Acquire);
+        if max_per_ip == 0 {
+            return true;
+        }
+        let mut per_ip = limiter.per_ip.lock().unwrap_or_else(|e| e.into_inner());
+        let count = per_ip.entry(ip).or_insert(0);
+        if *count >= max_per_ip {
+            drop(per_ip);
+            limiter.rejected_per_ip_late.fetch_add(1, Ordering::Relaxed);
+            return false;
+        }
+        *count += 1;
+        self.ip = ip;
+        self.per_ip_counted = true;
+        true
     }
 }
 
@@ -85,5 +116,42 @@ impl Drop for ConnectionPermit {
         if before >= limiter.max.load(Ordering::Acquire) {
             limiter.waker.wake();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limiter(max_per_ip: usize) -> Arc<Limiter> {
+        Arc::new(Limiter {
+            active: AtomicUsize::new(0),
+            max: AtomicUsize::new(100),
+            max_per_ip: AtomicUsize::new(max_per_ip),
+            per_ip: Mutex::new(HashMap::new()),
+            waker: AtomicWaker::new(),
+            rejected_per_ip_late: AtomicU64::new(0),
+        })
+    }
+
+    #[test]
+    fn a_permit_admitted_without_an_address_counts_the_one_named_later() {
+        let limiter = limiter(1);
+        let client: IpAddr = "192.0.2.1".parse().unwrap();
+        let mut first = limiter.admit(None).unwrap();
+        let mut second = limiter.admit(None).unwrap();
+        assert!(first.count_ip(client));
+        assert!(!second.count_ip(client), "over the per-IP limit");
+        assert!(
+            second.count_ip("192.0.2.2".parse().unwrap()),
+            "another client has room"
+        );
+        assert_eq!(limiter.rejected_per_ip_late.load(Ordering::Relaxed), 1);
+        drop(first);
+        let mut third = limiter.admit(None).unwrap();
+        assert!(third.count_ip(client), "the slot came back with the permit");
+        drop((second, third));
+        assert!(limiter.per_ip.lock().unwrap().is_empty());
+        assert_eq!(limiter.active.load(Ordering::Relaxed), 0);
     }
 }

@@ -32,11 +32,12 @@ use tokio::io::{unix::AsyncFd, Interest};
 
 use crate::{
     limits::{ConnectionPermit, Limiter},
-    session::{Handshake, Launch, Parts},
+    session::{Handshake, Launch, Parts, ProxyStep},
     target::UnixTarget,
-    transport::RawStream,
-    Address, ConfigError, IntoTarget, ListenError, Registry, Session, SessionCodec, SessionConfig,
-    SessionError, SessionHandler, SessionId, ShutdownReport, Target, TlsAcceptor, WorkerPool,
+    transport::{proxy::ProxyProtocol, RawStream},
+    Address, Cidr, ConfigError, IntoTarget, ListenError, Registry, Session, SessionCodec,
+    SessionConfig, SessionError, SessionHandler, SessionId, ShutdownReport, Target, TlsAcceptor,
+    WorkerPool, MAX_PROXY_HEADER,
 };
 
 /// The default listen backlog. tokio's `TcpListener::bind` uses 128, which overflows under a
@@ -160,7 +161,8 @@ pub enum ListenerEvent {
 pub struct ListenerStats {
     /// Connections accepted and admitted.
     pub accepted: u64,
-    /// Connections closed at once because their peer IP was at its limit.
+    /// Connections closed at once because their peer IP was at its limit (behind a PROXY
+    /// header: the client's IP, once the header was read).
     pub rejected_per_ip: u64,
     /// Accept errors that caused a back-off.
     pub accept_errors: u64,
@@ -263,6 +265,7 @@ struct Shared {
     registry: Registry,
     session: Arc<SessionConfig>,
     tls: Option<TlsAcceptor>,
+    proxy: Option<Arc<ProxyProtocol>>,
 }
 
 impl Shared {
@@ -272,6 +275,9 @@ impl Shared {
         launch.permit = permit;
         if let Some(tls) = &self.tls {
             launch.handshake = Handshake::TlsServer(tls.clone());
+        }
+        if let Some(proxy) = &self.proxy {
+            launch.proxy = ProxyStep::Read(proxy.clone());
         }
         launch
     }
@@ -452,11 +458,18 @@ impl Listener {
             more: Vec::new(),
             tls: None,
             unix_mode: 0o600,
+            proxy: None,
         }
     }
 
     fn admit(&mut self, stream: RawStream, peer: Address, ctx: &mut Context<Self>) {
-        let Some(permit) = self.limiter.admit(peer.ip()) else {
+        // Behind a proxy the peer is the proxy: the per-IP limit waits for the header to name
+        // the client, on the worker.
+        let per_ip = match self.shared.proxy {
+            Some(_) => None,
+            None => peer.ip(),
+        };
+        let Some(permit) = self.limiter.admit(per_ip) else {
             self.rejected_per_ip += 1;
             tracing::debug!(%peer, "connection refused: per-IP limit reached");
             return;
@@ -663,6 +676,7 @@ pub struct ListenerBuilder {
     more: Vec<Result<Target, String>>,
     tls: Option<TlsAcceptor>,
     unix_mode: u32,
+    proxy: Option<Vec<Cidr>>,
 }
 
 impl fmt::Debug for ListenerBuilder {
@@ -688,6 +702,50 @@ impl ListenerBuilder {
     /// never in the accept loop.
     pub fn tls(mut self, acceptor: TlsAcceptor) -> Self {
         self.tls = Some(acceptor);
+        self
+    }
+
+    /// Expects a PROXY protocol header (v1 or v2, HAProxy's) first on every connection, and
+    /// accepts it only from peers in `allowlist` (Unix-socket peers are allowed: the socket
+    /// file's mode decides who connects). The header is read on the session's worker, before
+    /// TLS, under the handshake timeout; the session's peer and local addresses
+    /// ([`SessionInfo`](crate::SessionInfo), the registry, logs) and the per-IP limit are then
+    /// the client's from the header (a LOCAL or UNKNOWN header keeps the socket's). Bytes that
+    /// follow the header in the same segment are kept for TLS or the codec.
+    ///
+    /// A connection whose header is missing, malformed, longer than [`MAX_PROXY_HEADER`], cut
+    /// off, or sent by a peer not on the list ends with
+    /// [`DisconnectReason::Proxy`](crate::DisconnectReason::Proxy); one that sends nothing, with
+    /// [`DisconnectReason::HandshakeTimeout`](crate::DisconnectReason::HandshakeTimeout).
+    /// [`ListenerEvent::NewConnection`] and [`PendingConnection::peer_addr`] come before the
+    /// header and name the proxy.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # actix_rt::System::new().block_on(async {
+    /// use bytes::Bytes;
+    /// use switchboard::{Cidr, Conn, Listener, SessionHandler};
+    /// use switchboard_codec::Raw;
+    ///
+    /// struct Echo;
+    /// impl SessionHandler<Raw> for Echo {
+    ///     fn ready_read(&mut self, data: Bytes, conn: &mut Conn<'_, Raw, Self>) {
+    ///         let _ = conn.write(data);
+    ///     }
+    /// }
+    ///
+    /// let proxies: Vec<Cidr> = vec!["127.0.0.1/32".parse().unwrap(), "10.0.0.0/8".parse().unwrap()];
+    /// let server = Listener::bind("127.0.0.1:0")
+    ///     .proxy_protocol(proxies)
+    ///     .workers(1)
+    ///     .serve(Raw, || Echo)
+    ///     .unwrap();
+    /// # drop(server);
+    /// # });
+    /// ```
+    pub fn proxy_protocol(mut self, allowlist: impl IntoIterator<Item = Cidr>) -> Self {
+        self.proxy = Some(allowlist.into_iter().collect());
         self
     }
 
@@ -881,6 +939,13 @@ impl ListenerBuilder {
             )
             .into());
         }
+        if matches!(&self.proxy, Some(list) if list.is_empty()) {
+            return Err(ConfigError::invalid(
+                "proxy_protocol",
+                "the allowlist is empty, so no proxy could connect",
+            )
+            .into());
+        }
         if self.backoff.0.is_zero() || self.backoff.0 > self.backoff.1 {
             return Err(ConfigError::invalid("accept_backoff", "needs 0 < min <= max").into());
         }
@@ -918,6 +983,12 @@ impl ListenerBuilder {
             registry: registry.clone(),
             session: Arc::new(self.session),
             tls: self.tls,
+            proxy: self.proxy.map(|allowlist| {
+                Arc::new(ProxyProtocol {
+                    allowlist,
+                    limit: MAX_PROXY_HEADER,
+                })
+            }),
         });
         let limiter = Arc::new(Limiter {
             active: AtomicUsize::new(0),
@@ -925,6 +996,7 @@ impl ListenerBuilder {
             max_per_ip: AtomicUsize::new(self.max_per_ip.unwrap_or(0)),
             per_ip: Mutex::new(HashMap::new()),
             waker: AtomicWaker::new(),
+            rejected_per_ip_late: AtomicU64::new(0),
         });
         let accept_errors = Arc::new(AtomicU64::new(0));
         let events = self.events;
@@ -1290,7 +1362,8 @@ impl Handler<GetListenerStats> for Listener {
     fn handle(&mut self, _: GetListenerStats, _: &mut Context<Self>) -> Self::Result {
         MessageResult(ListenerStats {
             accepted: self.accepted,
-            rejected_per_ip: self.rejected_per_ip,
+            rejected_per_ip: self.rejected_per_ip
+                + self.limiter.rejected_per_ip_late.load(Ordering::Relaxed),
             accept_errors: self.accept_errors.load(Ordering::Relaxed),
             active: self.limiter.active.load(Ordering::Relaxed),
             pending: match &self.mode {

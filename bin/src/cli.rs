@@ -3,6 +3,7 @@
 use std::{net::IpAddr, path::PathBuf, time::Duration};
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use switchboard::{Cidr, ProxyVersion};
 
 /// Switchboard: TCP servers, clients and a load generator on actix actors.
 ///
@@ -136,7 +137,25 @@ pub(crate) struct ServeArgs {
     )]
     pub(crate) alpn: Vec<String>,
 
-    /// Give up on a connection whose handshakes (TLS) take longer than this.
+    /// Expect a PROXY protocol header (v1 or v2, as HAProxy's `send-proxy` / `send-proxy-v2`
+    /// send) first on every connection, before TLS; the client it names is the session's
+    /// peer (and what --max-connections-per-ip counts). Needs --proxy-from, e.g.
+    /// `--proxy-protocol --proxy-from 127.0.0.1/32,10.0.0.0/8`. A connection without a valid
+    /// header, or from a peer not on the list, is closed.
+    #[arg(long, requires = "proxy_from")]
+    pub(crate) proxy_protocol: bool,
+
+    /// The proxies allowed to send PROXY headers: IP networks, comma-separated
+    /// (`10.0.0.0/8`, `::1/128`; a bare address is a network of one).
+    #[arg(
+        long,
+        value_name = "CIDR,...",
+        value_delimiter = ',',
+        requires = "proxy_protocol"
+    )]
+    pub(crate) proxy_from: Vec<Cidr>,
+
+    /// Give up on a connection whose handshakes (PROXY header, TLS) take longer than this.
     #[arg(long, value_name = "SECS", default_value = "10", value_parser = parse_secs)]
     pub(crate) handshake_timeout: Duration,
 
@@ -288,6 +307,11 @@ pub(crate) struct ConnectArgs {
     #[arg(long, short, value_enum, default_value_t = CodecKind::Lines)]
     pub(crate) codec: CodecKind,
 
+    /// Send a PROXY protocol header first (before TLS), naming this connection's own
+    /// addresses, as a proxy would: for a server run with --proxy-protocol.
+    #[arg(long, value_name = "v1|v2")]
+    pub(crate) proxy_header: Option<ProxyVersion>,
+
     /// Give up connecting after this long.
     #[arg(long, value_name = "SECS", default_value = "10", value_parser = parse_secs)]
     pub(crate) timeout: Duration,
@@ -398,6 +422,11 @@ pub(crate) struct LoadArgs {
     /// Framing; must match the server's.
     #[arg(long, value_enum, default_value_t = CodecKind::Lines)]
     pub(crate) codec: CodecKind,
+
+    /// Send a PROXY protocol header first on each connection, naming its own addresses: for
+    /// a server run with --proxy-protocol.
+    #[arg(long, value_name = "v1|v2")]
+    pub(crate) proxy_header: Option<ProxyVersion>,
 
     /// Print one JSON object instead of the report, and no progress.
     #[arg(long)]

@@ -174,8 +174,12 @@ fn finish(reason: Option<DisconnectReason>) -> anyhow::Result<ExitCode> {
 /// A connector for `target`: `tls://HOST:PORT` speaks TLS (trusting `--ca`, or the Mozilla
 /// roots, with `--cert`/`--key` as the client certificate); anything else is as given.
 pub(crate) fn connector_for(args: &ConnectArgs) -> anyhow::Result<(Connector, &str)> {
+    let mut connector = Connector::new();
+    if let Some(version) = args.proxy_header {
+        connector = connector.proxy_header(version);
+    }
     let Some(rest) = args.target.strip_prefix("tls://") else {
-        return Ok((Connector::new(), args.target.as_str()));
+        return Ok((connector, args.target.as_str()));
     };
     let tls = match (&args.ca, &args.cert, &args.key) {
         (Some(ca), Some(cert), Some(key)) => {
@@ -184,5 +188,5 @@ pub(crate) fn connector_for(args: &ConnectArgs) -> anyhow::Result<(Connector, &s
         (Some(ca), _, _) => switchboard::TlsConnector::from_ca_file(ca)?,
         _ => switchboard::TlsConnector::webpki_roots(),
     };
-    Ok((Connector::new().tls(tls), rest))
+    Ok((connector.tls(tls), rest))
 }

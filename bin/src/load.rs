@@ -468,7 +468,10 @@ where
     });
     // Held to the end: the worker threads stop when the last clone of the pool is dropped,
     // and a session does not hold one.
-    let base = Connector::new().timeout(args.timeout).pool(pool.clone());
+    let mut base = Connector::new().timeout(args.timeout).pool(pool.clone());
+    if let Some(version) = args.proxy_header {
+        base = base.proxy_header(version);
+    }
     let connectors: Vec<Connector> = if args.bind_ip.is_empty() {
         vec![base]
     } else {

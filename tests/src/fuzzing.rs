@@ -13,7 +13,7 @@ use std::{
 };
 
 use bytes::{Bytes, BytesMut};
-use switchboard::{Conn, Listener, SessionConfig, SessionHandler};
+use switchboard::{Conn, Listener, ProxyHeader, SessionConfig, SessionHandler};
 use switchboard_codec::{CodecError, Frames, Lines, Raw};
 use tokio_util::codec::Decoder;
 
@@ -229,5 +229,130 @@ pub fn live_session(data: &[u8]) {
     }
     if which == 0 {
         assert_eq!(echoed, stream, "raw echo must return every byte");
+    }
+}
+
+/// Feeds arbitrary bytes, growing in arbitrary splits, to the PROXY header parser with a
+/// limit of 16–4,096 bytes (byte 0 × 16 + 16) and checks its promises: no panic; "need more"
+/// only below the limit; a header never longer than the limit or than the input; once it
+/// decides (a header or a kind of error), more bytes do not change it, so a header split over
+/// any segments reads the same; and a parsed header written back parses to the same header.
+pub fn proxy_header(data: &[u8]) {
+    let Some((limit, seed, stream)) = layout(data) else {
+        return;
+    };
+    let limit = usize::from(limit) * 16 + 16;
+    let mut seen = 0;
+    for chunk in chunks(stream, seed) {
+        seen += chunk.len();
+        let result = ProxyHeader::parse(&stream[..seen], limit);
+        match &result {
+            Ok(None) => {
+                assert!(
+                    seen < limit,
+                    "{seen} bytes buffered with a limit of {limit}"
+                );
+                continue;
+            }
+            Ok(Some((header, used))) => {
+                assert!(
+                    *used <= seen && *used <= limit,
+                    "{used} of {seen}, limit {limit}"
+                );
+                let again = header.to_bytes();
+                let (reparsed, reused) = ProxyHeader::parse(&again, usize::MAX)
+                    .expect("a written header parses")
+                    .expect("a written header is complete");
+                assert_eq!(reused, again.len());
+                assert_eq!(reparsed.addresses, header.addresses);
+            }
+            Err(_) => {}
+        }
+        // The same header, or the same kind of refusal (the parser's message may differ:
+        // more bytes can show another fault in a header already refused).
+        let full = ProxyHeader::parse(stream, limit);
+        match (&full, &result) {
+            (Err(a), Err(b)) => assert_eq!(
+                std::mem::discriminant(a),
+                std::mem::discriminant(b),
+                "more bytes changed the refusal given after {seen}: {a:?} then {b:?}"
+            ),
+            _ => assert_eq!(
+                full, result,
+                "more bytes changed the answer given after {seen}"
+            ),
+        }
+        return;
+    }
+}
+
+/// A raw echo behind the PROXY protocol (loopback allowed), on a background actix system.
+fn proxy_echo_server() -> SocketAddr {
+    static SERVER: OnceLock<SocketAddr> = OnceLock::new();
+    *SERVER.get_or_init(|| {
+        // As in `echo_servers`: a write to a closed connection must not kill the fuzzer.
+        // SAFETY: setting a signal disposition to SIG_IGN has no other effect.
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_IGN);
+        }
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            actix_rt::System::new().block_on(async move {
+                let config = SessionConfig::default()
+                    .with_idle_timeout(Some(Duration::from_secs(5)))
+                    .with_handshake_timeout(Duration::from_secs(5));
+                let server = Listener::bind("127.0.0.1:0")
+                    .workers(2)
+                    .session_config(config)
+                    .proxy_protocol(["127.0.0.1/32".parse().expect("a CIDR")])
+                    .serve(Raw, || RawEcho)
+                    .expect("PROXY echo");
+                tx.send(server.local_addr()).unwrap();
+                futures::future::pending::<()>().await;
+            });
+        });
+        rx.recv().expect("PROXY echo server started")
+    })
+}
+
+/// Sends arbitrary bytes, in arbitrary splits, to a live PROXY-protocol session and
+/// half-closes: the session must answer and close by itself, and when the bytes start with a
+/// header the parser accepts, the echo is exactly the bytes after it (none lost, none from the
+/// header). Byte 0 is unused.
+pub fn proxy_session(data: &[u8]) {
+    let Some((_, seed, stream)) = layout(data) else {
+        return;
+    };
+    let expected = match ProxyHeader::parse(stream, switchboard::MAX_PROXY_HEADER) {
+        Ok(Some((_, used))) => Some(&stream[used..]),
+        _ => None,
+    };
+    let mut client = TcpStream::connect(proxy_echo_server()).expect("connect to the echo server");
+    client
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let reader = {
+        let mut client = client.try_clone().unwrap();
+        std::thread::spawn(move || {
+            let mut echoed = Vec::new();
+            let result = client.read_to_end(&mut echoed);
+            (result.map(|_| ()), echoed)
+        })
+    };
+    for chunk in chunks(stream, seed) {
+        if client.write_all(chunk).is_err() {
+            break;
+        }
+    }
+    let _ = client.shutdown(Shutdown::Write);
+    let (result, echoed) = reader.join().expect("reader thread");
+    match result {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
+        Err(e) => panic!("the session neither answered nor closed: {e}"),
+    }
+    match expected {
+        Some(rest) => assert_eq!(echoed, rest, "the bytes after the header"),
+        None => assert!(echoed.is_empty(), "no echo without a header"),
     }
 }

@@ -54,3 +54,13 @@ fn raw_decoder_regressions_stay_fixed() {
 fn live_session_regressions_stay_fixed() {
     replay("live_session", fuzzing::live_session);
 }
+
+#[test]
+fn proxy_header_regressions_stay_fixed() {
+    replay("proxy_header", fuzzing::proxy_header);
+}
+
+#[test]
+fn proxy_session_regressions_stay_fixed() {
+    replay("proxy_session", fuzzing::proxy_session);
+}

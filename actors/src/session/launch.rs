@@ -13,7 +13,10 @@ use super::{
 use crate::{
     limits::ConnectionPermit,
     registry::Registration,
-    transport::{Plain, RawStream, Stream},
+    transport::{
+        proxy::{self, ProxyProtocol},
+        Plain, Prefixed, RawStream, Stream,
+    },
     worker::WorkerLoad,
     Address, Registry, SessionConfig, SessionError, TlsAcceptor, TlsConnector, WorkerPool,
 };
@@ -184,6 +187,19 @@ pub(crate) enum Handshake {
     TlsClient(TlsConnector, String),
 }
 
+/// The PROXY protocol step, before TLS: read the client's header (server side) or send one
+/// (client side).
+#[derive(Debug, Clone, Default)]
+pub(crate) enum ProxyStep {
+    /// No PROXY header on this connection.
+    #[default]
+    None,
+    /// Read a header from an allowed proxy; the session's addresses become the client's.
+    Read(Arc<ProxyProtocol>),
+    /// Write this header first.
+    Send(bytes::Bytes),
+}
+
 /// The one way a session starts, whoever starts it (listener push and pull mode, connector,
 /// a stream the program holds): everything a session needs besides its stream, codec and
 /// handler.
@@ -194,6 +210,7 @@ pub(crate) struct Launch {
     pub(crate) registry: Option<Registry>,
     pub(crate) permit: Option<ConnectionPermit>,
     pub(crate) handshake: Handshake,
+    pub(crate) proxy: ProxyStep,
 }
 
 impl Launch {
@@ -208,6 +225,7 @@ impl Launch {
             registry,
             permit: None,
             handshake: Handshake::None,
+            proxy: ProxyStep::None,
         }
     }
 
@@ -244,7 +262,7 @@ impl Launch {
 
     /// On the session's thread: registers the stream, runs the handshake, starts the actor.
     async fn run<C, H, F>(
-        self,
+        mut self,
         raw: RawStream,
         rx: AddressReceiver<Session<C, H>>,
         load: Option<WorkerLoad>,
@@ -255,7 +273,7 @@ impl Launch {
         F: FnOnce() -> (C, H) + 'static,
     {
         let stream = match raw.register() {
-            Ok(plain) => handshake(plain, &self.handshake, &self.config, load.as_ref()).await,
+            Ok(plain) => handshake(plain, &mut self, load.as_ref()).await,
             Err(error) => Err(DisconnectReason::Io(Arc::new(error))),
         };
         let (codec, handler) = make();
@@ -275,18 +293,18 @@ fn mailbox<C: SessionCodec, H: SessionHandler<C>>(config: &SessionConfig) -> Mai
     (Addr::new(tx), rx)
 }
 
-/// Runs `kind` over `plain` within the handshake timeout, holding one of the worker's
-/// handshake permits meanwhile.
+/// Runs the launch's handshakes over `plain` (the PROXY step, then TLS) within the handshake
+/// timeout, holding one of the worker's handshake permits meanwhile. The PROXY step may change
+/// the launch's addresses and count its permit against the client's IP.
 async fn handshake(
     plain: Plain,
-    kind: &Handshake,
-    config: &SessionConfig,
+    launch: &mut Launch,
     load: Option<&WorkerLoad>,
 ) -> Result<Stream, DisconnectReason> {
-    if matches!(kind, Handshake::None) {
+    if matches!(launch.handshake, Handshake::None) && matches!(launch.proxy, ProxyStep::None) {
         return Ok(Stream::Plain(plain));
     }
-    let timeout: Duration = config.handshake_timeout;
+    let timeout: Duration = launch.config.handshake_timeout;
     let run = async {
         // Waiting for a permit counts against the timeout too: a client is not kept waiting
         // for ever behind a flood of silent ones.
@@ -294,7 +312,8 @@ async fn handshake(
             Some(load) => Some(load.handshakes().acquire_owned().await),
             None => None,
         };
-        match kind {
+        let plain = proxy_step(plain, launch).await?;
+        match &launch.handshake {
             Handshake::None => Ok(Stream::Plain(plain)),
             Handshake::TlsServer(acceptor) => acceptor
                 .accept(plain)
@@ -312,6 +331,45 @@ async fn handshake(
         Ok(result) => result,
         Err(_) => Err(DisconnectReason::HandshakeTimeout),
     }
+}
+
+/// The PROXY step: reads the header from an allowed proxy (keeping what came after it for
+/// the next reader), or writes the connector's header.
+async fn proxy_step(mut plain: Plain, launch: &mut Launch) -> Result<Plain, DisconnectReason> {
+    use tokio::io::AsyncWriteExt;
+    let io = |e: io::Error| DisconnectReason::Io(Arc::new(e));
+    let protocol = match &launch.proxy {
+        ProxyStep::None => return Ok(plain),
+        ProxyStep::Send(header) => {
+            plain.write_all(header).await.map_err(io)?;
+            return Ok(plain);
+        }
+        ProxyStep::Read(protocol) => protocol.clone(),
+    };
+    let parts = &mut launch.parts;
+    if !protocol.allows(&parts.peer_addr) {
+        return Err(DisconnectReason::Proxy(Arc::new(
+            crate::ProxyError::NotAllowed {
+                peer: parts.peer_addr.clone(),
+            },
+        )));
+    }
+    let (header, rest) = match proxy::read_header(&mut plain, protocol.limit).await {
+        Ok(read) => read,
+        Err(proxy::ReadError::Proxy(e)) => return Err(DisconnectReason::Proxy(Arc::new(e))),
+        Err(proxy::ReadError::Io(e)) => return Err(io(e)),
+    };
+    if let Some((source, destination)) = header.addresses {
+        tracing::trace!(proxy = %parts.peer_addr, client = %source, "PROXY header read");
+        parts.peer_addr = source.into();
+        parts.local_addr = destination.into();
+    }
+    if let (Some(permit), Some(ip)) = (launch.permit.as_mut(), parts.peer_addr.ip()) {
+        if !permit.count_ip(ip) {
+            return Err(DisconnectReason::PerIpLimit(ip));
+        }
+    }
+    Ok(Prefixed::wrap(rest, plain))
 }
 
 pub(crate) fn new_session<C: SessionCodec, H: SessionHandler<C>>(

@@ -63,7 +63,7 @@ pub use types::{
     SlowConsumerPolicy,
 };
 
-pub(crate) use launch::{Handshake, Launch, Parts};
+pub(crate) use launch::{Handshake, Launch, Parts, ProxyStep};
 pub(crate) use meta::SessionMeta;
 
 use self::core::{Core, State, WriteSide};

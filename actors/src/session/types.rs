@@ -1,4 +1,4 @@
-use crate::{Address, TlsInfo, TransportKind};
+use crate::{Address, ProxyError, TlsInfo, TransportKind};
 use std::{
     fmt, io,
     sync::{
@@ -126,6 +126,14 @@ pub enum DisconnectReason {
     Tls(Arc<io::Error>),
     /// The handshakes (PROXY header, TLS) did not finish within the handshake timeout.
     HandshakeTimeout,
+    /// A PROXY-protocol listener refused the connection's header: missing, malformed, too
+    /// long, cut off, or sent by a peer not on the allowlist; the error says which (shared,
+    /// so the reason stays small and cheap to clone).
+    Proxy(Arc<ProxyError>),
+    /// The client a PROXY header names already holds as many connections as the per-IP limit
+    /// allows ([`ListenerBuilder::max_connections_per_ip`](crate::ListenerBuilder::max_connections_per_ip)).
+    /// Other listeners refuse such clients when accepting, before any session exists.
+    PerIpLimit(std::net::IpAddr),
 }
 
 impl DisconnectReason {
@@ -161,6 +169,8 @@ impl fmt::Display for DisconnectReason {
             DisconnectReason::HandlerPanicked(m) => write!(f, "handler panicked: {m}"),
             DisconnectReason::Tls(e) => write!(f, "TLS failed: {e}"),
             DisconnectReason::HandshakeTimeout => f.write_str("handshake timed out"),
+            DisconnectReason::Proxy(e) => write!(f, "PROXY header refused: {e}"),
+            DisconnectReason::PerIpLimit(ip) => write!(f, "too many connections from {ip}"),
         }
     }
 }

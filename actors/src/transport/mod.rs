@@ -5,6 +5,8 @@
 //! variant into another in place (STARTTLS).
 
 mod address;
+mod prefixed;
+pub(crate) mod proxy;
 pub(crate) mod tls;
 
 use std::{
@@ -17,6 +19,8 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpStream, UnixStream};
 
 pub use address::{Address, Credentials, UnixAddress};
+pub(crate) use prefixed::Prefixed;
+pub use proxy::{Cidr, ProxyError, ProxyHeader, ProxyVersion, MAX_PROXY_HEADER};
 pub use tls::{TlsAcceptor, TlsConnector, TlsInfo};
 
 /// A plaintext byte stream: what TLS runs over, and what PROXY headers arrive on.
@@ -24,6 +28,9 @@ pub use tls::{TlsAcceptor, TlsConnector, TlsInfo};
 pub(crate) enum Plain {
     Tcp(TcpStream),
     Unix(UnixStream),
+    /// Either of the above with bytes already read in front (those that came with a PROXY
+    /// header); boxed, so the plain variants stay small.
+    Prefixed(Box<Prefixed>),
 }
 
 /// A connected stream as a session drives it.
@@ -33,6 +40,8 @@ pub(crate) enum Stream {
     Tls(Box<tokio_rustls::TlsStream<Plain>>),
     /// In-memory, for the session's own unit tests.
     #[cfg(test)]
+    // No unit test builds one yet (the state-machine tests over a duplex are still to come).
+    #[allow(dead_code)]
     Memory(tokio::io::DuplexStream),
 }
 
@@ -76,6 +85,25 @@ impl Plain {
         match self {
             Plain::Tcp(_) => TransportKind::Tcp,
             Plain::Unix(_) => TransportKind::Unix,
+            Plain::Prefixed(p) => p.inner.kind(),
+        }
+    }
+
+    /// The TCP socket underneath, if it is one.
+    fn tcp(&self) -> Option<&TcpStream> {
+        match self {
+            Plain::Tcp(s) => Some(s),
+            Plain::Unix(_) => None,
+            Plain::Prefixed(p) => p.inner.tcp(),
+        }
+    }
+
+    fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self {
+            Plain::Tcp(s) => s.poll_read_ready(cx),
+            Plain::Unix(s) => s.poll_read_ready(cx),
+            Plain::Prefixed(p) if !p.prefix.is_empty() => Poll::Ready(Ok(())),
+            Plain::Prefixed(p) => p.inner.poll_read_ready(cx),
         }
     }
 }
@@ -84,9 +112,9 @@ impl Stream {
     pub(crate) fn kind(&self) -> TransportKind {
         match self {
             Stream::Plain(plain) => plain.kind(),
-            Stream::Tls(tls) => match tls.get_ref().0 {
-                Plain::Tcp(_) => TransportKind::TlsTcp,
-                Plain::Unix(_) => TransportKind::TlsUnix,
+            Stream::Tls(tls) => match tls.get_ref().0.kind() {
+                TransportKind::Unix => TransportKind::TlsUnix,
+                _ => TransportKind::TlsTcp,
             },
             #[cfg(test)]
             Stream::Memory(_) => TransportKind::Memory,
@@ -97,22 +125,21 @@ impl Stream {
     /// buffer. TLS and memory streams report ready: a read then tells.
     pub(crate) fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self {
-            Stream::Plain(Plain::Tcp(s)) => s.poll_read_ready(cx),
-            Stream::Plain(Plain::Unix(s)) => s.poll_read_ready(cx),
+            Stream::Plain(plain) => plain.poll_read_ready(cx),
             _ => Poll::Ready(Ok(())),
         }
     }
 
     pub(crate) fn set_nodelay(&self, on: bool) {
         let tcp = match self {
-            Stream::Plain(Plain::Tcp(s)) => s,
-            Stream::Tls(tls) => match tls.get_ref().0 {
-                Plain::Tcp(s) => s,
-                Plain::Unix(_) => return,
-            },
-            _ => return,
+            Stream::Plain(plain) => plain.tcp(),
+            Stream::Tls(tls) => tls.get_ref().0.tcp(),
+            #[cfg(test)]
+            Stream::Memory(_) => None,
         };
-        let _ = tcp.set_nodelay(on);
+        if let Some(tcp) = tcp {
+            let _ = tcp.set_nodelay(on);
+        }
     }
 
     /// What TLS negotiated, for a TLS stream.
@@ -129,6 +156,7 @@ macro_rules! delegate {
         match $self.get_mut() {
             Stream::Plain(Plain::Tcp($s)) => $e,
             Stream::Plain(Plain::Unix($s)) => $e,
+            Stream::Plain(Plain::Prefixed($s)) => $e,
             Stream::Tls($s) => $e,
             #[cfg(test)]
             Stream::Memory($s) => $e,
@@ -141,6 +169,7 @@ macro_rules! delegate_plain {
         match $self.get_mut() {
             Plain::Tcp($s) => $e,
             Plain::Unix($s) => $e,
+            Plain::Prefixed($s) => $e,
         }
     };
 }

@@ -146,6 +146,9 @@ async fn serve(
         let alpn: Vec<&str> = args.alpn.iter().map(String::as_str).collect();
         builder = builder.tls(acceptor.with_alpn(&alpn));
     }
+    if args.proxy_protocol {
+        builder = builder.proxy_protocol(args.proxy_from.iter().copied());
+    }
     let tls = args.tls_cert.is_some();
     if let Some(workers) = args.workers {
         builder = builder.workers(workers);
