@@ -88,7 +88,7 @@ pub trait Bus: Send + Sync + 'static {
 }
 
 /// Buses in one process, joined through a hub: for unit tests of the cluster logic without
-/// Redis. [`MemoryBus::set_down`] simulates an outage.
+/// Redis. [`MemoryHub::set_down`] simulates an outage.
 ///
 /// # Examples
 ///

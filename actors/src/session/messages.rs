@@ -14,7 +14,7 @@ use crate::SessionError;
 ///
 /// # Errors
 ///
-/// As [`Conn::write`]: refused with [`SessionError::WriteBufferFull`] at or above the high
+/// As [`Conn::write`](crate::Conn::write): refused with [`SessionError::WriteBufferFull`] at or above the high
 /// watermark, so a producer learns of a slow peer instead of growing memory.
 ///
 /// # Examples
@@ -96,7 +96,7 @@ impl<C: SessionCodec, H: SessionHandler<C>> Handler<Abort> for Session<C, H> {
 }
 
 /// Shuts only this side's write half once everything written so far is flushed (a TCP
-/// half-close), as [`Conn::shutdown_write`]: the session reads on and ends once the peer has
+/// half-close), as [`Conn::shutdown_write`](crate::Conn::shutdown_write): the session reads on and ends once the peer has
 /// finished sending too.
 #[derive(Debug, Clone, Copy, Default, Message)]
 #[rtype(result = "()")]

@@ -11,8 +11,8 @@ use std::{
 use bytes::Bytes;
 use tokio_util::codec::{Decoder, Encoder};
 
-/// A codec a [`Session`] can frame its socket with: any tokio-util `Decoder` that also encodes
-/// [`Bytes`] (so the [`Registry`] can send to and broadcast over any session), with errors that
+/// A codec a [`Session`](crate::Session) can frame its socket with: any tokio-util `Decoder` that also encodes
+/// [`Bytes`] (so the [`Registry`](crate::Registry) can send to and broadcast over any session), with errors that
 /// can travel across threads. Implemented for every such type; all `switchboard-codec` codecs
 /// qualify.
 ///
@@ -95,9 +95,9 @@ pub enum DisconnectReason {
     PeerClosed,
     /// The peer reset the connection.
     Reset,
-    /// This side closed gracefully ([`DisconnectFromHost`]).
+    /// This side closed gracefully ([`DisconnectFromHost`](crate::DisconnectFromHost)).
     Closed,
-    /// This side closed at once ([`Abort`]); unsent data was discarded.
+    /// This side closed at once ([`Abort`](crate::Abort)); unsent data was discarded.
     Aborted,
     /// No byte moved in either direction for the idle timeout.
     IdleTimeout,
@@ -275,7 +275,7 @@ pub enum CloseMode {
 
 /// How a broadcast treats a slow consumer: a session that took nothing from its outbound
 /// queue for its slow-consumer timeout
-/// ([`SessionConfig::with_slow_consumer_timeout`], default 5 s) while the broadcast waited for room.
+/// ([`SessionConfig::with_slow_consumer_timeout`](crate::SessionConfig::with_slow_consumer_timeout), default 5 s) while the broadcast waited for room.
 /// A session whose queue is full but still taking bytes is not slow: the broadcast waits for
 /// it.
 ///
