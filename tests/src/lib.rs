@@ -30,6 +30,20 @@ pub const LIMIT: Duration = Duration::from_secs(10);
 /// wrongly.
 pub const SILENCE: Duration = Duration::from_millis(300);
 
+/// Fails the test, with the command that installs it, when `tool` (a program a test starts:
+/// `openssl`, `socat`, `haproxy`...) is not on the PATH. Never a silent skip.
+pub fn require_tool(tool: &str, package: &str) {
+    let found = std::process::Command::new("sh")
+        .args(["-c", &format!("command -v {tool}")])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    assert!(
+        found,
+        "`{tool}` is missing: install it with `apt-get install -y {package}` (.ci/run does)"
+    );
+}
+
 /// `127.0.0.1:0`: loopback, with a port the OS picks.
 pub fn any_port() -> SocketAddr {
     "127.0.0.1:0".parse().expect("a literal address")

@@ -88,17 +88,21 @@ fn lines_of(member: usize, count: usize, pad: usize) -> Vec<String> {
         .collect()
 }
 
-/// `members` readers each send `count` lines at once; each gets every other member's lines,
-/// exactly once and in each sender's order.
-fn burst(members: usize, count: usize, pad: usize, args: &[&str]) -> Server {
-    let mut all = vec!["--mode", "chat", "--idle-timeout", "0"];
-    all.extend_from_slice(args);
-    let server = Server::start(&all);
-    let mut clients: Vec<Member> = (0..members).map(|_| Member::join(server.addr)).collect();
+/// `members` members each send `count` lines (padded by `pad`) in one write; every member must
+/// get every other member's lines, exactly once and in each sender's order, and none of its
+/// own. Returns how long the relay took, and the members (still connected).
+fn relay_and_check(
+    addr: SocketAddr,
+    members: usize,
+    count: usize,
+    pad: usize,
+) -> (Duration, Vec<Member>) {
+    let mut clients: Vec<Member> = (0..members).map(|_| Member::join(addr)).collect();
     let ids: Vec<String> = clients.iter().map(|c| c.id.clone()).collect();
     let expect = (members - 1) * count;
     let collectors: Vec<_> = clients.iter_mut().map(|c| c.collect(expect)).collect();
     let bursts: Vec<Vec<String>> = (0..members).map(|m| lines_of(m, count, pad)).collect();
+    let started = Instant::now();
     let writers: Vec<_> = clients
         .into_iter()
         .zip(bursts.clone())
@@ -109,7 +113,6 @@ fn burst(members: usize, count: usize, pad: usize, args: &[&str]) -> Server {
             })
         })
         .collect();
-    let started = Instant::now();
     let clients: Vec<Member> = writers.into_iter().map(|w| w.join().unwrap()).collect();
     for (me, collector) in collectors.into_iter().enumerate() {
         let by_sender = collector.join().expect("a reader finished");
@@ -127,10 +130,20 @@ fn burst(members: usize, count: usize, pad: usize, args: &[&str]) -> Server {
             );
         }
     }
+    (started.elapsed(), clients)
+}
+
+/// `members` readers each send `count` lines at once; each gets every other member's lines,
+/// exactly once and in each sender's order.
+fn burst(members: usize, count: usize, pad: usize, args: &[&str]) -> Server {
+    let mut all = vec!["--mode", "chat", "--idle-timeout", "0"];
+    all.extend_from_slice(args);
+    let server = Server::start(&all);
+    let (elapsed, clients) = relay_and_check(server.addr, members, count, pad);
     eprintln!(
         "{members} members × {count} lines of {} bytes relayed in {:?}",
         lines_of(0, 1, pad)[0].len(),
-        started.elapsed()
+        elapsed
     );
     drop(clients);
     server
@@ -183,41 +196,7 @@ fn readers_lose_nothing_while_silent_members_are_dropped_and_memory_stays_bounde
         })
         .collect();
     let rss_before = rss_kib(server.proc.pid());
-    let members = 5;
-    let count = 4000;
-    let mut clients: Vec<Member> = (0..members).map(|_| Member::join(server.addr)).collect();
-    let ids: Vec<String> = clients.iter().map(|c| c.id.clone()).collect();
-    let collectors: Vec<_> = clients
-        .iter_mut()
-        .map(|c| c.collect((members - 1) * count))
-        .collect();
-    let bursts: Vec<Vec<String>> = (0..members).map(|m| lines_of(m, count, 890)).collect();
-    let started = Instant::now();
-    let writers: Vec<_> = clients
-        .into_iter()
-        .zip(bursts.clone())
-        .map(|(mut client, lines)| {
-            std::thread::spawn(move || {
-                client.send_burst(&lines);
-                client
-            })
-        })
-        .collect();
-    let clients: Vec<Member> = writers.into_iter().map(|w| w.join().unwrap()).collect();
-    for (me, collector) in collectors.into_iter().enumerate() {
-        let by_sender = collector.join().expect("a reader finished");
-        for (other, lines) in bursts.iter().enumerate() {
-            if other == me {
-                continue;
-            }
-            let got = by_sender.get(&ids[other]).expect("lines from every member");
-            assert!(
-                got == lines,
-                "member {me}: lines from {other} lost or out of order"
-            );
-        }
-    }
-    let elapsed = started.elapsed();
+    let (elapsed, clients) = relay_and_check(server.addr, 5, 4000, 890);
     let rss_after = rss_kib(server.proc.pid());
     eprintln!("relayed 5 × 4,000 × 900 B past 5 silent members in {elapsed:?}; server RSS {rss_before} → {rss_after} KiB");
     // Each silent member holds at most a write buffer and an outbound queue (64 KiB each, plus

@@ -113,8 +113,13 @@ fn silent_clients(addr: SocketAddr) -> Vec<TcpStream> {
         .collect()
 }
 
-#[actix_rt::test]
-async fn silent_sessions_are_dropped_and_counted_while_readers_get_everything() {
+/// A server with `SILENT` sessions that never read (their ids returned) and `READERS` readers.
+async fn silent_and_readers() -> (
+    ListenerHandle,
+    Vec<TcpStream>,
+    Vec<switchboard::SessionId>,
+    Vec<JoinHandle<usize>>,
+) {
     let server = serve();
     let registry = server.registry().clone();
     let silent = silent_clients(server.local_addr());
@@ -122,6 +127,13 @@ async fn silent_sessions_are_dropped_and_counted_while_readers_get_everything() 
     let silent_ids = registry.ids();
     let readers: Vec<_> = (0..READERS).map(|_| reader(server.local_addr())).collect();
     within("every reader", registry.wait_for_count(READERS + SILENT)).await;
+    (server, silent, silent_ids, readers)
+}
+
+#[actix_rt::test]
+async fn silent_sessions_are_dropped_and_counted_while_readers_get_everything() {
+    let (server, silent, silent_ids, readers) = silent_and_readers().await;
+    let registry = server.registry().clone();
     let total = tokio::time::timeout(
         Duration::from_secs(120),
         burst(&registry, SlowConsumerPolicy::Drop),
@@ -158,13 +170,8 @@ async fn silent_sessions_are_dropped_and_counted_while_readers_get_everything() 
 
 #[actix_rt::test]
 async fn silent_sessions_are_disconnected_under_the_disconnect_policy() {
-    let server = serve();
+    let (server, silent, silent_ids, readers) = silent_and_readers().await;
     let registry = server.registry().clone();
-    let silent = silent_clients(server.local_addr());
-    within("the silent clients", registry.wait_for_count(SILENT)).await;
-    let silent_ids = registry.ids();
-    let readers: Vec<_> = (0..READERS).map(|_| reader(server.local_addr())).collect();
-    within("every reader", registry.wait_for_count(READERS + SILENT)).await;
     let mut events = registry.events(1024);
     let total = tokio::time::timeout(
         Duration::from_secs(120),

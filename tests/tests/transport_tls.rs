@@ -19,7 +19,7 @@ use switchboard::{
     SessionInfo, TlsAcceptor, TlsConnector, TransportKind,
 };
 use switchboard_codec::Lines;
-use switchboard_tests::{any_port, pki::Pki, within, Probes};
+use switchboard_tests::{any_port, pki::Pki, require_tool, within, Probes};
 use tokio::sync::mpsc;
 
 fn tls_echo(
@@ -269,18 +269,6 @@ async fn silent_clients_are_cut_at_the_handshake_timeout_while_a_good_one_gets_i
     within("the registry to empty", server.registry().wait_for_count(0)).await;
 }
 
-fn need(tool: &str, package: &str) {
-    let found = Command::new("sh")
-        .args(["-c", &format!("command -v {tool}")])
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false);
-    assert!(
-        found,
-        "`{tool}` is missing: install it with `apt-get install -y {package}` (.ci/run does)"
-    );
-}
-
 fn serve_tls(pki: &Pki, extra: &[&str]) -> (support::Server, SocketAddr) {
     let cert = pki.server_cert.to_str().unwrap().to_string();
     let key = pki.server_key.to_str().unwrap().to_string();
@@ -306,7 +294,7 @@ fn serve_tls(pki: &Pki, extra: &[&str]) -> (support::Server, SocketAddr) {
 
 #[test]
 fn openssl_s_client_talks_to_the_command_over_tls() {
-    need("openssl", "openssl");
+    require_tool("openssl", "openssl");
     let pki = Pki::new();
     let (server, addr) = serve_tls(&pki, &[]);
     let mut client = Command::new("openssl")
@@ -379,7 +367,7 @@ print(version, alpn, got.decode().strip())
 
 #[test]
 fn the_command_connects_to_openssl_s_server_over_tls() {
-    need("openssl", "openssl");
+    require_tool("openssl", "openssl");
     let pki = Pki::new();
     let port = std::net::TcpListener::bind(any_port())
         .unwrap()

@@ -17,7 +17,7 @@ use std::{
 
 use switchboard::{Connector, ListenError, Listener, ListenerHandle, SessionConfig, TransportKind};
 use switchboard_codec::Lines;
-use switchboard_tests::{within, Events, Probes};
+use switchboard_tests::{require_tool, within, Events, Probes};
 
 fn temp_dir(tag: &str) -> support::TempDir {
     support::TempDir::new(tag)
@@ -219,18 +219,6 @@ async fn one_listener_serves_tcp_and_a_unix_path_together() {
     within("the registry to empty", server.registry().wait_for_count(0)).await;
 }
 
-fn need(tool: &str, package: &str) {
-    let found = Command::new("sh")
-        .args(["-c", &format!("command -v {tool}")])
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false);
-    assert!(
-        found,
-        "`{tool}` is missing: install it with `apt-get install -y {package}` (.ci/run does)"
-    );
-}
-
 fn serve_unix(path: &Path) -> support::Proc {
     let listen = format!("unix:{}", path.display());
     let proc = support::Proc::spawn(&["serve", "--mode", "echo", "--listen", &listen]);
@@ -240,7 +228,7 @@ fn serve_unix(path: &Path) -> support::Proc {
 
 #[test]
 fn python_and_socat_talk_to_the_command_over_a_unix_socket_and_kill_9_then_restart_binds() {
-    need("socat", "socat");
+    require_tool("socat", "socat");
     let dir = temp_dir("unix-cli");
     let path: PathBuf = dir.path().join("cli.sock");
     let server = serve_unix(&path);

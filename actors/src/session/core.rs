@@ -59,8 +59,6 @@ pub(crate) struct Core<C> {
     /// An answer left the buffer at or above the high watermark: frames wait (and reading
     /// with them) until it drains to the low watermark.
     pub(super) answers_held: bool,
-    /// The driver's waker is registered with the outbound queue.
-    pub(super) outbox_registered: bool,
     /// A write was refused since the last flush: the handler hears `write_buffer_full` (and
     /// so, later, `write_buffer_drained`) even if the buffer is back under the mark by then.
     pub(super) refused: bool,

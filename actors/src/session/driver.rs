@@ -296,12 +296,10 @@ impl<C: SessionCodec, H: SessionHandler<C>> Session<C, H> {
                 continue;
             }
             // Registry deliveries wake the driver when the queue stops being empty; one that
-            // came after this turn looked must not wait for another wake-up. The waker is the
-            // actor's task's, the same for the session's whole life: registered once.
-            if !self.core.outbox_registered {
-                self.core.meta.outbox.register(cx.waker());
-                self.core.outbox_registered = true;
-            }
+            // came after this turn looked must not wait for another wake-up. Registered every
+            // turn: the waker actix hands the driver is not always the same one (registering
+            // once lost wake-ups), and `AtomicWaker` skips the clone when it has not changed.
+            self.core.meta.outbox.register(cx.waker());
             if self.core.takes_writes()
                 && self.core.meta.outbox.has_items()
                 && self.core.write_buf.len() < self.core.config.high_watermark

@@ -435,7 +435,6 @@ pub(crate) fn new_session<C: SessionCodec, H: SessionHandler<C>>(
             above_high: false,
             answering: false,
             answers_held: false,
-            outbox_registered: false,
             refused: false,
             write_blocked: false,
             bytes_in: 0,
