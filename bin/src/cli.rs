@@ -339,9 +339,13 @@ pub(crate) struct ConnectArgs {
 #[derive(Debug, Args)]
 #[command(verbatim_doc_comment)]
 pub(crate) struct SendArgs {
-    /// The server, as HOST:PORT.
-    #[arg(value_name = "HOST:PORT")]
+    /// The server: `HOST:PORT`, `tls://HOST:PORT`, `unix:/path`.
+    #[arg(value_name = "TARGET")]
     pub(crate) target: String,
+
+    /// TLS: trust the CAs in this PEM file [default: the Mozilla roots].
+    #[arg(long, value_name = "FILE")]
+    pub(crate) ca: Option<PathBuf>,
 
     /// Files to upload.
     #[arg(value_name = "FILE", required = true)]
@@ -380,9 +384,13 @@ pub(crate) struct SendArgs {
 #[derive(Debug, Args)]
 #[command(verbatim_doc_comment)]
 pub(crate) struct LoadArgs {
-    /// The echo server, as HOST:PORT.
-    #[arg(value_name = "HOST:PORT", required_unless_present = "compare")]
+    /// The echo server: `HOST:PORT`, `tls://HOST:PORT`, `unix:/path`.
+    #[arg(value_name = "TARGET", required_unless_present = "compare")]
     pub(crate) target: Option<String>,
+
+    /// TLS: trust the CAs in this PEM file [default: the Mozilla roots].
+    #[arg(long, value_name = "FILE")]
+    pub(crate) ca: Option<PathBuf>,
 
     /// Draw the latency distribution as an HDR percentile plot (SVG) into FILE; with
     /// --compare, the two runs overlaid.

@@ -174,19 +174,29 @@ fn finish(reason: Option<DisconnectReason>) -> anyhow::Result<ExitCode> {
 /// A connector for `target`: `tls://HOST:PORT` speaks TLS (trusting `--ca`, or the Mozilla
 /// roots, with `--cert`/`--key` as the client certificate); anything else is as given.
 pub(crate) fn connector_for(args: &ConnectArgs) -> anyhow::Result<(Connector, &str)> {
-    let mut connector = Connector::new();
-    if let Some(version) = args.proxy_header {
-        connector = connector.proxy_header(version);
-    }
-    let Some(rest) = args.target.strip_prefix("tls://") else {
-        return Ok((connector, args.target.as_str()));
+    tls_target(
+        &args.target,
+        args.ca.as_deref(),
+        args.cert.as_deref().zip(args.key.as_deref()),
+    )
+}
+
+/// Splits a `tls://` scheme off `target` and makes the connector for it; `send` and `load`
+/// share it with `connect`.
+pub(crate) fn tls_target<'a>(
+    target: &'a str,
+    ca: Option<&std::path::Path>,
+    identity: Option<(&std::path::Path, &std::path::Path)>,
+) -> anyhow::Result<(Connector, &'a str)> {
+    let Some(rest) = target.strip_prefix("tls://") else {
+        return Ok((Connector::new(), target));
     };
-    let tls = match (&args.ca, &args.cert, &args.key) {
-        (Some(ca), Some(cert), Some(key)) => {
+    let tls = match (ca, identity) {
+        (Some(ca), Some((cert, key))) => {
             switchboard::TlsConnector::with_client_cert(ca, cert, key)?
         }
-        (Some(ca), _, _) => switchboard::TlsConnector::from_ca_file(ca)?,
-        _ => switchboard::TlsConnector::webpki_roots(),
+        (Some(ca), None) => switchboard::TlsConnector::from_ca_file(ca)?,
+        (None, _) => switchboard::TlsConnector::webpki_roots(),
     };
-    Ok((connector.tls(tls), rest))
+    Ok((Connector::new().tls(tls), rest))
 }

@@ -468,7 +468,10 @@ where
     });
     // Held to the end: the worker threads stop when the last clone of the pool is dropped,
     // and a session does not hold one.
-    let mut base = Connector::new().timeout(args.timeout).pool(pool.clone());
+    let full_target = args.target.clone().unwrap_or_default();
+    let (base, target) = crate::connect::tls_target(&full_target, args.ca.as_deref(), None)?;
+    let target = target.to_string();
+    let mut base = base.timeout(args.timeout).pool(pool.clone());
     if let Some(version) = args.proxy_header {
         base = base.proxy_header(version);
     }
@@ -506,7 +509,6 @@ where
     };
     let mut attempts = {
         let shared = shared.clone();
-        let target = args.target.clone().unwrap_or_default();
         // Moved in: the channel closes once every session (and this stream) is gone.
         let report_tx = report_tx;
         indices.map(move |i| {

@@ -98,7 +98,9 @@ async fn send_all(args: SendArgs, jobs: Vec<Job>) -> anyhow::Result<ExitCode> {
     let pool = WorkerPool::new(parallel.min(cores))?;
     // The pool stops its threads when its last clone goes; sessions hold none, so the
     // connector (holding one) lives until every upload is done.
-    let connector = Connector::new().timeout(args.timeout).pool(pool);
+    let (connector, target) = crate::connect::tls_target(&args.target, args.ca.as_deref(), None)?;
+    let target = target.to_string();
+    let connector = connector.timeout(args.timeout).pool(pool);
     let total: u64 = jobs.iter().map(|j| j.size).sum();
     let progress = Progress::new(total);
     let started = Instant::now();
@@ -108,7 +110,7 @@ async fn send_all(args: SendArgs, jobs: Vec<Job>) -> anyhow::Result<ExitCode> {
             .map(|(index, job)| {
                 let connector = connector.clone();
                 let bar = progress.file(&job);
-                let target = args.target.clone();
+                let target = target.clone();
                 async move { (index, upload(&connector, &target, job, bar).await) }
             })
             .buffer_unordered(parallel)

@@ -142,3 +142,67 @@ fn a_server_that_does_not_echo_is_reported_as_errors() {
         .starts_with("switchboard: load test had errors"));
     server.terminate();
 }
+
+/// `load` speaks TLS to a `tls://` target (trusting `--ca`) and Unix sockets to a `unix:`
+/// target, against `serve` on the same transports; every echoed byte checked.
+#[test]
+fn load_runs_over_tls_and_unix_targets() {
+    let pki = switchboard_tests::pki::Pki::new();
+    let cert = pki.server_cert.to_str().unwrap().to_string();
+    let key = pki.server_key.to_str().unwrap().to_string();
+    let sock = pki.dir().join("load.sock");
+    let unix = format!("unix:{}", sock.display());
+    let server = support::Proc::spawn(&[
+        "serve",
+        "--mode",
+        "echo",
+        "--codec",
+        "raw",
+        "--listen",
+        "127.0.0.1:0",
+        "--tls-cert",
+        &cert,
+        "--tls-key",
+        &key,
+    ]);
+    let line = server.stdout_line();
+    let port = line
+        .strip_prefix("listening on tls://127.0.0.1:")
+        .unwrap_or_else(|| panic!("{line}"))
+        .to_string();
+    let target = format!("tls://localhost:{port}");
+    let ca = pki.ca.to_str().unwrap().to_string();
+    let finished = run(
+        &[
+            "load", &target, "--ca", &ca, "--codec", "raw", "-c", "2", "-m", "200", "--json",
+        ],
+        STEP * 2,
+    );
+    assert!(finished.status.success(), "{finished:?}");
+    let report = json(&finished);
+    assert_eq!(number(&report, &["errors"]), 0.0, "{report}");
+    assert_eq!(
+        number(&report, &["error_detail", "mismatch"]),
+        0.0,
+        "{report}"
+    );
+    assert_eq!(number(&report, &["messages"]), 200.0, "{report}");
+    server.signal(libc::SIGTERM);
+    assert!(server.wait(STEP).status.success());
+
+    let server = support::Proc::spawn(&[
+        "serve", "--mode", "echo", "--codec", "raw", "--listen", &unix,
+    ]);
+    assert_eq!(server.stdout_line(), format!("listening on {unix}"));
+    let finished = run(
+        &[
+            "load", &unix, "--codec", "raw", "-c", "2", "-m", "200", "--json",
+        ],
+        STEP * 2,
+    );
+    assert!(finished.status.success(), "{finished:?}");
+    let report = json(&finished);
+    assert_eq!(number(&report, &["errors"]), 0.0, "{report}");
+    server.signal(libc::SIGTERM);
+    assert!(server.wait(STEP).status.success());
+}
