@@ -285,7 +285,9 @@ impl Shared {
 
 /// One socket a listener accepts on.
 enum ListenSocket {
-    Tcp(AsyncFd<std::net::TcpListener>),
+    /// `local` is the socket's own address when it is bound to one IP: every accepted
+    /// connection's local end is then known without a `getsockname` per connection.
+    Tcp(AsyncFd<std::net::TcpListener>, Option<SocketAddr>),
     /// With the path to remove when the listener stops (not for abstract names).
     Unix(
         AsyncFd<std::os::unix::net::UnixListener>,
@@ -294,24 +296,28 @@ enum ListenSocket {
 }
 
 impl ListenSocket {
-    fn poll_accept(&self, cx: &mut task::Context<'_>) -> Poll<io::Result<(RawStream, Address)>> {
+    /// The next connection, with both its addresses (read once, here).
+    fn poll_accept(&self, cx: &mut task::Context<'_>) -> Poll<io::Result<(RawStream, Parts)>> {
         loop {
             let result = match self {
-                ListenSocket::Tcp(socket) => {
+                ListenSocket::Tcp(socket, local) => {
                     let mut ready = std::task::ready!(socket.poll_read_ready(cx))?;
                     ready.try_io(|l| {
-                        l.get_ref()
-                            .accept()
-                            .map(|(s, peer)| (RawStream::Tcp(s), Address::Ip(peer)))
+                        let (stream, peer) = l.get_ref().accept()?;
+                        let local = match local {
+                            Some(local) => *local,
+                            None => stream.local_addr()?,
+                        };
+                        let parts = Parts::new(peer.into(), local.into());
+                        Ok((RawStream::Tcp(stream), parts))
                     })
                 }
                 ListenSocket::Unix(socket, _) => {
                     let mut ready = std::task::ready!(socket.poll_read_ready(cx))?;
                     ready.try_io(|l| {
-                        let (stream, _) = l.get_ref().accept()?;
-                        let raw = RawStream::Unix(stream);
-                        let (peer, _) = raw.addresses()?;
-                        Ok((raw, peer))
+                        let raw = RawStream::Unix(l.get_ref().accept()?.0);
+                        let (peer, local) = raw.addresses()?;
+                        Ok((raw, Parts::new(peer, local)))
                     })
                 }
             };
@@ -324,7 +330,7 @@ impl ListenSocket {
 
     fn address(&self) -> io::Result<Address> {
         match self {
-            ListenSocket::Tcp(s) => Ok(Address::Ip(s.get_ref().local_addr()?)),
+            ListenSocket::Tcp(s, _) => Ok(Address::Ip(s.get_ref().local_addr()?)),
             ListenSocket::Unix(s, _) => Ok(Address::from_unix(&s.get_ref().local_addr()?, None)),
         }
     }
@@ -462,7 +468,8 @@ impl Listener {
         }
     }
 
-    fn admit(&mut self, stream: RawStream, peer: Address, ctx: &mut Context<Self>) {
+    fn admit(&mut self, stream: RawStream, parts: Parts, ctx: &mut Context<Self>) {
+        let peer = parts.peer_addr.clone();
         // Behind a proxy the peer is the proxy: the per-IP limit waits for the header to name
         // the client, on the worker.
         let per_ip = match self.shared.proxy {
@@ -473,13 +480,6 @@ impl Listener {
             self.rejected_per_ip += 1;
             tracing::debug!(%peer, "connection refused: per-IP limit reached");
             return;
-        };
-        let parts = match Parts::of(&stream) {
-            Ok(parts) => parts,
-            Err(error) => {
-                tracing::debug!(%peer, %error, "accepted socket unusable");
-                return;
-            }
         };
         self.accepted += 1;
         let id = SessionId::next();
@@ -578,9 +578,9 @@ impl Listener {
             }
             match polled {
                 None => return Poll::Pending,
-                Some(Ok((stream, peer))) => {
+                Some(Ok((stream, parts))) => {
                     self.next_backoff = self.backoff_range.0;
-                    self.admit(stream, peer, ctx);
+                    self.admit(stream, parts, ctx);
                     accepted += 1;
                     if accepted >= ACCEPTS_PER_TURN {
                         cx.waker().wake_by_ref();
@@ -1072,9 +1072,13 @@ impl Bound {
         // SAFETY (both arms): the descriptor belongs to the listener, which moves into the
         // `AsyncFd` and so stays open for as long as it is registered.
         Ok(match self {
-            Bound::Tcp(listener) => ListenSocket::Tcp(unsafe {
-                AsyncFd::register_with_interest(listener, Interest::READABLE)?
-            }),
+            Bound::Tcp(listener) => {
+                let bound = listener.local_addr()?;
+                let specific = (!bound.ip().is_unspecified()).then_some(bound);
+                let socket =
+                    unsafe { AsyncFd::register_with_interest(listener, Interest::READABLE)? };
+                ListenSocket::Tcp(socket, specific)
+            }
             Bound::Unix(listener, path) => {
                 listener.set_nonblocking(true)?;
                 let socket =

@@ -72,6 +72,19 @@ pub(crate) enum Offer {
     Closed,
 }
 
+impl Offer {
+    /// The outcome, when the offer settled the delivery; the session's progress counter when
+    /// the queue was full and the sender must wait.
+    pub(crate) fn settled(self) -> Result<Outcome, u64> {
+        match self {
+            Offer::Queued => Ok(Outcome::Queued),
+            Offer::Slow => Ok(Outcome::Slow { detected: false }),
+            Offer::Closed => Ok(Outcome::Closed),
+            Offer::Full { progress } => Err(progress),
+        }
+    }
+}
+
 impl fmt::Debug for Outbox {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Outbox")
@@ -266,17 +279,18 @@ impl Attempt {
         cx: &mut Context<'_>,
         now: Instant,
     ) -> Option<Outcome> {
-        match outbox.offer(data, Some((cx.waker(), &mut self.round))) {
-            Offer::Queued => Some(Outcome::Queued),
-            Offer::Slow => Some(Outcome::Slow { detected: false }),
-            Offer::Closed => Some(Outcome::Closed),
-            Offer::Full { progress } if progress != self.progress => {
+        match outbox
+            .offer(data, Some((cx.waker(), &mut self.round)))
+            .settled()
+        {
+            Ok(outcome) => Some(outcome),
+            Err(progress) if progress != self.progress => {
                 // The session took something: it is slow to read, not stuck. Wait on.
                 self.progress = progress;
                 self.deadline = now + outbox.slow_after();
                 None
             }
-            Offer::Full { progress } if now >= self.deadline => {
+            Err(progress) if now >= self.deadline => {
                 if outbox.mark_slow(progress) {
                     Some(Outcome::Slow { detected: true })
                 } else {
@@ -284,7 +298,7 @@ impl Attempt {
                     self.poll(outbox, data, cx, now)
                 }
             }
-            Offer::Full { .. } => None,
+            Err(_) => None,
         }
     }
 }

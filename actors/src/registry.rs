@@ -24,7 +24,7 @@ use bytes::Bytes;
 use futures::{Stream, StreamExt};
 
 use crate::{
-    outbox::{Attempt, Offer, Outcome},
+    outbox::{Attempt, Outcome},
     session::SessionMeta,
     CloseMode, DisconnectReason, SessionError, SessionId, SessionInfo, SlowConsumerPolicy,
 };
@@ -433,11 +433,9 @@ impl Registry {
                 if Some(*id) == except {
                     continue;
                 }
-                let outcome = match entry.meta.outbox.offer(&broadcast.data, None) {
-                    Offer::Queued => Outcome::Queued,
-                    Offer::Slow => Outcome::Slow { detected: false },
-                    Offer::Closed => Outcome::Closed,
-                    Offer::Full { progress } => {
+                let outcome = match entry.meta.outbox.offer(&broadcast.data, None).settled() {
+                    Ok(outcome) => outcome,
+                    Err(progress) => {
                         let now = *now.get_or_insert_with(Instant::now);
                         let attempt = Attempt::new(&entry.meta.outbox, progress, now);
                         broadcast.waiting.push((entry.meta.clone(), attempt));
@@ -1122,11 +1120,9 @@ impl Future for Sending {
         loop {
             let now = Instant::now();
             let outcome = match attempt {
-                None => match meta.outbox.offer(&this.data, None) {
-                    Offer::Queued => Some(Outcome::Queued),
-                    Offer::Slow => Some(Outcome::Slow { detected: false }),
-                    Offer::Closed => Some(Outcome::Closed),
-                    Offer::Full { progress } => {
+                None => match meta.outbox.offer(&this.data, None).settled() {
+                    Ok(outcome) => Some(outcome),
+                    Err(progress) => {
                         let mut waiting = Attempt::new(&meta.outbox, progress, now);
                         let outcome = waiting.poll(&meta.outbox, &this.data, cx, now);
                         *attempt = Some(waiting);

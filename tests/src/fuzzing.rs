@@ -192,16 +192,10 @@ fn echo_servers() -> &'static [SocketAddr; 3] {
     })
 }
 
-/// Sends arbitrary bytes, in arbitrary splits, to a live session (byte 0 picks the raw, lines
-/// or frames echo server) and half-closes. The session must answer and close by itself: a
-/// panic in a worker would leave the connection hanging and fail the read timeout. The raw
-/// echo must return the input byte for byte.
-pub fn live_session(data: &[u8]) {
-    let Some((selector, seed, stream)) = layout(data) else {
-        return;
-    };
-    let which = usize::from(selector % 3);
-    let addr = echo_servers()[which];
+/// Writes `stream` to `addr` in the splits `seed` picks, half-closes, and returns everything
+/// read back until the server closed. The server may close first (bad input): that is an
+/// answer, not a failure; a session that neither answers nor closes fails the read timeout.
+fn exchange(addr: SocketAddr, stream: &[u8], seed: u8) -> Vec<u8> {
     let mut client = TcpStream::connect(addr).expect("connect to the echo server");
     client
         .set_read_timeout(Some(Duration::from_secs(10)))
@@ -215,7 +209,6 @@ pub fn live_session(data: &[u8]) {
         })
     };
     for chunk in chunks(stream, seed) {
-        // The server may close first (bad input): that is an answer, not a failure.
         if client.write_all(chunk).is_err() {
             break;
         }
@@ -227,6 +220,20 @@ pub fn live_session(data: &[u8]) {
         Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
         Err(e) => panic!("the session neither answered nor closed: {e}"),
     }
+    echoed
+}
+
+/// Sends arbitrary bytes, in arbitrary splits, to a live session (byte 0 picks the raw, lines
+/// or frames echo server) and half-closes. The session must answer and close by itself: a
+/// panic in a worker would leave the connection hanging and fail the read timeout. The raw
+/// echo must return the input byte for byte.
+pub fn live_session(data: &[u8]) {
+    let Some((selector, seed, stream)) = layout(data) else {
+        return;
+    };
+    let which = usize::from(selector % 3);
+    let addr = echo_servers()[which];
+    let echoed = exchange(addr, stream, seed);
     if which == 0 {
         assert_eq!(echoed, stream, "raw echo must return every byte");
     }
@@ -327,30 +334,7 @@ pub fn proxy_session(data: &[u8]) {
         Ok(Some((_, used))) => Some(&stream[used..]),
         _ => None,
     };
-    let mut client = TcpStream::connect(proxy_echo_server()).expect("connect to the echo server");
-    client
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    let reader = {
-        let mut client = client.try_clone().unwrap();
-        std::thread::spawn(move || {
-            let mut echoed = Vec::new();
-            let result = client.read_to_end(&mut echoed);
-            (result.map(|_| ()), echoed)
-        })
-    };
-    for chunk in chunks(stream, seed) {
-        if client.write_all(chunk).is_err() {
-            break;
-        }
-    }
-    let _ = client.shutdown(Shutdown::Write);
-    let (result, echoed) = reader.join().expect("reader thread");
-    match result {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
-        Err(e) => panic!("the session neither answered nor closed: {e}"),
-    }
+    let echoed = exchange(proxy_echo_server(), stream, seed);
     match expected {
         Some(rest) => assert_eq!(echoed, rest, "the bytes after the header"),
         None => assert!(echoed.is_empty(), "no echo without a header"),

@@ -44,6 +44,42 @@ pub fn require_tool(tool: &str, package: &str) {
     );
 }
 
+/// Starts a `redis-server` of the test's own on 127.0.0.1:`port` (no persistence) and returns
+/// once it logs that it accepts connections; the caller stops it by its PID (`Child::kill`).
+/// A missing binary fails the test with the command that installs it.
+pub fn start_redis(port: u16) -> std::process::Child {
+    use std::process::{Command, Stdio};
+    let mut child = Command::new("redis-server")
+        .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
+        .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| {
+            panic!(
+                "cannot run redis-server ({e}): install it with `apt-get install -y redis-server`"
+            )
+        });
+    let stdout = child.stdout.take().expect("piped stdout");
+    let (ready, is_ready) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut ready = Some(ready);
+        // Read to the end, so the server never blocks on a full pipe.
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if line.contains("Ready to accept connections") {
+                if let Some(ready) = ready.take() {
+                    let _ = ready.send(());
+                }
+            }
+        }
+    });
+    if is_ready.recv_timeout(LIMIT).is_err() {
+        let _ = child.kill();
+        panic!("redis-server did not come up on port {port}");
+    }
+    child
+}
+
 /// `127.0.0.1:0`: loopback, with a port the OS picks.
 pub fn any_port() -> SocketAddr {
     "127.0.0.1:0".parse().expect("a literal address")

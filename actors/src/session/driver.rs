@@ -375,10 +375,7 @@ impl<C: SessionCodec, H: SessionHandler<C>> Session<C, H> {
                 continue;
             }
             if self.core.state == State::Closing {
-                if !self.core.write_buf.is_empty() {
-                    break Poll::Pending;
-                }
-                match self.poll_shutdown(cx) {
+                match self.poll_flushed_shutdown(cx) {
                     Poll::Pending => break Poll::Pending,
                     Poll::Ready(Ok(())) if !self.core.eof => {
                         self.core.state = State::Lingering;
@@ -391,10 +388,7 @@ impl<C: SessionCodec, H: SessionHandler<C>> Session<C, H> {
                 }
             }
             if self.core.write_side == WriteSide::Shutting {
-                if !self.core.write_buf.is_empty() {
-                    break Poll::Pending;
-                }
-                match self.poll_shutdown(cx) {
+                match self.poll_flushed_shutdown(cx) {
                     Poll::Pending => break Poll::Pending,
                     Poll::Ready(Ok(())) => self.core.write_side = WriteSide::Shut,
                     Poll::Ready(Err(e)) => {
@@ -458,7 +452,15 @@ impl<C: SessionCodec, H: SessionHandler<C>> Session<C, H> {
         }
     }
 
-    pub(super) fn poll_shutdown(&mut self, cx: &mut task::Context<'_>) -> Poll<io::Result<()>> {
+    /// Shuts our write side once everything written is out (a close and a half-close alike);
+    /// pending while bytes wait for the socket.
+    pub(super) fn poll_flushed_shutdown(
+        &mut self,
+        cx: &mut task::Context<'_>,
+    ) -> Poll<io::Result<()>> {
+        if !self.core.write_buf.is_empty() {
+            return Poll::Pending;
+        }
         match self.core.stream.as_mut() {
             Some(stream) => Pin::new(stream).poll_shutdown(cx),
             None => Poll::Ready(Ok(())),

@@ -164,13 +164,17 @@ pub(crate) struct Parts {
 }
 
 impl Parts {
-    pub(crate) fn of(raw: &RawStream) -> Result<Parts, SessionError> {
-        let (peer_addr, local_addr) = raw.addresses().map_err(io_error)?;
-        Ok(Parts {
+    pub(crate) fn new(peer_addr: Address, local_addr: Address) -> Parts {
+        Parts {
             id: None,
             peer_addr,
             local_addr,
-        })
+        }
+    }
+
+    pub(crate) fn of(raw: &RawStream) -> Result<Parts, SessionError> {
+        let (peer_addr, local_addr) = raw.addresses().map_err(io_error)?;
+        Ok(Parts::new(peer_addr, local_addr))
     }
 }
 
@@ -466,12 +470,7 @@ pub(crate) fn start_in_memory<C: SessionCodec, H: SessionHandler<C>>(
     config: SessionConfig,
 ) -> Addr<Session<C, H>> {
     let addr: std::net::SocketAddr = "127.0.0.1:9".parse().expect("a literal address");
-    let parts = Parts {
-        id: None,
-        peer_addr: addr.into(),
-        local_addr: addr.into(),
-    };
-    let launch = Launch::new(parts, Arc::new(config), None);
+    let launch = Launch::new(Parts::new(addr.into(), addr.into()), Arc::new(config), None);
     actix::Actor::start(new_session(
         Ok(Stream::Memory(stream)),
         launch,

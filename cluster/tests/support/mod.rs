@@ -4,7 +4,7 @@
 
 use std::{
     net::{SocketAddr, TcpListener},
-    process::{Child, Command, Stdio},
+    process::Child,
     time::{Duration, Instant},
 };
 
@@ -47,29 +47,7 @@ impl RedisServer {
     /// Starts (again) on the same port; returns once it answers.
     pub fn restart(&mut self) {
         assert!(self.child.is_none(), "already running");
-        let child = Command::new("redis-server")
-            .args(["--bind", "127.0.0.1", "--port", &self.port.to_string()])
-            .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| {
-                panic!("cannot run redis-server ({e}): install it with `apt-get install -y redis-server`")
-            });
-        self.child = Some(child);
-        let deadline = Instant::now() + STEP;
-        // Bounded: the server is up once it accepts a connection and answers PING.
-        loop {
-            if ping(self.port) {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "redis-server did not come up on {}",
-                self.port
-            );
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        self.child = Some(switchboard_tests::start_redis(self.port));
     }
 
     /// Kills the server (SIGKILL, by PID) and waits for it to end.
@@ -85,19 +63,6 @@ impl Drop for RedisServer {
     fn drop(&mut self) {
         self.stop();
     }
-}
-
-fn ping(port: u16) -> bool {
-    use std::io::{Read, Write};
-    let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
-        return false;
-    };
-    let _ = s.set_read_timeout(Some(Duration::from_millis(200)));
-    if s.write_all(b"PING\r\n").is_err() {
-        return false;
-    }
-    let mut buf = [0u8; 7];
-    s.read_exact(&mut buf).is_ok() && &buf == b"+PONG\r\n"
 }
 
 /// Short timings, so liveness tests run quickly; the defaults are the documented ones.
