@@ -206,6 +206,12 @@ pub enum SessionError {
     /// A socket operation failed.
     #[error("socket error: {0}")]
     Io(#[source] Arc<io::Error>),
+    /// STARTTLS was asked of a session that runs over TLS already or is upgrading.
+    #[error("the session is already encrypted or being upgraded")]
+    AlreadyEncrypted,
+    /// A STARTTLS handshake failed; the session ended with this reason.
+    #[error("the TLS handshake failed: {0}")]
+    Handshake(crate::DisconnectReason),
     /// The session's configuration cannot work; nothing was started.
     #[error(transparent)]
     Config(#[from] ConfigError),

@@ -15,7 +15,7 @@ use futures::task::AtomicWaker;
 use tokio::sync::mpsc;
 
 use crate::{
-    Conn, DisconnectReason, Session, SessionCodec, SessionHandler, SessionId, SessionInfo,
+    Conn, DisconnectReason, Session, SessionCodec, SessionHandler, SessionId, SessionInfo, TlsInfo,
 };
 
 /// A session event, as [`Forward`] sends it.
@@ -47,6 +47,14 @@ where
     ReadFinished {
         /// The session.
         id: SessionId,
+    },
+    /// A STARTTLS upgraded the session ([`StartTls`](crate::StartTls)); what follows is
+    /// encrypted (Qt's `encrypted`).
+    Encrypted {
+        /// The session.
+        id: SessionId,
+        /// What TLS negotiated.
+        tls: TlsInfo,
     },
     /// Bytes left the write buffer (Qt's `bytesWritten`); only with
     /// [`Forward::with_bytes_written`].
@@ -84,6 +92,7 @@ where
             SessionEvent::Connected { info, .. } => write!(f, "Connected({})", info.id),
             SessionEvent::ReadyRead { id, .. } => write!(f, "ReadyRead({id})"),
             SessionEvent::ReadFinished { id } => write!(f, "ReadFinished({id})"),
+            SessionEvent::Encrypted { id, tls } => write!(f, "Encrypted({id}, {})", tls.version),
             SessionEvent::BytesWritten { id, bytes } => write!(f, "BytesWritten({id}, {bytes})"),
             SessionEvent::WriteBufferFull { id } => write!(f, "WriteBufferFull({id})"),
             SessionEvent::WriteBufferDrained { id } => write!(f, "WriteBufferDrained({id})"),
@@ -262,6 +271,13 @@ where
 
     fn read_finished(&mut self, conn: &mut Conn<'_, C, Self>) {
         self.push(SessionEvent::ReadFinished { id: conn.id() });
+    }
+
+    fn encrypted(&mut self, tls: &TlsInfo, conn: &mut Conn<'_, C, Self>) {
+        self.push(SessionEvent::Encrypted {
+            id: conn.id(),
+            tls: tls.clone(),
+        });
     }
 
     fn bytes_written(&mut self, bytes: usize, conn: &mut Conn<'_, C, Self>) {

@@ -126,7 +126,7 @@ pub use registry::{
 pub use session::{
     Abort, CloseMode, Conn, DisconnectFromHost, DisconnectReason, Flush, GetInfo, PauseReading,
     ResumeReading, Session, SessionBuilder, SessionCodec, SessionHandler, SessionId, SessionInfo,
-    SessionState, SharedError, ShutdownWrite, SlowConsumerPolicy, Write,
+    SessionState, SharedError, ShutdownWrite, SlowConsumerPolicy, StartTls, Write,
 };
 pub use target::{IntoTarget, Target, UnixTarget};
 pub use transport::{

@@ -17,7 +17,8 @@ use bytes::{Bytes, BytesMut};
 use switchboard_codec::Raw;
 
 use crate::{
-    Conn, DisconnectReason, Session, SessionError, SessionHandler, SessionId, SessionInfo, Write,
+    Conn, DisconnectReason, Session, SessionError, SessionHandler, SessionId, SessionInfo, TlsInfo,
+    Write,
 };
 
 /// What a [`Notify`] session tells its owner. Every event carries the session's
@@ -47,6 +48,16 @@ pub enum NotifyEvent {
     ReadFinished {
         /// The session.
         handle: NotifyHandle,
+    },
+    /// A STARTTLS upgraded the session ([`StartTls`](crate::StartTls), Qt's `encrypted`):
+    /// bytes read from here on were encrypted on the wire. Bytes the peer sent before its
+    /// handshake were read as plaintext, so the peer must wait for the answer to its STARTTLS
+    /// command before it starts the handshake, as STARTTLS protocols require.
+    Encrypted {
+        /// The session.
+        handle: NotifyHandle,
+        /// What TLS negotiated.
+        tls: TlsInfo,
     },
     /// The session ended (Qt's `disconnected`). Bytes still buffered stay readable through
     /// `handle` for as long as the owner keeps it.
@@ -319,6 +330,15 @@ impl SessionHandler<Raw> for Notify {
             // At most one outstanding: bounded.
             self.owner
                 .do_send(NotifyEvent::ReadyRead { handle, available });
+        }
+    }
+
+    fn encrypted(&mut self, tls: &TlsInfo, _: &mut Conn<'_, Raw, Self>) {
+        if let Some(handle) = self.handle() {
+            self.owner.do_send(NotifyEvent::Encrypted {
+                handle,
+                tls: tls.clone(),
+            });
         }
     }
 

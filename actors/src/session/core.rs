@@ -4,7 +4,7 @@ use bytes::BytesMut;
 use tokio::sync::oneshot;
 use tokio_util::codec::Encoder;
 
-use super::{DisconnectReason, SessionCodec, SessionMeta, SessionState};
+use super::{starttls::Upgrade, DisconnectReason, SessionCodec, SessionMeta, SessionState};
 use crate::{
     limits::ConnectionPermit, registry::Registration, transport::Stream, worker::WorkerLoad,
     SessionConfig, SessionError,
@@ -81,6 +81,8 @@ pub(crate) struct Core<C> {
     /// peer has not finished sending.
     pub(super) frame_end: u64,
     pub(super) flush_waiters: Vec<oneshot::Sender<()>>,
+    /// A STARTTLS upgrade asked for and not finished; boxed, as it is rare.
+    pub(super) upgrade: Option<Box<Upgrade>>,
     pub(super) registration: Option<Registration>,
     /// The session's `tracing` span (id, peer, transport, listener): entered around every
     /// driver turn, timeout tick, start and stop, so the log lines of the session are in it.
@@ -226,5 +228,6 @@ impl<C: SessionCodec> Core<C> {
         matches!(self.state, State::Open | State::Closing)
             && !self.user_paused
             && !self.answers_held
+            && self.upgrade.is_none()
     }
 }

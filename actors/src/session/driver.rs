@@ -65,9 +65,7 @@ impl<C: SessionCodec, H: SessionHandler<C>> Session<C, H> {
     pub(super) fn io_failure(error: io::Error, transport: TransportKind) -> DisconnectReason {
         match error.kind() {
             io::ErrorKind::ConnectionReset | io::ErrorKind::BrokenPipe => DisconnectReason::Reset,
-            _ if matches!(transport, TransportKind::TlsTcp | TransportKind::TlsUnix) => {
-                DisconnectReason::Tls(Arc::new(error))
-            }
+            _ if transport.is_tls() => DisconnectReason::Tls(Arc::new(error)),
             _ => DisconnectReason::Io(Arc::new(error)),
         }
     }
@@ -83,24 +81,34 @@ impl<C: SessionCodec, H: SessionHandler<C>> Session<C, H> {
         };
         let mut written = 0;
         self.core.write_blocked = false;
-        while !self.core.write_buf.is_empty() {
-            match Pin::new(&mut *stream).poll_write(cx, &self.core.write_buf) {
+        // During a STARTTLS switch only what was written before it goes out (in plaintext);
+        // the rest waits for the TLS stream.
+        let mut sendable = match &self.core.upgrade {
+            None => self.core.write_buf.len(),
+            Some(upgrade) => upgrade.plaintext,
+        };
+        while sendable > 0 {
+            match Pin::new(&mut *stream).poll_write(cx, &self.core.write_buf[..sendable]) {
                 Poll::Ready(Ok(0)) => {
                     return Err(Self::io_failure(
                         io::ErrorKind::WriteZero.into(),
-                        self.core.meta.transport,
+                        self.core.meta.transport(),
                     ));
                 }
                 Poll::Ready(Ok(n)) => {
                     self.core.write_buf.advance(n);
                     written += n;
+                    sendable -= n;
                 }
-                Poll::Ready(Err(e)) => return Err(Self::io_failure(e, self.core.meta.transport)),
+                Poll::Ready(Err(e)) => return Err(Self::io_failure(e, self.core.meta.transport())),
                 Poll::Pending => {
                     self.core.write_blocked = true;
                     break;
                 }
             }
+        }
+        if let Some(upgrade) = self.core.upgrade.as_mut() {
+            upgrade.plaintext = sendable;
         }
         if written > 0 {
             self.core.bytes_out += written as u64;
@@ -212,7 +220,7 @@ impl<C: SessionCodec, H: SessionHandler<C>> Session<C, H> {
         loop {
             match stream.poll_read_ready(cx) {
                 Poll::Pending => return Ok(Poll::Pending),
-                Poll::Ready(Err(e)) => return Err(Self::io_failure(e, self.core.meta.transport)),
+                Poll::Ready(Err(e)) => return Err(Self::io_failure(e, self.core.meta.transport())),
                 Poll::Ready(Ok(())) => {}
             }
             // Allocate only now: a fresh socket can report readable before any byte arrives.
@@ -239,7 +247,7 @@ impl<C: SessionCodec, H: SessionHandler<C>> Session<C, H> {
                     return Ok(Poll::Pending);
                 }
                 Poll::Ready(Err(e)) if e.kind() == io::ErrorKind::Interrupted => {}
-                Poll::Ready(Err(e)) => return Err(Self::io_failure(e, self.core.meta.transport)),
+                Poll::Ready(Err(e)) => return Err(Self::io_failure(e, self.core.meta.transport())),
             }
         }
     }
@@ -292,7 +300,10 @@ impl<C: SessionCodec, H: SessionHandler<C>> Session<C, H> {
                 break step;
             }
             // Never go to sleep on unflushed replies unless the socket itself said "full".
-            if !self.core.write_buf.is_empty() && !self.core.write_blocked {
+            if !self.core.write_buf.is_empty()
+                && !self.core.write_blocked
+                && self.core.upgrade.is_none()
+            {
                 continue;
             }
             // Registry deliveries wake the driver when the queue stops being empty; one that
@@ -337,6 +348,13 @@ impl<C: SessionCodec, H: SessionHandler<C>> Session<C, H> {
                 self.fail(reason, ctx);
                 break Poll::Ready(());
             }
+            if self.core.upgrade.is_some() {
+                // STARTTLS: nothing is decoded or read until the TLS stream is in place.
+                if self.poll_upgrade(ctx, cx).is_pending() {
+                    break Poll::Pending;
+                }
+                continue;
+            }
             match self.core.state {
                 State::Closed => break Poll::Ready(()),
                 State::Lingering => {
@@ -362,6 +380,8 @@ impl<C: SessionCodec, H: SessionHandler<C>> Session<C, H> {
                     cx.waker().wake_by_ref();
                     break Poll::Pending;
                 }
+                // A frame asked for STARTTLS: carry it out at the top of the loop.
+                (_, Delivery::Stalled) if self.core.upgrade.is_some() => continue,
                 // Woken by the handler, the socket draining, or a resume message.
                 (_, Delivery::Stalled) => break Poll::Pending,
                 (_, Delivery::NeedsData) => {}
@@ -392,7 +412,7 @@ impl<C: SessionCodec, H: SessionHandler<C>> Session<C, H> {
                     Poll::Pending => break Poll::Pending,
                     Poll::Ready(Ok(())) => self.core.write_side = WriteSide::Shut,
                     Poll::Ready(Err(e)) => {
-                        self.fail(Self::io_failure(e, self.core.meta.transport), ctx);
+                        self.fail(Self::io_failure(e, self.core.meta.transport()), ctx);
                         break Poll::Ready(());
                     }
                 }

@@ -9,7 +9,7 @@ use tokio_util::codec::Encoder;
 use super::{
     arm_close_timeout, Core, DisconnectReason, Session, SessionCodec, SessionId, SessionInfo, State,
 };
-use crate::{Address, SessionConfig, SessionError, TransportKind};
+use crate::{Address, SessionConfig, SessionError, TlsInfo, TransportKind};
 
 /// Code that runs inside a session, on its worker thread, with no mailbox hop: the fast path.
 ///
@@ -91,6 +91,14 @@ pub trait SessionHandler<C: SessionCodec>: Sized + Unpin + 'static {
         let _ = conn;
     }
 
+    /// A STARTTLS upgrade ([`Conn::start_server_encryption`],
+    /// [`Conn::start_client_encryption`], [`StartTls`](crate::StartTls)) finished its handshake
+    /// (Qt's `encrypted`): from here on every byte either way is encrypted, and frames are
+    /// decoded again.
+    fn encrypted(&mut self, tls: &TlsInfo, conn: &mut Conn<'_, C, Self>) {
+        let _ = (tls, conn);
+    }
+
     /// `bytes` more bytes left the write buffer for the socket (Qt's `bytesWritten`).
     fn bytes_written(&mut self, bytes: usize, conn: &mut Conn<'_, C, Self>) {
         let _ = (bytes, conn);
@@ -146,7 +154,7 @@ impl<C: SessionCodec, H: SessionHandler<C>> Conn<'_, C, H> {
 
     /// What the session runs over.
     pub fn transport(&self) -> TransportKind {
-        self.core.meta.transport
+        self.core.meta.transport()
     }
 
     /// A fresh snapshot of this session.

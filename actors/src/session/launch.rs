@@ -415,7 +415,7 @@ pub(crate) fn new_session<C: SessionCodec, H: SessionHandler<C>>(
         "session",
         id = %meta.id,
         peer = %meta.peer_addr,
-        transport = %meta.transport,
+        transport = %meta.transport(),
         listener = %meta.local_addr,
         worker = ?worker,
     );
@@ -452,6 +452,7 @@ pub(crate) fn new_session<C: SessionCodec, H: SessionHandler<C>>(
             partial_ticks: 0,
             frame_end: 0,
             flush_waiters: Vec::new(),
+            upgrade: None,
             span,
             _permit: permit,
             _load: load,

@@ -2,7 +2,7 @@ use std::{
     net::SocketAddr,
     sync::{
         atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering},
-        Arc,
+        Arc, OnceLock,
     },
     time::SystemTime,
 };
@@ -16,9 +16,11 @@ pub(crate) struct SessionMeta {
     pub(crate) id: SessionId,
     pub(crate) peer_addr: Address,
     pub(crate) local_addr: Address,
-    pub(crate) transport: TransportKind,
-    /// What TLS negotiated; boxed, so plaintext sessions pay one pointer.
-    pub(crate) tls: Option<Box<TlsInfo>>,
+    /// What the session started over; [`SessionMeta::transport`] says what it runs over now.
+    started_over: TransportKind,
+    /// What TLS negotiated: set by the handshake at start or by STARTTLS later, at most once.
+    /// Boxed, so plaintext sessions pay one pointer.
+    tls: OnceLock<Box<TlsInfo>>,
     pub(crate) worker: Option<usize>,
     pub(crate) connected_at: SystemTime,
     pub(super) bytes_in: AtomicU64,
@@ -59,12 +61,16 @@ impl SessionMeta {
             Address::Unix(_) => TransportKind::Unix,
             _ => TransportKind::Tcp,
         });
+        let tls_info = OnceLock::new();
+        if let Some(info) = tls {
+            let _ = tls_info.set(Box::new(info));
+        }
         SessionMeta {
             id,
             peer_addr: parts.peer_addr,
             local_addr: parts.local_addr,
-            transport,
-            tls: tls.map(Box::new),
+            started_over: transport,
+            tls: tls_info,
             worker,
             connected_at: SystemTime::now(),
             bytes_in: AtomicU64::new(0),
@@ -106,8 +112,8 @@ impl SessionMeta {
             id: self.id,
             peer_addr: self.peer_addr.clone(),
             local_addr: self.local_addr.clone(),
-            transport: self.transport,
-            tls: self.tls.as_deref().cloned(),
+            transport: self.transport(),
+            tls: self.tls().cloned(),
             worker: self.worker,
             connected_at: self.connected_at,
             bytes_in: self.bytes_in.load(Ordering::Relaxed),
@@ -124,6 +130,24 @@ impl SessionMeta {
             read_paused: self.read_paused.load(Ordering::Relaxed),
             idle_for: std::time::Duration::from_millis(self.idle_ms.load(Ordering::Relaxed)),
         }
+    }
+
+    /// What the session runs over now: TLS once STARTTLS has finished.
+    pub(crate) fn transport(&self) -> TransportKind {
+        match self.tls.get() {
+            Some(_) => self.started_over.encrypted(),
+            None => self.started_over,
+        }
+    }
+
+    /// What TLS negotiated, once it has.
+    pub(crate) fn tls(&self) -> Option<&TlsInfo> {
+        self.tls.get().map(|info| &**info)
+    }
+
+    /// Records a finished STARTTLS handshake.
+    pub(super) fn set_tls(&self, info: TlsInfo) {
+        let _ = self.tls.set(Box::new(info));
     }
 
     /// Bytes this session still owes its peer: its write buffer and its outbound queue.

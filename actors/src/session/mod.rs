@@ -10,6 +10,7 @@
 //! | `timeouts.rs` | idle, partial-frame and close timeouts |
 //! | `messages.rs` | `Write`, `Flush`, `DisconnectFromHost`, `Abort`, `GetInfo`, ... |
 //! | `launch.rs` | the one way a session starts |
+//! | `starttls.rs` | upgrading a running plaintext session to TLS in place |
 //!
 //! A session owns its socket and drives it from one future inside its own actor context (the
 //! driver), so reads, writes, the handler and the mailbox share one thread with no locks and no
@@ -47,6 +48,7 @@ mod handler;
 mod launch;
 mod messages;
 mod meta;
+mod starttls;
 mod timeouts;
 mod types;
 
@@ -58,6 +60,7 @@ pub use launch::SessionBuilder;
 pub use messages::{
     Abort, DisconnectFromHost, Flush, GetInfo, PauseReading, ResumeReading, ShutdownWrite, Write,
 };
+pub use starttls::StartTls;
 pub use types::{
     CloseMode, DisconnectReason, SessionCodec, SessionId, SessionInfo, SessionState, SharedError,
     SlowConsumerPolicy,

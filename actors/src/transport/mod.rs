@@ -74,6 +74,22 @@ impl TransportKind {
     }
 }
 
+impl TransportKind {
+    /// The same transport with TLS over it (STARTTLS).
+    pub(crate) fn encrypted(self) -> TransportKind {
+        match self {
+            TransportKind::Tcp => TransportKind::TlsTcp,
+            TransportKind::Unix => TransportKind::TlsUnix,
+            other => other,
+        }
+    }
+
+    /// Whether TLS runs over it.
+    pub fn is_tls(self) -> bool {
+        matches!(self, TransportKind::TlsTcp | TransportKind::TlsUnix)
+    }
+}
+
 impl std::fmt::Display for TransportKind {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.scheme())
