@@ -27,7 +27,7 @@ use tokio::sync::mpsc;
 enum Seen {
     Frame(String),
     Encrypted(TlsInfo),
-    Ended(DisconnectReason, SessionInfo),
+    Ended(DisconnectReason, Box<SessionInfo>),
 }
 
 /// A line protocol: `STARTTLS` answers `OK` in plaintext, switches, and then says `after`
@@ -58,7 +58,9 @@ impl SessionHandler<Lines> for StartTlsServer {
     }
 
     fn disconnected(&mut self, reason: &DisconnectReason, info: &SessionInfo) {
-        let _ = self.seen.send(Seen::Ended(reason.clone(), info.clone()));
+        let _ = self
+            .seen
+            .send(Seen::Ended(reason.clone(), Box::new(info.clone())));
     }
 }
 
@@ -196,7 +198,7 @@ async fn server_story(
             }
             Seen::Ended(reason, info) => {
                 assert!(matches!(reason, DisconnectReason::PeerClosed), "{reason:?}");
-                return (frames, tls.expect("the session was encrypted"), info);
+                return (frames, tls.expect("the session was encrypted"), *info);
             }
         }
     }
