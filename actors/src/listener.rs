@@ -64,6 +64,16 @@ const RESERVED_DESCRIPTORS: u64 = 64;
 /// assert_ne!(listener.local_addr().unwrap().port(), 0);
 /// ```
 pub fn bind_listener(addr: SocketAddr, backlog: u32) -> Result<std::net::TcpListener, ListenError> {
+    bind_tcp(addr, backlog, false)
+}
+
+/// Binds and listens; with `reuse_port`, sets `SO_REUSEPORT` first, so that other sockets
+/// (of this process or another of the same user) that set it too may bind the same port.
+fn bind_tcp(
+    addr: SocketAddr,
+    backlog: u32,
+    reuse_port: bool,
+) -> Result<std::net::TcpListener, ListenError> {
     use socket2::{Domain, Protocol, Socket, Type};
     let bind = || -> io::Result<std::net::TcpListener> {
         let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
@@ -71,6 +81,9 @@ pub fn bind_listener(addr: SocketAddr, backlog: u32) -> Result<std::net::TcpList
             socket.set_only_v6(true)?;
         }
         socket.set_reuse_address(true)?;
+        if reuse_port {
+            socket.set_reuse_port(true)?;
+        }
         socket.set_nonblocking(true)?;
         socket.bind(&addr.into())?;
         socket.listen(i32::try_from(backlog).unwrap_or(i32::MAX))?;
@@ -465,6 +478,7 @@ impl Listener {
             tls: None,
             unix_mode: 0o600,
             proxy: None,
+            reuse_port: None,
         }
     }
 
@@ -677,6 +691,8 @@ pub struct ListenerBuilder {
     tls: Option<TlsAcceptor>,
     unix_mode: u32,
     proxy: Option<Vec<Cidr>>,
+    /// Sockets per TCP address with `SO_REUSEPORT`; `None`: one, without the option.
+    reuse_port: Option<usize>,
 }
 
 impl fmt::Debug for ListenerBuilder {
@@ -693,6 +709,46 @@ impl ListenerBuilder {
     /// connection limit, registry and worker pool.
     pub fn also_bind(mut self, addr: impl IntoTarget) -> Self {
         self.more.push(addr.into_target());
+        self
+    }
+
+    /// Binds `sockets` sockets on each TCP address, all with `SO_REUSEPORT`: port 0 is resolved
+    /// by the first and the others bind the port it got. The kernel spreads new connections
+    /// over the sockets (by a hash of the connection's addresses), and this listener accepts on
+    /// all of them under its one connection limit, registry and worker pool.
+    ///
+    /// It also lets other processes of the same user that set `SO_REUSEPORT` bind the same
+    /// port and take their share of new connections (several servers on one port; an old and a
+    /// new server during a restart). Without it, a second bind of the port fails with
+    /// `AddrInUse`. Unix-socket addresses are bound once either way. `sockets` of 0 is refused
+    /// when the listener starts ([`ConfigError`]).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use bytes::Bytes;
+    /// use switchboard::{Conn, Listener, SessionHandler};
+    /// use switchboard_codec::Raw;
+    ///
+    /// struct Echo;
+    /// impl SessionHandler<Raw> for Echo {
+    ///     fn ready_read(&mut self, data: Bytes, conn: &mut Conn<'_, Raw, Self>) {
+    ///         let _ = conn.write(data);
+    ///     }
+    /// }
+    ///
+    /// # actix_rt::System::new().block_on(async {
+    /// let server = Listener::bind("127.0.0.1:0")
+    ///     .reuse_port(4)
+    ///     .serve(Raw, || Echo)
+    ///     .unwrap();
+    /// // Four sockets, one port.
+    /// assert_eq!(server.addresses().len(), 4);
+    /// assert!(server.addresses().iter().all(|a| a == &server.addresses()[0]));
+    /// # });
+    /// ```
+    pub fn reuse_port(mut self, sockets: usize) -> Self {
+        self.reuse_port = Some(sockets);
         self
     }
 
@@ -946,6 +1002,9 @@ impl ListenerBuilder {
             )
             .into());
         }
+        if self.reuse_port == Some(0) {
+            return Err(ConfigError::invalid("reuse_port", "needs at least one socket").into());
+        }
         if self.backoff.0.is_zero() || self.backoff.0 > self.backoff.1 {
             return Err(ConfigError::invalid("accept_backoff", "needs 0 < min <= max").into());
         }
@@ -955,6 +1014,11 @@ impl ListenerBuilder {
             (None, None) => WorkerPool::per_core(),
         };
         let registry = self.registry.unwrap_or_default();
+        let bind_options = BindOptions {
+            backlog: self.backlog,
+            unix_mode: self.unix_mode,
+            reuse_port: self.reuse_port,
+        };
         let mut bound = Vec::new();
         if let Some(adopted) = self.adopted {
             // Socket activation: a socket bound by someone else (systemd, a parent) comes
@@ -962,17 +1026,14 @@ impl ListenerBuilder {
             let (listener, _) = adopt(adopted)?;
             bound.push(Bound::Tcp(listener));
         } else {
-            bound.push(bind_target(
-                &self
-                    .addr
-                    .map_err(|reason| ListenError::InvalidTarget { reason })?,
-                self.backlog,
-                self.unix_mode,
-            )?);
+            let target = self
+                .addr
+                .map_err(|reason| ListenError::InvalidTarget { reason })?;
+            bind_target(&target, &bind_options, &mut bound)?;
         }
         for target in self.more {
             let target = target.map_err(|reason| ListenError::InvalidTarget { reason })?;
-            bound.push(bind_target(&target, self.backlog, self.unix_mode)?);
+            bind_target(&target, &bind_options, &mut bound)?;
         }
         let local_addr = bound.iter().find_map(|b| match b {
             Bound::Tcp(l) => l.local_addr().ok(),
@@ -1089,9 +1150,21 @@ impl Bound {
     }
 }
 
-fn bind_target(target: &Target, backlog: u32, unix_mode: u32) -> Result<Bound, ListenError> {
+/// How a listener binds each of its addresses.
+struct BindOptions {
+    backlog: u32,
+    unix_mode: u32,
+    reuse_port: Option<usize>,
+}
+
+/// Binds `target` (several sockets for a TCP address with `SO_REUSEPORT`) into `bound`.
+fn bind_target(
+    target: &Target,
+    options: &BindOptions,
+    bound: &mut Vec<Bound>,
+) -> Result<(), ListenError> {
     match target {
-        Target::Unix(unix) => bind_unix(unix, unix_mode),
+        Target::Unix(unix) => bound.push(bind_unix(unix, options.unix_mode)?),
         _ => {
             let addr = target
                 .resolve_blocking()
@@ -1104,9 +1177,22 @@ fn bind_target(target: &Target, backlog: u32, unix_mode: u32) -> Result<Bound, L
                     target: target.to_string(),
                     source,
                 })?;
-            Ok(Bound::Tcp(bind_listener(addr, backlog)?))
+            let Some(sockets) = options.reuse_port else {
+                bound.push(Bound::Tcp(bind_listener(addr, options.backlog)?));
+                return Ok(());
+            };
+            let first = bind_tcp(addr, options.backlog, true)?;
+            // Port 0 is chosen once; the other sockets join the port the first one got.
+            let resolved = first
+                .local_addr()
+                .map_err(|source| ListenError::Bind { addr, source })?;
+            bound.push(Bound::Tcp(first));
+            for _ in 1..sockets {
+                bound.push(Bound::Tcp(bind_tcp(resolved, options.backlog, true)?));
+            }
         }
     }
+    Ok(())
 }
 
 /// Binds a Unix socket. A file already at the path is probed: a socket nothing answers on

@@ -99,6 +99,15 @@ impl Mode {
 ///          confirms the SHA-256. Names with `/`, `\`, `..`, a leading `.` or control characters,
 ///          empty names and names that already exist are refused (nothing is ever overwritten).
 ///          A failed or cut-off upload leaves nothing behind. Files are not fsynced.
+///
+/// Examples:
+///
+///   switchboard serve                                        chat on 127.0.0.1:7878
+///   switchboard serve --listen 127.0.0.1:7878 --listen '[::1]:7878' --listen unix:/tmp/sb.sock
+///   switchboard serve --listen unix:@switchboard             a Linux abstract socket name
+///   switchboard serve --tls-cert cert.pem --tls-key key.pem [--tls-client-ca ca.pem] [--alpn x]
+///   switchboard serve --proxy-protocol --proxy-from 127.0.0.1/32    behind HAProxy
+///   switchboard serve --mode echo --codec raw --reuseport 2 --port 7878   (twice: both share it)
 #[derive(Debug, Args)]
 #[command(verbatim_doc_comment)]
 pub(crate) struct ServeArgs {
@@ -154,6 +163,12 @@ pub(crate) struct ServeArgs {
         requires = "proxy_protocol"
     )]
     pub(crate) proxy_from: Vec<Cidr>,
+
+    /// Bind N sockets on each TCP address with SO_REUSEPORT (the kernel spreads connections
+    /// over them), which also lets other `serve --reuseport` processes of this user share the
+    /// port. Without it a second server on the port fails with "address in use".
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub(crate) reuseport: Option<u16>,
 
     /// Give up on a connection whose handshakes (PROXY header, TLS) take longer than this.
     #[arg(long, value_name = "SECS", default_value = "10", value_parser = parse_secs)]

@@ -149,6 +149,9 @@ async fn serve(
     if args.proxy_protocol {
         builder = builder.proxy_protocol(args.proxy_from.iter().copied());
     }
+    if let Some(sockets) = args.reuseport {
+        builder = builder.reuse_port(usize::from(sockets));
+    }
     let tls = args.tls_cert.is_some();
     if let Some(workers) = args.workers {
         builder = builder.workers(workers);
@@ -188,8 +191,13 @@ async fn serve(
         (Mode::Files, _) => files::start(builder, &args.dir, max_frame, totals.clone())?,
     };
 
+    // One line per address: the sockets of --reuseport share theirs.
+    let mut printed = Vec::new();
     for addr in handle.addresses() {
-        print_line(&format!("listening on {}", scheme_address(addr, tls)));
+        if !printed.contains(&addr) {
+            print_line(&format!("listening on {}", scheme_address(addr, tls)));
+            printed.push(addr);
+        }
     }
     let metrics = switchboard::metrics::Metrics::new();
     metrics.watch(&handle);
