@@ -16,7 +16,7 @@
 //! | command | reply |
 //! |---|---|
 //! | `help` | the commands |
-//! | `info [--json]` | version, uptime, listener, workers, limits, totals |
+//! | `info [--json]` | version, uptime, listener, workers, limits, totals, and the sections the owner added ([`Admin::with_info_section`]) |
 //! | `sessions [--json] [--sort bytes\|age\|idle] [--limit N]` | one line per session (default sort: bytes, most first) |
 //! | `session ID [--json]` | one session (`ID` with or without `#`) |
 //! | `kick ID`, `abort ID` | closes it gracefully, or at once |
@@ -163,6 +163,51 @@ struct Inner {
     finished_drain: Mutex<Option<ShutdownReport>>,
     #[cfg(feature = "metrics")]
     metrics: Option<crate::metrics::Metrics>,
+    /// Extra `info` sections, in the order added.
+    sections: Vec<(String, SectionFn)>,
+}
+
+/// Fills one extra `info` section; see [`Admin::with_info_section`].
+type SectionFn = Arc<dyn Fn() -> InfoSection + Send + Sync>;
+
+/// Keys of `info --json` that a section may not take.
+const BUILT_IN_INFO: [&str; 6] = [
+    "version",
+    "uptime_s",
+    "listeners",
+    "workers",
+    "limits",
+    "totals",
+];
+
+/// One extra section of the `info` reply, as a provider given to
+/// [`Admin::with_info_section`] reports it: the JSON value that `info --json` holds under the
+/// section's name, and the lines the text reply shows for it (after the built-in ones, each
+/// best started with a label padded to 10 columns, as `totals    ...` is).
+///
+/// # Examples
+///
+/// ```
+/// use serde_json::json;
+/// use switchboard::admin::InfoSection;
+///
+/// let section = InfoSection::new(json!({ "jobs": 3 }), vec!["jobs      3 queued".into()]);
+/// assert_eq!(section.json["jobs"], 3);
+/// ```
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct InfoSection {
+    /// The value under the section's name in `info --json`.
+    pub json: Value,
+    /// The lines of the text reply (none may be empty; an empty one is sent as one space).
+    pub text: Vec<String>,
+}
+
+impl InfoSection {
+    /// A section with this JSON value and these text lines.
+    pub fn new(json: Value, text: Vec<String>) -> InfoSection {
+        InfoSection { json, text }
+    }
 }
 
 impl std::fmt::Debug for Admin {
@@ -190,6 +235,7 @@ impl Admin {
             finished_drain: Mutex::new(None),
             #[cfg(feature = "metrics")]
             metrics: None,
+            sections: Vec::new(),
         };
         tune(&mut inner);
         Admin {
@@ -212,18 +258,79 @@ impl Admin {
         })
     }
 
+    /// The same admin with one more setting: every field copied, then `tune` applied.
+    fn rebuilt(&self, tune: impl FnOnce(&mut Inner)) -> Admin {
+        let old = &self.inner;
+        Admin::build(&old.server, |new| {
+            new.started = old.started;
+            new.version = old.version.clone();
+            new.config = old.config.clone();
+            new.drain_timeout = old.drain_timeout;
+            #[cfg(feature = "metrics")]
+            {
+                new.metrics = old.metrics.clone();
+            }
+            new.sections = old.sections.clone();
+            tune(new);
+        })
+    }
+
     /// Answers `metrics` from `metrics` (otherwise from a collector watching the server only).
     #[cfg(feature = "metrics")]
     #[cfg_attr(docsrs, doc(cfg(feature = "metrics")))]
     pub fn with_metrics(self, metrics: crate::metrics::Metrics) -> Admin {
-        let inner = &self.inner;
-        Admin::build(&inner.server, |new| {
-            new.started = inner.started;
-            new.version = inner.version.clone();
-            new.config = inner.config.clone();
-            new.drain_timeout = inner.drain_timeout;
-            new.metrics = Some(metrics);
-        })
+        self.rebuilt(|new| new.metrics = Some(metrics))
+    }
+
+    /// Adds a section to every `info` reply: `provider` is called once per `info` command, on
+    /// the admin connection's worker, and what it returns is shown after the built-in lines
+    /// and held under `name` in `info --json`. This is how the owner of a server shows state
+    /// the library does not know about (the `switchboard` command shows its cluster this
+    /// way); sections appear in the order they were added. The provider should answer from
+    /// memory and at once: it runs beside the admin's other sessions.
+    ///
+    /// # Panics
+    ///
+    /// When `name` is a built-in key of `info --json` (`version`, `uptime_s`, `listeners`,
+    /// `workers`, `limits`, `totals`) or was already added.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # actix_rt::System::new().block_on(async {
+    /// use std::sync::{atomic::{AtomicU64, Ordering}, Arc};
+    /// use serde_json::json;
+    /// use switchboard::{admin::{Admin, InfoSection, Reply}, Listener};
+    /// use switchboard_codec::Lines;
+    ///
+    /// # struct Quiet;
+    /// # impl switchboard::SessionHandler<Lines> for Quiet {
+    /// #     fn ready_read(&mut self, _: String, _: &mut switchboard::Conn<'_, Lines, Self>) {}
+    /// # }
+    /// let server = Listener::bind("127.0.0.1:0").workers(1).serve(Lines::new(), || Quiet).unwrap();
+    /// let jobs = Arc::new(AtomicU64::new(3));
+    /// let seen = jobs.clone();
+    /// let admin = Admin::new(&server).with_info_section("jobs", move || {
+    ///     let queued = seen.load(Ordering::Relaxed);
+    ///     InfoSection::new(json!({ "queued": queued }), vec![format!("jobs      {queued} queued")])
+    /// });
+    /// let Reply::Json(info) = admin.execute("info --json").await else { panic!() };
+    /// assert_eq!(info["jobs"]["queued"], 3);
+    /// let Reply::Text(lines) = admin.execute("info").await else { panic!() };
+    /// assert_eq!(lines.last().unwrap(), "jobs      3 queued");
+    /// # });
+    /// ```
+    pub fn with_info_section(
+        self,
+        name: &str,
+        provider: impl Fn() -> InfoSection + Send + Sync + 'static,
+    ) -> Admin {
+        assert!(
+            !BUILT_IN_INFO.contains(&name) && self.inner.sections.iter().all(|(n, _)| n != name),
+            "`{name}` is already an info section"
+        );
+        let section: SectionFn = Arc::new(provider);
+        self.rebuilt(|new| new.sections.push((name.to_string(), section)))
     }
 
     /// A handler for one admin connection; mount it with a factory such as
@@ -334,8 +441,14 @@ impl Admin {
                 json!({ "commands": HELP.lines().collect::<Vec<_>>() }),
             )),
             ("info", []) => {
-                let value = self.info().await?;
-                Ok(reply(info_text(&value), value))
+                let mut value = self.info().await?;
+                let mut text = info_text(&value);
+                for (name, provider) in &self.inner.sections {
+                    let section = provider();
+                    text.extend(section.text);
+                    value[name.as_str()] = section.json;
+                }
+                Ok(reply(text, value))
             }
             ("sessions", args) => {
                 let (sort, limit) = sessions_args(args)?;
@@ -588,7 +701,7 @@ impl Reply {
 }
 
 const HELP: &str = "help                                   this list
-info [--json]                          version, uptime, listener, workers, limits, totals
+info [--json]                          version, uptime, listener, workers, limits, totals, extra sections
 sessions [--json] [--sort bytes|age|idle] [--limit N]
 session ID [--json]                    one session
 kick ID | abort ID                     close a session gracefully | at once

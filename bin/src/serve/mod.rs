@@ -208,6 +208,14 @@ async fn serve(
         args.drain_timeout,
     )
     .with_metrics(metrics.clone());
+    // In cluster mode `info` also shows the nodes, the cluster count and the bus.
+    let admin = match &cluster_node {
+        Some(node) => {
+            let node = node.clone();
+            admin.with_info_section("cluster", move || cluster::info_section(&node))
+        }
+        None => admin,
+    };
     // Held for the life of the server.
     let admin_socket = match args.admin.as_deref().map(AdminAddr::parse) {
         None => None,
