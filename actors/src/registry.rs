@@ -817,15 +817,17 @@ impl Registration {
         if !std::mem::take(&mut self.inserted) {
             return;
         }
+        let info = info.unwrap_or_else(|| self.meta.info());
+        let inner = &self.registry.inner;
         {
             let mut shard = self.registry.shard(self.meta.id);
             shard.remove(&self.meta.id);
+            // The byte totals before the count (see `change_count`): a shutdown that sees the
+            // last session leave must also see its bytes in the report.
+            inner.bytes_in.fetch_add(info.bytes_in, Ordering::SeqCst);
+            inner.bytes_out.fetch_add(info.bytes_out, Ordering::SeqCst);
             self.registry.change_count(-1);
         }
-        let info = info.unwrap_or_else(|| self.meta.info());
-        let inner = &self.registry.inner;
-        inner.bytes_in.fetch_add(info.bytes_in, Ordering::Relaxed);
-        inner.bytes_out.fetch_add(info.bytes_out, Ordering::Relaxed);
         inner.counters.record(&reason, &info);
         self.registry
             .publish(|| RegistryEvent::Disconnected { info, reason });

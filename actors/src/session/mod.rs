@@ -148,6 +148,18 @@ impl<C: SessionCodec, H: SessionHandler<C>> Session<C, H> {
 
     fn stop(&mut self, _ctx: &mut Context<Self>) {
         let reason = self.core.reason.take().unwrap_or(DisconnectReason::Closed);
+        // A graceful close sent close_notify already; an abort discards, and a broken
+        // socket takes nothing.
+        let polite = !matches!(
+            reason,
+            DisconnectReason::Aborted
+                | DisconnectReason::Reset
+                | DisconnectReason::Io(_)
+                | DisconnectReason::Tls(_)
+        );
+        if let (true, Some(stream)) = (polite, self.core.stream.as_mut()) {
+            stream.close_notify_now();
+        }
         self.core.state = State::Closed;
         self.core
             .meta

@@ -17,6 +17,7 @@ use std::{
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpStream, UnixStream};
+use tokio_rustls::rustls;
 
 pub use address::{Address, Credentials, UnixAddress};
 pub(crate) use prefixed::Prefixed;
@@ -158,12 +159,62 @@ impl Stream {
         }
     }
 
+    /// Ends TLS politely when the session ends without a graceful close (an idle or frame
+    /// timeout, a kick, a codec error): queues close_notify and writes what the socket takes
+    /// right now, never waiting, so the peer sees an orderly end rather than a truncation.
+    /// Nothing for plaintext.
+    pub(crate) fn close_notify_now(&mut self) {
+        fn send<C>(io: &mut Plain, conn: &mut rustls::ConnectionCommon<C>) {
+            conn.send_close_notify();
+            let mut socket = TryWrite(io);
+            while conn.wants_write() {
+                match conn.write_tls(&mut socket) {
+                    Ok(n) if n > 0 => {}
+                    _ => break,
+                }
+            }
+        }
+        if let Stream::Tls(tls) = self {
+            match &mut **tls {
+                tokio_rustls::TlsStream::Client(s) => {
+                    let (io, conn) = s.get_mut();
+                    send(io, conn);
+                }
+                tokio_rustls::TlsStream::Server(s) => {
+                    let (io, conn) = s.get_mut();
+                    send(io, conn);
+                }
+            }
+        }
+    }
+
     /// What TLS negotiated, for a TLS stream.
     pub(crate) fn tls_info(&self) -> Option<TlsInfo> {
         match self {
             Stream::Tls(tls) => Some(TlsInfo::of(tls)),
             _ => None,
         }
+    }
+}
+
+/// A plaintext socket as a `std::io::Write` that never blocks: a full socket reads as
+/// `WouldBlock`.
+struct TryWrite<'a>(&'a mut Plain);
+
+impl io::Write for TryWrite<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        fn plain(p: &mut Plain, buf: &[u8]) -> io::Result<usize> {
+            match p {
+                Plain::Tcp(s) => s.try_write(buf),
+                Plain::Unix(s) => s.try_write(buf),
+                Plain::Prefixed(p) => plain(&mut p.inner, buf),
+            }
+        }
+        plain(self.0, buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
     }
 }
 
