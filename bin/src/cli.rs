@@ -306,7 +306,26 @@ pub(crate) struct ConnectArgs {
     #[arg(value_name = "TARGET")]
     pub(crate) target: String,
 
-    /// TLS: trust the CAs in this PEM file [default: the Mozilla roots].
+    #[command(flatten)]
+    pub(crate) client: ClientOptions,
+
+    /// Framing.
+    #[arg(long, short, value_enum, default_value_t = CodecKind::Lines)]
+    pub(crate) codec: CodecKind,
+
+    /// Give up connecting after this long.
+    #[arg(long, value_name = "SECS", default_value = "10", value_parser = parse_secs)]
+    pub(crate) timeout: Duration,
+
+    /// After stdin ends, how long the server must stay quiet before the connection is closed.
+    #[arg(long, value_name = "SECS", default_value = "0.5", value_parser = parse_secs)]
+    pub(crate) grace: Duration,
+}
+
+/// How `connect`, `send` and `load` reach a server: TLS trust and identity, a PROXY header.
+#[derive(Debug, Args)]
+pub(crate) struct ClientOptions {
+    /// TLS (for `tls://` targets): trust the CAs in this PEM file [default: the Mozilla roots].
     #[arg(long, value_name = "FILE")]
     pub(crate) ca: Option<PathBuf>,
 
@@ -318,22 +337,10 @@ pub(crate) struct ConnectArgs {
     #[arg(long, value_name = "FILE", requires = "cert")]
     pub(crate) key: Option<PathBuf>,
 
-    /// Framing.
-    #[arg(long, short, value_enum, default_value_t = CodecKind::Lines)]
-    pub(crate) codec: CodecKind,
-
-    /// Send a PROXY protocol header first (before TLS), naming this connection's own
+    /// Send a PROXY protocol header first on each connection (before TLS), naming its own
     /// addresses, as a proxy would: for a server run with --proxy-protocol.
     #[arg(long, value_name = "v1|v2")]
     pub(crate) proxy_header: Option<ProxyVersion>,
-
-    /// Give up connecting after this long.
-    #[arg(long, value_name = "SECS", default_value = "10", value_parser = parse_secs)]
-    pub(crate) timeout: Duration,
-
-    /// After stdin ends, how long the server must stay quiet before the connection is closed.
-    #[arg(long, value_name = "SECS", default_value = "0.5", value_parser = parse_secs)]
-    pub(crate) grace: Duration,
 }
 
 /// Upload files to `switchboard serve --mode files`.
@@ -358,9 +365,8 @@ pub(crate) struct SendArgs {
     #[arg(value_name = "TARGET")]
     pub(crate) target: String,
 
-    /// TLS: trust the CAs in this PEM file [default: the Mozilla roots].
-    #[arg(long, value_name = "FILE")]
-    pub(crate) ca: Option<PathBuf>,
+    #[command(flatten)]
+    pub(crate) client: ClientOptions,
 
     /// Files to upload.
     #[arg(value_name = "FILE", required = true)]
@@ -403,9 +409,8 @@ pub(crate) struct LoadArgs {
     #[arg(value_name = "TARGET", required_unless_present = "compare")]
     pub(crate) target: Option<String>,
 
-    /// TLS: trust the CAs in this PEM file [default: the Mozilla roots].
-    #[arg(long, value_name = "FILE")]
-    pub(crate) ca: Option<PathBuf>,
+    #[command(flatten)]
+    pub(crate) client: ClientOptions,
 
     /// Draw the latency distribution as an HDR percentile plot (SVG) into FILE; with
     /// --compare, the two runs overlaid.
@@ -445,11 +450,6 @@ pub(crate) struct LoadArgs {
     /// Framing; must match the server's.
     #[arg(long, value_enum, default_value_t = CodecKind::Lines)]
     pub(crate) codec: CodecKind,
-
-    /// Send a PROXY protocol header first on each connection, naming its own addresses: for
-    /// a server run with --proxy-protocol.
-    #[arg(long, value_name = "v1|v2")]
-    pub(crate) proxy_header: Option<ProxyVersion>,
 
     /// Print one JSON object instead of the report, and no progress.
     #[arg(long)]

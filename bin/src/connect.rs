@@ -29,7 +29,7 @@ use switchboard::{
 use switchboard_codec::{Frames, Lines, Raw};
 use tokio::sync::mpsc;
 
-use crate::cli::{CodecKind, ConnectArgs};
+use crate::cli::{ClientOptions, CodecKind, ConnectArgs};
 
 /// Runs the client until the server closes or stdin ends.
 pub(crate) fn run(args: ConnectArgs) -> anyhow::Result<ExitCode> {
@@ -94,7 +94,7 @@ where
         start,
         ended: Some(ended_tx),
     };
-    let (connector, target) = crate::connect::connector_for(args)?;
+    let (connector, target) = connector_for(&args.target, &args.client)?;
     let session = connector
         .timeout(args.timeout)
         .connect(target, codec, printer)
@@ -171,32 +171,27 @@ fn finish(reason: Option<DisconnectReason>) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// A connector for `target`: `tls://HOST:PORT` speaks TLS (trusting `--ca`, or the Mozilla
-/// roots, with `--cert`/`--key` as the client certificate); anything else is as given.
-pub(crate) fn connector_for(args: &ConnectArgs) -> anyhow::Result<(Connector, &str)> {
-    tls_target(
-        &args.target,
-        args.ca.as_deref(),
-        args.cert.as_deref().zip(args.key.as_deref()),
-    )
-}
-
-/// Splits a `tls://` scheme off `target` and makes the connector for it; `send` and `load`
-/// share it with `connect`.
-pub(crate) fn tls_target<'a>(
+/// The connector for `target` and what to connect it to: a `tls://` scheme is split off and
+/// turns TLS on (trusting `--ca`, or the Mozilla roots, with `--cert`/`--key` as the client
+/// certificate); `--proxy-header` adds the PROXY header. `connect`, `send` and `load` share it.
+pub(crate) fn connector_for<'a>(
     target: &'a str,
-    ca: Option<&std::path::Path>,
-    identity: Option<(&std::path::Path, &std::path::Path)>,
+    options: &ClientOptions,
 ) -> anyhow::Result<(Connector, &'a str)> {
+    let mut connector = Connector::new();
+    if let Some(version) = options.proxy_header {
+        connector = connector.proxy_header(version);
+    }
     let Some(rest) = target.strip_prefix("tls://") else {
-        return Ok((Connector::new(), target));
+        return Ok((connector, target));
     };
-    let tls = match (ca, identity) {
+    let identity = options.cert.as_deref().zip(options.key.as_deref());
+    let tls = match (options.ca.as_deref(), identity) {
         (Some(ca), Some((cert, key))) => {
             switchboard::TlsConnector::with_client_cert(ca, cert, key)?
         }
         (Some(ca), None) => switchboard::TlsConnector::from_ca_file(ca)?,
         (None, _) => switchboard::TlsConnector::webpki_roots(),
     };
-    Ok((Connector::new().tls(tls), rest))
+    Ok((connector.tls(tls), rest))
 }

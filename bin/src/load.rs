@@ -469,12 +469,9 @@ where
     // Held to the end: the worker threads stop when the last clone of the pool is dropped,
     // and a session does not hold one.
     let full_target = args.target.clone().unwrap_or_default();
-    let (base, target) = crate::connect::tls_target(&full_target, args.ca.as_deref(), None)?;
+    let (base, target) = crate::connect::connector_for(&full_target, &args.client)?;
     let target = target.to_string();
-    let mut base = base.timeout(args.timeout).pool(pool.clone());
-    if let Some(version) = args.proxy_header {
-        base = base.proxy_header(version);
-    }
+    let base = base.timeout(args.timeout).pool(pool.clone());
     let connectors: Vec<Connector> = if args.bind_ip.is_empty() {
         vec![base]
     } else {

@@ -98,7 +98,7 @@ async fn send_all(args: SendArgs, jobs: Vec<Job>) -> anyhow::Result<ExitCode> {
     let pool = WorkerPool::new(parallel.min(cores))?;
     // The pool stops its threads when its last clone goes; sessions hold none, so the
     // connector (holding one) lives until every upload is done.
-    let (connector, target) = crate::connect::tls_target(&args.target, args.ca.as_deref(), None)?;
+    let (connector, target) = crate::connect::connector_for(&args.target, &args.client)?;
     let target = target.to_string();
     let connector = connector.timeout(args.timeout).pool(pool);
     let total: u64 = jobs.iter().map(|j| j.size).sum();
