@@ -64,7 +64,8 @@ pub(crate) struct Core<C> {
     pub(super) refused: bool,
     /// The last flush stopped because the socket was full (a writable wake-up is registered).
     pub(super) write_blocked: bool,
-    /// Counters kept locally and published to `meta` once per turn.
+    /// Counters kept locally and published to `meta` once per turn and before each write, so
+    /// a peer that holds its reply never sees counters older than its request.
     pub(super) bytes_in: u64,
     pub(super) bytes_out: u64,
     pub(super) frames_in: u64,

@@ -87,6 +87,11 @@ impl<C: SessionCodec, H: SessionHandler<C>> Session<C, H> {
             None => self.core.write_buf.len(),
             Some(upgrade) => upgrade.plaintext,
         };
+        if sendable > 0 {
+            // A peer that has its reply can ask the admin about this session next; what was
+            // read and decoded before the reply must already show.
+            self.core.publish();
+        }
         while sendable > 0 {
             match Pin::new(&mut *stream).poll_write(cx, &self.core.write_buf[..sendable]) {
                 Poll::Ready(Ok(0)) => {
