@@ -76,11 +76,6 @@ impl<C: SessionCodec, H: SessionHandler<C>> Session<C, H> {
         ctx: &mut Context<Self>,
         cx: &mut task::Context<'_>,
     ) -> Result<(), DisconnectReason> {
-        let Some(stream) = self.core.stream.as_mut() else {
-            return Ok(());
-        };
-        let mut written = 0;
-        self.core.write_blocked = false;
         // During a STARTTLS switch only what was written before it goes out (in plaintext);
         // the rest waits for the TLS stream.
         let mut sendable = match &self.core.upgrade {
@@ -92,6 +87,11 @@ impl<C: SessionCodec, H: SessionHandler<C>> Session<C, H> {
             // read and decoded before the reply must already show.
             self.core.publish();
         }
+        let Some(stream) = self.core.stream.as_mut() else {
+            return Ok(());
+        };
+        let mut written = 0;
+        self.core.write_blocked = false;
         while sendable > 0 {
             match Pin::new(&mut *stream).poll_write(cx, &self.core.write_buf[..sendable]) {
                 Poll::Ready(Ok(0)) => {
