@@ -622,6 +622,16 @@ impl Admin {
             .fold((0, 0), |(i, o), s| (i + s.bytes_in, o + s.bytes_out));
         let config = self.inner.config.as_ref();
         let secs = |d: Option<Duration>| d.map(|d| d.as_secs_f64());
+        let handshake_stats = server.handshake_stats();
+        let mut handshakes: serde_json::Map<_, _> = handshake_stats
+            .outcomes
+            .iter()
+            .map(|(outcome, n)| (outcome.to_string(), json!(n)))
+            .collect();
+        handshakes.insert(
+            "waited_for_cap".into(),
+            json!(handshake_stats.waited_for_cap),
+        );
         Ok(json!({
             "version": self.inner.version,
             "uptime_s": self.inner.started.elapsed().as_secs(),
@@ -636,6 +646,13 @@ impl Admin {
                 "accepted": listener.accepted,
                 "rejected_per_ip": listener.rejected_per_ip,
                 "accept_errors": listener.accept_errors,
+                "accept_errors_by_kind": crate::ACCEPT_ERROR_KINDS
+                    .iter()
+                    .zip(listener.accept_errors_by_kind)
+                    .map(|(kind, n)| (kind.to_string(), json!(n)))
+                    .collect::<serde_json::Map<_, _>>(),
+                "limit_waits": listener.limit_waits,
+                "handshakes": handshakes,
             }],
             "workers": server.pool().loads(),
             "limits": {
@@ -849,6 +866,14 @@ fn info_text(v: &Value) -> Vec<String> {
                 l["rejected_per_ip"],
                 l["accept_errors"],
             ));
+            let h = &l["handshakes"];
+            if let Some(outcomes) = h
+                .as_object()
+                .filter(|o| o.values().any(|n| n.as_u64() > Some(0)))
+            {
+                let parts: Vec<String> = outcomes.iter().map(|(k, n)| format!("{k} {n}")).collect();
+                out.push(format!("handshakes {}", parts.join(", ")));
+            }
         }
     }
     out.push(format!("workers   {}", v["workers"]));

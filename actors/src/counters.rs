@@ -157,3 +157,119 @@ pub struct ClosedStats {
     /// Broadcasts sent through the registry.
     pub broadcasts: u64,
 }
+
+/// Every outcome label of a handshake (PROXY header, TLS), in a fixed order:
+/// [`HandshakeStats::outcomes`] follows it.
+pub const HANDSHAKE_OUTCOME_LABELS: [&str; 6] =
+    ["ok", "timeout", "tls", "proxy", "per_ip_limit", "io"];
+
+/// Upper bounds, in seconds, of the handshake-duration histogram's buckets (an implicit
+/// `+Inf` bucket follows).
+pub const HANDSHAKE_BUCKETS: [f64; 10] = [
+    0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 1.0, 10.0,
+];
+
+/// Every kind label of an accept error, in a fixed order: [`ListenerStats::accept_errors_by_kind`]
+/// follows it. `descriptors`: EMFILE / ENFILE; `memory`: ENOMEM / ENOBUFS; `other`: the rest.
+///
+/// [`ListenerStats::accept_errors_by_kind`]: crate::ListenerStats::accept_errors_by_kind
+pub const ACCEPT_ERROR_KINDS: [&str; 3] = ["descriptors", "memory", "other"];
+
+/// Where [`ACCEPT_ERROR_KINDS`] files `error`.
+pub(crate) fn accept_error_kind(error: &std::io::Error) -> usize {
+    match error.raw_os_error() {
+        Some(libc::EMFILE | libc::ENFILE) => 0,
+        Some(libc::ENOMEM | libc::ENOBUFS) => 1,
+        _ => 2,
+    }
+}
+
+/// A listener's handshake atomics, shared by its sessions' launches: a few relaxed adds per
+/// handshake, nothing per frame.
+#[derive(Debug, Default)]
+pub(crate) struct HandshakeCounters {
+    outcomes: [AtomicU64; HANDSHAKE_OUTCOME_LABELS.len()],
+    /// One count per bucket of [`HANDSHAKE_BUCKETS`], then `+Inf` (not cumulative).
+    durations: [AtomicU64; HANDSHAKE_BUCKETS.len() + 1],
+    duration_micros: AtomicU64,
+    waited: AtomicU64,
+}
+
+impl HandshakeCounters {
+    /// Counts one finished handshake: its outcome and how long it took (permit wait included).
+    pub(crate) fn record(&self, outcome: Result<(), &DisconnectReason>, took: Duration) {
+        let index = match outcome {
+            Ok(()) => 0,
+            Err(DisconnectReason::HandshakeTimeout) => 1,
+            Err(DisconnectReason::Tls(_)) => 2,
+            Err(DisconnectReason::Proxy(_)) => 3,
+            Err(DisconnectReason::PerIpLimit(_)) => 4,
+            Err(_) => 5,
+        };
+        self.outcomes[index].fetch_add(1, Ordering::Relaxed);
+        let secs = took.as_secs_f64();
+        let bucket = HANDSHAKE_BUCKETS
+            .iter()
+            .position(|&upper| secs <= upper)
+            .unwrap_or(HANDSHAKE_BUCKETS.len());
+        self.durations[bucket].fetch_add(1, Ordering::Relaxed);
+        self.duration_micros.fetch_add(
+            u64::try_from(took.as_micros()).unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
+    }
+
+    /// Counts one connection that found its worker's handshake cap reached and waited.
+    pub(crate) fn record_wait(&self) {
+        self.waited.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn snapshot(&self) -> HandshakeStats {
+        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        HandshakeStats {
+            outcomes: HANDSHAKE_OUTCOME_LABELS
+                .iter()
+                .zip(self.outcomes.iter())
+                .map(|(label, count)| (*label, load(count)))
+                .collect(),
+            duration_buckets: self.durations.iter().map(load).collect(),
+            duration_sum: Duration::from_micros(load(&self.duration_micros)),
+            waited_for_cap: load(&self.waited),
+        }
+    }
+}
+
+/// The handshakes (PROXY header, TLS) a listener's sessions have run; from
+/// [`ListenerHandle::handshake_stats`](crate::ListenerHandle::handshake_stats). A listener
+/// without TLS or PROXY runs none.
+///
+/// # Examples
+///
+/// ```
+/// # actix_rt::System::new().block_on(async {
+/// use switchboard::{Listener, SessionHandler, Conn, HANDSHAKE_BUCKETS};
+/// use switchboard_codec::Lines;
+///
+/// struct Quiet;
+/// impl SessionHandler<Lines> for Quiet {
+///     fn ready_read(&mut self, _: String, _: &mut Conn<'_, Lines, Self>) {}
+/// }
+/// let server = Listener::bind("127.0.0.1:0").serve(Lines::new(), || Quiet).unwrap();
+/// let stats = server.handshake_stats();
+/// assert!(stats.outcomes.iter().all(|(_, n)| *n == 0));
+/// assert_eq!(stats.duration_buckets.len(), HANDSHAKE_BUCKETS.len() + 1);
+/// # });
+/// ```
+#[derive(Debug, Clone, Default, PartialEq)]
+#[non_exhaustive]
+pub struct HandshakeStats {
+    /// Finished handshakes per outcome, in [`HANDSHAKE_OUTCOME_LABELS`] order.
+    pub outcomes: Vec<(&'static str, u64)>,
+    /// Handshakes per duration bucket ([`HANDSHAKE_BUCKETS`], then `+Inf`), not cumulative.
+    pub duration_buckets: Vec<u64>,
+    /// The handshakes' durations added up.
+    pub duration_sum: Duration,
+    /// Connections that found their worker at its handshake cap and waited for a permit
+    /// (they are never refused for it).
+    pub waited_for_cap: u64,
+}

@@ -107,7 +107,10 @@ mod worker;
 
 pub use config::SessionConfig;
 pub use connector::Connector;
-pub use counters::{ClosedStats, DISCONNECT_REASON_LABELS, LIFETIME_BUCKETS};
+pub use counters::{
+    ClosedStats, HandshakeStats, ACCEPT_ERROR_KINDS, DISCONNECT_REASON_LABELS, HANDSHAKE_BUCKETS,
+    HANDSHAKE_OUTCOME_LABELS, LIFETIME_BUCKETS,
+};
 pub use error::{ConfigError, ConnectError, ListenError, SessionError, TlsError};
 pub use forward::{Forward, SessionEvent};
 pub use limits::ConnectionPermit;

@@ -31,13 +31,14 @@ use futures::task::AtomicWaker;
 use tokio::io::{unix::AsyncFd, Interest};
 
 use crate::{
+    counters::{accept_error_kind, HandshakeCounters},
     limits::{ConnectionPermit, Limiter},
     session::{Handshake, Launch, Parts, ProxyStep},
     target::UnixTarget,
     transport::{proxy::ProxyProtocol, RawStream},
-    Address, Cidr, ConfigError, IntoTarget, ListenError, Registry, Session, SessionCodec,
-    SessionConfig, SessionError, SessionHandler, SessionId, ShutdownReport, Target, TlsAcceptor,
-    WorkerPool, MAX_PROXY_HEADER,
+    Address, Cidr, ConfigError, HandshakeStats, IntoTarget, ListenError, Registry, Session,
+    SessionCodec, SessionConfig, SessionError, SessionHandler, SessionId, ShutdownReport, Target,
+    TlsAcceptor, WorkerPool, ACCEPT_ERROR_KINDS, MAX_PROXY_HEADER,
 };
 
 /// The default listen backlog. tokio's `TcpListener::bind` uses 128, which overflows under a
@@ -179,6 +180,11 @@ pub struct ListenerStats {
     pub rejected_per_ip: u64,
     /// Accept errors that caused a back-off.
     pub accept_errors: u64,
+    /// The same, per kind, in [`ACCEPT_ERROR_KINDS`](crate::ACCEPT_ERROR_KINDS) order.
+    pub accept_errors_by_kind: [u64; 3],
+    /// Times the accept loop stopped because the connection limit was reached (clients wait
+    /// in the kernel's backlog meanwhile; none is refused for it).
+    pub limit_waits: u64,
     /// Connections currently counted against the limit.
     pub active: usize,
     /// Connections waiting in the pull-mode queue.
@@ -279,6 +285,7 @@ struct Shared {
     session: Arc<SessionConfig>,
     tls: Option<TlsAcceptor>,
     proxy: Option<Arc<ProxyProtocol>>,
+    handshakes: Arc<HandshakeCounters>,
 }
 
 impl Shared {
@@ -291,6 +298,9 @@ impl Shared {
         }
         if let Some(proxy) = &self.proxy {
             launch.proxy = ProxyStep::Read(proxy.clone());
+        }
+        if self.tls.is_some() || self.proxy.is_some() {
+            launch.handshake_counters = Some(self.handshakes.clone());
         }
         launch
     }
@@ -383,7 +393,10 @@ pub struct Listener {
     backoff_range: (Duration, Duration),
     accepted: u64,
     rejected_per_ip: u64,
-    accept_errors: Arc<AtomicU64>,
+    accept_errors: [u64; ACCEPT_ERROR_KINDS.len()],
+    limit_waits: u64,
+    /// The last turn stopped at the connection limit (a wait is counted once, not per poll).
+    at_limit: bool,
 }
 
 impl fmt::Debug for Listener {
@@ -533,7 +546,7 @@ impl Listener {
     fn accept_error(&mut self, error: io::Error) {
         let retry_in = self.next_backoff;
         self.next_backoff = (retry_in * 2).min(self.backoff_range.1);
-        self.accept_errors.fetch_add(1, Ordering::Relaxed);
+        self.accept_errors[accept_error_kind(&error)] += 1;
         tracing::warn!(%error, ?retry_in, "accept failed; backing off");
         self.backoff = Some(Box::pin(tokio::time::sleep(retry_in)));
         let event = ListenerEvent::AcceptError {
@@ -575,9 +588,14 @@ impl Listener {
             if !self.limiter.has_room() {
                 self.limiter.waker.register(cx.waker());
                 if !self.limiter.has_room() {
+                    if !self.at_limit {
+                        self.at_limit = true;
+                        self.limit_waits += 1;
+                    }
                     return Poll::Pending;
                 }
             }
+            self.at_limit = false;
             // Every socket in turn, starting after the one served last; each registers for a
             // wake-up when it has nothing.
             let count = self.sockets.len();
@@ -1050,6 +1068,7 @@ impl ListenerBuilder {
                     limit: MAX_PROXY_HEADER,
                 })
             }),
+            handshakes: Arc::default(),
         });
         let limiter = Arc::new(Limiter {
             active: AtomicUsize::new(0),
@@ -1059,14 +1078,12 @@ impl ListenerBuilder {
             waker: AtomicWaker::new(),
             rejected_per_ip_late: AtomicU64::new(0),
         });
-        let accept_errors = Arc::new(AtomicU64::new(0));
         let events = self.events;
         let backoff = self.backoff;
         let arbiter = Arbiter::new();
         let (tx, rx) = std::sync::mpsc::channel();
         let thread_shared = shared.clone();
         let thread_limiter = limiter.clone();
-        let thread_errors = accept_errors.clone();
         let addr = Listener::start_in_arbiter(&arbiter.handle(), move |ctx| {
             let mut sockets = Vec::with_capacity(bound.len());
             for socket in bound {
@@ -1099,7 +1116,9 @@ impl ListenerBuilder {
                 backoff_range: backoff,
                 accepted: 0,
                 rejected_per_ip: 0,
-                accept_errors: thread_errors,
+                accept_errors: [0; ACCEPT_ERROR_KINDS.len()],
+                limit_waits: 0,
+                at_limit: false,
             }
         });
         let addresses = match rx.recv() {
@@ -1117,6 +1136,7 @@ impl ListenerBuilder {
             addresses,
             registry,
             pool,
+            handshakes: shared.handshakes.clone(),
             _marker: PhantomData,
         })
     }
@@ -1242,6 +1262,7 @@ pub struct ListenerHandle {
     addresses: Vec<Address>,
     registry: Registry,
     pool: WorkerPool,
+    handshakes: Arc<HandshakeCounters>,
     _marker: PhantomData<()>,
 }
 
@@ -1265,6 +1286,12 @@ impl ListenerHandle {
             Some(addr) => addr,
             None => panic!("this listener has no IP socket; use `addresses()`"),
         }
+    }
+
+    /// The handshakes (PROXY header, TLS) its sessions have run: outcomes, durations, waits at
+    /// the per-worker cap. Read from shared counters, without asking the listener's thread.
+    pub fn handshake_stats(&self) -> HandshakeStats {
+        self.handshakes.snapshot()
     }
 
     /// Every address it listens on, joined by commas (`127.0.0.1:7878,unix:/run/sb.sock`): a
@@ -1454,7 +1481,9 @@ impl Handler<GetListenerStats> for Listener {
             accepted: self.accepted,
             rejected_per_ip: self.rejected_per_ip
                 + self.limiter.rejected_per_ip_late.load(Ordering::Relaxed),
-            accept_errors: self.accept_errors.load(Ordering::Relaxed),
+            accept_errors: self.accept_errors.iter().sum(),
+            accept_errors_by_kind: self.accept_errors,
+            limit_waits: self.limit_waits,
             active: self.limiter.active.load(Ordering::Relaxed),
             pending: match &self.mode {
                 Mode::Pull { queue, .. } => queue.len(),

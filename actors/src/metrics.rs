@@ -8,15 +8,22 @@
 //! (registry, sessions, workers) is read at encode time.
 //!
 //! Every name starts with `switchboard_` and carries a `listener` label (its address).
-//! Counters: `accepted`, `rejected{cause}` (`per_ip`; a listener at its connection limit does
-//! not refuse, the kernel backlog holds clients), `accept_errors`, `sessions_closed{reason}`,
-//! `bytes_in`, `bytes_out`, `frames_in`, `frames_out`, `broadcasts`, `broadcast_drops`,
-//! `slow_consumers`, `write_buffer_full`. Gauges: `sessions_active`,
-//! `worker_sessions{worker}`, `sessions_read_paused`, `bytes_to_write`, `pending`,
-//! `accept_paused`, `max_connections`, `max_connections_per_ip` (0: off). Histogram:
-//! `session_lifetime_seconds` (ended sessions; buckets [`LIFETIME_BUCKETS`]).
+//! Counters: `accepted`, `rejected{cause}` (`per_ip`: the only refusal; a listener at its
+//! connection limit or a worker at its handshake cap makes clients wait instead, counted by
+//! `accept_limit_waits` and `handshake_cap_waits`), `accept_errors{kind}`
+//! ([`ACCEPT_ERROR_KINDS`]), `handshakes{outcome}` ([`HANDSHAKE_OUTCOME_LABELS`]),
+//! `sessions_closed{reason}`, `bytes_in`, `bytes_out`, `frames_in`, `frames_out`,
+//! `broadcasts`, `broadcast_drops`, `slow_consumers`, `write_buffer_full`. Gauges:
+//! `sessions_active`, `worker_sessions{worker}`, `sessions_read_paused`, `bytes_to_write`,
+//! `pending`, `accept_paused`, `max_connections`, `max_connections_per_ip` (0: off).
+//! Histograms: `session_lifetime_seconds` (ended sessions; buckets [`LIFETIME_BUCKETS`]) and
+//! `handshake_duration_seconds` (PROXY and TLS handshakes, a wait for a permit included;
+//! buckets [`HANDSHAKE_BUCKETS`]).
 //!
 //! [`LIFETIME_BUCKETS`]: crate::LIFETIME_BUCKETS
+//! [`HANDSHAKE_BUCKETS`]: crate::HANDSHAKE_BUCKETS
+//! [`ACCEPT_ERROR_KINDS`]: crate::ACCEPT_ERROR_KINDS
+//! [`HANDSHAKE_OUTCOME_LABELS`]: crate::HANDSHAKE_OUTCOME_LABELS
 
 use std::{
     fmt,
@@ -29,7 +36,10 @@ use prometheus_client::{
     metrics::{counter::ConstCounter, gauge::ConstGauge, MetricType},
 };
 
-use crate::{GetListenerStats, ListenerHandle, ListenerStats, LIFETIME_BUCKETS};
+use crate::{
+    GetListenerStats, ListenerHandle, ListenerStats, ACCEPT_ERROR_KINDS, HANDSHAKE_BUCKETS,
+    LIFETIME_BUCKETS,
+};
 
 /// The `Content-Type` of [`Metrics::render`]'s output (OpenMetrics text 1.0.0).
 pub const OPENMETRICS_CONTENT_TYPE: &str =
@@ -177,6 +187,38 @@ fn gauge(
     Ok(())
 }
 
+/// A histogram row: its labels, per-bucket counts (the bounds, then `+Inf`; not cumulative)
+/// and the sum of the observations.
+type HistogramRow = (Vec<(&'static str, String)>, Vec<u64>, f64);
+
+/// One histogram family.
+fn histogram(
+    encoder: &mut DescriptorEncoder<'_>,
+    name: &str,
+    help: &str,
+    bounds: &[f64],
+    rows: &[HistogramRow],
+) -> fmt::Result {
+    let mut family = encoder.encode_descriptor(name, help, None, MetricType::Histogram)?;
+    for (labels, counts, sum) in rows {
+        let buckets: Vec<(f64, u64)> = bounds
+            .iter()
+            .copied()
+            .chain([f64::MAX])
+            .zip(counts.iter().copied())
+            .collect();
+        family
+            .encode_family(labels)?
+            .encode_histogram::<prometheus_client::encoding::NoLabelSet>(
+                *sum,
+                counts.iter().sum(),
+                &buckets,
+                None,
+            )?;
+    }
+    Ok(())
+}
+
 fn int(value: usize) -> i64 {
     i64::try_from(value).unwrap_or(i64::MAX)
 }
@@ -198,7 +240,7 @@ impl Collector for Metrics {
             ),
             (
                 "switchboard_accept_errors",
-                "Accept errors that caused a back-off.",
+                "Accept errors that caused a back-off, by kind.",
                 vec![],
             ),
             (
@@ -235,6 +277,21 @@ impl Collector for Metrics {
             (
                 "switchboard_slow_consumers",
                 "Times a session was found to be a slow consumer.",
+                vec![],
+            ),
+            (
+                "switchboard_handshakes",
+                "Handshakes (PROXY header, TLS) finished, by outcome.",
+                vec![],
+            ),
+            (
+                "switchboard_handshake_cap_waits",
+                "Connections that waited for a handshake permit at their worker's cap.",
+                vec![],
+            ),
+            (
+                "switchboard_accept_limit_waits",
+                "Times accepting stopped at the connection limit (clients wait in the backlog).",
                 vec![],
             ),
             (
@@ -285,7 +342,8 @@ impl Collector for Metrics {
                 vec![],
             ),
         ];
-        let mut histograms = Vec::new();
+        let mut lifetimes = Vec::new();
+        let mut handshake_durations = Vec::new();
         let watched = lock(&self.watched);
         for w in watched.iter() {
             let l = || vec![("listener", w.label.clone())];
@@ -309,7 +367,12 @@ impl Collector for Metrics {
                 let mut labels = l();
                 labels.push(("cause", "per_ip".to_string()));
                 push_counter(1, labels, s.rejected_per_ip);
-                push_counter(2, l(), s.accept_errors);
+                for (kind, count) in ACCEPT_ERROR_KINDS.iter().zip(s.accept_errors_by_kind) {
+                    let mut labels = l();
+                    labels.push(("kind", (*kind).to_string()));
+                    push_counter(2, labels, count);
+                }
+                push_counter(13, l(), s.limit_waits);
             }
             for (reason, count) in &closed.by_reason {
                 let mut labels = l();
@@ -323,7 +386,14 @@ impl Collector for Metrics {
             push_counter(8, l(), closed.broadcasts);
             push_counter(9, l(), stats.broadcasts_dropped);
             push_counter(10, l(), stats.slow_consumers);
-            push_counter(11, l(), closed.write_buffer_full + live.write_buffer_full);
+            push_counter(14, l(), closed.write_buffer_full + live.write_buffer_full);
+            let handshakes = w.handle.handshake_stats();
+            for (outcome, count) in &handshakes.outcomes {
+                let mut labels = l();
+                labels.push(("outcome", (*outcome).to_string()));
+                push_counter(11, labels, *count);
+            }
+            push_counter(12, l(), handshakes.waited_for_cap);
 
             let mut push_gauge =
                 |index: usize, labels, value| gauges[index].2.push((labels, value));
@@ -341,7 +411,16 @@ impl Collector for Metrics {
                 push_gauge(6, l(), int(s.max_connections));
                 push_gauge(7, l(), int(s.max_connections_per_ip.unwrap_or(0)));
             }
-            histograms.push((l(), closed));
+            lifetimes.push((
+                l(),
+                closed.lifetime_buckets.clone(),
+                closed.lifetime_sum.as_secs_f64(),
+            ));
+            handshake_durations.push((
+                l(),
+                handshakes.duration_buckets,
+                handshakes.duration_sum.as_secs_f64(),
+            ));
         }
         drop(watched);
         for (name, help, rows) in &counters {
@@ -350,32 +429,20 @@ impl Collector for Metrics {
         for (name, help, rows) in &gauges {
             gauge(&mut encoder, name, help, rows)?;
         }
-        let mut family = encoder.encode_descriptor(
+        histogram(
+            &mut encoder,
             "switchboard_session_lifetime_seconds",
             "How long ended sessions lasted.",
-            None,
-            MetricType::Histogram,
+            &LIFETIME_BUCKETS,
+            &lifetimes,
         )?;
-        for (labels, closed) in &histograms {
-            let mut buckets: Vec<(f64, u64)> = LIFETIME_BUCKETS
-                .iter()
-                .copied()
-                .zip(closed.lifetime_buckets.iter().copied())
-                .collect();
-            buckets.push((
-                f64::MAX,
-                closed.lifetime_buckets.last().copied().unwrap_or(0),
-            ));
-            let count = closed.lifetime_buckets.iter().sum();
-            family
-                .encode_family(labels)?
-                .encode_histogram::<prometheus_client::encoding::NoLabelSet>(
-                    closed.lifetime_sum.as_secs_f64(),
-                    count,
-                    &buckets,
-                    None,
-                )?;
-        }
+        histogram(
+            &mut encoder,
+            "switchboard_handshake_duration_seconds",
+            "How long finished handshakes took, a wait for a permit included.",
+            &HANDSHAKE_BUCKETS,
+            &handshake_durations,
+        )?;
         Ok(())
     }
 }

@@ -143,6 +143,12 @@ fn several_clients_see_and_steer_the_same_server() {
         b.send("info --json\n");
         let info: serde_json::Value = serde_json::from_str(&b.line()).unwrap();
         assert_eq!(info["listeners"][0]["accepting"], false);
+        // A plaintext listener runs no handshakes, and nothing failed to accept.
+        assert_eq!(info["listeners"][0]["handshakes"]["ok"], 0);
+        assert_eq!(
+            info["listeners"][0]["accept_errors_by_kind"]["descriptors"],
+            0
+        );
         b.send("resume\nset max-connections-per-ip 3\nset max-connections 50\ninfo --json\n");
         assert_eq!(b.block(), ["accepting"]);
         assert_eq!(b.block(), ["max-connections-per-ip 3"]);

@@ -150,6 +150,34 @@ fn metrics_parse_as_openmetrics_and_count_traffic() {
     assert!(samples
         .iter()
         .any(|l| l.contains("switchboard_worker_sessions{")));
+    // The families a plaintext server leaves at zero parse too: accept errors by kind,
+    // handshakes by outcome, the handshake histogram, the waits.
+    assert_eq!(
+        sample(
+            &samples,
+            "counter switchboard_accept_errors_total{kind=descriptors,"
+        ),
+        0.0
+    );
+    assert_eq!(
+        sample(
+            &samples,
+            "counter switchboard_handshakes_total{listener=127.0.0.1:"
+        ),
+        0.0
+    );
+    assert_eq!(
+        sample(&samples, "switchboard_handshake_duration_seconds_count{"),
+        0.0
+    );
+    assert_eq!(
+        sample(&samples, "switchboard_accept_limit_waits_total{"),
+        0.0
+    );
+    assert_eq!(
+        sample(&samples, "switchboard_handshake_cap_waits_total{"),
+        0.0
+    );
 
     // The admin socket's `metrics` is the same text.
     let via_admin = run(&["ctl", &admin, "metrics"], STEP);

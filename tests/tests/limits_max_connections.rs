@@ -82,6 +82,7 @@ async fn at_the_limit_new_clients_wait_until_one_leaves_or_the_limit_rises() {
         .unwrap();
     assert_eq!(stats.active, 2);
     assert_eq!(stats.accepted, 2);
+    assert_eq!(stats.limit_waits, 1, "accepting stopped once at the limit");
     assert_eq!(server.registry().count(), 2);
 
     // One leaves: the waiting client is accepted and answered.
@@ -109,6 +110,8 @@ async fn at_the_limit_new_clients_wait_until_one_leaves_or_the_limit_rises() {
         .unwrap();
     assert_eq!(stats.active, 3);
     assert_eq!(stats.accepted, 4);
+    // At the limit again after the third client, then after the fourth (the limit raised to 3).
+    assert_eq!(stats.limit_waits, 3);
 
     // And the new limit holds too.
     let mut five = connect(addr).await;

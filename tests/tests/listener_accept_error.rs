@@ -120,5 +120,14 @@ async fn accept_error_is_reported_and_accepting_resumes() {
         .await
         .unwrap();
     assert!(stats.accept_errors >= 1);
+    // All of them for want of descriptors, filed under that kind.
+    let descriptors = switchboard::ACCEPT_ERROR_KINDS
+        .iter()
+        .position(|k| *k == "descriptors")
+        .unwrap();
+    assert_eq!(
+        stats.accept_errors_by_kind[descriptors],
+        stats.accept_errors
+    );
     assert_eq!(stats.accepted, 2);
 }

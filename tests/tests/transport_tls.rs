@@ -417,3 +417,103 @@ fn the_command_connects_to_openssl_s_server_over_tls() {
     let _ = s_server.wait();
     assert!(finished.status.success(), "{}", finished.stderr_text());
 }
+
+/// The handshake counters behind `switchboard_handshakes_total{outcome}`, the duration
+/// histogram and the cap waits: plaintext garbage ends `tls`, a good client `ok`, then on one
+/// worker (cap 256) 260 silent clients, of which four wait for a permit, all end `timeout`.
+#[actix_rt::test]
+async fn handshake_metrics_count_outcomes_durations_and_cap_waits() {
+    const SILENT: usize = 260;
+    let pki = Pki::new();
+    let acceptor = TlsAcceptor::from_pem_files(&pki.server_cert, &pki.server_key).unwrap();
+    let (probes, mut events) = Probes::<Lines>::echo();
+    let server = Listener::bind(any_port())
+        .workers(1)
+        .session_config(
+            SessionConfig::default().with_handshake_timeout(Duration::from_millis(1500)),
+        )
+        .tls(acceptor)
+        .serve(Lines::new(), probes.factory())
+        .unwrap();
+    let addr = server.local_addr();
+    // Garbage and a good client first, while permits are free; then the silent flood.
+    let garbage = tokio::task::spawn_blocking(move || {
+        let mut stream = TcpStream::connect(addr).unwrap();
+        stream.write_all(b"GET / HTTP/1.0\r\n\r\n").unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let mut rest = Vec::new();
+        let _ = stream.read_to_end(&mut rest);
+    });
+    within("the garbage client", garbage).await.unwrap();
+    let good = Connector::new().tls(TlsConnector::from_ca_file(&pki.ca).unwrap());
+    let (line, _) = say_once(good, format!("localhost:{}", addr.port()), "counted")
+        .await
+        .unwrap();
+    assert_eq!(line, "counted");
+    let silent = tokio::task::spawn_blocking(move || {
+        (0..SILENT)
+            .map(|_| TcpStream::connect(addr).unwrap())
+            .collect::<Vec<_>>()
+    });
+    let silent = within("the silent clients connected", silent)
+        .await
+        .unwrap();
+    // Each session reports its end, failed handshakes included: after SILENT + 2 ends every
+    // handshake has been counted (the count comes before the session starts).
+    for _ in 0..SILENT + 2 {
+        events
+            .expect("a Disconnected", |e| {
+                matches!(e, switchboard_tests::Event::Disconnected { .. })
+            })
+            .await;
+    }
+    drop(silent);
+    let stats = server.handshake_stats();
+    let outcome = |name: &str| {
+        stats
+            .outcomes
+            .iter()
+            .find(|(label, _)| *label == name)
+            .map(|(_, n)| *n)
+            .unwrap()
+    };
+    assert_eq!(outcome("timeout"), SILENT as u64, "{stats:?}");
+    assert_eq!(outcome("tls"), 1, "{stats:?}");
+    assert_eq!(outcome("ok"), 1, "{stats:?}");
+    assert_eq!(
+        stats.duration_buckets.iter().sum::<u64>(),
+        SILENT as u64 + 2,
+        "{stats:?}"
+    );
+    // The timeouts took 1.5 s (the four that waited for a permit too: the wait counts), all
+    // in the (1 s, 10 s] bucket.
+    let slow_bucket = switchboard::HANDSHAKE_BUCKETS
+        .iter()
+        .position(|&b| b == 10.0)
+        .unwrap();
+    assert_eq!(
+        stats.duration_buckets[slow_bucket], SILENT as u64,
+        "{stats:?}"
+    );
+    // 256 permits on the one worker: the last four silent ones found the cap reached.
+    assert_eq!(stats.waited_for_cap, (SILENT - 256) as u64, "{stats:?}");
+
+    let metrics = switchboard::metrics::Metrics::new();
+    metrics.watch(&server);
+    let text = metrics.render().await;
+    assert!(
+        text.contains(&format!(
+            "switchboard_handshakes_total{{listener=\"{addr}\",outcome=\"timeout\"}} {SILENT}"
+        )),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!(
+            "switchboard_handshake_duration_seconds_count{{listener=\"{addr}\"}} {}",
+            SILENT + 2
+        )),
+        "{text}"
+    );
+}

@@ -1,4 +1,8 @@
-use std::{io, sync::Arc, time::Duration};
+use std::{
+    io,
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use actix::{
     dev::channel::{self, AddressReceiver},
@@ -11,6 +15,7 @@ use super::{
     WriteSide,
 };
 use crate::{
+    counters::HandshakeCounters,
     limits::ConnectionPermit,
     registry::Registration,
     transport::{
@@ -215,6 +220,9 @@ pub(crate) struct Launch {
     pub(crate) permit: Option<ConnectionPermit>,
     pub(crate) handshake: Handshake,
     pub(crate) proxy: ProxyStep,
+    /// Where the handshake's outcome and duration are counted (a listener's; none for the
+    /// connector).
+    pub(crate) handshake_counters: Option<Arc<HandshakeCounters>>,
 }
 
 impl Launch {
@@ -230,6 +238,7 @@ impl Launch {
             permit: None,
             handshake: Handshake::None,
             proxy: ProxyStep::None,
+            handshake_counters: None,
         }
     }
 
@@ -309,11 +318,24 @@ async fn handshake(
         return Ok(Stream::Plain(plain));
     }
     let timeout: Duration = launch.config.handshake_timeout;
+    let started = Instant::now();
+    let counters = launch.handshake_counters.clone();
     let run = async {
         // Waiting for a permit counts against the timeout too: a client is not kept waiting
         // for ever behind a flood of silent ones.
         let _permit = match load {
-            Some(load) => Some(load.handshakes().acquire_owned().await),
+            Some(load) => {
+                let cap = load.handshakes();
+                match cap.clone().try_acquire_owned() {
+                    Ok(permit) => Some(Ok(permit)),
+                    Err(_) => {
+                        if let Some(counters) = &counters {
+                            counters.record_wait();
+                        }
+                        Some(cap.acquire_owned().await)
+                    }
+                }
+            }
             None => None,
         };
         let plain = proxy_step(plain, launch).await?;
@@ -331,10 +353,14 @@ async fn handshake(
                 .map_err(|e| DisconnectReason::Tls(Arc::new(e))),
         }
     };
-    match tokio::time::timeout(timeout, run).await {
+    let result = match tokio::time::timeout(timeout, run).await {
         Ok(result) => result,
         Err(_) => Err(DisconnectReason::HandshakeTimeout),
+    };
+    if let Some(counters) = counters {
+        counters.record(result.as_ref().map(|_| ()), started.elapsed());
     }
+    result
 }
 
 /// The PROXY step: reads the header from an allowed proxy (keeping what came after it for
