@@ -500,6 +500,20 @@ async fn handshake_metrics_count_outcomes_durations_and_cap_waits() {
     // 256 permits on the one worker: the last four silent ones found the cap reached.
     assert_eq!(stats.waited_for_cap, (SILENT - 256) as u64, "{stats:?}");
 
+    // The admin socket's `info` shows the same figures.
+    let admin = switchboard::admin::Admin::new(&server);
+    let switchboard::admin::Reply::Json(info) = admin.execute("info --json").await else {
+        panic!("info --json gives JSON")
+    };
+    let handshakes = &info["listeners"][0]["handshakes"];
+    assert_eq!(handshakes["timeout"], SILENT as u64, "{info}");
+    assert_eq!(handshakes["ok"], 1, "{info}");
+    assert_eq!(
+        handshakes["waited_for_cap"],
+        (SILENT - 256) as u64,
+        "{info}"
+    );
+
     let metrics = switchboard::metrics::Metrics::new();
     metrics.watch(&server);
     let text = metrics.render().await;
