@@ -127,9 +127,9 @@ pub use registry::{
     Subscribe, WaitForCount, DEFAULT_EVENT_BACKLOG,
 };
 pub use session::{
-    Abort, CloseMode, Conn, DisconnectFromHost, DisconnectReason, Flush, GetInfo, PauseReading,
-    ResumeReading, Session, SessionBuilder, SessionCodec, SessionHandler, SessionId, SessionInfo,
-    SessionState, SharedError, ShutdownWrite, SlowConsumerPolicy, StartTls, Write,
+    Abort, CloseMode, Conn, DisconnectFromHost, DisconnectReason, Flush, GetInfo, Invoke,
+    PauseReading, ResumeReading, Session, SessionBuilder, SessionCodec, SessionHandler, SessionId,
+    SessionInfo, SessionState, SharedError, ShutdownWrite, SlowConsumerPolicy, StartTls, Write,
 };
 pub use target::{IntoTarget, Target, UnixTarget};
 pub use transport::{

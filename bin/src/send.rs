@@ -3,9 +3,12 @@
 //! Every file gets its own connection and [`Uploader`] handler, up to `--parallel` at once, on a
 //! small [`WorkerPool`]. The handler pumps the file from inside the session: it reads and writes
 //! 64 KiB chunks until [`Conn::write`] answers [`SessionError::WriteBufferFull`], keeps the
-//! refused chunk, and carries on from `bytes_written` / `write_buffer_drained`. So memory per
-//! upload is the write buffer's high watermark plus one chunk, whatever the file's size. The
-//! SHA-256 is computed on the chunks as they are read.
+//! refused chunk, and carries on from `bytes_written` / `write_buffer_drained`. The file is
+//! read and hashed by a thread of the upload's own ([`read_ahead`]), [`READ_AHEAD`] chunks
+//! ahead of the socket, so hashing overlaps sending and a slow disk never blocks the worker;
+//! when the session finds no chunk ready, the thread wakes it with [`Invoke`]. Memory per
+//! upload is the write buffer's high watermark plus the chunks read ahead, whatever the file's
+//! size.
 //!
 //! Files are checked before anything is sent: a missing or unreadable file, or a name the server
 //! would refuse, fails the command at once. If no upload could even connect, the connection
@@ -16,8 +19,9 @@ use std::{
     io::{IsTerminal, Read as _, Write as _},
     path::PathBuf,
     process::ExitCode,
+    sync::mpsc::{self, TryRecvError},
     sync::{
-        atomic::{AtomicU64, Ordering},
+        atomic::{AtomicBool, AtomicU64, Ordering},
         Arc,
     },
     time::{Duration, Instant},
@@ -29,8 +33,8 @@ use futures::StreamExt as _;
 use indicatif::{HumanBytes, MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use sha2::{Digest, Sha256};
 use switchboard::{
-    Conn, ConnectError, Connector, DisconnectReason, SessionError, SessionHandler, SessionInfo,
-    WorkerPool,
+    Conn, ConnectError, Connector, DisconnectReason, Invoke, SessionError, SessionHandler,
+    SessionInfo, WorkerPool,
 };
 use switchboard_codec::Frames;
 use tokio::sync::oneshot;
@@ -174,9 +178,9 @@ async fn upload(connector: &Connector, target: &str, job: Job, bar: FileProgress
             size: job.size,
             name: job.name.clone(),
         },
-        file,
-        read: 0,
-        hasher: Sha256::new(),
+        file: Some(file),
+        chunks: None,
+        starved: Arc::new(AtomicBool::new(false)),
         digest: None,
         stage: Stage::AwaitReady,
         held: None,
@@ -205,13 +209,69 @@ enum Stage {
     Done,
 }
 
+/// Chunks the reading thread may hold ready for the socket.
+const READ_AHEAD: usize = 16;
+
+/// What the reading thread hands the session.
+enum Read {
+    Chunk(Bytes),
+    /// Every byte was read; the file's SHA-256.
+    Done(String),
+    Failed(String),
+}
+
+/// Reads `size` bytes of `file` in chunks, hashing them, at most [`READ_AHEAD`] chunks ahead;
+/// wakes the session (which set `starved` on finding nothing) with [`Invoke`]. Ends early when
+/// the session drops its end.
+fn read_ahead(
+    mut file: File,
+    size: u64,
+    chunks: mpsc::SyncSender<Read>,
+    starved: Arc<AtomicBool>,
+    session: actix::Addr<switchboard::Session<Frames, Uploader>>,
+) {
+    let mut hasher = Sha256::new();
+    let mut left = size;
+    let give = |read: Read| {
+        let sent = chunks.send(read).is_ok();
+        if sent && starved.swap(false, Ordering::SeqCst) {
+            session.do_send(Invoke::new(|uploader: &mut Uploader, conn| {
+                uploader.pump(conn)
+            }));
+        }
+        sent
+    };
+    while left > 0 {
+        let len = usize::try_from(left).unwrap_or(CHUNK).min(CHUNK);
+        let mut chunk = vec![0; len];
+        if let Err(e) = file.read_exact(&mut chunk) {
+            give(Read::Failed(
+                if e.kind() == std::io::ErrorKind::UnexpectedEof {
+                    "the file got shorter while being sent".to_string()
+                } else {
+                    format!("cannot read: {e}")
+                },
+            ));
+            return;
+        }
+        hasher.update(&chunk);
+        left -= len as u64;
+        if !give(Read::Chunk(Bytes::from(chunk))) {
+            return;
+        }
+    }
+    give(Read::Done(protocol::hex(&hasher.finalize())));
+}
+
 /// One upload, driven from inside its session.
 struct Uploader {
     header: Header,
-    file: File,
-    /// Bytes read from the file (and hashed) so far.
-    read: u64,
-    hasher: Sha256,
+    /// The file, until the reading thread takes it (when the session starts).
+    file: Option<File>,
+    /// From the reading thread.
+    chunks: Option<mpsc::Receiver<Read>>,
+    /// Set when the session found no chunk ready and waits for the thread's wake-up.
+    starved: Arc<AtomicBool>,
     /// Our SHA-256, once every byte was read.
     digest: Option<String>,
     stage: Stage,
@@ -235,23 +295,24 @@ impl Uploader {
         conn.abort();
     }
 
-    fn next_chunk(&mut self) -> Result<Option<Bytes>, String> {
-        let left = self.header.size - self.read;
-        if left == 0 {
-            return Ok(None);
-        }
-        let len = usize::try_from(left).unwrap_or(CHUNK).min(CHUNK);
-        let mut chunk = vec![0; len];
-        self.file.read_exact(&mut chunk).map_err(|e| {
-            if e.kind() == std::io::ErrorKind::UnexpectedEof {
-                "the file got shorter while being sent".to_string()
-            } else {
-                format!("cannot read: {e}")
+    /// The next read-ahead chunk, `None` when none is ready yet (the thread wakes the session).
+    fn next_read(&mut self) -> Option<Read> {
+        let chunks = self.chunks.as_ref()?;
+        match chunks.try_recv() {
+            Ok(read) => return Some(read),
+            Err(TryRecvError::Disconnected) => {
+                return Some(Read::Failed("the file reader stopped".into()))
             }
-        })?;
-        self.hasher.update(&chunk);
-        self.read += len as u64;
-        Ok(Some(Bytes::from(chunk)))
+            Err(TryRecvError::Empty) => {}
+        }
+        self.starved.store(true, Ordering::SeqCst);
+        // A chunk sent before the flag was seen would otherwise wait for a wake-up that the
+        // thread already decided not to send.
+        match chunks.try_recv() {
+            Ok(read) => Some(read),
+            Err(TryRecvError::Disconnected) => Some(Read::Failed("the file reader stopped".into())),
+            Err(TryRecvError::Empty) => None,
+        }
     }
 
     /// Writes chunks until the write buffer is full or the file is sent; then `END`. A frame
@@ -260,16 +321,16 @@ impl Uploader {
         while self.stage == Stage::Sending {
             let frame = match self.held.take() {
                 Some(frame) => frame,
-                None => match self.next_chunk() {
-                    Ok(Some(chunk)) => chunk,
+                None => match self.next_read() {
+                    Some(Read::Chunk(chunk)) => chunk,
                     // Every byte was read (and written): the digest is final.
-                    Ok(None) => {
-                        let digest = protocol::hex(&std::mem::take(&mut self.hasher).finalize());
+                    Some(Read::Done(digest)) => {
                         let end = protocol::encode_end(&digest);
                         self.digest = Some(digest);
                         Bytes::from(end)
                     }
-                    Err(reason) => return self.fail(reason, conn),
+                    Some(Read::Failed(reason)) => return self.fail(reason, conn),
+                    None => return,
                 },
             };
             // The digest exists only once the data is all written, so this frame is `END`.
@@ -290,6 +351,18 @@ impl Uploader {
 
 impl SessionHandler<Frames> for Uploader {
     fn connected(&mut self, conn: &mut Conn<'_, Frames, Self>) {
+        let Some(file) = self.file.take() else {
+            return;
+        };
+        let (chunks, ready) = mpsc::sync_channel(READ_AHEAD);
+        let (size, starved, session) = (self.header.size, self.starved.clone(), conn.address());
+        let reader = std::thread::Builder::new()
+            .name("switchboard-send-read".into())
+            .spawn(move || read_ahead(file, size, chunks, starved, session));
+        if let Err(e) = reader {
+            return self.fail(format!("cannot start a reading thread: {e}"), conn);
+        }
+        self.chunks = Some(ready);
         if let Err(e) = conn.write(Bytes::from(self.header.encode())) {
             self.fail(format!("cannot send: {e}"), conn);
         }

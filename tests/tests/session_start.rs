@@ -137,3 +137,60 @@ async fn sessions_keep_their_pool_alive_after_the_last_handle_is_dropped() {
     let reason = ended_once(&probes, &mut events, info.id).await;
     assert!(matches!(reason, DisconnectReason::PeerClosed), "{reason:?}");
 }
+
+/// Counts lines, and says when it has counted each; what `Invoke` reaches into.
+struct Tally {
+    lines: usize,
+    counted: tokio::sync::mpsc::UnboundedSender<usize>,
+}
+
+impl switchboard::SessionHandler<Lines> for Tally {
+    fn ready_read(&mut self, _: String, _: &mut switchboard::Conn<'_, Lines, Self>) {
+        self.lines += 1;
+        let _ = self.counted.send(self.lines);
+    }
+}
+
+/// `Invoke` sent from a plain thread runs on the session's thread with its handler and a
+/// `Conn` (what it writes reaches the peer); once the session has gone the send fails.
+#[actix_rt::test]
+async fn invoke_runs_a_closure_with_the_handler_and_a_conn() {
+    use std::io::{BufRead, Write};
+    use switchboard::{Conn, Invoke};
+    let (client, server_side) = pair();
+    let (counted, mut tally_says) = tokio::sync::mpsc::unbounded_channel();
+    let session = SessionBuilder::new(Lines::new(), Tally { lines: 0, counted })
+        .start_std(server_side)
+        .unwrap();
+    let mut client = BufReader::new(client);
+    client.get_mut().write_all(b"one\ntwo\n").unwrap();
+    assert_eq!(within("the first line", tally_says.recv()).await, Some(1));
+    assert_eq!(within("the second line", tally_says.recv()).await, Some(2));
+    let from_thread = session.clone();
+    let client = blocking("a thread invoking", move || {
+        let ran = futures::executor::block_on(from_thread.send(Invoke::new(
+            |tally: &mut Tally, conn: &mut Conn<'_, Lines, Tally>| {
+                conn.write(format!("tally {}", tally.lines)).unwrap();
+            },
+        )));
+        assert_eq!(ran, Ok(true));
+        let mut line = String::new();
+        client.read_line(&mut line).unwrap();
+        assert_eq!(line, "tally 2\n");
+        client
+    })
+    .await;
+    drop(client);
+    within("the session to end", async {
+        while session.connected() {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await;
+    let after = session
+        .send(Invoke::new(
+            |_: &mut Tally, _: &mut Conn<'_, Lines, Tally>| panic!("ran after the end"),
+        ))
+        .await;
+    assert!(!matches!(after, Ok(true)), "{after:?}");
+}

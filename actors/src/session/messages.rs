@@ -191,3 +191,66 @@ impl<C: SessionCodec, H: SessionHandler<C>> crate::registry::SessionControl
         self.do_send(CloseRequest(reason, mode));
     }
 }
+
+/// The closure an [`Invoke`] carries.
+type InvokeFn<C, H> = Box<dyn for<'a> FnOnce(&mut H, &mut crate::Conn<'a, C, H>) + Send>;
+
+/// Runs a closure on the session's own thread with its handler and a [`Conn`](crate::Conn)
+/// (Qt's `QMetaObject::invokeMethod` on the socket's thread): how work done elsewhere — a
+/// blocking thread, another actor, a timer — hands its result back to the handler, which can
+/// then write, pause, resume or close as in any callback. Resolves to `true` when the closure
+/// ran, `false` when the session had already ended (the closure is dropped unrun). A panic in
+/// the closure ends this session only, as in a callback.
+///
+/// # Examples
+///
+/// ```no_run
+/// # #[allow(dead_code)]
+/// # async fn demo(session: actix::Addr<switchboard::Session<switchboard_codec::Lines, Job>>) {
+/// use switchboard::{Conn, Invoke, SessionHandler};
+/// use switchboard_codec::Lines;
+///
+/// struct Job { done: u32 }
+/// impl SessionHandler<Lines> for Job {
+///     fn ready_read(&mut self, _: String, _: &mut Conn<'_, Lines, Self>) {}
+/// }
+/// // From any thread: the result of some work, written by the session itself.
+/// let ran = session
+///     .send(Invoke::new(|job: &mut Job, conn: &mut Conn<'_, Lines, Job>| {
+///         job.done += 1;
+///         let _ = conn.write(format!("job {} done", job.done));
+///     }))
+///     .await
+///     .unwrap();
+/// assert!(ran);
+/// # }
+/// ```
+#[derive(Message)]
+#[rtype(result = "bool")]
+pub struct Invoke<C: SessionCodec, H: SessionHandler<C>>(InvokeFn<C, H>);
+
+impl<C: SessionCodec, H: SessionHandler<C>> Invoke<C, H> {
+    /// Wraps `f`, which runs with the session's handler and a `Conn` to it.
+    pub fn new(
+        f: impl for<'a> FnOnce(&mut H, &mut crate::Conn<'a, C, H>) + Send + 'static,
+    ) -> Self {
+        Invoke(Box::new(f))
+    }
+}
+
+impl<C: SessionCodec, H: SessionHandler<C>> std::fmt::Debug for Invoke<C, H> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Invoke").finish_non_exhaustive()
+    }
+}
+
+impl<C: SessionCodec, H: SessionHandler<C>> Handler<Invoke<C, H>> for Session<C, H> {
+    type Result = bool;
+
+    fn handle(&mut self, msg: Invoke<C, H>, ctx: &mut Context<Self>) -> bool {
+        if self.core.state == super::State::Closed {
+            return false;
+        }
+        self.in_span(|session| session.call(ctx, msg.0))
+    }
+}

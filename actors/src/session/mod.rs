@@ -58,7 +58,8 @@ mod tests;
 pub use handler::{Conn, SessionHandler};
 pub use launch::SessionBuilder;
 pub use messages::{
-    Abort, DisconnectFromHost, Flush, GetInfo, PauseReading, ResumeReading, ShutdownWrite, Write,
+    Abort, DisconnectFromHost, Flush, GetInfo, Invoke, PauseReading, ResumeReading, ShutdownWrite,
+    Write,
 };
 pub use starttls::StartTls;
 pub use types::{

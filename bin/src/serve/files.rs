@@ -8,8 +8,11 @@
 //! [`Incoming`]'s `Drop`: on `ERR`, on a cut-off connection, on shutdown, whatever ends it.
 //!
 //! Names being uploaded are reserved in a set shared by all sessions, so two concurrent uploads
-//! of one name cannot both start. File writes are synchronous on the worker (buffered, 1 MiB at
-//! a time); a disk that stalls stalls that worker's sessions. Files are not fsynced.
+//! of one name cannot both start. Hashing and file writes run on a thread of the upload's own
+//! ([`DiskWriter`]), never on the session's worker: a disk that stalls stalls that upload only,
+//! not the other sessions of its worker. At most [`QUEUED_LIMIT`] bytes wait for that thread;
+//! above it the session stops taking frames (its `poll_ready`), so TCP pushes back on the
+//! sender. The thread hands its result back with [`Invoke`]. Files are not fsynced.
 
 use std::{
     collections::HashSet,
@@ -17,22 +20,29 @@ use std::{
     io::{self, BufWriter, Write as _},
     path::{Path, PathBuf},
     sync::{
-        atomic::{AtomicU64, Ordering},
+        atomic::{AtomicU64, AtomicUsize, Ordering},
         Arc, Mutex,
     },
+    task::{self, Poll},
     time::Instant,
 };
+
+use futures::task::AtomicWaker;
 
 use anyhow::Context as _;
 use bytes::Bytes;
 use sha2::{Digest, Sha256};
 use switchboard::{
-    Conn, DisconnectReason, ListenerBuilder, ListenerHandle, SessionHandler, SessionInfo,
+    Conn, DisconnectReason, Invoke, ListenerBuilder, ListenerHandle, Session, SessionHandler,
+    SessionInfo,
 };
 use switchboard_codec::Frames;
 
 use super::Totals;
 use crate::protocol::{self, Header, Reply};
+
+/// Bytes of an upload that may wait for its disk thread before the session stops reading.
+const QUEUED_LIMIT: usize = 4 * 1024 * 1024;
 
 /// Prefix and suffix of temporary upload files; left-overs from a crash are removed at start.
 const TEMP_PREFIX: &str = ".switchboard-";
@@ -107,11 +117,137 @@ enum State {
     /// Waiting for `FILE <size> <name>`.
     Idle,
     /// Taking data frames.
-    Receiving(Incoming),
+    Receiving(DiskWriter),
     /// All data in; waiting for `END <sha256>`.
-    AwaitingEnd(Incoming),
+    AwaitingEnd(DiskWriter),
+    /// `END` handed to the disk thread; no frame is taken until it answers.
+    Committing,
     /// An `ERR` was sent and the connection is closing; frames still arriving are ignored.
     Failed,
+}
+
+/// What the session and its upload's disk thread share.
+#[derive(Default)]
+struct Queue {
+    /// Bytes handed to the thread and not written yet.
+    bytes: AtomicUsize,
+    /// The session, waiting in `poll_ready` for the queue to shrink or a commit to end.
+    waker: AtomicWaker,
+}
+
+/// Work for an upload's disk thread.
+enum DiskJob {
+    Data(Bytes),
+    /// All data sent: check this digest, give the file its name, answer the session.
+    Finish(String),
+    /// The connection ended first, for this reason: remove the partial file.
+    CutOff(String),
+}
+
+/// The session's end of one upload: the thread that hashes and writes it owns the
+/// [`Incoming`] (file, hasher, name reservation), so dropping this (a cut-off connection)
+/// ends the thread, which removes the partial file.
+struct DiskWriter {
+    jobs: std::sync::mpsc::Sender<DiskJob>,
+    queue: Arc<Queue>,
+    name: String,
+    size: u64,
+    /// Bytes taken from the connection so far.
+    received: u64,
+}
+
+impl DiskWriter {
+    /// Starts the thread for `incoming`; it answers `session` with [`Invoke`] when done.
+    fn start(
+        incoming: Incoming,
+        session: actix::Addr<Session<Frames, Receiver>>,
+        id: switchboard::SessionId,
+    ) -> io::Result<Self> {
+        let (jobs, inbox) = std::sync::mpsc::channel();
+        let queue = Arc::new(Queue::default());
+        let writer = DiskWriter {
+            jobs,
+            queue: queue.clone(),
+            name: incoming.name.clone(),
+            size: incoming.size,
+            received: 0,
+        };
+        std::thread::Builder::new()
+            .name("switchboard-upload".into())
+            .spawn(move || {
+                let _span = tracing::info_span!("upload", session = %id).entered();
+                disk_thread(incoming, inbox, queue, session)
+            })?;
+        Ok(writer)
+    }
+
+    fn remaining(&self) -> u64 {
+        self.size - self.received
+    }
+
+    fn send(&mut self, data: Bytes) -> Result<(), String> {
+        if data.len() as u64 > self.remaining() {
+            return Err(format!(
+                "more data than announced ({} bytes announced)",
+                self.size
+            ));
+        }
+        self.received += data.len() as u64;
+        self.queue.bytes.fetch_add(data.len(), Ordering::AcqRel);
+        // A closed channel means the thread failed; its `Invoke` with the reason is on the way.
+        let _ = self.jobs.send(DiskJob::Data(data));
+        Ok(())
+    }
+}
+
+/// Hashes and writes an upload's data as it comes, then checks and names the file; the
+/// outcome goes back to the session. Ends when the session drops its [`DiskWriter`].
+fn disk_thread(
+    mut incoming: Incoming,
+    inbox: std::sync::mpsc::Receiver<DiskJob>,
+    queue: Arc<Queue>,
+    session: actix::Addr<Session<Frames, Receiver>>,
+) {
+    let answer = |result: Result<String, String>| {
+        session.do_send(Invoke::new(move |receiver: &mut Receiver, conn| {
+            receiver.committed(result, conn)
+        }));
+    };
+    while let Ok(job) = inbox.recv() {
+        match job {
+            DiskJob::Data(data) => {
+                let written = incoming.write(&data);
+                queue.bytes.fetch_sub(data.len(), Ordering::AcqRel);
+                queue.waker.wake();
+                if let Err(reason) = written {
+                    // Dropped here: the partial file goes before the session hears of it.
+                    drop(incoming);
+                    return answer(Err(reason));
+                }
+            }
+            DiskJob::Finish(expected) => {
+                let name = incoming.name.clone();
+                let size = incoming.size;
+                let started = incoming.started;
+                let result = incoming.commit(&expected);
+                if let Ok(digest) = &result {
+                    tracing::info!(%name, size, sha256 = %digest, elapsed = ?started.elapsed(), "file stored");
+                }
+                answer(result);
+                queue.waker.wake();
+                return;
+            }
+            DiskJob::CutOff(reason) => return cut_off(incoming, &reason),
+        }
+    }
+    cut_off(incoming, "the session ended");
+}
+
+/// Removes a partial upload, then says so.
+fn cut_off(incoming: Incoming, reason: &str) {
+    let (name, written, size) = (incoming.name.clone(), incoming.written, incoming.size);
+    drop(incoming);
+    tracing::warn!(%name, written, size, %reason, "upload cut off; partial file removed");
 }
 
 /// One upload in progress. Dropping it before [`Incoming::commit`] removes the temporary file
@@ -120,7 +256,8 @@ struct Incoming {
     store: Arc<Store>,
     name: String,
     size: u64,
-    received: u64,
+    /// Bytes written to the temporary file (through its buffer).
+    written: u64,
     temp: PathBuf,
     file: Option<BufWriter<File>>,
     hasher: Sha256,
@@ -150,7 +287,7 @@ impl Incoming {
             store: store.clone(),
             name: header.name,
             size: header.size,
-            received: 0,
+            written: 0,
             temp,
             file: None,
             hasher: Sha256::new(),
@@ -166,23 +303,13 @@ impl Incoming {
         Ok(incoming)
     }
 
-    fn remaining(&self) -> u64 {
-        self.size - self.received
-    }
-
     fn write(&mut self, data: &[u8]) -> Result<(), String> {
-        if data.len() as u64 > self.remaining() {
-            return Err(format!(
-                "more data than announced ({} bytes announced)",
-                self.size
-            ));
-        }
         if let Some(file) = &mut self.file {
             file.write_all(data)
                 .map_err(|e| format!("cannot write: {e}"))?;
         }
         self.hasher.update(data);
-        self.received += data.len() as u64;
+        self.written += data.len() as u64;
         Ok(())
     }
 
@@ -275,25 +402,22 @@ impl Receiver {
         conn.disconnect_from_host();
     }
 
-    fn finish(&mut self, incoming: Incoming, end: &[u8], conn: &mut Conn<'_, Frames, Self>) {
+    /// `END` arrived: the disk thread checks the digest and names the file, then answers
+    /// through [`committed`](Self::committed).
+    fn finish(&mut self, writer: DiskWriter, end: &[u8], conn: &mut Conn<'_, Frames, Self>) {
         let expected = match protocol::parse_end(end) {
             Ok(hex) => hex,
             Err(reason) => return self.fail(reason, conn),
         };
-        let name = incoming.name.clone();
-        let size = incoming.size;
-        let started = incoming.started;
-        match incoming.commit(&expected) {
+        self.state = State::Committing;
+        // The thread holds the file until it answers; `writer` may go now.
+        let _ = writer.jobs.send(DiskJob::Finish(expected));
+    }
+
+    /// The disk thread's answer: stored (and the next file may come), or failed.
+    fn committed(&mut self, result: Result<String, String>, conn: &mut Conn<'_, Frames, Self>) {
+        match result {
             Ok(digest) => {
-                let elapsed = started.elapsed();
-                tracing::info!(
-                    session = %conn.id(),
-                    %name,
-                    size,
-                    sha256 = %digest,
-                    ?elapsed,
-                    "file stored"
-                );
                 Self::reply(conn, &Reply::Ok(digest));
                 self.state = State::Idle;
             }
@@ -305,6 +429,24 @@ impl Receiver {
 impl SessionHandler<Frames> for Receiver {
     fn connected(&mut self, conn: &mut Conn<'_, Frames, Self>) {
         tracing::debug!(session = %conn.id(), peer = %conn.peer_addr(), "sender connected");
+    }
+
+    /// Stops taking frames while the disk thread is behind, or a commit is under way.
+    fn poll_ready(&mut self, cx: &mut task::Context<'_>) -> Poll<()> {
+        let queue = match &self.state {
+            State::Receiving(writer) | State::AwaitingEnd(writer) => &writer.queue,
+            State::Committing => return Poll::Pending,
+            State::Idle | State::Failed => return Poll::Ready(()),
+        };
+        if queue.bytes.load(Ordering::Acquire) < QUEUED_LIMIT {
+            return Poll::Ready(());
+        }
+        queue.waker.register(cx.waker());
+        if queue.bytes.load(Ordering::Acquire) < QUEUED_LIMIT {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
     }
 
     fn ready_read(&mut self, frame: Bytes, conn: &mut Conn<'_, Frames, Self>) {
@@ -325,45 +467,42 @@ impl SessionHandler<Frames> for Receiver {
                     size = incoming.size,
                     "receiving"
                 );
+                let writer = match DiskWriter::start(incoming, conn.address(), conn.id()) {
+                    Ok(writer) => writer,
+                    Err(e) => return self.fail(format!("cannot start a disk thread: {e}"), conn),
+                };
                 Self::reply(conn, &Reply::Ready);
-                self.state = if incoming.size == 0 {
-                    State::AwaitingEnd(incoming)
+                self.state = if writer.size == 0 {
+                    State::AwaitingEnd(writer)
                 } else {
-                    State::Receiving(incoming)
+                    State::Receiving(writer)
                 };
             }
-            State::Receiving(mut incoming) => {
-                if let Err(reason) = incoming.write(&frame) {
-                    self.state = State::Receiving(incoming);
+            State::Receiving(mut writer) => {
+                if let Err(reason) = writer.send(frame) {
+                    self.state = State::Receiving(writer);
                     return self.fail(reason, conn);
                 }
-                self.state = if incoming.remaining() == 0 {
-                    State::AwaitingEnd(incoming)
+                self.state = if writer.remaining() == 0 {
+                    State::AwaitingEnd(writer)
                 } else {
-                    State::Receiving(incoming)
+                    State::Receiving(writer)
                 };
             }
-            State::AwaitingEnd(incoming) => self.finish(incoming, &frame, conn),
+            State::AwaitingEnd(writer) => self.finish(writer, &frame, conn),
+            // `poll_ready` holds frames back while committing.
+            State::Committing => self.state = State::Committing,
             State::Failed => {}
         }
     }
 
     fn disconnected(&mut self, reason: &DisconnectReason, info: &SessionInfo) {
         self.totals.add(info);
-        if let State::Receiving(incoming) | State::AwaitingEnd(incoming) =
+        if let State::Receiving(writer) | State::AwaitingEnd(writer) =
             std::mem::replace(&mut self.state, State::Failed)
         {
-            let (name, received, size) = (incoming.name.clone(), incoming.received, incoming.size);
-            // Removed before the log line, which tells that it is gone.
-            drop(incoming);
-            tracing::warn!(
-                session = %info.id,
-                %name,
-                received,
-                size,
-                %reason,
-                "upload cut off; partial file removed"
-            );
+            // The disk thread removes the partial file, then logs the cut-off.
+            let _ = writer.jobs.send(DiskJob::CutOff(reason.to_string()));
         }
         tracing::debug!(session = %info.id, %reason, "sender disconnected");
     }
