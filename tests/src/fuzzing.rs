@@ -381,7 +381,9 @@ fn tls_bed() -> &'static TlsBed {
         });
         let mut roots = rustls::RootCertStore::empty();
         for cert in CertificateDer::pem_file_iter(&pki.ca).expect("the CA") {
-            roots.add(cert.expect("a CA certificate")).expect("a usable CA");
+            roots
+                .add(cert.expect("a CA certificate"))
+                .expect("a usable CA");
         }
         let client = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
             rustls::crypto::ring::default_provider(),

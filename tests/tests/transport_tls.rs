@@ -16,7 +16,7 @@ use std::{
 
 use switchboard::{
     Conn, Connector, DisconnectReason, Listener, ListenerHandle, SessionConfig, SessionHandler,
-    SessionInfo, TlsAcceptor, TlsConnector, TransportKind,
+    SessionInfo, TlsAcceptor, TlsConnector, TlsResumption, TransportKind,
 };
 use switchboard_codec::Lines;
 use switchboard_tests::{any_port, pki::Pki, require_tool, within, Probes};
@@ -113,6 +113,55 @@ async fn switchboard_client_and_server_talk_tls_and_report_what_they_negotiated(
     );
     let (reason, _) = events.disconnected(server_info.id).await;
     assert!(matches!(reason, DisconnectReason::PeerClosed), "{reason:?}");
+}
+
+/// Two connections in turn from one client config: whether each resumed, on the client's side
+/// and on the server's.
+async fn resumed_twice(acceptor: TlsAcceptor, pki: &Pki) -> [(bool, bool); 2] {
+    let (server, mut events) = tls_echo(acceptor, SessionConfig::default());
+    // One `TlsConnector`, cloned into each connection: they share its session cache.
+    let connector = Connector::new().tls(TlsConnector::from_ca_file(&pki.ca).unwrap());
+    let target = format!("localhost:{}", server.local_addr().port());
+    let mut seen = [(false, false); 2];
+    for (i, line) in ["first", "second"].into_iter().enumerate() {
+        // The echo is read before closing, so the client has taken the tickets the server
+        // sent after the handshake.
+        let (echo, client) = say_once(connector.clone(), target.clone(), line)
+            .await
+            .unwrap();
+        assert_eq!(echo, line);
+        let (server_info, _, _) = events.connected().await;
+        seen[i] = (
+            client.tls.expect("client TLS info").resumed,
+            server_info.tls.expect("server TLS info").resumed,
+        );
+        let (reason, _) = events.disconnected(server_info.id).await;
+        assert!(matches!(reason, DisconnectReason::PeerClosed), "{reason:?}");
+    }
+    seen
+}
+
+#[actix_rt::test]
+async fn a_second_connection_from_the_same_client_resumes_and_the_first_does_not() {
+    let pki = Pki::new();
+    let acceptor = TlsAcceptor::from_pem_files(&pki.server_cert, &pki.server_key).unwrap();
+    assert_eq!(
+        resumed_twice(acceptor, &pki).await,
+        [(false, false), (true, true)]
+    );
+}
+
+#[actix_rt::test]
+async fn with_resumption_off_every_handshake_is_a_full_one() {
+    let pki = Pki::new();
+    let acceptor = TlsAcceptor::from_pem_files(&pki.server_cert, &pki.server_key)
+        .unwrap()
+        .with_resumption(TlsResumption::Off)
+        .unwrap();
+    assert_eq!(
+        resumed_twice(acceptor, &pki).await,
+        [(false, false), (false, false)]
+    );
 }
 
 #[actix_rt::test]
@@ -363,6 +412,53 @@ print(version, alpn, got.decode().strip())
         String::from_utf8_lossy(&output.stderr)
     );
     assert!(server.terminate().status.success());
+}
+
+/// Python's `ssl` connects twice, the second time offering the first session: it resumes,
+/// unless `serve` was told `--tls-no-resumption`.
+fn python_resumes(extra: &[&str]) -> String {
+    let pki = Pki::new();
+    let (server, addr) = serve_tls(&pki, extra);
+    let script = r#"
+import socket, ssl, sys
+ctx = ssl.create_default_context(cafile=sys.argv[2])
+session, reused = None, []
+for line in (b"one\n", b"two\n"):
+    raw = socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=10)
+    s = ctx.wrap_socket(raw, server_hostname="localhost", session=session)
+    s.sendall(line)
+    got = b""
+    while not got.endswith(b"\n"):
+        got += s.recv(100)
+    # TLS 1.3 tickets come after the handshake: read before taking the session.
+    session = s.session
+    reused.append(str(s.session_reused))
+    s.unwrap()
+    s.close()
+print(" ".join(reused))
+"#;
+    let output = Command::new("python3")
+        .args([
+            "-c",
+            script,
+            &addr.port().to_string(),
+            pki.ca.to_str().unwrap(),
+        ])
+        .output()
+        .expect("python3 runs");
+    assert!(server.terminate().status.success());
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).trim().to_string()
+}
+
+#[test]
+fn python_ssl_resumes_a_session_with_the_command_unless_resumption_is_off() {
+    assert_eq!(python_resumes(&[]), "False True");
+    assert_eq!(python_resumes(&["--tls-no-resumption"]), "False False");
 }
 
 #[test]
