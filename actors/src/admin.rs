@@ -816,7 +816,7 @@ fn session_line(s: &SessionInfo) -> String {
         "{:<10} {:<22} {:<9} {:>6} {:>8} {:>8} {:>12} {:>12} {:>10} {:>10} {:>10} {}",
         s.id.to_string(),
         s.peer_addr.to_string(),
-        s.transport.scheme(),
+        transport_name(s),
         s.worker.map_or("-".to_string(), |w| w.to_string()),
         short(age(s)),
         short(s.idle_for),
@@ -830,12 +830,32 @@ fn session_line(s: &SessionInfo) -> String {
     line
 }
 
+/// The transport's scheme; a resumed TLS session says so (`tls/r`), to tell at a glance
+/// whether clients resume.
+fn transport_name(s: &SessionInfo) -> &'static str {
+    match &s.tls {
+        Some(tls) if tls.resumed => match s.transport {
+            crate::TransportKind::TlsUnix => "tls+unix/r",
+            _ => "tls/r",
+        },
+        _ => s.transport.scheme(),
+    }
+}
+
 fn session_json(s: &SessionInfo) -> Value {
     json!({
         "id": s.id.get(),
         "peer": s.peer_addr.to_string(),
         "local": s.local_addr.to_string(),
         "transport": s.transport.scheme(),
+        "tls": s.tls.as_ref().map(|t| json!({
+            "version": t.version,
+            "cipher_suite": t.cipher_suite,
+            "alpn": t.alpn,
+            "server_name": t.server_name,
+            "peer_subject": t.peer_subject,
+            "resumed": t.resumed,
+        })),
         "worker": s.worker,
         "age_s": age(s).as_secs_f64(),
         "idle_s": s.idle_for.as_secs_f64(),

@@ -134,7 +134,7 @@ pub use session::{
 pub use target::{IntoTarget, Target, UnixTarget};
 pub use transport::{
     Address, Cidr, Credentials, ProxyError, ProxyHeader, ProxyVersion, TlsAcceptor, TlsConnector,
-    TlsInfo, TransportKind, UnixAddress, MAX_PROXY_HEADER,
+    TlsInfo, TlsResumption, TransportKind, UnixAddress, MAX_PROXY_HEADER,
 };
 pub use worker::{Assignment, WorkerPool};
 

@@ -146,6 +146,11 @@ pub(crate) struct ServeArgs {
     )]
     pub(crate) alpn: Vec<String>,
 
+    /// TLS: refuse session resumption (by default clients may resume with a session ticket,
+    /// a shorter handshake; with this every handshake is a full one).
+    #[arg(long, requires = "tls_cert")]
+    pub(crate) tls_no_resumption: bool,
+
     /// Expect a PROXY protocol header (v1 or v2, as HAProxy's `send-proxy` / `send-proxy-v2`
     /// send) first on every connection, before TLS; the client it names is the session's
     /// peer (and what --max-connections-per-ip counts). Needs --proxy-from, e.g.

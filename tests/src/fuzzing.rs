@@ -340,3 +340,116 @@ pub fn proxy_session(data: &[u8]) {
         None => assert!(echoed.is_empty(), "no echo without a header"),
     }
 }
+
+/// What the TLS session harness keeps for the whole process: a raw TLS echo server (its
+/// certificates generated at start) and a client config that trusts it.
+struct TlsBed {
+    addr: SocketAddr,
+    client: std::sync::Arc<tokio_rustls::rustls::ClientConfig>,
+    /// Keeps the certificate files alive.
+    _pki: crate::pki::Pki,
+}
+
+fn tls_bed() -> &'static TlsBed {
+    static BED: OnceLock<TlsBed> = OnceLock::new();
+    BED.get_or_init(|| {
+        use rustls_pki_types::{pem::PemObject, CertificateDer};
+        use tokio_rustls::rustls;
+        // As in `echo_servers`: a write to a closed connection must not kill the fuzzer.
+        // SAFETY: setting a signal disposition to SIG_IGN has no other effect.
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_IGN);
+        }
+        let pki = crate::pki::Pki::new();
+        let acceptor = switchboard::TlsAcceptor::from_pem_files(&pki.server_cert, &pki.server_key)
+            .expect("the server certificate");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            actix_rt::System::new().block_on(async move {
+                let config = SessionConfig::default()
+                    .with_idle_timeout(Some(Duration::from_secs(5)))
+                    .with_handshake_timeout(Duration::from_secs(5));
+                let server = Listener::bind("127.0.0.1:0")
+                    .workers(2)
+                    .session_config(config)
+                    .tls(acceptor)
+                    .serve(Raw, || RawEcho)
+                    .expect("TLS echo");
+                tx.send(server.local_addr()).unwrap();
+                futures::future::pending::<()>().await;
+            });
+        });
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in CertificateDer::pem_file_iter(&pki.ca).expect("the CA") {
+            roots
+                .add(cert.expect("a CA certificate"))
+                .expect("a usable CA");
+        }
+        let client = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .expect("TLS versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        TlsBed {
+            addr: rx.recv().expect("TLS echo server started"),
+            client: std::sync::Arc::new(client),
+            _pki: pki,
+        }
+    })
+}
+
+/// Completes a real TLS handshake with the TLS echo server, then sends arbitrary bytes in the
+/// splits `seed` picks: with byte 0 even, as application data through TLS (the echo must
+/// return them byte for byte, then close with close_notify); with byte 0 odd, straight onto
+/// the socket under TLS, as forged records. Either way the session must end by itself: a
+/// panic or a hang in a worker fails the read timeout.
+pub fn tls_session(data: &[u8]) {
+    use tokio_rustls::rustls;
+    let Some((mode, seed, stream)) = layout(data) else {
+        return;
+    };
+    let bed = tls_bed();
+    let mut tcp = TcpStream::connect(bed.addr).expect("connect to the TLS echo");
+    tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
+    let mut tls = rustls::ClientConnection::new(bed.client.clone(), name).expect("a client");
+    while tls.is_handshaking() {
+        tls.complete_io(&mut tcp).expect("the handshake");
+    }
+    if mode % 2 == 1 {
+        // Forged records: the server ends the session (an alert, or a close); bytes it sends
+        // back are TLS records, not checked here.
+        let mut raw = tcp.try_clone().unwrap();
+        let reader = std::thread::spawn(move || {
+            let mut back = Vec::new();
+            raw.read_to_end(&mut back).map(|_| ())
+        });
+        for chunk in chunks(stream, seed) {
+            if tcp.write_all(chunk).is_err() {
+                break;
+            }
+        }
+        let _ = tcp.shutdown(Shutdown::Write);
+        match reader.join().expect("reader thread") {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
+            Err(e) => panic!("the session neither answered nor closed: {e}"),
+        }
+        return;
+    }
+    // Application data: write it all, then close_notify, then read the echo to its end.
+    let mut client = rustls::StreamOwned::new(tls, tcp);
+    let mut echoed = Vec::with_capacity(stream.len());
+    for chunk in chunks(stream, seed) {
+        client.write_all(chunk).expect("write through TLS");
+    }
+    client.conn.send_close_notify();
+    client.flush().expect("flush through TLS");
+    match client.read_to_end(&mut echoed) {
+        Ok(_) => {}
+        Err(e) => panic!("the echo ended without close_notify: {e}"),
+    }
+    assert_eq!(echoed, stream, "the TLS echo must return every byte");
+}

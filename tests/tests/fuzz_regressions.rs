@@ -64,3 +64,8 @@ fn proxy_header_regressions_stay_fixed() {
 fn proxy_session_regressions_stay_fixed() {
     replay("proxy_session", fuzzing::proxy_session);
 }
+
+#[test]
+fn tls_session_regressions_stay_fixed() {
+    replay("tls_session", fuzzing::tls_session);
+}

@@ -82,6 +82,27 @@ impl Bed {
         }
     }
 
+    /// As [`listener`](Self::listener), with sockets whose kernel send buffer is small (an
+    /// accepted TCP socket inherits it from the listening one), so a burst fills the socket
+    /// and waits in the layers above it.
+    fn small_send_buffer_listener(&self, name: &str) -> ListenerBuilder {
+        if self.over == Over::Unix {
+            return self.listener(name);
+        }
+        let socket =
+            socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        socket.set_send_buffer_size(4 * 1024).unwrap();
+        socket.bind(&any_port().into()).unwrap();
+        socket.listen(64).unwrap();
+        let builder = Listener::from_std(socket.into());
+        match self.over {
+            Over::Tls => builder.tls(
+                TlsAcceptor::from_pem_files(&self.pki.server_cert, &self.pki.server_key).unwrap(),
+            ),
+            _ => builder,
+        }
+    }
+
     fn place(&self, server: &ListenerHandle, name: &str) -> Place {
         match self.over {
             Over::Unix => Place::Unix(self.dir.path().join(name)),
@@ -91,6 +112,36 @@ impl Bed {
 
     async fn connect(&self, place: &Place) -> Client {
         connect(self.over, self.connector.clone(), place.clone()).await
+    }
+
+    /// A client whose socket takes little before the sender must wait (a 4 KiB receive
+    /// buffer, set before connecting so TCP's window follows it).
+    async fn connect_small(&self, place: &Place) -> Client {
+        const RCVBUF: u32 = 4 * 1024;
+        match (self.over, place) {
+            (Over::Unix, Place::Unix(path)) => {
+                let stream = tokio::net::UnixStream::connect(path).await.unwrap();
+                socket2::SockRef::from(&stream)
+                    .set_recv_buffer_size(RCVBUF as usize)
+                    .unwrap();
+                Box::new(stream)
+            }
+            (over, Place::Tcp(addr)) => {
+                let socket = tokio::net::TcpSocket::new_v4().unwrap();
+                socket.set_recv_buffer_size(RCVBUF).unwrap();
+                let tcp = socket.connect(*addr).await.unwrap();
+                if over == Over::Tcp {
+                    return Box::new(tcp);
+                }
+                let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
+                Box::new(
+                    within("the TLS handshake", self.connector.connect(name, tcp))
+                        .await
+                        .unwrap(),
+                )
+            }
+            (over, _) => unreachable!("no place for {over:?}"),
+        }
     }
 
     fn kind(&self) -> TransportKind {
@@ -150,6 +201,8 @@ struct Recorder {
     pause: bool,
     pump: usize,
     pumped: usize,
+    /// After the pump, stay open and silent instead of closing.
+    hold: bool,
     read: Vec<u8>,
 }
 
@@ -163,7 +216,9 @@ impl Recorder {
                 Err(e) => panic!("pump failed: {e}"),
             }
         }
-        conn.disconnect_from_host();
+        if !self.hold {
+            conn.disconnect_from_host();
+        }
     }
 }
 
@@ -209,6 +264,7 @@ struct Role {
     echo: bool,
     pause: bool,
     pump: usize,
+    hold: bool,
 }
 
 fn serve(
@@ -226,6 +282,7 @@ fn serve(
             pause: role.pause,
             pump: role.pump,
             pumped: 0,
+            hold: role.hold,
             read: Vec::new(),
         })
         .unwrap();
@@ -325,6 +382,42 @@ async fn write_backpressure_holds_then_delivers_everything(over: Over) {
         !reason.is_error() || matches!(reason, DisconnectReason::CloseTimeout),
         "{reason:?}"
     );
+}
+
+/// A burst written to a peer that reads late, after which the server goes quiet, arrives
+/// whole. The session's own buffer empties into the transport long before the peer reads;
+/// over TLS the last records then wait inside the TLS layer for a socket that was full, and
+/// only a flush of the transport once the socket takes bytes again sends them (nothing else
+/// will: the server writes nothing more).
+async fn a_burst_then_silence_reaches_a_late_reader(over: Over) {
+    const TOTAL: usize = 1024 * 1024;
+    let bed = Bed::new(over);
+    let role = Role {
+        pump: TOTAL,
+        hold: true,
+        ..Role::default()
+    };
+    let (server, mut seen) = serve(
+        bed.small_send_buffer_listener("burst"),
+        SessionConfig::default(),
+        role,
+    );
+    let mut client = bed.connect_small(&bed.place(&server, "burst")).await;
+    // Read only once the socket is full and the session's buffer with it.
+    loop {
+        match next(&mut seen).await {
+            Seen::Full(_) => break,
+            Seen::Ended(reason, _) => panic!("ended early: {reason:?}"),
+            _ => {}
+        }
+    }
+    let mut got = vec![0u8; TOTAL];
+    within("the whole burst", client.read_exact(&mut got))
+        .await
+        .expect("the burst");
+    assert_pattern(&got);
+    let info = server.registry().list().pop().expect("the session");
+    assert_eq!((info.bytes_out, info.bytes_to_write), (TOTAL as u64, 0));
 }
 
 /// A paused session reads nothing while its peer floods it until the peer's socket is full;
@@ -554,6 +647,7 @@ macro_rules! over_each {
 
 over_each!(
     echo_is_byte_exact,
+    a_burst_then_silence_reaches_a_late_reader,
     write_backpressure_holds_then_delivers_everything,
     read_backpressure_stops_reading_then_takes_everything,
     idle_and_frame_timeouts_end_the_session,

@@ -1,7 +1,8 @@
 //! TLS (Qt's `QSslServer` / `QSslSocket`) with certificates made at test time: Switchboard on
 //! both ends, `openssl s_client` and Python's `ssl` against a Switchboard server, a Switchboard
 //! client against `openssl s_server`; mutual TLS; bad handshakes end only their own session with
-//! a typed reason; silent clients are cut at the handshake timeout while a good client still
+//! a typed reason, as do a TCP connection dropped mid-record and a forged record after the
+//! handshake, while close_notify is a clean end; resumption; silent clients are cut at the handshake timeout while a good client still
 //! gets through at once.
 
 #[path = "cli_support.rs"]
@@ -16,11 +17,12 @@ use std::{
 
 use switchboard::{
     Conn, Connector, DisconnectReason, Listener, ListenerHandle, SessionConfig, SessionHandler,
-    SessionInfo, TlsAcceptor, TlsConnector, TransportKind,
+    SessionInfo, TlsAcceptor, TlsConnector, TlsResumption, TransportKind,
 };
 use switchboard_codec::Lines;
 use switchboard_tests::{any_port, pki::Pki, require_tool, within, Probes};
 use tokio::sync::mpsc;
+use tokio_rustls::rustls;
 
 fn tls_echo(
     acceptor: TlsAcceptor,
@@ -115,6 +117,55 @@ async fn switchboard_client_and_server_talk_tls_and_report_what_they_negotiated(
     assert!(matches!(reason, DisconnectReason::PeerClosed), "{reason:?}");
 }
 
+/// Two connections in turn from one client config: whether each resumed, on the client's side
+/// and on the server's.
+async fn resumed_twice(acceptor: TlsAcceptor, pki: &Pki) -> [(bool, bool); 2] {
+    let (server, mut events) = tls_echo(acceptor, SessionConfig::default());
+    // One `TlsConnector`, cloned into each connection: they share its session cache.
+    let connector = Connector::new().tls(TlsConnector::from_ca_file(&pki.ca).unwrap());
+    let target = format!("localhost:{}", server.local_addr().port());
+    let mut seen = [(false, false); 2];
+    for (i, line) in ["first", "second"].into_iter().enumerate() {
+        // The echo is read before closing, so the client has taken the tickets the server
+        // sent after the handshake.
+        let (echo, client) = say_once(connector.clone(), target.clone(), line)
+            .await
+            .unwrap();
+        assert_eq!(echo, line);
+        let (server_info, _, _) = events.connected().await;
+        seen[i] = (
+            client.tls.expect("client TLS info").resumed,
+            server_info.tls.expect("server TLS info").resumed,
+        );
+        let (reason, _) = events.disconnected(server_info.id).await;
+        assert!(matches!(reason, DisconnectReason::PeerClosed), "{reason:?}");
+    }
+    seen
+}
+
+#[actix_rt::test]
+async fn a_second_connection_from_the_same_client_resumes_and_the_first_does_not() {
+    let pki = Pki::new();
+    let acceptor = TlsAcceptor::from_pem_files(&pki.server_cert, &pki.server_key).unwrap();
+    assert_eq!(
+        resumed_twice(acceptor, &pki).await,
+        [(false, false), (true, true)]
+    );
+}
+
+#[actix_rt::test]
+async fn with_resumption_off_every_handshake_is_a_full_one() {
+    let pki = Pki::new();
+    let acceptor = TlsAcceptor::from_pem_files(&pki.server_cert, &pki.server_key)
+        .unwrap()
+        .with_resumption(TlsResumption::Off)
+        .unwrap();
+    assert_eq!(
+        resumed_twice(acceptor, &pki).await,
+        [(false, false), (false, false)]
+    );
+}
+
 #[actix_rt::test]
 async fn mutual_tls_requires_a_client_certificate_and_reports_its_identity() {
     let pki = Pki::new();
@@ -201,6 +252,160 @@ async fn bad_handshakes_end_only_their_session_with_a_typed_reason() {
         .await
         .unwrap();
     assert_eq!(line, "still here");
+}
+
+/// A blocking rustls client past its handshake with `addr`, and its socket, for tests that
+/// put exact bytes (whole records, half records, forged ones) on the wire.
+fn handshaken(addr: SocketAddr, ca: &std::path::Path) -> (rustls::ClientConnection, TcpStream) {
+    use rustls_pki_types::{pem::PemObject, CertificateDer};
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(ca).unwrap() {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
+    let mut tls = rustls::ClientConnection::new(std::sync::Arc::new(config), name).unwrap();
+    let mut tcp = TcpStream::connect(addr).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    while tls.is_handshaking() {
+        tls.complete_io(&mut tcp).unwrap();
+    }
+    (tls, tcp)
+}
+
+/// The TLS records that carry `data`, as bytes for the wire.
+fn records(tls: &mut rustls::ClientConnection, data: &[u8]) -> Vec<u8> {
+    tls.writer().write_all(data).unwrap();
+    let mut wire = Vec::new();
+    while tls.wants_write() {
+        tls.write_tls(&mut wire).unwrap();
+    }
+    wire
+}
+
+/// How the server's session for the next connection ended.
+async fn next_ending(events: &mut switchboard_tests::Events<Lines>) -> DisconnectReason {
+    let (info, _, _) = events.connected().await;
+    events.disconnected(info.id).await.0
+}
+
+#[actix_rt::test]
+async fn a_peer_that_drops_tcp_mid_record_ends_with_a_tls_error_not_peer_closed() {
+    let pki = Pki::new();
+    let acceptor = TlsAcceptor::from_pem_files(&pki.server_cert, &pki.server_key).unwrap();
+    let (server, mut events) = tls_echo(acceptor, SessionConfig::default());
+    let (addr, ca) = (server.local_addr(), pki.ca.clone());
+    let client = tokio::task::spawn_blocking(move || {
+        let (mut tls, mut tcp) = handshaken(addr, &ca);
+        let wire = records(&mut tls, b"a line that never ends\n");
+        // Half a record, then a plain FIN: no close_notify.
+        tcp.write_all(&wire[..wire.len() / 2]).unwrap();
+        tcp.shutdown(std::net::Shutdown::Write).unwrap();
+        let _ = tcp.read_to_end(&mut Vec::new());
+    });
+    let reason = next_ending(&mut events).await;
+    within("the client", client).await.unwrap();
+    match reason {
+        DisconnectReason::Tls(error) => {
+            assert_eq!(error.kind(), std::io::ErrorKind::UnexpectedEof, "{error}")
+        }
+        other => panic!("expected a TLS error, got {other:?}"),
+    }
+}
+
+#[actix_rt::test]
+async fn a_peer_that_sends_close_notify_is_peer_closed() {
+    let pki = Pki::new();
+    let acceptor = TlsAcceptor::from_pem_files(&pki.server_cert, &pki.server_key).unwrap();
+    let (server, mut events) = tls_echo(acceptor, SessionConfig::default());
+    let (addr, ca) = (server.local_addr(), pki.ca.clone());
+    let client = tokio::task::spawn_blocking(move || {
+        let (tls, tcp) = handshaken(addr, &ca);
+        let mut stream = rustls::StreamOwned::new(tls, tcp);
+        stream.write_all(b"bye\n").unwrap();
+        stream.conn.send_close_notify();
+        stream.flush().unwrap();
+        stream.sock.shutdown(std::net::Shutdown::Write).unwrap();
+        let mut echoed = Vec::new();
+        // The server answers what it read, then sends its own close_notify.
+        stream.read_to_end(&mut echoed).map(|_| echoed)
+    });
+    let reason = next_ending(&mut events).await;
+    let echoed = within("the client", client).await.unwrap();
+    assert_eq!(echoed.expect("a clean end, with close_notify"), b"bye\n");
+    assert!(matches!(reason, DisconnectReason::PeerClosed), "{reason:?}");
+}
+
+#[actix_rt::test]
+async fn a_forged_record_after_the_handshake_ends_only_that_session_with_a_tls_reason() {
+    let pki = Pki::new();
+    let acceptor = TlsAcceptor::from_pem_files(&pki.server_cert, &pki.server_key).unwrap();
+    let (server, mut events) = tls_echo(acceptor, SessionConfig::default());
+    // A neighbour, connected first and still talking afterwards.
+    let mut bystander = tokio_rustls_client(&pki, server.local_addr()).await;
+    let (neighbour, _, _) = events.connected().await;
+    let (addr, ca) = (server.local_addr(), pki.ca.clone());
+    let forger = tokio::task::spawn_blocking(move || {
+        let (mut tls, mut tcp) = handshaken(addr, &ca);
+        let mut wire = records(&mut tls, b"genuine\n");
+        // Application data, the right length, bytes that no key encrypted.
+        wire.extend_from_slice(&[0x17, 0x03, 0x03, 0x00, 0x20]);
+        wire.extend_from_slice(&[0xa5; 0x20]);
+        tcp.write_all(&wire).unwrap();
+        let _ = tcp.read_to_end(&mut Vec::new());
+    });
+    let reason = next_ending(&mut events).await;
+    within("the forger", forger).await.unwrap();
+    match reason {
+        DisconnectReason::Tls(error) => {
+            assert!(error.to_string().contains("decrypt"), "{error}")
+        }
+        other => panic!("expected a TLS error, got {other:?}"),
+    }
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+    bystander.write_all(b"still here\n").await.unwrap();
+    bystander.flush().await.unwrap();
+    let mut line = String::new();
+    within("the neighbour's echo", bystander.read_line(&mut line))
+        .await
+        .unwrap();
+    assert_eq!(line, "still here\n");
+    let listed: Vec<_> = server.registry().list().into_iter().map(|i| i.id).collect();
+    assert_eq!(listed, vec![neighbour.id]);
+}
+
+/// A tokio-rustls client, buffered for line reads.
+async fn tokio_rustls_client(
+    pki: &Pki,
+    addr: SocketAddr,
+) -> tokio::io::BufStream<tokio_rustls::client::TlsStream<tokio::net::TcpStream>> {
+    use rustls_pki_types::{pem::PemObject, CertificateDer};
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(&pki.ca).unwrap() {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
+    let tls = within(
+        "the handshake",
+        tokio_rustls::TlsConnector::from(std::sync::Arc::new(config)).connect(name, tcp),
+    )
+    .await
+    .unwrap();
+    tokio::io::BufStream::new(tls)
 }
 
 #[actix_rt::test]
@@ -363,6 +568,53 @@ print(version, alpn, got.decode().strip())
         String::from_utf8_lossy(&output.stderr)
     );
     assert!(server.terminate().status.success());
+}
+
+/// Python's `ssl` connects twice, the second time offering the first session: it resumes,
+/// unless `serve` was told `--tls-no-resumption`.
+fn python_resumes(extra: &[&str]) -> String {
+    let pki = Pki::new();
+    let (server, addr) = serve_tls(&pki, extra);
+    let script = r#"
+import socket, ssl, sys
+ctx = ssl.create_default_context(cafile=sys.argv[2])
+session, reused = None, []
+for line in (b"one\n", b"two\n"):
+    raw = socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=10)
+    s = ctx.wrap_socket(raw, server_hostname="localhost", session=session)
+    s.sendall(line)
+    got = b""
+    while not got.endswith(b"\n"):
+        got += s.recv(100)
+    # TLS 1.3 tickets come after the handshake: read before taking the session.
+    session = s.session
+    reused.append(str(s.session_reused))
+    s.unwrap()
+    s.close()
+print(" ".join(reused))
+"#;
+    let output = Command::new("python3")
+        .args([
+            "-c",
+            script,
+            &addr.port().to_string(),
+            pki.ca.to_str().unwrap(),
+        ])
+        .output()
+        .expect("python3 runs");
+    assert!(server.terminate().status.success());
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).trim().to_string()
+}
+
+#[test]
+fn python_ssl_resumes_a_session_with_the_command_unless_resumption_is_off() {
+    assert_eq!(python_resumes(&[]), "False True");
+    assert_eq!(python_resumes(&["--tls-no-resumption"]), "False False");
 }
 
 #[test]

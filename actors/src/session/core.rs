@@ -64,6 +64,9 @@ pub(crate) struct Core<C> {
     pub(super) refused: bool,
     /// The last flush stopped because the socket was full (a writable wake-up is registered).
     pub(super) write_blocked: bool,
+    /// Bytes went to the transport since it last finished a flush: it may still hold some
+    /// (TLS records a full socket did not take), so the driver flushes it.
+    pub(super) transport_unflushed: bool,
     /// Counters kept locally and published to `meta` once per turn and before each write, so
     /// a peer that holds its reply never sees counters older than its request.
     pub(super) bytes_in: u64,

@@ -76,6 +76,11 @@ impl<C: SessionCodec, H: SessionHandler<C>> Session<C, H> {
         ctx: &mut Context<Self>,
         cx: &mut task::Context<'_>,
     ) -> Result<(), DisconnectReason> {
+        if self.core.stream.is_none() {
+            return Ok(());
+        }
+        let mut written = 0;
+        self.core.write_blocked = false;
         // During a STARTTLS switch only what was written before it goes out (in plaintext);
         // the rest waits for the TLS stream.
         let mut sendable = match &self.core.upgrade {
@@ -90,8 +95,6 @@ impl<C: SessionCodec, H: SessionHandler<C>> Session<C, H> {
         let Some(stream) = self.core.stream.as_mut() else {
             return Ok(());
         };
-        let mut written = 0;
-        self.core.write_blocked = false;
         while sendable > 0 {
             match Pin::new(&mut *stream).poll_write(cx, &self.core.write_buf[..sendable]) {
                 Poll::Ready(Ok(0)) => {
@@ -116,13 +119,31 @@ impl<C: SessionCodec, H: SessionHandler<C>> Session<C, H> {
             upgrade.plaintext = sendable;
         }
         if written > 0 {
-            self.core.bytes_out += written as u64;
-            if self.core.write_buf.is_empty() {
-                // The buffer stays for the next reply; the timeout tick frees it once idle.
-                for waiter in self.core.flush_waiters.drain(..) {
-                    let _ = waiter.send(());
-                }
+            self.core.transport_unflushed = true;
+        }
+        // A transport may take bytes and keep some of them (TLS holds the records a full
+        // socket did not take): with nothing more for it to write, only a flush sends them,
+        // so flush until it says done. Pending registers for writability like a full socket.
+        if sendable == 0 && self.core.transport_unflushed {
+            match Pin::new(&mut *stream).poll_flush(cx) {
+                Poll::Ready(Ok(())) => self.core.transport_unflushed = false,
+                Poll::Ready(Err(e)) => return Err(Self::io_failure(e, self.core.meta.transport())),
+                Poll::Pending => self.core.write_blocked = true,
             }
+        }
+        if written > 0 {
+            self.core.bytes_out += written as u64;
+        }
+        if self.core.write_buf.is_empty()
+            && !self.core.transport_unflushed
+            && !self.core.flush_waiters.is_empty()
+        {
+            // The buffer stays for the next reply; the timeout tick frees it once idle.
+            for waiter in self.core.flush_waiters.drain(..) {
+                let _ = waiter.send(());
+            }
+        }
+        if written > 0 {
             self.call(ctx, |h, c| h.bytes_written(written, c));
         }
         self.track_watermarks(ctx);

@@ -467,6 +467,7 @@ pub(crate) fn new_session<C: SessionCodec, H: SessionHandler<C>>(
             answers_held: false,
             refused: false,
             write_blocked: false,
+            transport_unflushed: false,
             bytes_in: 0,
             bytes_out: 0,
             frames_in: 0,

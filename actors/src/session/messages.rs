@@ -44,7 +44,8 @@ where
     }
 }
 
-/// Resolves once everything written so far has been handed to the kernel (Qt's `flush`, or
+/// Resolves once everything written so far has been handed to the kernel, through any layer
+/// that buffers on the way (TLS) (Qt's `flush`, or
 /// `waitForBytesWritten` without blocking a thread).
 ///
 /// # Errors
@@ -58,7 +59,7 @@ impl<C: SessionCodec, H: SessionHandler<C>> Handler<Flush> for Session<C, H> {
     type Result = ResponseFuture<Result<(), SessionError>>;
 
     fn handle(&mut self, _: Flush, _ctx: &mut Context<Self>) -> Self::Result {
-        if self.core.write_buf.is_empty() {
+        if self.core.write_buf.is_empty() && !self.core.transport_unflushed {
             return Box::pin(async { Ok(()) });
         }
         let (tx, rx) = oneshot::channel();

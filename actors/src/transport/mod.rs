@@ -22,7 +22,7 @@ use tokio_rustls::rustls;
 pub use address::{Address, Credentials, UnixAddress};
 pub(crate) use prefixed::Prefixed;
 pub use proxy::{Cidr, ProxyError, ProxyHeader, ProxyVersion, MAX_PROXY_HEADER};
-pub use tls::{TlsAcceptor, TlsConnector, TlsInfo};
+pub use tls::{TlsAcceptor, TlsConnector, TlsInfo, TlsResumption};
 
 /// A plaintext byte stream: what TLS runs over, and what PROXY headers arrive on.
 #[derive(Debug)]

@@ -42,8 +42,36 @@ fn roots_from(path: &Path) -> Result<RootCertStore, TlsError> {
     Ok(roots)
 }
 
+/// Whether a TLS server lets clients resume earlier sessions (a shorter handshake, with no
+/// certificate sent or checked again).
+///
+/// # Examples
+///
+/// ```no_run
+/// use switchboard::{TlsAcceptor, TlsResumption};
+/// let acceptor = TlsAcceptor::from_pem_files("cert.pem", "key.pem")
+///     .unwrap()
+///     .with_resumption(TlsResumption::Off)
+///     .unwrap();
+/// # let _ = acceptor;
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum TlsResumption {
+    /// Stateless session tickets (the default): the server keeps nothing per client; tickets
+    /// are encrypted with ChaCha20-Poly1305 under keys made at start and rotated every 6 hours
+    /// (so a restart, or another process, does not resume earlier sessions), and live 12
+    /// hours at most.
+    #[default]
+    Tickets,
+    /// No resumption: every handshake is a full one, and no ticket is sent.
+    Off,
+}
+
 /// The server side of TLS: a certificate chain and key, optionally a CA that client
-/// certificates must chain to (mutual TLS), and ALPN protocols.
+/// certificates must chain to (mutual TLS), ALPN protocols, and session resumption
+/// ([`TlsResumption::Tickets`] unless [`with_resumption`](Self::with_resumption) says
+/// otherwise).
 ///
 /// # Examples
 ///
@@ -114,9 +142,35 @@ impl TlsAcceptor {
         let config = builder
             .with_single_cert(read_certs(cert)?, read_key(key)?)
             .map_err(|e| TlsError::Config(format!("certificate and key: {e}")))?;
-        Ok(TlsAcceptor {
+        TlsAcceptor {
             config: Arc::new(config),
-        })
+        }
+        .with_resumption(TlsResumption::default())
+    }
+
+    /// Lets clients resume earlier sessions, or not (default: [`TlsResumption::Tickets`]).
+    ///
+    /// # Errors
+    ///
+    /// [`TlsError::Config`] when the ticket keys cannot be made (the system's random source
+    /// failed).
+    pub fn with_resumption(mut self, resumption: TlsResumption) -> Result<TlsAcceptor, TlsError> {
+        let config = Arc::make_mut(&mut self.config);
+        match resumption {
+            TlsResumption::Tickets => {
+                config.ticketer = rustls::crypto::ring::Ticketer::new()
+                    .map_err(|e| TlsError::Config(format!("session tickets: {e}")))?;
+                // Tickets carry the session: nothing to keep per client on this side.
+                config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
+                config.send_tls13_tickets = 2;
+            }
+            TlsResumption::Off => {
+                config.ticketer = Arc::new(NoTickets);
+                config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
+                config.send_tls13_tickets = 0;
+            }
+        }
+        Ok(self)
     }
 
     /// Offers these ALPN protocols, in order of preference.
@@ -132,9 +186,31 @@ impl TlsAcceptor {
     }
 }
 
+/// Tickets are never made (rustls's own "never" ticketer is not public).
+#[derive(Debug)]
+struct NoTickets;
+
+impl rustls::server::ProducesTickets for NoTickets {
+    fn enabled(&self) -> bool {
+        false
+    }
+    fn lifetime(&self) -> u32 {
+        0
+    }
+    fn encrypt(&self, _: &[u8]) -> Option<Vec<u8>> {
+        None
+    }
+    fn decrypt(&self, _: &[u8]) -> Option<Vec<u8>> {
+        None
+    }
+}
+
 /// The client side of TLS: the roots server certificates must chain to (a CA file, or the
 /// Mozilla roots from `webpki-roots`, compiled in so the result does not depend on the
-/// machine), an optional client certificate, ALPN protocols.
+/// machine), an optional client certificate, ALPN protocols, and a cache of sessions to
+/// resume (256 servers by default; see
+/// [`with_session_cache`](Self::with_session_cache)). Clones share the cache, so every
+/// connection a [`Connector`](crate::Connector) makes with one `TlsConnector` can resume.
 ///
 /// # Examples
 ///
@@ -215,6 +291,25 @@ impl TlsConnector {
         self
     }
 
+    /// Keeps the sessions of up to `servers` server names to resume later (default 256,
+    /// the oldest forgotten first); 0 turns resumption off. A new, empty cache either way.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let connector = switchboard::TlsConnector::webpki_roots().with_session_cache(0);
+    /// # let _ = connector;
+    /// ```
+    pub fn with_session_cache(mut self, servers: usize) -> TlsConnector {
+        let config = Arc::make_mut(&mut self.config);
+        config.resumption = if servers == 0 {
+            rustls::client::Resumption::disabled()
+        } else {
+            rustls::client::Resumption::in_memory_sessions(servers)
+        };
+        self
+    }
+
     pub(crate) async fn connect(
         &self,
         server_name: &str,
@@ -244,11 +339,13 @@ pub struct TlsInfo {
     pub peer_subject: Option<String>,
     /// The peer certificate's DNS and IP subject alternative names.
     pub peer_names: Vec<String>,
+    /// Whether the handshake resumed an earlier session rather than running in full.
+    pub resumed: bool,
 }
 
 impl TlsInfo {
     pub(crate) fn of(stream: &tokio_rustls::TlsStream<Plain>) -> TlsInfo {
-        let (version, suite, alpn, peer, sni) = match stream {
+        let (version, suite, alpn, peer, sni, kind) = match stream {
             tokio_rustls::TlsStream::Server(s) => {
                 let c = s.get_ref().1;
                 (
@@ -257,6 +354,7 @@ impl TlsInfo {
                     c.alpn_protocol().map(<[u8]>::to_vec),
                     c.peer_certificates().and_then(|c| c.first().cloned()),
                     c.server_name().map(str::to_string),
+                    c.handshake_kind(),
                 )
             }
             tokio_rustls::TlsStream::Client(s) => {
@@ -267,6 +365,7 @@ impl TlsInfo {
                     c.alpn_protocol().map(<[u8]>::to_vec),
                     c.peer_certificates().and_then(|c| c.first().cloned()),
                     None,
+                    c.handshake_kind(),
                 )
             }
         };
@@ -280,6 +379,7 @@ impl TlsInfo {
             server_name: sni,
             peer_subject,
             peer_names,
+            resumed: kind == Some(rustls::HandshakeKind::Resumed),
         }
     }
 }

@@ -11,7 +11,8 @@
 //!
 //! Scenarios (names for `--only`): `throughput`, `crosscheck` (throughput again with
 //! `switchboard load` as the client), `latency`, `bandwidth`, `accept`, `memory`, `scale`,
-//! `registry`, `file`. `--sb-server library` runs the Switchboard side as `scale_server` (the
+//! `registry`, `file`, `tls` (against a plain tokio-rustls echo, `baseline_tls_echo`), `unix`
+//! (Switchboard over a Unix socket against itself over TCP loopback). `--sb-server library` runs the Switchboard side as `scale_server` (the
 //! library, same raw echo) when the `switchboard` binary is not built. Loopback only. Every child it starts is killed by its own PID when the runner is done
 //! with it (or unwinds). The table goes to stdout, everything measured to the JSON file.
 
@@ -303,6 +304,8 @@ fn main() {
         "accept_rate",
         "hold_clients",
         "scale_server",
+        "baseline_tls_echo",
+        "tls_client",
     ] {
         assert!(
             opts.bin(needed).exists(),
@@ -354,6 +357,12 @@ fn main() {
     }
     if opts.wants("file") && opts.switchboard.exists() {
         file(&opts, &mut report);
+    }
+    if opts.wants("tls") && opts.switchboard.exists() {
+        tls(&opts, &mut report);
+    }
+    if opts.wants("unix") && opts.switchboard.exists() {
+        unix(&opts, &mut report);
     }
 
     let table = table(&report.rows);
@@ -518,7 +527,7 @@ const MAX_RETRIES: usize = 3;
 fn alternate(
     opts: &Opts,
     label: &str,
-    mut f: impl FnMut(&Server, Side) -> Value,
+    f: impl FnMut(&Server, Side) -> Value,
 ) -> (Vec<Value>, Vec<Value>) {
     let servers = [
         (Side::Baseline, start_server(opts, Side::Baseline, &[])),
@@ -527,6 +536,16 @@ fn alternate(
             start_server(opts, Side::Switchboard, &[]),
         ),
     ];
+    alternate_on(opts, label, &servers, f)
+}
+
+/// [`alternate`] on servers already started (the baseline first).
+fn alternate_on(
+    opts: &Opts,
+    label: &str,
+    servers: &[(Side, Server); 2],
+    mut f: impl FnMut(&Server, Side) -> Value,
+) -> (Vec<Value>, Vec<Value>) {
     let (mut base, mut sb) = (Vec::new(), Vec::new());
     for round in 0..opts.rounds {
         for attempt in 0..=MAX_RETRIES {
@@ -1168,4 +1187,324 @@ fn file(opts: &Opts, report: &mut Report) {
         "file".into(),
         json!({"cat_mb_s": cat, "dd_direct_mb_s": direct, "send_mb_s": send}),
     );
+}
+
+/// A CA and a `localhost` certificate it signed, as PEM files, for the TLS scenario.
+struct TlsFiles {
+    dir: PathBuf,
+    ca: String,
+    cert: String,
+    key: String,
+}
+
+impl Drop for TlsFiles {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn tls_files(opts: &Opts) -> TlsFiles {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+    let dir = opts
+        .out
+        .parent()
+        .unwrap_or(Path::new("."))
+        .join(format!("tls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("TLS file directory");
+    let ca_key = KeyPair::generate().expect("CA key");
+    let mut ca = CertificateParams::new(Vec::<String>::new()).expect("CA params");
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca.distinguished_name.push(DnType::CommonName, "e2e CA");
+    let ca_pem = ca.self_signed(&ca_key).expect("CA certificate").pem();
+    let issuer = Issuer::new(ca, ca_key);
+    let key = KeyPair::generate().expect("server key");
+    let leaf = CertificateParams::new(vec!["localhost".to_string()])
+        .expect("server params")
+        .signed_by(&key, &issuer)
+        .expect("server certificate");
+    let write = |name: &str, pem: String| {
+        let path = dir.join(name);
+        std::fs::write(&path, pem).expect("write PEM");
+        path.to_string_lossy().into_owned()
+    };
+    TlsFiles {
+        ca: write("ca.pem", ca_pem),
+        cert: write("cert.pem", leaf.pem()),
+        key: write("key.pem", key.serialize_pem()),
+        dir,
+    }
+}
+
+/// The TLS echo on `side`: `baseline_tls_echo`, or `switchboard serve --tls-cert` (raw echo).
+fn start_tls_server(opts: &Opts, side: Side, files: &TlsFiles) -> Server {
+    let mut command = match side {
+        Side::Switchboard => {
+            let mut c = Command::new(&opts.switchboard);
+            c.args(["serve", "--mode", "echo", "--codec", "raw", "--port", "0"])
+                .args(["--tls-cert", &files.cert, "--tls-key", &files.key])
+                .env("RUST_LOG", "warn");
+            c
+        }
+        Side::Baseline => {
+            let mut c = Command::new(opts.bin("baseline_tls_echo"));
+            c.args(["--cert", &files.cert, "--key", &files.key]);
+            c
+        }
+    };
+    command.stderr(Stdio::null());
+    let mut proc = Proc::spawn(&mut command);
+    let addr = loop {
+        let line = proc.line();
+        assert!(!line.is_empty(), "TLS server exited before it listened");
+        if let Some(addr) = line.strip_prefix("listening on ") {
+            break addr
+                .trim()
+                .trim_start_matches("tls://")
+                .parse()
+                .expect("listening address");
+        }
+    };
+    Server { proc, addr }
+}
+
+fn tls_client(opts: &Opts, mode: &str, target: &str, server: &Server, extra: &[&str]) -> Value {
+    run_json(
+        Command::new(opts.bin("tls_client"))
+            .args([mode, target])
+            .args(extra)
+            .args(["--duration", &opts.duration.to_string()])
+            .args(["--warmup", &opts.warmup.to_string()])
+            .args(["--server-pid", &server.pid().to_string()]),
+    )
+}
+
+/// TLS against a plain tokio-rustls echo built the same way: bulk bandwidth, full and resumed
+/// handshakes per second, and idle memory per TLS connection.
+fn tls(opts: &Opts, report: &mut Report) {
+    let files = tls_files(opts);
+    let servers = [
+        (
+            Side::Baseline,
+            start_tls_server(opts, Side::Baseline, &files),
+        ),
+        (
+            Side::Switchboard,
+            start_tls_server(opts, Side::Switchboard, &files),
+        ),
+    ];
+    let ca = files.ca.clone();
+    let bulk = [
+        "--ca",
+        &ca,
+        "--connections",
+        "10",
+        "--pipeline",
+        "4",
+        "--size",
+        "65536",
+    ];
+    let (base, sb) = alternate_on(opts, "tls bulk", &servers, |s, _| {
+        tls_client(opts, "bulk", &format!("tls://{}", s.addr), s, &bulk)
+    });
+    let command = format!(
+        "tls_client bulk tls://ADDR --ca CA --connections 10 --pipeline 4 --size 65536 --duration {} --warmup {}",
+        opts.duration, opts.warmup
+    );
+    report.paired(
+        "tls",
+        "bulk: 10 conn × 64 KiB messages, 4 in flight (TLS 1.3, AES-128-GCM)",
+        "MB/s",
+        &column(&sb, |v| num(v, "/mb_per_s")),
+        &column(&base, |v| num(v, "/mb_per_s")),
+        Goal::AtLeast(0.95),
+        &command,
+    );
+    let cpu_per_mb = |v: &Value| num(v, "/server_cpu_s") / (num(v, "/messages") * 65536.0) * 1e9;
+    report.paired(
+        "tls",
+        "bulk: server CPU per MB",
+        "ms",
+        &column(&sb, cpu_per_mb),
+        &column(&base, cpu_per_mb),
+        Goal::None,
+        &command,
+    );
+    let mut raw = serde_json::Map::new();
+    raw.insert("bulk".into(), json!({"baseline": base, "switchboard": sb}));
+    for (name, resume) in [("full", false), ("resumed", true)] {
+        let mut extra = vec!["--ca", ca.as_str(), "--concurrency", "4"];
+        if resume {
+            extra.push("--resume");
+        }
+        let (base, sb) = alternate_on(opts, &format!("tls {name} handshakes"), &servers, |s, _| {
+            tls_client(opts, "handshakes", &s.addr.to_string(), s, &extra)
+        });
+        let command = format!(
+            "tls_client handshakes ADDR --ca CA --concurrency 4{} --duration {} --warmup {}",
+            if resume { " --resume" } else { "" },
+            opts.duration,
+            opts.warmup
+        );
+        let resumed_share = |v: &Value| num(v, "/resumed") / num(v, "/handshakes");
+        eprintln!(
+            "tls {name}: resumed share baseline {:.2}, switchboard {:.2}",
+            median(&column(&base, resumed_share)),
+            median(&column(&sb, resumed_share))
+        );
+        report.paired(
+            "tls",
+            &format!("{name} handshakes (connect, handshake, 1-byte echo, close), 4 at a time"),
+            "hs/s",
+            &column(&sb, |v| num(v, "/per_s")),
+            &column(&base, |v| num(v, "/per_s")),
+            if resume {
+                Goal::None
+            } else {
+                Goal::AtLeast(0.95)
+            },
+            &command,
+        );
+        raw.insert(name.into(), json!({"baseline": base, "switchboard": sb}));
+    }
+    drop(servers);
+    // Idle memory: a fresh server per run, `total` handshaken connections that send nothing.
+    let total = if opts.quick { 500 } else { 2000 };
+    let (mut base, mut sb) = (Vec::new(), Vec::new());
+    for round in 0..opts.rounds {
+        for side in [Side::Baseline, Side::Switchboard] {
+            let server = start_tls_server(opts, side, &files);
+            std::thread::sleep(Duration::from_millis(300));
+            let pid = server.pid();
+            let (rss0, fds0) = (rss_kib(pid).expect("rss"), open_fds(pid).expect("fds"));
+            let mut client = Proc::spawn(
+                Command::new(opts.bin("tls_client"))
+                    .args(["hold", &server.addr.to_string(), "--ca", &ca])
+                    .args(["--count", &total.to_string()])
+                    .stderr(Stdio::inherit()),
+            );
+            let opened = num(&client.json(), "/opened") as usize;
+            let accepted = wait_fds(pid, fds0 + opened);
+            std::thread::sleep(Duration::from_millis(700));
+            let rss1 = rss_kib(pid).expect("rss");
+            client.close_stdin(Duration::from_secs(10));
+            let v = json!({
+                "opened": opened,
+                "accepted_all": accepted,
+                "rss0_kib": rss0, "rss1_kib": rss1,
+                "bytes_per_conn": (rss1 as f64 - rss0 as f64) * 1024.0 / opened.max(1) as f64,
+            });
+            eprintln!("tls memory round {} {}: {v}", round + 1, side.name());
+            match side {
+                Side::Baseline => base.push(v),
+                Side::Switchboard => sb.push(v),
+            }
+        }
+    }
+    report.paired(
+        "tls",
+        &format!("{total} idle TLS connections: RSS per connection"),
+        "B",
+        &column(&sb, |v| num(v, "/bytes_per_conn")),
+        &column(&base, |v| num(v, "/bytes_per_conn")),
+        Goal::None,
+        &format!(
+            "fresh server; tls_client hold ADDR --ca CA --count {total}; VmRSS delta / connections"
+        ),
+    );
+    raw.insert(
+        "memory".into(),
+        json!({"baseline": base, "switchboard": sb}),
+    );
+    report.raw.insert("tls".into(), Value::Object(raw));
+}
+
+/// Switchboard's raw echo over a Unix socket against the same server over TCP loopback (the
+/// "baseline" column): small pipelined messages and 64 KiB bulk.
+fn unix(opts: &Opts, report: &mut Report) {
+    let dir = opts
+        .out
+        .parent()
+        .unwrap_or(Path::new("."))
+        .join(format!("unix-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("socket directory");
+    let path = dir.join("echo.sock");
+    let mut proc = Proc::spawn(
+        Command::new(&opts.switchboard)
+            .args(["serve", "--mode", "echo", "--codec", "raw"])
+            .args(["--listen", "127.0.0.1:0"])
+            .args(["--listen", &format!("unix:{}", path.display())])
+            .env("RUST_LOG", "warn")
+            .stderr(Stdio::null()),
+    );
+    let (mut tcp, mut unix) = (None, None);
+    while tcp.is_none() || unix.is_none() {
+        let line = proc.line();
+        assert!(!line.is_empty(), "serve exited before it listened");
+        match line.strip_prefix("listening on ") {
+            Some(rest) if rest.starts_with("unix:") => unix = Some(rest.to_string()),
+            Some(rest) => tcp = Some(format!("tcp://{rest}")),
+            None => {}
+        }
+    }
+    let server = Server {
+        proc,
+        addr: "127.0.0.1:0".parse().expect("placeholder"),
+    };
+    let targets = [tcp.expect("tcp"), unix.expect("unix")];
+    let mut raw = serde_json::Map::new();
+    for (name, extra) in [
+        (
+            "small",
+            ["--connections", "100", "--pipeline", "16", "--size", "64"],
+        ),
+        (
+            "bulk",
+            ["--connections", "10", "--pipeline", "4", "--size", "65536"],
+        ),
+    ] {
+        let (mut over_tcp, mut over_unix) = (Vec::new(), Vec::new());
+        for round in 0..opts.rounds {
+            for (i, target) in targets.iter().enumerate() {
+                let v = tls_client(opts, "bulk", target, &server, &extra);
+                eprintln!("unix {name} round {} {target}: {v}", round + 1);
+                if i == 0 {
+                    over_tcp.push(v);
+                } else {
+                    over_unix.push(v);
+                }
+            }
+        }
+        let command = format!(
+            "tls_client bulk unix:PATH|tcp://ADDR {} --duration {} --warmup {} (one switchboard serve on both)",
+            extra.join(" "),
+            opts.duration,
+            opts.warmup
+        );
+        let (metric, unit, key) = if name == "small" {
+            (
+                "echo: 100 conn × 16 in flight × 64 B, Unix vs TCP",
+                "msgs/s",
+                "/msgs_per_s",
+            )
+        } else {
+            (
+                "bulk: 10 conn × 64 KiB, 4 in flight, Unix vs TCP",
+                "MB/s",
+                "/mb_per_s",
+            )
+        };
+        report.paired(
+            "unix",
+            metric,
+            unit,
+            &column(&over_unix, |v| num(v, key)),
+            &column(&over_tcp, |v| num(v, key)),
+            Goal::None,
+            &command,
+        );
+        raw.insert(name.into(), json!({"tcp": over_tcp, "unix": over_unix}));
+    }
+    drop(server);
+    let _ = std::fs::remove_dir_all(&dir);
+    report.raw.insert("unix".into(), Value::Object(raw));
 }

@@ -27,7 +27,7 @@ use std::{
 use anyhow::{bail, Context as _};
 use switchboard::{
     admin::Admin, CloseMode, DisconnectReason, Listener, ListenerHandle, SessionConfig,
-    SessionInfo, TlsAcceptor,
+    SessionInfo, TlsAcceptor, TlsResumption,
 };
 use switchboard_codec::{Frames, Lines, Raw};
 use tokio::signal::unix::{signal, Signal, SignalKind};
@@ -144,7 +144,12 @@ async fn serve(
             None => TlsAcceptor::from_pem_files(cert, key)?,
         };
         let alpn: Vec<&str> = args.alpn.iter().map(String::as_str).collect();
-        builder = builder.tls(acceptor.with_alpn(&alpn));
+        let resumption = if args.tls_no_resumption {
+            TlsResumption::Off
+        } else {
+            TlsResumption::Tickets
+        };
+        builder = builder.tls(acceptor.with_alpn(&alpn).with_resumption(resumption)?);
     }
     if args.proxy_protocol {
         builder = builder.proxy_protocol(args.proxy_from.iter().copied());
