@@ -603,7 +603,10 @@ impl Admin {
             ("quit", []) => Ok(Reply::Quit),
             // The sockets travel on the connection itself: see `AdminSession::ready_read`.
             ("handover", []) => Err("`handover` needs a connection to a Unix admin socket".into()),
-            ("handover", ["commit"]) => self.commit(from).await.map(|text| reply(vec![text.clone()], json!({ "handover": text }))),
+            ("handover", ["commit"]) => self
+                .commit(from)
+                .await
+                .map(|text| reply(vec![text.clone()], json!({ "handover": text }))),
             (
                 "help" | "info" | "session" | "kick" | "abort" | "pause" | "resume" | "set"
                 | "metrics" | "quit" | "handover",

@@ -145,7 +145,11 @@ impl SocketDescription {
 impl std::fmt::Display for SocketDescription {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let role = self.role.name();
-        let proxy = if self.proxy_protocol { " (PROXY protocol)" } else { "" };
+        let proxy = if self.proxy_protocol {
+            " (PROXY protocol)"
+        } else {
+            ""
+        };
         match self.scheme.as_str() {
             "tcp" | "unix" => write!(f, "{role} {}{proxy}", self.address),
             "tls" => write!(f, "{role} tls://{}{proxy}", self.address),
@@ -320,13 +324,12 @@ impl Takeover {
             sockets: Vec::new(),
             pid: None,
         };
-        let (line, fds) =
-            takeover
-                .read_line(true)
-                .map_err(|source| HandoverError::NoAnswer {
-                    path: path.clone(),
-                    source,
-                })?;
+        let (line, fds) = takeover
+            .read_line(true)
+            .map_err(|source| HandoverError::NoAnswer {
+                path: path.clone(),
+                source,
+            })?;
         if let Some(reason) = line.strip_prefix("error: ") {
             return Err(HandoverError::Refused {
                 path,

@@ -487,7 +487,9 @@ impl StdListener {
         match socket.domain()? {
             Domain::IPV4 | Domain::IPV6 => Ok(StdListener::Tcp(socket.into())),
             Domain::UNIX => Ok(StdListener::Unix(socket.into())),
-            _ => Err(invalid("a socket of an address family other than IP or Unix")),
+            _ => Err(invalid(
+                "a socket of an address family other than IP or Unix",
+            )),
         }
     }
 }
@@ -1501,8 +1503,15 @@ impl ListenerHandle {
         let baseline = self.registry.baseline();
         let released = self.addr.send(Release).await.unwrap_or(0);
         let live = self.limiter.active.load(Ordering::Acquire);
-        tracing::info!(released, live, ?linger, "handed over: no longer accepting, letting sessions finish");
-        let ended = tokio::time::timeout(linger, self.limiter.wait_idle()).await.is_ok();
+        tracing::info!(
+            released,
+            live,
+            ?linger,
+            "handed over: no longer accepting, letting sessions finish"
+        );
+        let ended = tokio::time::timeout(linger, self.limiter.wait_idle())
+            .await
+            .is_ok();
         if !ended {
             tracing::info!(
                 live = self.limiter.active.load(Ordering::Acquire),
