@@ -560,3 +560,140 @@ pub(crate) async fn send_with_fds(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use std::{io::BufRead as _, os::unix::net::UnixListener};
+
+    use super::*;
+
+    /// A one-connection server at a fresh path that reads the `handover` line and answers
+    /// `answer` with `fds` attached; the path and its directory's guard.
+    fn fake_admin(
+        tag: &str,
+        answer: String,
+        fds: Vec<OwnedFd>,
+    ) -> (PathBuf, std::thread::JoinHandle<()>) {
+        let dir = std::env::temp_dir().join(format!("sb-handover-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("admin.sock");
+        let listener = UnixListener::bind(&path).unwrap();
+        let server = std::thread::spawn(move || {
+            let (stream, _) = listener.accept().unwrap();
+            let mut line = String::new();
+            io::BufReader::new(&stream).read_line(&mut line).unwrap();
+            assert_eq!(line, "handover\n");
+            let borrowed: Vec<BorrowedFd<'_>> = fds.iter().map(AsFd::as_fd).collect();
+            let mut space = vec![0u8; rustix::cmsg_space!(ScmRights(borrowed.len().max(1)))];
+            let mut control = SendAncillaryBuffer::new(&mut space);
+            if !borrowed.is_empty() {
+                assert!(control.push(SendAncillaryMessage::ScmRights(&borrowed)));
+            }
+            rustix::net::sendmsg(
+                &stream,
+                &[IoSlice::new(answer.as_bytes())],
+                &mut control,
+                SendFlags::NOSIGNAL,
+            )
+            .unwrap();
+            // Held open until the taker has read (it closes first).
+            let _ = io::BufReader::new(&stream).read_line(&mut line);
+            let _ = std::fs::remove_dir_all(dir);
+        });
+        (path, server)
+    }
+
+    fn tcp_listener() -> (OwnedFd, String) {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let address = listener.local_addr().unwrap().to_string();
+        (listener.into(), address)
+    }
+
+    fn listen(address: &str) -> SocketDescription {
+        SocketDescription::new(SocketRole::Listen, address, "tcp", false)
+    }
+
+    fn takeover(path: &Path) -> Result<Takeover, HandoverError> {
+        Takeover::connect(path, Duration::from_secs(10))
+    }
+
+    #[test]
+    fn sockets_arrive_checked_and_in_order() {
+        let (first, a) = tcp_listener();
+        let (second, b) = tcp_listener();
+        let answer = answer_line(&[listen(&a), listen(&b)]);
+        let (path, server) = fake_admin("ok", answer, vec![first, second]);
+        let mut taken = takeover(&path).unwrap();
+        assert_eq!(taken.old_pid(), Some(std::process::id()));
+        let sockets = taken.take_listen_sockets();
+        let addresses: Vec<String> = sockets
+            .iter()
+            .map(|s| s.address().unwrap().to_string())
+            .collect();
+        assert_eq!(addresses, [a, b]);
+        drop(taken);
+        server.join().unwrap();
+    }
+
+    #[test]
+    fn fewer_descriptors_than_described_is_a_count_mismatch() {
+        let (first, a) = tcp_listener();
+        let answer = answer_line(&[listen(&a), listen("127.0.0.1:1")]);
+        let (path, server) = fake_admin("count", answer, vec![first]);
+        let error = takeover(&path).unwrap_err();
+        assert!(
+            matches!(
+                error,
+                HandoverError::FdCountMismatch {
+                    described: 2,
+                    received: 1,
+                    ..
+                }
+            ),
+            "{error}"
+        );
+        server.join().unwrap();
+    }
+
+    #[test]
+    fn a_descriptor_bound_elsewhere_than_described_is_a_socket_mismatch() {
+        let (first, a) = tcp_listener();
+        let answer = answer_line(&[listen("127.0.0.1:1")]);
+        let (path, server) = fake_admin("where", answer, vec![first]);
+        let error = takeover(&path).unwrap_err();
+        match &error {
+            HandoverError::SocketMismatch {
+                index: 0, actual, ..
+            } => assert_eq!(actual, &a),
+            other => panic!("{other}"),
+        }
+        server.join().unwrap();
+    }
+
+    #[test]
+    fn a_descriptor_that_is_not_a_listener_is_a_socket_mismatch() {
+        let file = OwnedFd::from(std::fs::File::open("/dev/null").unwrap());
+        let answer = answer_line(&[listen("127.0.0.1:1")]);
+        let (path, server) = fake_admin("file", answer, vec![file]);
+        let error = takeover(&path).unwrap_err();
+        assert!(error.to_string().contains("not a socket"), "{error}");
+        server.join().unwrap();
+    }
+
+    #[test]
+    fn an_error_line_is_a_refusal_and_other_answers_are_not_an_admin() {
+        let (path, server) = fake_admin("refused", "error: no thanks\n".into(), Vec::new());
+        let error = takeover(&path).unwrap_err();
+        assert!(
+            matches!(&error, HandoverError::Refused { reason, .. } if reason == "no thanks"),
+            "{error}"
+        );
+        server.join().unwrap();
+
+        let (path, server) = fake_admin("other", "{\"hello\":1}\n".into(), Vec::new());
+        let error = takeover(&path).unwrap_err();
+        assert!(matches!(error, HandoverError::NotAnAdmin { .. }), "{error}");
+        server.join().unwrap();
+    }
+}
