@@ -1501,10 +1501,10 @@ impl ListenerHandle {
     /// way to a worker (its handshake not done, not yet in the registry).
     pub async fn retire(&self, linger: Duration, drain_timeout: Duration) -> ShutdownReport {
         let baseline = self.registry.baseline();
-        let released = self.addr.send(Release).await.unwrap_or(0);
+        // Released already by whoever committed the hand-over, or here.
+        let _ = self.addr.send(Release).await;
         let live = self.limiter.active.load(Ordering::Acquire);
         tracing::info!(
-            released,
             live,
             ?linger,
             "handed over: no longer accepting, letting sessions finish"
@@ -1577,8 +1577,10 @@ impl Handler<Release> for Listener {
         // Deregistered from this thread's poller and closed here: the accept loop, which runs
         // on this thread too, never polls them again.
         self.sockets.clear();
-        for addr in &self.addresses {
-            tracing::info!(%addr, "released to another process");
+        if released > 0 {
+            for addr in &self.addresses {
+                tracing::info!(%addr, "released to another process");
+            }
         }
         released
     }
