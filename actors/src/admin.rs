@@ -24,6 +24,8 @@
 //! | `set max-connections N`, `set max-connections-per-ip N\|off` | changes a limit |
 //! | `drain [SECS]` | stops accepting, closes every session within SECS (default: the admin's drain timeout), answers the shutdown report |
 //! | `metrics` | the OpenMetrics text of `/metrics` (feature `metrics`) |
+//! | `handover` | (Unix admin socket only) one JSON line describing the listening sockets and this admin socket, with the sockets attached (`SCM_RIGHTS`); accepting goes on. See [`handover`](crate::handover) |
+//! | `handover commit` | (after `handover`, on the same connection) stops accepting at once, leaves the sockets to the taker, drains within the drain timeout, then the owner exits |
 //! | `quit` | closes this admin connection |
 
 use std::{
@@ -34,16 +36,18 @@ use std::{
     time::{Duration, Instant, SystemTime},
 };
 
-use actix::Recipient;
+use actix::{Recipient, WeakAddr};
 use bytes::{Bytes, BytesMut};
 use serde_json::{json, Value};
 use switchboard_codec::{CodecError, Lines};
 use tokio_util::codec::{Decoder, Encoder};
 
 use crate::{
-    CloseMode, Conn, DisconnectFromHost, Flush, GetListenerStats, ListenError, Listener,
-    ListenerHandle, PauseAccepting, ResumeAccepting, SessionConfig, SessionError, SessionHandler,
-    SessionInfo, SetMaxConnections, SetMaxConnectionsPerIp, ShutdownReport, Write,
+    handover::{SocketDescription, SocketRole},
+    Address, CloseMode, Conn, DisconnectFromHost, DisconnectReason, Flush, GetListenerStats,
+    ListenError, Listener, ListenerBuilder, ListenerHandle, PauseAccepting, Release,
+    ResumeAccepting, SessionConfig, SessionError, SessionHandler, SessionId, SessionInfo,
+    SetMaxConnections, SetMaxConnectionsPerIp, ShareSockets, ShutdownReport, StdListener, Write,
 };
 
 /// Longest admin command line, in bytes.
@@ -165,6 +169,22 @@ struct Inner {
     metrics: Option<crate::metrics::Metrics>,
     /// Extra `info` sections, in the order added.
     sections: Vec<(String, SectionFn)>,
+    /// The listeners this admin is served on (handed over with the server's sockets).
+    own: Mutex<Vec<WeakAddr<Listener>>>,
+    /// Where a hand-over stands.
+    handover: Mutex<Handover>,
+    /// A committed hand-over's drain waits on this until the commit's answer is out.
+    commit_answered: Mutex<Option<tokio::sync::oneshot::Sender<()>>>,
+}
+
+/// Where a hand-over stands; one at a time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Handover {
+    None,
+    /// The sockets went to the process on this admin connection; it has not committed.
+    Offered(SessionId),
+    /// The sockets are the taker's: this process only drains.
+    Committed,
 }
 
 /// Fills one extra `info` section; see [`Admin::with_info_section`].
@@ -236,6 +256,9 @@ impl Admin {
             #[cfg(feature = "metrics")]
             metrics: None,
             sections: Vec::new(),
+            own: Mutex::new(Vec::new()),
+            handover: Mutex::new(Handover::None),
+            commit_answered: Mutex::new(None),
         };
         tune(&mut inner);
         Admin {
@@ -340,6 +363,7 @@ impl Admin {
             admin: self.clone(),
             flow: Arc::new(Mutex::new(Flow::default())),
             writer: None,
+            id: None,
         }
     }
 
@@ -365,12 +389,30 @@ impl Admin {
     ///
     /// As [`ListenerBuilder::serve`](crate::ListenerBuilder::serve).
     pub fn serve_tcp(&self, addr: &str) -> Result<ListenerHandle, ListenError> {
+        self.serve_on(Listener::bind(addr))
+    }
+
+    /// Serves the admin protocol on a socket already listening: one received in a hand-over
+    /// (so that the taker can be taken over in turn), or passed by a service manager.
+    ///
+    /// # Errors
+    ///
+    /// As [`Listener::adopt`].
+    pub fn serve_adopted(&self, socket: StdListener) -> Result<ListenerHandle, ListenError> {
+        self.serve_on(Listener::adopt([socket]))
+    }
+
+    fn serve_on(&self, builder: ListenerBuilder) -> Result<ListenerHandle, ListenError> {
         let admin = self.clone();
-        Listener::bind(addr)
+        let handle = builder
             .workers(1)
             .max_connections(64)
             .session_config(admin_session_config())
-            .serve(AdminLines::default(), move || admin.handler())
+            .serve(AdminLines::default(), move || admin.handler())?;
+        // Weak: the listener's sessions hold this admin, and the admin must not keep the
+        // listener alive.
+        lock_any(&self.inner.own).push(handle.address().downgrade());
+        Ok(handle)
     }
 
     /// Serves the admin protocol on a Unix socket at `path`, mode 0600 (only the owner can
@@ -382,25 +424,20 @@ impl Admin {
     /// [`ListenError::BindUnix`] when the path is taken by a live server or another file, or
     /// cannot be bound.
     pub fn serve_unix(&self, path: &Path) -> Result<ListenerHandle, ListenError> {
-        let admin = self.clone();
-        Listener::bind(path)
-            .unix_mode(0o600)
-            .workers(1)
-            .max_connections(64)
-            .session_config(admin_session_config())
-            .serve(AdminLines::default(), move || admin.handler())
+        self.serve_on(Listener::bind(path).unix_mode(0o600))
     }
 
     /// Runs one command line and gives its reply (what a connection would receive, without
     /// the trailing empty line of a text block).
     pub async fn execute(&self, line: &str) -> Reply {
-        let reply = self.answer(line).await;
+        let reply = self.answer(line, None).await;
         self.publish_drain();
         reply
     }
 
-    async fn answer(&self, line: &str) -> Reply {
-        match self.run(line).await {
+    /// `from`: the admin connection the line came on (none through [`execute`](Self::execute)).
+    async fn answer(&self, line: &str, from: Option<SessionId>) -> Reply {
+        match self.run(line, from).await {
             Ok(reply) => reply,
             Err(message) => Reply::Error(message),
         }
@@ -408,6 +445,9 @@ impl Admin {
 
     /// Tells [`drained`](Self::drained) about a drain that has finished and been answered.
     fn publish_drain(&self) {
+        if let Some(answered) = lock_any(&self.inner.commit_answered).take() {
+            let _ = answered.send(());
+        }
         let finished = self
             .inner
             .finished_drain
@@ -419,7 +459,7 @@ impl Admin {
         }
     }
 
-    async fn run(&self, line: &str) -> Result<Reply, String> {
+    async fn run(&self, line: &str, from: Option<SessionId>) -> Result<Reply, String> {
         let mut words: Vec<&str> = line.split_whitespace().collect();
         let before = words.len();
         words.retain(|w| *w != "--json");
@@ -561,13 +601,217 @@ impl Admin {
                 reply(text.lines().map(String::from).collect(), value)
             }),
             ("quit", []) => Ok(Reply::Quit),
+            // The sockets travel on the connection itself: see `AdminSession::ready_read`.
+            ("handover", []) => Err("`handover` needs a connection to a Unix admin socket".into()),
+            ("handover", ["commit"]) => self
+                .commit(from)
+                .await
+                .map(|text| reply(vec![text.clone()], json!({ "handover": text }))),
             (
                 "help" | "info" | "session" | "kick" | "abort" | "pause" | "resume" | "set"
-                | "metrics" | "quit",
+                | "metrics" | "quit" | "handover",
                 _,
             ) => Err(format!("bad arguments for `{command}` (try `help`)")),
             _ => Err(format!("unknown command `{command}` (try `help`)")),
         }
+    }
+
+    /// `handover` on connection `from`: the description line and the sockets to send with it.
+    /// Accepting goes on.
+    async fn offer(&self, from: SessionId) -> Result<(String, Vec<StdListener>), String> {
+        {
+            let mut state = lock_any(&self.inner.handover);
+            match *state {
+                Handover::None => *state = Handover::Offered(from),
+                Handover::Offered(other) if other == from => {}
+                Handover::Offered(other) => {
+                    return Err(format!(
+                        "a hand-over to another process is under way (admin connection {other})"
+                    ))
+                }
+                Handover::Committed => {
+                    return Err("already handed over: this process is draining".into())
+                }
+            }
+        }
+        let offered = self.collect_sockets().await;
+        if offered.is_err() {
+            let mut state = lock_any(&self.inner.handover);
+            if *state == Handover::Offered(from) {
+                *state = Handover::None;
+            }
+        }
+        offered
+    }
+
+    async fn collect_sockets(&self) -> Result<(String, Vec<StdListener>), String> {
+        let gone = |_| "the listener has stopped".to_string();
+        let shared = self
+            .inner
+            .server
+            .address()
+            .send(ShareSockets)
+            .await
+            .map_err(gone)?
+            .map_err(|e| format!("cannot share the listening sockets: {e}"))?;
+        if shared.sockets.is_empty() {
+            return Err("the listener has closed: nothing to hand over".into());
+        }
+        let describe = |role, socket: &StdListener, tls: bool, proxy: bool| {
+            let address = socket
+                .address()
+                .map_err(|e| format!("cannot read a socket's address: {e}"))?;
+            let scheme = match (&address, tls) {
+                (Address::Ip(_), false) => "tcp",
+                (Address::Ip(_), true) => "tls",
+                (Address::Unix(_), false) => "unix",
+                (Address::Unix(_), true) => "tls+unix",
+            };
+            Ok::<_, String>(SocketDescription::new(
+                role,
+                &address.to_string(),
+                scheme,
+                proxy,
+            ))
+        };
+        let mut descriptions = Vec::new();
+        for socket in &shared.sockets {
+            descriptions.push(describe(
+                SocketRole::Listen,
+                socket,
+                shared.tls,
+                shared.proxy_protocol,
+            )?);
+        }
+        let mut sockets = shared.sockets;
+        let own: Vec<_> = lock_any(&self.inner.own)
+            .iter()
+            .filter_map(WeakAddr::upgrade)
+            .collect();
+        for listener in own {
+            let Ok(Ok(admin)) = listener.send(ShareSockets).await else {
+                continue;
+            };
+            for socket in admin.sockets {
+                descriptions.push(describe(SocketRole::Admin, &socket, false, false)?);
+                sockets.push(socket);
+            }
+        }
+        if sockets.len() > crate::handover::MAX_HANDED_SOCKETS {
+            return Err(format!(
+                "{} sockets: more than one hand-over carries ({})",
+                sockets.len(),
+                crate::handover::MAX_HANDED_SOCKETS
+            ));
+        }
+        Ok((crate::handover::answer_line(&descriptions), sockets))
+    }
+
+    /// `handover` on an admin connection over a Unix socket (`fd`, a duplicate of it): sends
+    /// the description and the sockets, after every earlier reply has left.
+    async fn offer_on(
+        &self,
+        from: SessionId,
+        fd: Option<std::io::Result<std::os::fd::OwnedFd>>,
+        writer: &Writer,
+    ) -> Result<(), String> {
+        use std::os::fd::AsFd;
+        let fd = match fd {
+            None => return Err("`handover` needs a connection to a Unix admin socket".into()),
+            Some(Err(e)) => return Err(format!("cannot use this connection's socket: {e}")),
+            Some(Ok(fd)) => fd,
+        };
+        let (line, sockets) = self.offer(from).await?;
+        if !matches!(writer.flush.send(Flush).await, Ok(Ok(()))) {
+            self.abandon(from);
+            return Err("this admin connection is closing".into());
+        }
+        let fds: Vec<_> = sockets.iter().map(AsFd::as_fd).collect();
+        match crate::handover::send_with_fds(fd.as_fd(), line.as_bytes(), &fds).await {
+            Ok(()) => {
+                tracing::info!(
+                    connection = %from,
+                    sockets = sockets.len(),
+                    "handed the listening sockets over; still accepting until the taker commits"
+                );
+                Ok(())
+            }
+            Err(e) => {
+                self.abandon(from);
+                Err(format!("cannot send the sockets: {e}"))
+            }
+        }
+    }
+
+    /// The taker on connection `from` is gone, or failed, before committing.
+    fn abandon(&self, from: SessionId) {
+        let mut state = lock_any(&self.inner.handover);
+        if *state == Handover::Offered(from) {
+            *state = Handover::None;
+            tracing::info!(
+                connection = %from,
+                "hand-over abandoned before its commit: still serving"
+            );
+        }
+    }
+
+    /// `handover commit` on connection `from`: stop accepting now, drain in the background.
+    async fn commit(&self, from: Option<SessionId>) -> Result<String, String> {
+        {
+            let mut state = lock_any(&self.inner.handover);
+            match (*state, from) {
+                (Handover::Offered(offered), Some(from)) if offered == from => {
+                    *state = Handover::Committed
+                }
+                (Handover::Committed, _) => {
+                    return Err("already handed over: this process is draining".into())
+                }
+                _ => {
+                    return Err(
+                        "no hand-over on this connection (send `handover` first, on the same connection)"
+                            .into(),
+                    )
+                }
+            }
+        }
+        let server = self.inner.server.clone();
+        // The listener first: from here the backlog is the taker's alone.
+        let released = server.address().send(Release).await.unwrap_or(0);
+        let own: Vec<_> = lock_any(&self.inner.own)
+            .iter()
+            .filter_map(WeakAddr::upgrade)
+            .collect();
+        for listener in own {
+            let _ = listener.send(Release).await;
+        }
+        let live = server.registry().stats().live;
+        let drain_timeout = self.inner.drain_timeout;
+        // Half the drain timeout for sessions to end on their own, the rest to close them.
+        let linger = drain_timeout / 2;
+        tracing::info!(
+            released,
+            live,
+            ?drain_timeout,
+            "hand-over committed: no longer accepting, draining"
+        );
+        let (answered, answer_out) = tokio::sync::oneshot::channel();
+        *lock_any(&self.inner.commit_answered) = Some(answered);
+        let admin = self.clone();
+        tokio::spawn(async move {
+            let report = server.retire(linger, drain_timeout - linger).await;
+            // The owner exits once this is published: not before the taker has its answer.
+            let _ = answer_out.await;
+            tracing::info!(
+                drained = report.drained,
+                aborted = report.aborted,
+                "drained after the hand-over"
+            );
+            admin.inner.drained.send_replace(Some(report));
+        });
+        Ok(format!(
+            "handed over: released {released} listening sockets, draining {live} sessions within {} s",
+            drain_timeout.as_secs_f64()
+        ))
     }
 
     #[cfg(feature = "metrics")]
@@ -727,6 +971,8 @@ set max-connections N
 set max-connections-per-ip N|off
 drain [SECS]                           stop accepting, close every session, report
 metrics                                OpenMetrics text, as GET /metrics
+handover                               (Unix socket) send the listening sockets to this client
+handover commit                        stop accepting, leave the sockets to the taker, drain
 quit                                   close this connection";
 
 const SESSION_HEADER: &str =
@@ -965,6 +1211,8 @@ pub struct AdminSession {
     admin: Admin,
     flow: Arc<Mutex<Flow>>,
     writer: Option<Writer>,
+    /// This connection's session, known from `connected` on.
+    id: Option<SessionId>,
 }
 
 impl std::fmt::Debug for AdminSession {
@@ -974,7 +1222,11 @@ impl std::fmt::Debug for AdminSession {
 }
 
 fn lock(flow: &Mutex<Flow>) -> std::sync::MutexGuard<'_, Flow> {
-    flow.lock().unwrap_or_else(|e| e.into_inner())
+    lock_any(flow)
+}
+
+fn lock_any<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl SessionHandler<AdminLines> for AdminSession {
@@ -985,7 +1237,12 @@ impl SessionHandler<AdminLines> for AdminSession {
             flush: address.clone().recipient(),
             close: address.recipient(),
         });
+        self.id = Some(conn.id());
         tracing::debug!(session = %conn.id(), "admin client connected");
+    }
+
+    fn disconnected(&mut self, _: &DisconnectReason, info: &SessionInfo) {
+        self.admin.abandon(info.id);
     }
 
     fn poll_ready(&mut self, cx: &mut task::Context<'_>) -> Poll<()> {
@@ -1019,12 +1276,25 @@ impl SessionHandler<AdminLines> for AdminSession {
         lock(&self.flow).busy = true;
         let admin = self.admin.clone();
         let flow = self.flow.clone();
+        let from = conn.id();
+        // The sockets go out on this connection's own socket (a duplicate, so that it stays
+        // the same socket however the session ends meanwhile).
+        let handover_fd = (line.split_whitespace().collect::<Vec<_>>() == ["handover"])
+            .then(|| conn.unix_fd().map(|fd| fd.try_clone_to_owned()));
         // On the session's own worker thread: the command runs beside the session, which goes
         // on serving its neighbours; the next command waits in `poll_ready`.
         actix_rt::spawn(async move {
-            let reply = admin.answer(&line).await;
-            let quit = reply == Reply::Quit;
-            if writer.send(reply.into_lines()).await {
+            let reply = match handover_fd {
+                Some(fd) => admin
+                    .offer_on(from, fd, &writer)
+                    .await
+                    .err()
+                    .map(Reply::Error),
+                None => Some(admin.answer(&line, Some(from)).await),
+            };
+            let quit = reply == Some(Reply::Quit);
+            let lines = reply.map(Reply::into_lines).unwrap_or_default();
+            if writer.send(lines).await {
                 // Out to the kernel before a drain lets the owner exit.
                 let _ = writer.flush.send(Flush).await;
                 if quit {

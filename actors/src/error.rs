@@ -85,6 +85,16 @@ pub enum ListenError {
         #[source]
         source: io::Error,
     },
+    /// A socket handed over already listening (socket activation, a hand-over) cannot be
+    /// used: not a listening stream socket, or its descriptor refused a setting.
+    #[error("cannot adopt the listening socket {socket}: {source}")]
+    Adopt {
+        /// The socket: its address when it could be read, else its descriptor.
+        socket: String,
+        /// What went wrong.
+        #[source]
+        source: io::Error,
+    },
     /// The listener's thread could not take the sockets.
     #[error("cannot start listening: {source}")]
     Register {

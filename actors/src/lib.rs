@@ -92,6 +92,7 @@ mod connector;
 mod counters;
 mod error;
 mod forward;
+pub mod handover;
 mod limits;
 mod listener;
 #[cfg(feature = "metrics")]
@@ -117,8 +118,9 @@ pub use limits::ConnectionPermit;
 pub use listener::{
     bind_listener, default_max_connections, raise_fd_limit, Close, GetListenerStats, IsListening,
     Listener, ListenerBuilder, ListenerEvent, ListenerHandle, ListenerStats, NextPendingConnection,
-    PauseAccepting, PendingConnection, ResumeAccepting, ServerAddress, SetMaxConnections,
-    SetMaxConnectionsPerIp, SetMaxPendingConnections, DEFAULT_BACKLOG, DEFAULT_MAX_PENDING,
+    PauseAccepting, PendingConnection, Release, ResumeAccepting, ServerAddress, SetMaxConnections,
+    SetMaxConnectionsPerIp, SetMaxPendingConnections, ShareSockets, SharedSockets, StdListener,
+    DEFAULT_BACKLOG, DEFAULT_MAX_PENDING,
 };
 pub use notify::{BytesAvailable, Notify, NotifyEvent, NotifyHandle, Read, ReadAll, ReadLine};
 pub use registry::{

@@ -26,9 +26,25 @@ pub(crate) struct Limiter {
     /// Connections refused by the per-IP limit after their PROXY header named the client
     /// (counted on the workers; the listener counts its own refusals).
     pub(crate) rejected_per_ip_late: AtomicU64,
+    /// Told when the count falls to 0 ([`Limiter::wait_idle`]).
+    pub(crate) idle: tokio::sync::Notify,
 }
 
 impl Limiter {
+    /// Resolves once no connection holds a permit.
+    pub(crate) async fn wait_idle(&self) {
+        loop {
+            let idle = self.idle.notified();
+            tokio::pin!(idle);
+            // Enabled before the count is read: a permit dropped in between still wakes it.
+            idle.as_mut().enable();
+            if self.active.load(Ordering::Acquire) == 0 {
+                return;
+            }
+            idle.await;
+        }
+    }
+
     pub(crate) fn has_room(&self) -> bool {
         self.active.load(Ordering::Acquire) < self.max.load(Ordering::Acquire)
     }
@@ -116,6 +132,9 @@ impl Drop for ConnectionPermit {
         if before >= limiter.max.load(Ordering::Acquire) {
             limiter.waker.wake();
         }
+        if before == 1 {
+            limiter.idle.notify_waiters();
+        }
     }
 }
 
@@ -131,7 +150,28 @@ mod tests {
             per_ip: Mutex::new(HashMap::new()),
             waker: AtomicWaker::new(),
             rejected_per_ip_late: AtomicU64::new(0),
+            idle: tokio::sync::Notify::new(),
         })
+    }
+
+    #[tokio::test]
+    async fn wait_idle_resolves_when_the_last_permit_is_dropped() {
+        let limiter = limiter(0);
+        limiter.wait_idle().await;
+        let first = limiter.admit(None).unwrap();
+        let second = limiter.admit(None).unwrap();
+        let waiting = tokio::spawn({
+            let limiter = limiter.clone();
+            async move { limiter.wait_idle().await }
+        });
+        drop(first);
+        tokio::task::yield_now().await;
+        assert!(!waiting.is_finished(), "one permit is still held");
+        drop(second);
+        tokio::time::timeout(std::time::Duration::from_secs(5), waiting)
+            .await
+            .expect("woken by the last permit")
+            .unwrap();
     }
 
     #[test]

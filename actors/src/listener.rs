@@ -311,11 +311,39 @@ enum ListenSocket {
     /// `local` is the socket's own address when it is bound to one IP: every accepted
     /// connection's local end is then known without a `getsockname` per connection.
     Tcp(AsyncFd<std::net::TcpListener>, Option<SocketAddr>),
-    /// With the path to remove when the listener stops (not for abstract names).
+    /// With the file to remove when the listener stops (none for abstract names).
     Unix(
         AsyncFd<std::os::unix::net::UnixListener>,
-        Option<std::path::PathBuf>,
+        Option<SocketFile>,
     ),
+}
+
+/// The file a Unix listening socket is bound to, as it was when bound or adopted: removed when
+/// the listener stops, but only while the path still names that same file (a server that
+/// replaced it keeps its own), and never after a hand-over (see [`Release`]).
+#[derive(Debug)]
+struct SocketFile {
+    path: std::path::PathBuf,
+    /// Device and inode of the socket file.
+    id: (u64, u64),
+}
+
+impl SocketFile {
+    /// The socket file at `path`, if one is there.
+    fn at(path: &std::path::Path) -> Option<SocketFile> {
+        use std::os::unix::fs::{FileTypeExt, MetadataExt};
+        let meta = std::fs::symlink_metadata(path).ok()?;
+        meta.file_type().is_socket().then(|| SocketFile {
+            path: path.to_path_buf(),
+            id: (meta.dev(), meta.ino()),
+        })
+    }
+
+    fn remove(&self) {
+        if SocketFile::at(&self.path).is_some_and(|now| now.id == self.id) {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
 }
 
 impl ListenSocket {
@@ -359,11 +387,119 @@ impl ListenSocket {
     }
 }
 
+impl ListenSocket {
+    /// A second descriptor for the same socket, for another process.
+    fn share(&self) -> io::Result<StdListener> {
+        Ok(match self {
+            ListenSocket::Tcp(s, _) => StdListener::Tcp(s.get_ref().try_clone()?),
+            ListenSocket::Unix(s, _) => StdListener::Unix(s.get_ref().try_clone()?),
+        })
+    }
+}
+
 impl Drop for ListenSocket {
     fn drop(&mut self) {
-        if let ListenSocket::Unix(_, Some(path)) = self {
-            // Ours (we bound it): a clean stop leaves no file behind.
-            let _ = std::fs::remove_file(path);
+        if let ListenSocket::Unix(_, Some(file)) = self {
+            // Ours (we bound or adopted it): a clean stop leaves no file behind.
+            file.remove();
+        }
+    }
+}
+
+/// A listening socket as the standard library holds it: what [`Listener::adopt`] takes and
+/// [`ShareSockets`] gives, TCP or Unix.
+///
+/// # Examples
+///
+/// ```
+/// use switchboard::StdListener;
+///
+/// let socket: StdListener = std::net::TcpListener::bind("127.0.0.1:0").unwrap().into();
+/// assert!(socket.address().unwrap().to_string().starts_with("127.0.0.1:"));
+/// ```
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum StdListener {
+    /// A TCP listening socket.
+    Tcp(std::net::TcpListener),
+    /// A Unix stream listening socket.
+    Unix(std::os::unix::net::UnixListener),
+}
+
+impl From<std::net::TcpListener> for StdListener {
+    fn from(listener: std::net::TcpListener) -> Self {
+        StdListener::Tcp(listener)
+    }
+}
+
+impl From<std::os::unix::net::UnixListener> for StdListener {
+    fn from(listener: std::os::unix::net::UnixListener) -> Self {
+        StdListener::Unix(listener)
+    }
+}
+
+impl std::os::fd::AsFd for StdListener {
+    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        match self {
+            StdListener::Tcp(l) => l.as_fd(),
+            StdListener::Unix(l) => l.as_fd(),
+        }
+    }
+}
+
+impl StdListener {
+    /// The address it is bound to.
+    ///
+    /// # Errors
+    ///
+    /// The operating system's, when the socket's address cannot be read.
+    pub fn address(&self) -> io::Result<Address> {
+        Ok(match self {
+            StdListener::Tcp(l) => Address::Ip(l.local_addr()?),
+            StdListener::Unix(l) => Address::from_unix(&l.local_addr()?, None),
+        })
+    }
+
+    /// Takes a descriptor received from elsewhere (another process, a service manager): it
+    /// must be a listening stream socket, TCP (IPv4 or IPv6) or Unix.
+    ///
+    /// # Errors
+    ///
+    /// `InvalidInput` when it is another kind of descriptor or socket, or is not listening;
+    /// the operating system's error when the socket cannot be inspected.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::os::fd::OwnedFd;
+    /// use switchboard::StdListener;
+    ///
+    /// let fd = OwnedFd::from(std::net::TcpListener::bind("127.0.0.1:0").unwrap());
+    /// assert!(matches!(StdListener::from_fd(fd).unwrap(), StdListener::Tcp(_)));
+    /// let file = OwnedFd::from(std::fs::File::open("/dev/null").unwrap());
+    /// assert!(StdListener::from_fd(file).is_err());
+    /// ```
+    pub fn from_fd(fd: std::os::fd::OwnedFd) -> io::Result<StdListener> {
+        use socket2::{Domain, Socket, Type};
+        let invalid = |what: &str| io::Error::new(io::ErrorKind::InvalidInput, what.to_string());
+        // A descriptor that is not a socket fails the first getsockopt with ENOTSOCK.
+        let socket = Socket::from(fd);
+        let kind = socket.r#type().map_err(|e| match e.raw_os_error() {
+            Some(libc::ENOTSOCK) => invalid("not a socket"),
+            _ => e,
+        })?;
+        if kind != Type::STREAM {
+            return Err(invalid("not a stream socket"));
+        }
+        if !socket.is_listener()? {
+            return Err(invalid("a socket that is not listening"));
+        }
+        match socket.domain()? {
+            Domain::IPV4 | Domain::IPV6 => Ok(StdListener::Tcp(socket.into())),
+            Domain::UNIX => Ok(StdListener::Unix(socket.into())),
+            _ => Err(invalid(
+                "a socket of an address family other than IP or Unix",
+            )),
         }
     }
 }
@@ -463,19 +599,55 @@ impl Listener {
     /// # });
     /// ```
     pub fn from_std(listener: std::net::TcpListener) -> ListenerBuilder {
-        let addr = listener
-            .local_addr()
-            .map(Target::Addr)
-            .map_err(|e| e.to_string());
+        Self::adopt([StdListener::Tcp(listener)])
+    }
+
+    /// Starts building a listener on sockets that are already bound and listening, TCP or
+    /// Unix, in that order (passed by systemd's socket activation, or received from a previous
+    /// process during a hand-over, see [`handover`](crate::handover)). Each is made
+    /// non-blocking and keeps the backlog it was created with; a Unix socket's file is removed
+    /// when this listener stops, as if it had bound it. [`also_bind`](ListenerBuilder::also_bind)
+    /// adds more addresses.
+    ///
+    /// # Errors
+    ///
+    /// `serve` and `pull` fail with [`ListenError::Adopt`] for a socket that cannot be used,
+    /// and with [`ListenError::InvalidTarget`] when `sockets` is empty.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # actix_rt::System::new().block_on(async {
+    /// use bytes::Bytes;
+    /// use switchboard::{Conn, Listener, SessionHandler, StdListener};
+    /// use switchboard_codec::Raw;
+    ///
+    /// struct Quiet;
+    /// impl SessionHandler<Raw> for Quiet {
+    ///     fn ready_read(&mut self, _: Bytes, _: &mut Conn<'_, Raw, Self>) {}
+    /// }
+    ///
+    /// let dir = std::env::temp_dir().join(format!("sb-adopt-doc-{}", std::process::id()));
+    /// std::fs::create_dir_all(&dir).unwrap();
+    /// let tcp = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    /// let unix = std::os::unix::net::UnixListener::bind(dir.join("s.sock")).unwrap();
+    /// let sockets = [StdListener::from(tcp), StdListener::from(unix)];
+    /// let server = Listener::adopt(sockets).workers(1).serve(Raw, || Quiet).unwrap();
+    /// assert_eq!(server.addresses().len(), 2);
+    /// # server.shutdown(std::time::Duration::from_secs(1)).await;
+    /// # std::fs::remove_dir_all(&dir).unwrap();
+    /// # });
+    /// ```
+    pub fn adopt(sockets: impl IntoIterator<Item = StdListener>) -> ListenerBuilder {
         ListenerBuilder {
-            adopted: Some(listener),
-            ..Self::builder(addr)
+            adopted: sockets.into_iter().collect(),
+            ..Self::builder(Err("no socket was given to adopt".into()))
         }
     }
 
     fn builder(addr: Result<Target, String>) -> ListenerBuilder {
         ListenerBuilder {
-            adopted: None,
+            adopted: Vec::new(),
             addr,
             backlog: DEFAULT_BACKLOG,
             max_connections: None,
@@ -626,22 +798,32 @@ impl Listener {
     }
 }
 
-/// A socket handed over already listening, made non-blocking for the accept loop.
-fn adopt(
-    listener: std::net::TcpListener,
-) -> Result<(std::net::TcpListener, SocketAddr), ListenError> {
-    let unknown = SocketAddr::from(([0, 0, 0, 0], 0));
-    let local = listener.local_addr().map_err(|source| ListenError::Bind {
-        addr: unknown,
+/// A socket handed over already listening (socket activation, a hand-over), made
+/// non-blocking for the accept loop: the one way both come in.
+fn adopt(socket: StdListener) -> Result<Bound, ListenError> {
+    use std::os::fd::{AsFd, AsRawFd};
+    let name = match socket.address() {
+        Ok(address) => address.to_string(),
+        Err(_) => format!("fd {}", socket.as_fd().as_raw_fd()),
+    };
+    let error = |source: io::Error| ListenError::Adopt {
+        socket: name.clone(),
         source,
-    })?;
-    listener
-        .set_nonblocking(true)
-        .map_err(|source| ListenError::Bind {
-            addr: local,
-            source,
-        })?;
-    Ok((listener, local))
+    };
+    match socket {
+        StdListener::Tcp(listener) => {
+            listener.set_nonblocking(true).map_err(error)?;
+            Ok(Bound::Tcp(listener))
+        }
+        StdListener::Unix(listener) => {
+            listener.set_nonblocking(true).map_err(error)?;
+            let file = listener
+                .local_addr()
+                .ok()
+                .and_then(|a| a.as_pathname().and_then(SocketFile::at));
+            Ok(Bound::Unix(listener, file))
+        }
+    }
 }
 
 /// Errors that concern one client only: accept the next one at once (as actix-server's
@@ -692,8 +874,8 @@ impl Actor for Listener {
 pub struct ListenerBuilder {
     /// Where to listen, or why the address given is not one (reported by `serve`/`pull`).
     addr: Result<Target, String>,
-    /// A socket already listening (socket activation, hand-over): used instead of binding.
-    adopted: Option<std::net::TcpListener>,
+    /// Sockets already listening (socket activation, hand-over): used instead of binding.
+    adopted: Vec<StdListener>,
     backlog: u32,
     max_connections: Option<usize>,
     max_per_ip: Option<usize>,
@@ -1038,11 +1220,11 @@ impl ListenerBuilder {
             reuse_port: self.reuse_port,
         };
         let mut bound = Vec::new();
-        if let Some(adopted) = self.adopted {
-            // Socket activation: a socket bound by someone else (systemd, a parent) comes
-            // first.
-            let (listener, _) = adopt(adopted)?;
-            bound.push(Bound::Tcp(listener));
+        if !self.adopted.is_empty() {
+            // Sockets bound by someone else (systemd, a parent, a previous process) come first.
+            for socket in self.adopted {
+                bound.push(adopt(socket)?);
+            }
         } else {
             let target = self
                 .addr
@@ -1077,6 +1259,7 @@ impl ListenerBuilder {
             per_ip: Mutex::new(HashMap::new()),
             waker: AtomicWaker::new(),
             rejected_per_ip_late: AtomicU64::new(0),
+            idle: tokio::sync::Notify::new(),
         });
         let events = self.events;
         let backoff = self.backoff;
@@ -1132,6 +1315,7 @@ impl ListenerBuilder {
         };
         Ok(ListenerHandle {
             addr,
+            limiter,
             local_addr,
             addresses,
             registry,
@@ -1145,7 +1329,7 @@ impl ListenerBuilder {
 /// A socket bound on the caller's thread, registered on the listener's.
 enum Bound {
     Tcp(std::net::TcpListener),
-    Unix(std::os::unix::net::UnixListener, Option<std::path::PathBuf>),
+    Unix(std::os::unix::net::UnixListener, Option<SocketFile>),
 }
 
 impl Bound {
@@ -1251,13 +1435,15 @@ fn bind_unix(unix: &UnixTarget, mode: u32) -> Result<Bound, ListenError> {
     }
     let listener = unix.bind().map_err(error)?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).map_err(error)?;
-    Ok(Bound::Unix(listener, Some(path.clone())))
+    Ok(Bound::Unix(listener, SocketFile::at(path)))
 }
 
 /// A running listener: its address, its registry and its workers.
 #[derive(Clone)]
 pub struct ListenerHandle {
     addr: Addr<Listener>,
+    /// Its connection count, which [`retire`](Self::retire) waits on.
+    limiter: Arc<Limiter>,
     local_addr: Option<SocketAddr>,
     addresses: Vec<Address>,
     registry: Registry,
@@ -1328,6 +1514,102 @@ impl ListenerHandle {
     pub async fn shutdown(&self, drain_timeout: Duration) -> ShutdownReport {
         let _ = self.addr.send(Close).await;
         self.registry.shutdown(drain_timeout).await
+    }
+
+    /// Shutdown after a hand-over: stops accepting at once and closes this listener's
+    /// descriptors with [`Release`] (the sockets stay open in the process that took them,
+    /// and a Unix socket's file stays where it is), then lets the sessions end on their own
+    /// for up to `linger` (a client that already connected finishes its exchange instead of
+    /// being cut off mid-way), then shuts the rest down as [`shutdown`](Self::shutdown) does
+    /// within `drain_timeout`. The report counts every session that ended from the start,
+    /// lingering included.
+    ///
+    /// The wait covers every connection this listener accepted, including one still on its
+    /// way to a worker (its handshake not done, not yet in the registry).
+    pub async fn retire(&self, linger: Duration, drain_timeout: Duration) -> ShutdownReport {
+        let baseline = self.registry.baseline();
+        // Released already by whoever committed the hand-over, or here.
+        let _ = self.addr.send(Release).await;
+        let live = self.limiter.active.load(Ordering::Acquire);
+        tracing::info!(
+            live,
+            ?linger,
+            "handed over: no longer accepting, letting sessions finish"
+        );
+        let ended = tokio::time::timeout(linger, self.limiter.wait_idle())
+            .await
+            .is_ok();
+        if !ended {
+            tracing::info!(
+                live = self.limiter.active.load(Ordering::Acquire),
+                "linger over: closing the remaining sessions"
+            );
+        }
+        self.registry.shutdown_from(baseline, drain_timeout).await
+    }
+}
+
+/// Duplicates of every socket the listener accepts on, for another process to accept on
+/// (a hand-over); the listener goes on accepting. The reply says how its connections start,
+/// so the taker can check it would serve them the same way.
+#[derive(Debug, Clone, Copy, Message)]
+#[rtype(result = "io::Result<SharedSockets>")]
+pub struct ShareSockets;
+
+/// What [`ShareSockets`] gives.
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct SharedSockets {
+    /// The sockets, in the listener's order (empty once it has closed).
+    pub sockets: Vec<StdListener>,
+    /// Whether its sessions start with a TLS handshake.
+    pub tls: bool,
+    /// Whether its sessions start with a PROXY protocol header.
+    pub proxy_protocol: bool,
+}
+
+impl Handler<ShareSockets> for Listener {
+    type Result = io::Result<SharedSockets>;
+    fn handle(&mut self, _: ShareSockets, _: &mut Context<Self>) -> Self::Result {
+        let sockets = self
+            .sockets
+            .iter()
+            .map(ListenSocket::share)
+            .collect::<io::Result<Vec<_>>>()?;
+        Ok(SharedSockets {
+            sockets,
+            tls: self.shared.tls.is_some(),
+            proxy_protocol: self.shared.proxy.is_some(),
+        })
+    }
+}
+
+/// Stops accepting at once and closes the listener's descriptors as [`Close`] does, but leaves
+/// Unix socket files in place: another process took the sockets over (a hand-over) and
+/// serves them now. Connections still in the kernel backlog go to that process; pending
+/// connections (pull mode) stay queued for the owner. Answers how many sockets it released.
+#[derive(Debug, Clone, Copy, Message)]
+#[rtype(result = "usize")]
+pub struct Release;
+
+impl Handler<Release> for Listener {
+    type Result = usize;
+    fn handle(&mut self, _: Release, _: &mut Context<Self>) -> usize {
+        let released = self.sockets.len();
+        for socket in &mut self.sockets {
+            if let ListenSocket::Unix(_, file) = socket {
+                *file = None;
+            }
+        }
+        // Deregistered from this thread's poller and closed here: the accept loop, which runs
+        // on this thread too, never polls them again.
+        self.sockets.clear();
+        if released > 0 {
+            for addr in &self.addresses {
+                tracing::info!(%addr, "released to another process");
+            }
+        }
+        released
     }
 }
 

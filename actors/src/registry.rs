@@ -132,6 +132,14 @@ impl BroadcastReport {
     }
 }
 
+/// The registry's totals when a shutdown began.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Baseline {
+    started: Instant,
+    ended: u64,
+    bytes: (u64, u64),
+}
+
 /// What a [`Registry::shutdown`] did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[non_exhaustive]
@@ -654,14 +662,35 @@ impl Registry {
         &self,
         drain_timeout: Duration,
     ) -> impl Future<Output = ShutdownReport> + Send + 'static {
+        self.shutdown_from(self.baseline(), drain_timeout)
+    }
+
+    /// Where a shutdown's report starts counting from: now.
+    pub(crate) fn baseline(&self) -> Baseline {
+        Baseline {
+            started: Instant::now(),
+            ended: self.inner.disconnected.load(Ordering::SeqCst),
+            bytes: (
+                self.inner.bytes_in.load(Ordering::SeqCst),
+                self.inner.bytes_out.load(Ordering::SeqCst),
+            ),
+        }
+    }
+
+    /// [`shutdown`](Self::shutdown), with a report that counts from `baseline` (taken before
+    /// an earlier phase, such as a hand-over's linger).
+    pub(crate) fn shutdown_from(
+        &self,
+        baseline: Baseline,
+        drain_timeout: Duration,
+    ) -> impl Future<Output = ShutdownReport> + Send + 'static {
         let registry = self.clone();
         async move {
-            let started = Instant::now();
-            let ended_before = registry.inner.disconnected.load(Ordering::SeqCst);
-            let bytes_before = (
-                registry.inner.bytes_in.load(Ordering::SeqCst),
-                registry.inner.bytes_out.load(Ordering::SeqCst),
-            );
+            let Baseline {
+                started,
+                ended: ended_before,
+                bytes: bytes_before,
+            } = baseline;
             // SeqCst, before `close_all` takes the shard locks: a session registering after
             // `close_all` passed its shard sees the flag (see `Registration::insert`).
             registry.inner.shutting_down.store(true, Ordering::SeqCst);

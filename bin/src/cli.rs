@@ -108,6 +108,8 @@ impl Mode {
 ///   switchboard serve --tls-cert cert.pem --tls-key key.pem [--tls-client-ca ca.pem] [--alpn x]
 ///   switchboard serve --proxy-protocol --proxy-from 127.0.0.1/32    behind HAProxy
 ///   switchboard serve --mode echo --codec raw --reuseport 2 --port 7878   (twice: both share it)
+///   switchboard serve --mode echo --port 7878 --admin /tmp/sb.admin
+///   switchboard serve --mode echo --port 7878 --takeover /tmp/sb.admin   restart, no refused client
 #[derive(Debug, Args)]
 #[command(verbatim_doc_comment)]
 pub(crate) struct ServeArgs {
@@ -250,6 +252,16 @@ pub(crate) struct ServeArgs {
     /// `admin on ADDR`.
     #[arg(long, value_name = "PATH")]
     pub(crate) admin: Option<String>,
+
+    /// Restart without dropping a connection: take the listening sockets of the server whose
+    /// admin socket is ADMIN_PATH (a Unix socket), start accepting on them, then tell it to
+    /// stop accepting, drain within its --drain-timeout and exit. The listen options
+    /// (--listen, or --bind/--port; port 0 matches any), TLS and --proxy-protocol must be the
+    /// old server's. Its admin socket is taken too (unless --admin names another), so the
+    /// new server can be taken over in turn. Fails (exit 1) and leaves the old server serving
+    /// when anything does not match.
+    #[arg(long, value_name = "ADMIN_PATH")]
+    pub(crate) takeover: Option<PathBuf>,
 }
 
 /// Run one admin command on a running server, or an interactive prompt without one.

@@ -28,6 +28,7 @@ mod protocol;
 mod send;
 mod serve;
 mod stdin;
+mod takeover;
 mod top;
 
 use std::{io::IsTerminal, process::ExitCode};

@@ -180,9 +180,10 @@ impl AdminClient {
 }
 
 /// Listening sockets passed by systemd's socket activation (`LISTEN_FDS`, `LISTEN_PID`,
-/// `LISTEN_FDNAMES`), each with its name; the variables are removed so no child inherits them.
-/// Must run before any thread starts (it changes the environment).
-pub(crate) fn activated_listeners() -> anyhow::Result<Vec<(String, std::net::TcpListener)>> {
+/// `LISTEN_FDNAMES`), TCP or Unix, each with its name; the variables are removed so no child
+/// inherits them. Must run before any thread starts (it changes the environment).
+pub(crate) fn activated_listeners() -> anyhow::Result<Vec<(String, switchboard::StdListener)>> {
+    use std::os::fd::{FromRawFd as _, OwnedFd};
     let names: Vec<String> = std::env::var("LISTEN_FDNAMES")
         .map(|n| n.split(':').map(String::from).collect())
         .unwrap_or_default();
@@ -190,19 +191,25 @@ pub(crate) fn activated_listeners() -> anyhow::Result<Vec<(String, std::net::Tcp
     let mut fds = listenfd::ListenFd::from_env();
     let mut out = Vec::new();
     for index in 0..fds.len() {
-        let listener = fds.take_tcp_listener(index).with_context(|| {
+        let not_a_listener = || {
             format!(
-                "socket-activation descriptor {} is not a listening TCP socket",
+                "socket-activation descriptor {} is not a listening TCP or Unix socket",
                 index + 3
             )
-        })?;
-        if let Some(listener) = listener {
-            let name = names
-                .get(index)
-                .cloned()
-                .unwrap_or_else(|| format!("fd{}", index + 3));
-            out.push((name, listener));
-        }
+        };
+        let Some(raw) = fds.take_raw_fd(index).with_context(not_a_listener)? else {
+            continue;
+        };
+        // SAFETY: socket activation passes these descriptors to this process to own, and
+        // `take_raw_fd` gives each index out once.
+        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+        // The same check and the same adopt path as the sockets of a hand-over.
+        let listener = switchboard::StdListener::from_fd(fd).with_context(not_a_listener)?;
+        let name = names
+            .get(index)
+            .cloned()
+            .unwrap_or_else(|| format!("fd{}", index + 3));
+        out.push((name, listener));
     }
     Ok(out)
 }

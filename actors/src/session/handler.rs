@@ -157,6 +157,22 @@ impl<C: SessionCodec, H: SessionHandler<C>> Conn<'_, C, H> {
         self.core.meta.transport()
     }
 
+    /// The descriptor of the plaintext Unix socket this session runs over, for what only the
+    /// socket itself can carry: passing descriptors to the peer (`SCM_RIGHTS`, as the admin
+    /// socket's `handover` does). `None` over TCP, TLS, or once the socket is gone.
+    ///
+    /// Bytes sent on it go around the write buffer: flush first, and send only between
+    /// replies, so the peer reads them in order.
+    pub fn unix_fd(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
+        use std::os::fd::AsFd;
+        match &self.core.stream {
+            Some(crate::transport::Stream::Plain(crate::transport::Plain::Unix(socket))) => {
+                Some(socket.as_fd())
+            }
+            _ => None,
+        }
+    }
+
     /// A fresh snapshot of this session.
     pub fn info(&mut self) -> SessionInfo {
         self.core.publish();

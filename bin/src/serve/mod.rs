@@ -81,13 +81,21 @@ pub(crate) fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     }
     // Before any thread starts: this reads and removes the socket-activation variables.
     let activated = crate::ops::activated_listeners()?;
-    actix_rt::System::new().block_on(serve(args, codec, activated))
+    let takeover = match &args.takeover {
+        Some(_) if !activated.is_empty() => {
+            bail!("--takeover cannot be used with sockets passed by socket activation")
+        }
+        Some(path) => Some(crate::takeover::receive(path, &args)?),
+        None => None,
+    };
+    actix_rt::System::new().block_on(serve(args, codec, activated, takeover))
 }
 
 async fn serve(
     args: ServeArgs,
     codec: CodecKind,
-    activated: Vec<(String, std::net::TcpListener)>,
+    activated: Vec<(String, switchboard::StdListener)>,
+    mut takeover: Option<crate::takeover::Received>,
 ) -> anyhow::Result<ExitCode> {
     // Before binding: a signal that comes once `listening on` is out must find a handler.
     let mut interrupt =
@@ -115,25 +123,25 @@ async fn serve(
         config = config.with_frames_per_turn(4);
     }
     config = config.with_handshake_timeout(args.handshake_timeout);
-    let mut activated = activated.into_iter();
     let mut listen = args.listen.iter();
-    let builder = match activated.next() {
-        // Socket activation: the socket systemd (or a parent) bound replaces --bind/--port.
-        Some((name, socket)) => {
-            tracing::info!(name, "adopting a socket passed by socket activation");
-            Listener::from_std(socket)
+    let builder = match takeover.as_mut() {
+        // A hand-over: the old server's sockets replace --listen (checked to be the same).
+        Some(received) => {
+            listen.by_ref().for_each(drop);
+            Listener::adopt(std::mem::take(&mut received.listen))
+        }
+        // Socket activation: the sockets systemd (or a parent) bound replace --bind/--port.
+        None if !activated.is_empty() => {
+            for (name, _) in &activated {
+                tracing::info!(name, "adopting a socket passed by socket activation");
+            }
+            Listener::adopt(activated.into_iter().map(|(_, socket)| socket))
         }
         None => match listen.next() {
             Some(first) => Listener::bind(first.as_str()),
             None => Listener::bind(SocketAddr::new(args.bind, args.port)),
         },
     };
-    if activated.len() > 0 {
-        tracing::warn!(
-            extra = activated.len(),
-            "only the first activated socket is served"
-        );
-    }
     let mut builder = builder.session_config(config.clone());
     for more in listen {
         builder = builder.also_bind(more.as_str());
@@ -222,16 +230,24 @@ async fn serve(
         None => admin,
     };
     // Held for the life of the server.
-    let admin_socket = match args.admin.as_deref().map(AdminAddr::parse) {
-        None => None,
-        Some(AdminAddr::Tcp(target)) => {
+    let taken_admin = takeover.as_mut().and_then(|received| received.admin.take());
+    let admin_socket = match (taken_admin, args.admin.as_deref().map(AdminAddr::parse)) {
+        (Some((path, socket)), _) => {
+            let socket = admin
+                .serve_adopted(socket)
+                .with_context(|| format!("cannot serve the admin socket {path} taken over"))?;
+            print_line(&format!("admin on {path}"));
+            Some(socket)
+        }
+        (None, None) => None,
+        (None, Some(AdminAddr::Tcp(target))) => {
             let socket = admin
                 .serve_tcp(&target)
                 .with_context(|| format!("cannot open the admin socket tcp:{target}"))?;
             print_line(&format!("admin on tcp:{}", socket.local_addr()));
             Some(socket)
         }
-        Some(AdminAddr::Unix(path)) => {
+        (None, Some(AdminAddr::Unix(path))) => {
             let socket = admin
                 .serve_unix(&path)
                 .with_context(|| format!("cannot open the admin socket {}", path.display()))?;
@@ -250,6 +266,21 @@ async fn serve(
         workers = handle.pool().len(),
         "serving"
     );
+    if let Some(received) = takeover {
+        // Accepting here already: now the old server may stop. Blocking, so on its own thread.
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(received.commit());
+        });
+        match rx.await {
+            Ok(Ok(line)) => print_line(&line),
+            Ok(Err(error)) => tracing::warn!(
+                error = %format!("{error:#}"),
+                "the old server did not confirm the hand-over; serving anyway (it may still accept too)"
+            ),
+            Err(_) => tracing::warn!("the hand-over commit did not finish; serving anyway"),
+        }
+    }
     match &cluster_node {
         Some(node) => cluster::forward_stdin(node.clone()),
         None if args.mode == Mode::Chat => chat::forward_stdin(handle.registry().clone()),
