@@ -290,10 +290,8 @@ fn main() -> io::Result<()> {
                         pending.push(tls_connect(addr, &connector));
                         started += 1;
                     }
-                    if let Some(result) = pending.next().await {
-                        if let Ok(stream) = result {
-                            held.push(stream);
-                        }
+                    if let Some(Ok(stream)) = pending.next().await {
+                        held.push(stream);
                     }
                 }
                 println!("{}", json!({"opened": held.len()}));
