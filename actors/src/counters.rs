@@ -75,6 +75,50 @@ fn reason_index(reason: &DisconnectReason) -> usize {
     }
 }
 
+/// Durations counted into fixed buckets: `B` counts, one per upper bound then `+Inf` (not
+/// cumulative), and their sum. One relaxed add each per observation.
+#[derive(Debug)]
+pub(crate) struct DurationHistogram<const B: usize> {
+    counts: [AtomicU64; B],
+    sum_micros: AtomicU64,
+}
+
+impl<const B: usize> Default for DurationHistogram<B> {
+    fn default() -> Self {
+        DurationHistogram {
+            counts: std::array::from_fn(|_| AtomicU64::new(0)),
+            sum_micros: AtomicU64::new(0),
+        }
+    }
+}
+
+impl<const B: usize> DurationHistogram<B> {
+    /// Counts `took` into the first bucket of `bounds` (seconds; `B - 1` of them) it fits.
+    fn record(&self, bounds: &[f64], took: Duration) {
+        let secs = took.as_secs_f64();
+        let bucket = bounds
+            .iter()
+            .position(|&upper| secs <= upper)
+            .unwrap_or(bounds.len());
+        self.counts[bucket].fetch_add(1, Ordering::Relaxed);
+        self.sum_micros.fetch_add(
+            u64::try_from(took.as_micros()).unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
+    }
+
+    fn counts(&self) -> Vec<u64> {
+        self.counts
+            .iter()
+            .map(|c| c.load(Ordering::Relaxed))
+            .collect()
+    }
+
+    fn sum(&self) -> Duration {
+        Duration::from_micros(self.sum_micros.load(Ordering::Relaxed))
+    }
+}
+
 /// The registry's atomics for ended sessions and broadcasts.
 #[derive(Debug, Default)]
 pub(crate) struct RegistryCounters {
@@ -82,9 +126,7 @@ pub(crate) struct RegistryCounters {
     frames_in: AtomicU64,
     frames_out: AtomicU64,
     write_buffer_full: AtomicU64,
-    /// One count per bucket of [`LIFETIME_BUCKETS`], then the `+Inf` bucket (not cumulative).
-    lifetimes: [AtomicU64; LIFETIME_BUCKETS.len() + 1],
-    lifetime_micros: AtomicU64,
+    lifetimes: DurationHistogram<{ LIFETIME_BUCKETS.len() + 1 }>,
     /// Calls to `Registry::broadcast`.
     pub(crate) broadcasts: AtomicU64,
 }
@@ -99,16 +141,7 @@ impl RegistryCounters {
         self.write_buffer_full
             .fetch_add(info.write_buffer_full, Ordering::Relaxed);
         let lived = info.connected_at.elapsed().unwrap_or_default();
-        let secs = lived.as_secs_f64();
-        let bucket = LIFETIME_BUCKETS
-            .iter()
-            .position(|&upper| secs <= upper)
-            .unwrap_or(LIFETIME_BUCKETS.len());
-        self.lifetimes[bucket].fetch_add(1, Ordering::Relaxed);
-        self.lifetime_micros.fetch_add(
-            u64::try_from(lived.as_micros()).unwrap_or(u64::MAX),
-            Ordering::Relaxed,
-        );
+        self.lifetimes.record(&LIFETIME_BUCKETS, lived);
     }
 
     pub(crate) fn snapshot(&self) -> ClosedStats {
@@ -122,8 +155,8 @@ impl RegistryCounters {
             frames_in: load(&self.frames_in),
             frames_out: load(&self.frames_out),
             write_buffer_full: load(&self.write_buffer_full),
-            lifetime_buckets: self.lifetimes.iter().map(load).collect(),
-            lifetime_sum: Duration::from_micros(load(&self.lifetime_micros)),
+            lifetime_buckets: self.lifetimes.counts(),
+            lifetime_sum: self.lifetimes.sum(),
             broadcasts: load(&self.broadcasts),
         }
     }
@@ -189,9 +222,7 @@ pub(crate) fn accept_error_kind(error: &std::io::Error) -> usize {
 #[derive(Debug, Default)]
 pub(crate) struct HandshakeCounters {
     outcomes: [AtomicU64; HANDSHAKE_OUTCOME_LABELS.len()],
-    /// One count per bucket of [`HANDSHAKE_BUCKETS`], then `+Inf` (not cumulative).
-    durations: [AtomicU64; HANDSHAKE_BUCKETS.len() + 1],
-    duration_micros: AtomicU64,
+    durations: DurationHistogram<{ HANDSHAKE_BUCKETS.len() + 1 }>,
     waited: AtomicU64,
 }
 
@@ -207,16 +238,7 @@ impl HandshakeCounters {
             Err(_) => 5,
         };
         self.outcomes[index].fetch_add(1, Ordering::Relaxed);
-        let secs = took.as_secs_f64();
-        let bucket = HANDSHAKE_BUCKETS
-            .iter()
-            .position(|&upper| secs <= upper)
-            .unwrap_or(HANDSHAKE_BUCKETS.len());
-        self.durations[bucket].fetch_add(1, Ordering::Relaxed);
-        self.duration_micros.fetch_add(
-            u64::try_from(took.as_micros()).unwrap_or(u64::MAX),
-            Ordering::Relaxed,
-        );
+        self.durations.record(&HANDSHAKE_BUCKETS, took);
     }
 
     /// Counts one connection that found its worker's handshake cap reached and waited.
@@ -232,8 +254,8 @@ impl HandshakeCounters {
                 .zip(self.outcomes.iter())
                 .map(|(label, count)| (*label, load(count)))
                 .collect(),
-            duration_buckets: self.durations.iter().map(load).collect(),
-            duration_sum: Duration::from_micros(load(&self.duration_micros)),
+            duration_buckets: self.durations.counts(),
+            duration_sum: self.durations.sum(),
             waited_for_cap: load(&self.waited),
         }
     }

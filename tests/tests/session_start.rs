@@ -138,7 +138,8 @@ async fn sessions_keep_their_pool_alive_after_the_last_handle_is_dropped() {
     assert!(matches!(reason, DisconnectReason::PeerClosed), "{reason:?}");
 }
 
-/// Counts lines, and says when it has counted each; what `Invoke` reaches into.
+/// Counts lines, and says when it has counted each (then 0 when the session ends); what
+/// `Invoke` reaches into.
 struct Tally {
     lines: usize,
     counted: tokio::sync::mpsc::UnboundedSender<usize>,
@@ -148,6 +149,9 @@ impl switchboard::SessionHandler<Lines> for Tally {
     fn ready_read(&mut self, _: String, _: &mut switchboard::Conn<'_, Lines, Self>) {
         self.lines += 1;
         let _ = self.counted.send(self.lines);
+    }
+    fn disconnected(&mut self, _: &DisconnectReason, _: &switchboard::SessionInfo) {
+        let _ = self.counted.send(0);
     }
 }
 
@@ -181,12 +185,10 @@ async fn invoke_runs_a_closure_with_the_handler_and_a_conn() {
     })
     .await;
     drop(client);
-    within("the session to end", async {
-        while session.connected() {
-            tokio::task::yield_now().await;
-        }
-    })
-    .await;
+    assert_eq!(
+        within("the session's end", tally_says.recv()).await,
+        Some(0)
+    );
     let after = session
         .send(Invoke::new(
             |_: &mut Tally, _: &mut Conn<'_, Lines, Tally>| panic!("ran after the end"),

@@ -552,15 +552,7 @@ version, alpn = s.version(), s.selected_alpn_protocol()
 s.unwrap()
 print(version, alpn, got.decode().strip())
 "#;
-    let output = Command::new("python3")
-        .args([
-            "-c",
-            script,
-            &addr.port().to_string(),
-            pki.ca.to_str().unwrap(),
-        ])
-        .output()
-        .expect("python3 runs");
+    let output = python_tls_client(script, addr, &pki);
     assert_eq!(
         String::from_utf8_lossy(&output.stdout).trim(),
         "TLSv1.3 x-test hello from python",
@@ -568,6 +560,19 @@ print(version, alpn, got.decode().strip())
         String::from_utf8_lossy(&output.stderr)
     );
     assert!(server.terminate().status.success());
+}
+
+/// Runs a Python `ssl` client script with the server's port and the CA file as its arguments.
+fn python_tls_client(script: &str, addr: SocketAddr, pki: &Pki) -> std::process::Output {
+    Command::new("python3")
+        .args([
+            "-c",
+            script,
+            &addr.port().to_string(),
+            pki.ca.to_str().unwrap(),
+        ])
+        .output()
+        .expect("python3 runs")
 }
 
 /// Python's `ssl` connects twice, the second time offering the first session: it resumes,
@@ -593,15 +598,7 @@ for line in (b"one\n", b"two\n"):
     s.close()
 print(" ".join(reused))
 "#;
-    let output = Command::new("python3")
-        .args([
-            "-c",
-            script,
-            &addr.port().to_string(),
-            pki.ca.to_str().unwrap(),
-        ])
-        .output()
-        .expect("python3 runs");
+    let output = python_tls_client(script, addr, &pki);
     assert!(server.terminate().status.success());
     assert!(
         output.status.success(),
