@@ -293,32 +293,40 @@ pub fn proxy_header(data: &[u8]) {
     }
 }
 
-/// A raw echo behind the PROXY protocol (loopback allowed), on a background actix system.
+/// Starts a raw echo on loopback, on a background actix system that runs for the rest of the
+/// process, with the listener options `layer` adds (PROXY, TLS); gives its address.
+fn raw_echo_server(
+    layer: impl FnOnce(switchboard::ListenerBuilder) -> switchboard::ListenerBuilder + Send + 'static,
+) -> SocketAddr {
+    // As in `echo_servers`: a write to a closed connection must not kill the fuzzer.
+    // SAFETY: setting a signal disposition to SIG_IGN has no other effect.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_IGN);
+    }
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        actix_rt::System::new().block_on(async move {
+            let config = SessionConfig::default()
+                .with_idle_timeout(Some(Duration::from_secs(5)))
+                .with_handshake_timeout(Duration::from_secs(5));
+            let builder = Listener::bind("127.0.0.1:0")
+                .workers(2)
+                .session_config(config);
+            let server = layer(builder)
+                .serve(Raw, || RawEcho)
+                .expect("the raw echo server");
+            tx.send(server.local_addr()).unwrap();
+            futures::future::pending::<()>().await;
+        });
+    });
+    rx.recv().expect("the raw echo server started")
+}
+
+/// A raw echo behind the PROXY protocol (loopback allowed).
 fn proxy_echo_server() -> SocketAddr {
     static SERVER: OnceLock<SocketAddr> = OnceLock::new();
     *SERVER.get_or_init(|| {
-        // As in `echo_servers`: a write to a closed connection must not kill the fuzzer.
-        // SAFETY: setting a signal disposition to SIG_IGN has no other effect.
-        unsafe {
-            libc::signal(libc::SIGPIPE, libc::SIG_IGN);
-        }
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            actix_rt::System::new().block_on(async move {
-                let config = SessionConfig::default()
-                    .with_idle_timeout(Some(Duration::from_secs(5)))
-                    .with_handshake_timeout(Duration::from_secs(5));
-                let server = Listener::bind("127.0.0.1:0")
-                    .workers(2)
-                    .session_config(config)
-                    .proxy_protocol(["127.0.0.1/32".parse().expect("a CIDR")])
-                    .serve(Raw, || RawEcho)
-                    .expect("PROXY echo");
-                tx.send(server.local_addr()).unwrap();
-                futures::future::pending::<()>().await;
-            });
-        });
-        rx.recv().expect("PROXY echo server started")
+        raw_echo_server(|b| b.proxy_protocol(["127.0.0.1/32".parse().expect("a CIDR")]))
     })
 }
 
@@ -355,30 +363,10 @@ fn tls_bed() -> &'static TlsBed {
     BED.get_or_init(|| {
         use rustls_pki_types::{pem::PemObject, CertificateDer};
         use tokio_rustls::rustls;
-        // As in `echo_servers`: a write to a closed connection must not kill the fuzzer.
-        // SAFETY: setting a signal disposition to SIG_IGN has no other effect.
-        unsafe {
-            libc::signal(libc::SIGPIPE, libc::SIG_IGN);
-        }
         let pki = crate::pki::Pki::new();
         let acceptor = switchboard::TlsAcceptor::from_pem_files(&pki.server_cert, &pki.server_key)
             .expect("the server certificate");
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            actix_rt::System::new().block_on(async move {
-                let config = SessionConfig::default()
-                    .with_idle_timeout(Some(Duration::from_secs(5)))
-                    .with_handshake_timeout(Duration::from_secs(5));
-                let server = Listener::bind("127.0.0.1:0")
-                    .workers(2)
-                    .session_config(config)
-                    .tls(acceptor)
-                    .serve(Raw, || RawEcho)
-                    .expect("TLS echo");
-                tx.send(server.local_addr()).unwrap();
-                futures::future::pending::<()>().await;
-            });
-        });
+        let addr = raw_echo_server(|b| b.tls(acceptor));
         let mut roots = rustls::RootCertStore::empty();
         for cert in CertificateDer::pem_file_iter(&pki.ca).expect("the CA") {
             roots
@@ -393,7 +381,7 @@ fn tls_bed() -> &'static TlsBed {
         .with_root_certificates(roots)
         .with_no_client_auth();
         TlsBed {
-            addr: rx.recv().expect("TLS echo server started"),
+            addr,
             client: std::sync::Arc::new(client),
             _pki: pki,
         }
