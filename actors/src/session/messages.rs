@@ -206,8 +206,6 @@ type InvokeFn<C, H> = Box<dyn for<'a> FnOnce(&mut H, &mut crate::Conn<'a, C, H>)
 /// # Examples
 ///
 /// ```no_run
-/// # #[allow(dead_code)]
-/// # async fn demo(session: actix::Addr<switchboard::Session<switchboard_codec::Lines, Job>>) {
 /// use switchboard::{Conn, Invoke, SessionHandler};
 /// use switchboard_codec::Lines;
 ///
@@ -215,6 +213,8 @@ type InvokeFn<C, H> = Box<dyn for<'a> FnOnce(&mut H, &mut crate::Conn<'a, C, H>)
 /// impl SessionHandler<Lines> for Job {
 ///     fn ready_read(&mut self, _: String, _: &mut Conn<'_, Lines, Self>) {}
 /// }
+/// # #[allow(dead_code)]
+/// # async fn demo(session: actix::Addr<switchboard::Session<Lines, Job>>) {
 /// // From any thread: the result of some work, written by the session itself.
 /// let ran = session
 ///     .send(Invoke::new(|job: &mut Job, conn: &mut Conn<'_, Lines, Job>| {
