@@ -103,6 +103,7 @@ mod outbox;
 mod registry;
 mod session;
 mod target;
+mod ticker;
 mod transport;
 mod worker;
 

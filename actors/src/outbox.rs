@@ -164,6 +164,11 @@ impl Outbox {
         self.charged.load(Ordering::Relaxed)
     }
 
+    /// Wakes the session's driver (for something other than bytes: a close request).
+    pub(crate) fn wake_session(&self) {
+        self.session.wake();
+    }
+
     /// Registers the session's driver for the empty-to-not-empty wake-up.
     pub(crate) fn register(&self, waker: &Waker) {
         self.session.register(waker);

@@ -35,36 +35,16 @@ const SHARDS: usize = 16;
 /// [`Registry::subscribe`]).
 pub const DEFAULT_EVENT_BACKLOG: usize = 4096;
 
-/// What the registry can do to a session without knowing its codec or handler (the session
-/// implements it; the registry never names `Session<C, H>`). Deliveries need nothing of the
-/// session's type: they go through its outbound queue in `SessionMeta`.
-pub(crate) trait SessionControl: Send + Sync {
-    /// Asks the session to close; called at most once per [`CloseMode`] level.
-    fn close(&self, reason: DisconnectReason, mode: CloseMode);
-}
-
-/// A registry entry kept only for measuring the registry itself (see
-/// [`Registry::register_placeholder`]).
-struct NoSession;
-
-impl SessionControl for NoSession {
-    fn close(&self, _: DisconnectReason, _: CloseMode) {}
-}
-
+/// A live session as the registry holds it: its shared record. The registry never names
+/// `Session<C, H>`: deliveries go through the record's outbound queue, close requests through
+/// [`SessionMeta::request_close`].
 struct Entry {
     meta: Arc<SessionMeta>,
-    control: Box<dyn SessionControl>,
 }
 
 impl Entry {
-    /// Asks the session to close, unless a close at least as strong was already asked: the
-    /// close message skips the mailbox's capacity (it must not be lost), so it is sent at most
-    /// once per level.
     fn request_close(&self, reason: DisconnectReason, mode: CloseMode) {
-        let level = mode as u8;
-        if self.meta.close_requested.fetch_max(level, Ordering::AcqRel) < level {
-            self.control.close(reason, mode);
-        }
+        self.meta.request_close(reason, mode);
     }
 }
 
@@ -737,7 +717,7 @@ impl Registry {
     pub fn register_placeholder(&self, peer: SocketAddr, local: SocketAddr) -> Placeholder {
         let meta = SessionMeta::placeholder(peer, local);
         let mut registration = Registration::new(self.clone(), meta.clone());
-        registration.insert(&meta, Box::new(NoSession));
+        registration.insert(&meta);
         Placeholder {
             entry: registration,
         }
@@ -805,16 +785,10 @@ impl Registration {
         }
     }
 
-    fn insert(&mut self, meta: &Arc<SessionMeta>, control: Box<dyn SessionControl>) {
+    fn insert(&mut self, meta: &Arc<SessionMeta>) {
         {
             let mut shard = self.registry.shard(meta.id);
-            shard.insert(
-                meta.id,
-                Entry {
-                    meta: meta.clone(),
-                    control,
-                },
-            );
+            shard.insert(meta.id, Entry { meta: meta.clone() });
             self.registry.change_count(1);
         }
         self.inserted = true;
@@ -828,9 +802,9 @@ impl Registration {
         }
     }
 
-    /// Called by the session once it runs, with its control handle.
-    pub(crate) fn connected(&mut self, meta: &Arc<SessionMeta>, control: Box<dyn SessionControl>) {
-        self.insert(meta, control);
+    /// Called by the session once it runs.
+    pub(crate) fn connected(&mut self, meta: &Arc<SessionMeta>) {
+        self.insert(meta);
     }
 
     pub(crate) fn count_drops(&self, messages: u64) {

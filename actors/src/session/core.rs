@@ -6,8 +6,8 @@ use tokio_util::codec::Encoder;
 
 use super::{starttls::Upgrade, DisconnectReason, SessionCodec, SessionMeta, SessionState};
 use crate::{
-    limits::ConnectionPermit, registry::Registration, transport::Stream, worker::WorkerLoad,
-    SessionConfig, SessionError,
+    limits::ConnectionPermit, registry::Registration, ticker::Ticker, transport::Stream,
+    worker::WorkerLoad, SessionConfig, SessionError,
 };
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -78,6 +78,10 @@ pub(crate) struct Core<C> {
     pub(super) bytes_discarded: u64,
     /// Counter values at the last timeout tick, and for how many ticks they have not moved.
     pub(super) last_moved: u64,
+    /// The level of the last close request taken from the registry (`SessionMeta::request_close`).
+    pub(super) close_taken: u8,
+    /// This session's slot on its worker's timeout clock; none without timeouts.
+    pub(super) ticker: Option<Ticker>,
     pub(super) idle_ticks: u32,
     pub(super) last_frames: u64,
     pub(super) partial_ticks: u32,

@@ -545,6 +545,28 @@ impl<C: SessionCodec, H: SessionHandler<C>> ActorFuture<Session<C, H>> for Drive
         ctx: &mut Context<Session<C, H>>,
         cx: &mut task::Context<'_>,
     ) -> Poll<()> {
-        session.in_span(|session| session.drive(ctx, cx))
+        session.in_span(|session| {
+            if let Some((reason, mode)) = session
+                .core
+                .meta
+                .take_close_request(session.core.close_taken)
+            {
+                session.core.close_taken = mode as u8;
+                session.close(reason, mode, ctx);
+                if session.core.state == State::Closed {
+                    return Poll::Ready(());
+                }
+            }
+            if let Some(ticker) = session.core.ticker.as_mut() {
+                let period = ticker.period();
+                for _ in 0..ticker.poll(cx.waker()) {
+                    session.tick(ctx, period);
+                    if session.core.state == State::Closed {
+                        return Poll::Ready(());
+                    }
+                }
+            }
+            session.drive(ctx, cx)
+        })
     }
 }

@@ -474,6 +474,8 @@ pub(crate) fn new_session<C: SessionCodec, H: SessionHandler<C>>(
             frames_out: 0,
             bytes_discarded: 0,
             last_moved: 0,
+            close_taken: super::meta::NO_CLOSE_REQUESTED,
+            ticker: None,
             idle_ticks: 0,
             last_frames: 0,
             partial_ticks: 0,

@@ -151,20 +151,6 @@ impl<C: SessionCodec, H: SessionHandler<C>> Handler<ResumeReading> for Session<C
     }
 }
 
-/// A close asked by the registry (kick, shutdown, slow consumer), type-erased so the registry
-/// can hold any session.
-#[derive(Debug, Message)]
-#[rtype(result = "()")]
-pub(crate) struct CloseRequest(pub(crate) DisconnectReason, pub(crate) CloseMode);
-
-impl<C: SessionCodec, H: SessionHandler<C>> Handler<CloseRequest> for Session<C, H> {
-    type Result = ();
-
-    fn handle(&mut self, CloseRequest(reason, mode): CloseRequest, ctx: &mut Context<Self>) {
-        self.close(reason, mode, ctx);
-    }
-}
-
 impl<C: SessionCodec, H: SessionHandler<C>> Session<C, H> {
     pub(super) fn close(
         &mut self,
@@ -180,16 +166,6 @@ impl<C: SessionCodec, H: SessionHandler<C>> Session<C, H> {
                 }
             }
         }
-    }
-}
-
-impl<C: SessionCodec, H: SessionHandler<C>> crate::registry::SessionControl
-    for actix::Addr<Session<C, H>>
-{
-    fn close(&self, reason: DisconnectReason, mode: CloseMode) {
-        // At most one per level and session (see the registry's `Entry::request_close`):
-        // bounded, and it must not be lost to a full mailbox, so it skips the capacity check.
-        self.do_send(CloseRequest(reason, mode));
     }
 }
 

@@ -2,12 +2,12 @@ use std::{
     net::SocketAddr,
     sync::{
         atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering},
-        Arc, OnceLock,
+        Arc, Mutex, MutexGuard, OnceLock,
     },
     time::SystemTime,
 };
 
-use super::{Parts, SessionId, SessionInfo, SessionState};
+use super::{CloseMode, DisconnectReason, Parts, SessionId, SessionInfo, SessionState};
 use crate::{outbox::Outbox, Address, SessionConfig, TlsInfo, TransportKind};
 
 /// What a session shares with the registry: identity and counters, published once per turn.
@@ -41,6 +41,9 @@ pub(crate) struct SessionMeta {
     /// [`CloseMode`] as `u8`, or [`NO_CLOSE_REQUESTED`]), so repeated kicks or a burst of
     /// slow-consumer broadcasts queue one close message per level, not one per call.
     pub(crate) close_requested: AtomicU8,
+    /// The close asked through the registry and not yet taken by the session (its level is
+    /// `close_requested`); boxed, as it is rare.
+    close_request: Mutex<Option<Box<(DisconnectReason, CloseMode)>>>,
     /// What the registry hands this session from other threads.
     pub(crate) outbox: Outbox,
 }
@@ -86,6 +89,7 @@ impl SessionMeta {
             read_paused: AtomicBool::new(false),
             idle_ms: AtomicU64::new(0),
             close_requested: AtomicU8::new(NO_CLOSE_REQUESTED),
+            close_request: Mutex::new(None),
             outbox: Outbox::new(config.outbound_queue, config.slow_consumer_timeout),
         }
     }
@@ -150,8 +154,38 @@ impl SessionMeta {
         let _ = self.tls.set(Box::new(info));
     }
 
+    /// Asks the session to close (kick, shutdown, slow consumer), unless a close at least as
+    /// strong was asked already: repeated kicks or a burst of slow-consumer broadcasts leave
+    /// one request per level. The session takes it at its next turn ([`take_close_request`]).
+    ///
+    /// [`take_close_request`]: SessionMeta::take_close_request
+    pub(crate) fn request_close(&self, reason: DisconnectReason, mode: CloseMode) {
+        let level = mode as u8;
+        if self.close_requested.fetch_max(level, Ordering::AcqRel) < level {
+            *lock(&self.close_request) = Some(Box::new((reason, mode)));
+            self.outbox.wake_session();
+        }
+    }
+
+    /// The close asked since the session last took one, if any. A request whose level is
+    /// already set but whose reason is not stored yet is taken at the wake-up that follows.
+    pub(super) fn take_close_request(
+        &self,
+        taken_level: u8,
+    ) -> Option<(DisconnectReason, CloseMode)> {
+        if self.close_requested.load(Ordering::Acquire) <= taken_level {
+            return None;
+        }
+        lock(&self.close_request).take().map(|request| *request)
+    }
+
     /// Bytes this session still owes its peer: its write buffer and its outbound queue.
     pub(crate) fn bytes_owed(&self) -> usize {
         self.bytes_to_write.load(Ordering::Relaxed) + self.outbox.queued_bytes()
     }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    // The guarded value is replaced whole: a panic elsewhere cannot leave it half written.
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
 }

@@ -71,6 +71,7 @@ pub(crate) use launch::{Handshake, Launch, Parts, ProxyStep};
 pub(crate) use meta::SessionMeta;
 
 use self::core::{Core, State, WriteSide};
+use crate::ticker::Ticker;
 use driver::Driver;
 use timeouts::arm_close_timeout;
 
@@ -135,13 +136,11 @@ impl<C: SessionCodec, H: SessionHandler<C>> Session<C, H> {
             return;
         }
         if let Some(registration) = &mut self.core.registration {
-            registration.connected(&self.core.meta, Box::new(ctx.address()));
+            registration.connected(&self.core.meta);
         }
-        if let Some(period) = self.core.config.tick() {
-            ctx.run_interval(period, move |session, ctx| {
-                session.in_span(|session| session.tick(ctx, period))
-            });
-        }
+        // The timeout tick comes from this thread's shared clock (`crate::ticker`), checked
+        // by the driver.
+        self.core.ticker = self.core.config.tick().map(Ticker::join);
         if self.call(ctx, |h, c| h.connected(c)) {
             ctx.spawn(Driver(PhantomData));
         }
