@@ -19,8 +19,8 @@ use std::{
     collections::VecDeque,
     fmt,
     sync::{
-        atomic::{AtomicUsize, Ordering},
-        Mutex, MutexGuard,
+        atomic::{fence, AtomicBool, AtomicUsize, Ordering},
+        Mutex, MutexGuard, OnceLock,
     },
     task::{Context, Waker},
     time::{Duration, Instant},
@@ -34,14 +34,20 @@ const ITEM_COST: usize = 32;
 
 /// A session's outbound queue.
 pub(crate) struct Outbox {
-    state: Mutex<State>,
+    /// Allocated at the first offer: most sessions are never sent anything through the
+    /// registry, and an idle one should not carry an empty queue.
+    state: OnceLock<Box<Mutex<State>>>,
+    /// The session takes no more writes. Outside `state`, so closing a queue that was never
+    /// offered anything allocates nothing.
+    closed: AtomicBool,
     /// Charged bytes queued (bytes plus [`ITEM_COST`] per message); read without the lock on
     /// the session's hot path.
     charged: AtomicUsize,
     /// The session's driver, woken when the queue goes from empty to not empty.
     session: AtomicWaker,
-    limit: usize,
-    slow_after: Duration,
+    limit: u32,
+    /// In milliseconds: a session's record is kept small.
+    slow_after_ms: u32,
 }
 
 struct State {
@@ -50,8 +56,6 @@ struct State {
     progress: u64,
     /// Marked slow: nothing taken for the slow-consumer timeout while a sender waited.
     slow: bool,
-    /// The session takes no more writes.
-    closed: bool,
     /// Senders waiting for room, woken (and forgotten) when the session takes bytes or closes.
     waiters: Vec<Waker>,
     /// Counts the times `waiters` was emptied, so a sender registers once per round instead of
@@ -99,25 +103,36 @@ impl Outbox {
     /// counts as slow after taking nothing for `slow_after` while a sender waits.
     pub(crate) fn new(limit: usize, slow_after: Duration) -> Outbox {
         Outbox {
-            state: Mutex::new(State {
-                queue: VecDeque::new(),
-                progress: 0,
-                slow: false,
-                closed: false,
-                waiters: Vec::new(),
-                round: 0,
-            }),
+            state: OnceLock::new(),
+            closed: AtomicBool::new(false),
             charged: AtomicUsize::new(0),
             session: AtomicWaker::new(),
-            limit,
-            slow_after,
+            // Limits past 4 GiB or 49 days are limits nobody reaches.
+            limit: u32::try_from(limit).unwrap_or(u32::MAX),
+            slow_after_ms: u32::try_from(slow_after.as_millis()).unwrap_or(u32::MAX),
         }
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
+        let state = self.state.get_or_init(|| {
+            Box::new(Mutex::new(State {
+                queue: VecDeque::new(),
+                progress: 0,
+                slow: false,
+                waiters: Vec::new(),
+                round: 0,
+            }))
+        });
+        // Pairs with the fence in `close`: either the closer sees this state and empties it
+        // under its lock, or whoever holds this lock sees `closed`.
+        fence(Ordering::SeqCst);
         // Every update under this lock is a handful of plain stores: a panic elsewhere cannot
         // leave it half done.
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+        state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::SeqCst)
     }
 
     /// Offers `data`; at the limit, `waiter` (if any) is woken once the session takes bytes.
@@ -125,14 +140,14 @@ impl Outbox {
     /// it twice.
     pub(crate) fn offer(&self, data: &Bytes, waiter: Option<(&Waker, &mut Option<u64>)>) -> Offer {
         let mut state = self.lock();
-        if state.closed {
+        if self.is_closed() {
             return Offer::Closed;
         }
         if state.slow {
             return Offer::Slow;
         }
         let charged = self.charged.load(Ordering::Relaxed);
-        if charged >= self.limit {
+        if charged >= self.limit as usize {
             if let Some((waker, round)) = waiter {
                 if *round != Some(state.round) {
                     state.waiters.push(waker.clone());
@@ -191,7 +206,7 @@ impl Outbox {
             self.charged.fetch_sub(released, Ordering::AcqRel);
             state.progress = state.progress.wrapping_add(1);
             state.slow = false;
-            if self.charged.load(Ordering::Relaxed) < self.limit {
+            if self.charged.load(Ordering::Relaxed) < self.limit as usize {
                 wake_all(&mut state);
             }
         }
@@ -202,7 +217,7 @@ impl Outbox {
     /// when this call marked it (false: it moved meanwhile, was already marked, or closed).
     pub(crate) fn mark_slow(&self, progress: u64) -> bool {
         let mut state = self.lock();
-        if state.closed || state.slow || state.progress != progress {
+        if self.is_closed() || state.slow || state.progress != progress {
             return false;
         }
         state.slow = true;
@@ -213,11 +228,14 @@ impl Outbox {
 
     /// Stops taking offers; returns the messages still queued, now thrown away.
     pub(crate) fn close(&self) -> usize {
-        let mut state = self.lock();
-        if state.closed {
+        if self.closed.swap(true, Ordering::SeqCst) {
             return 0;
         }
-        state.closed = true;
+        fence(Ordering::SeqCst);
+        let Some(state) = self.state.get() else {
+            return 0;
+        };
+        let mut state = state.lock().unwrap_or_else(|e| e.into_inner());
         let discarded = state.queue.len();
         state.queue = VecDeque::new();
         self.charged.store(0, Ordering::Release);
@@ -227,7 +245,7 @@ impl Outbox {
 
     /// How long the session may take nothing while a sender waits before it counts as slow.
     pub(crate) fn slow_after(&self) -> Duration {
-        self.slow_after
+        Duration::from_millis(u64::from(self.slow_after_ms))
     }
 }
 

@@ -38,8 +38,9 @@ pub(crate) struct Core<C> {
     pub(super) write_buf: BytesMut,
     pub(super) state: State,
     pub(super) write_side: WriteSide,
-    /// Set by the first thing that ends the session; later causes do not overwrite it.
-    pub(super) reason: Option<DisconnectReason>,
+    /// Set by the first thing that ends the session; later causes do not overwrite it. Boxed:
+    /// it is set once, at the end, and an idle session should not carry its 32 bytes.
+    pub(super) reason: Option<Box<DisconnectReason>>,
     pub(super) config: Arc<SessionConfig>,
     pub(super) meta: Arc<SessionMeta>,
     /// The peer's FIN was seen: no more reads, and no lingering on close.
@@ -67,15 +68,6 @@ pub(crate) struct Core<C> {
     /// Bytes went to the transport since it last finished a flush: it may still hold some
     /// (TLS records a full socket did not take), so the driver flushes it.
     pub(super) transport_unflushed: bool,
-    /// Counters kept locally and published to `meta` once per turn and before each write, so
-    /// a peer that holds its reply never sees counters older than its request.
-    pub(super) bytes_in: u64,
-    pub(super) bytes_out: u64,
-    pub(super) frames_in: u64,
-    pub(super) frames_out: u64,
-    /// Bytes read while lingering and thrown away; kept out of `bytes_in`, which counts only
-    /// input the session accepted (an echo's `bytes_in` must equal its `bytes_out`).
-    pub(super) bytes_discarded: u64,
     /// Counter values at the last timeout tick, and for how many ticks they have not moved.
     pub(super) last_moved: u64,
     /// The level of the last close request taken from the registry (`SessionMeta::request_close`).
@@ -88,13 +80,16 @@ pub(crate) struct Core<C> {
     /// `bytes_in` where the last decoded frame ended: bytes past it belong to a frame the
     /// peer has not finished sending.
     pub(super) frame_end: u64,
-    pub(super) flush_waiters: Vec<oneshot::Sender<()>>,
+    /// [`Flush`](super::Flush) callers waiting for the buffer to empty; boxed, as most
+    /// sessions never have one.
+    pub(super) flush_waiters: Option<Box<Vec<oneshot::Sender<()>>>>,
     /// A STARTTLS upgrade asked for and not finished; boxed, as it is rare.
     pub(super) upgrade: Option<Box<Upgrade>>,
     pub(super) registration: Option<Registration>,
     /// The session's `tracing` span (id, peer, transport, listener): entered around every
     /// driver turn, timeout tick, start and stop, so the log lines of the session are in it.
-    pub(super) span: tracing::Span,
+    /// Boxed, and only when a subscriber takes it: a disabled span is 40 bytes of nothing.
+    pub(super) span: Option<Box<tracing::Span>>,
     /// Released when the session is dropped, whatever ended it.
     pub(super) _permit: Option<ConnectionPermit>,
     pub(super) _load: Option<WorkerLoad>,
@@ -103,7 +98,7 @@ pub(crate) struct Core<C> {
 impl<C: SessionCodec> Core<C> {
     pub(super) fn set_reason(&mut self, reason: DisconnectReason) {
         if self.reason.is_none() {
-            self.reason = Some(reason);
+            self.reason = Some(Box::new(reason));
         }
     }
 
@@ -138,7 +133,7 @@ impl<C: SessionCodec> Core<C> {
         self.codec
             .encode(item, &mut self.write_buf)
             .map_err(|e| SessionError::Encode(Arc::new(e)))?;
-        self.frames_out += 1;
+        self.meta.frames_out.add(1);
         Ok(())
     }
 
@@ -152,13 +147,12 @@ impl<C: SessionCodec> Core<C> {
             meta,
             codec,
             write_buf,
-            frames_out,
             ..
         } = self;
         let mut refused = 0u64;
         meta.outbox.take(|item| {
             match codec.encode(item, write_buf) {
-                Ok(()) => *frames_out += 1,
+                Ok(()) => meta.frames_out.add(1),
                 Err(error) => {
                     tracing::debug!(session = %meta.id, %error, "codec refused a registry message");
                     refused += 1;
@@ -219,12 +213,6 @@ impl<C: SessionCodec> Core<C> {
 
     pub(super) fn publish(&self) {
         let m = &self.meta;
-        m.bytes_in.store(self.bytes_in, Ordering::Relaxed);
-        m.bytes_out.store(self.bytes_out, Ordering::Relaxed);
-        m.frames_in.store(self.frames_in, Ordering::Relaxed);
-        m.frames_out.store(self.frames_out, Ordering::Relaxed);
-        m.bytes_discarded
-            .store(self.bytes_discarded, Ordering::Relaxed);
         m.bytes_to_write
             .store(self.write_buf.len(), Ordering::Relaxed);
         m.read_paused

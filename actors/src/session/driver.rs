@@ -25,12 +25,14 @@ impl<C: SessionCodec, H: SessionHandler<C>> Session<C, H> {
     /// Runs `f` inside the session's span. The span is moved out for the call (no reference
     /// count is touched) and put back after.
     pub(super) fn in_span<R>(&mut self, f: impl FnOnce(&mut Self) -> R) -> R {
-        let span = std::mem::replace(&mut self.core.span, tracing::Span::none());
+        let Some(span) = self.core.span.take() else {
+            return f(self);
+        };
         let result = {
             let _entered = span.enter();
             f(self)
         };
-        self.core.span = span;
+        self.core.span = Some(span);
         result
     }
 
@@ -132,14 +134,20 @@ impl<C: SessionCodec, H: SessionHandler<C>> Session<C, H> {
             }
         }
         if written > 0 {
-            self.core.bytes_out += written as u64;
+            self.core.meta.bytes_out.add(written as u64);
         }
         if self.core.write_buf.is_empty()
             && !self.core.transport_unflushed
-            && !self.core.flush_waiters.is_empty()
+            && self.core.flush_waiters.is_some()
         {
             // The buffer stays for the next reply; the timeout tick frees it once idle.
-            for waiter in self.core.flush_waiters.drain(..) {
+            for waiter in self
+                .core
+                .flush_waiters
+                .take()
+                .map(|w| *w)
+                .unwrap_or_default()
+            {
                 let _ = waiter.send(());
             }
         }
@@ -184,11 +192,11 @@ impl<C: SessionCodec, H: SessionHandler<C>> Session<C, H> {
         ctx: &mut Context<Self>,
         f: impl FnOnce(&mut H, &mut Conn<'_, C, H>),
     ) -> bool {
-        let written_before = self.core.frames_out;
+        let written_before = self.core.meta.frames_out.get();
         self.core.answering = true;
         let ok = self.call(ctx, f);
         self.core.answering = false;
-        if self.core.frames_out != written_before
+        if self.core.meta.frames_out.get() != written_before
             && self.core.write_buf.len() >= self.core.config.high_watermark
         {
             self.core.answers_held = true;
@@ -220,8 +228,9 @@ impl<C: SessionCodec, H: SessionHandler<C>> Session<C, H> {
             };
             match decoded {
                 Ok(Some(frame)) => {
-                    self.core.frames_in += 1;
-                    self.core.frame_end = self.core.bytes_in - self.core.read_buf.len() as u64;
+                    self.core.meta.frames_in.add(1);
+                    self.core.frame_end =
+                        self.core.meta.bytes_in.get() - self.core.read_buf.len() as u64;
                     *budget -= 1;
                     if !self.answer(ctx, |h, c| h.ready_read(frame, c)) {
                         return Ok(Delivery::Stalled);
@@ -260,7 +269,7 @@ impl<C: SessionCodec, H: SessionHandler<C>> Session<C, H> {
                     return Ok(Poll::Ready(()));
                 }
                 Poll::Ready(Ok(n)) => {
-                    core.bytes_in += n as u64;
+                    core.meta.bytes_in.add(n as u64);
                     core.needs_data = false;
                     return Ok(Poll::Ready(()));
                 }
@@ -302,7 +311,10 @@ impl<C: SessionCodec, H: SessionHandler<C>> Session<C, H> {
                 Poll::Ready(Ok(())) if buf.filled().is_empty() => return Poll::Ready(()),
                 // Not `bytes_in`: these bytes were never accepted (nor answered).
                 Poll::Ready(Ok(())) => {
-                    self.core.bytes_discarded += buf.filled().len() as u64;
+                    self.core
+                        .meta
+                        .bytes_discarded
+                        .add(buf.filled().len() as u64);
                     *reads_left -= 1;
                 }
                 Poll::Ready(Err(e)) if e.kind() == io::ErrorKind::Interrupted => {}

@@ -423,7 +423,7 @@ pub(crate) fn new_session<C: SessionCodec, H: SessionHandler<C>>(
             }
             (Some(stream), None)
         }
-        Err(reason) => (None, Some(reason)),
+        Err(reason) => (None, Some(Box::new(reason))),
     };
     let worker = load.as_ref().map(|l| l.index);
     let transport = stream.as_ref().map(Stream::kind);
@@ -468,11 +468,6 @@ pub(crate) fn new_session<C: SessionCodec, H: SessionHandler<C>>(
             refused: false,
             write_blocked: false,
             transport_unflushed: false,
-            bytes_in: 0,
-            bytes_out: 0,
-            frames_in: 0,
-            frames_out: 0,
-            bytes_discarded: 0,
             last_moved: 0,
             close_taken: super::meta::NO_CLOSE_REQUESTED,
             ticker: None,
@@ -480,9 +475,9 @@ pub(crate) fn new_session<C: SessionCodec, H: SessionHandler<C>>(
             last_frames: 0,
             partial_ticks: 0,
             frame_end: 0,
-            flush_waiters: Vec::new(),
+            flush_waiters: None,
             upgrade: None,
-            span,
+            span: (!span.is_disabled()).then(|| Box::new(span)),
             _permit: permit,
             _load: load,
         },

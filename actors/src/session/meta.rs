@@ -1,7 +1,7 @@
 use std::{
     net::SocketAddr,
     sync::{
-        atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering},
+        atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering},
         Arc, Mutex, MutexGuard, OnceLock,
     },
     time::SystemTime,
@@ -21,13 +21,16 @@ pub(crate) struct SessionMeta {
     /// What TLS negotiated: set by the handshake at start or by STARTTLS later, at most once.
     /// Boxed, so plaintext sessions pay one pointer.
     tls: OnceLock<Box<TlsInfo>>,
-    pub(crate) worker: Option<usize>,
+    /// The worker's index (a `u32`, to keep the record small).
+    worker: Option<u32>,
     pub(crate) connected_at: SystemTime,
-    pub(super) bytes_in: AtomicU64,
-    pub(super) bytes_out: AtomicU64,
-    pub(super) frames_in: AtomicU64,
-    pub(super) frames_out: AtomicU64,
-    pub(super) bytes_discarded: AtomicU64,
+    pub(super) bytes_in: Counter,
+    pub(super) bytes_out: Counter,
+    pub(super) frames_in: Counter,
+    pub(super) frames_out: Counter,
+    /// Bytes read while lingering and thrown away; kept out of `bytes_in`, which counts only
+    /// input the session accepted (an echo's `bytes_in` must equal its `bytes_out`).
+    pub(super) bytes_discarded: Counter,
     pub(super) bytes_to_write: AtomicUsize,
     pub(crate) broadcasts_dropped: AtomicU64,
     pub(super) read_finished: AtomicBool,
@@ -36,7 +39,7 @@ pub(crate) struct SessionMeta {
     pub(super) write_buffer_full: AtomicU64,
     pub(super) read_paused: AtomicBool,
     /// Quiet time as of the last tick, in milliseconds.
-    pub(super) idle_ms: AtomicU64,
+    pub(super) idle_ms: AtomicU32,
     /// The strongest close already asked of this session through the registry (a
     /// [`CloseMode`] as `u8`, or [`NO_CLOSE_REQUESTED`]), so repeated kicks or a burst of
     /// slow-consumer broadcasts queue one close message per level, not one per call.
@@ -46,6 +49,25 @@ pub(crate) struct SessionMeta {
     close_request: Mutex<Option<Box<(DisconnectReason, CloseMode)>>>,
     /// What the registry hands this session from other threads.
     pub(crate) outbox: Outbox,
+}
+
+/// A counter only the session's own thread writes (so a load and a store, no locked
+/// read-modify-write) and anyone reads: live, so a peer that has its answer never sees
+/// counters older than its request.
+#[derive(Debug, Default)]
+pub(crate) struct Counter(AtomicU64);
+
+impl Counter {
+    pub(super) fn add(&self, n: u64) {
+        self.0.store(
+            self.0.load(Ordering::Relaxed).wrapping_add(n),
+            Ordering::Relaxed,
+        );
+    }
+
+    pub(crate) fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
 }
 
 /// [`SessionMeta::close_requested`] before any close was asked.
@@ -74,20 +96,20 @@ impl SessionMeta {
             local_addr: parts.local_addr,
             started_over: transport,
             tls: tls_info,
-            worker,
+            worker: worker.and_then(|w| u32::try_from(w).ok()),
             connected_at: SystemTime::now(),
-            bytes_in: AtomicU64::new(0),
-            bytes_out: AtomicU64::new(0),
-            frames_in: AtomicU64::new(0),
-            frames_out: AtomicU64::new(0),
-            bytes_discarded: AtomicU64::new(0),
+            bytes_in: Counter::default(),
+            bytes_out: Counter::default(),
+            frames_in: Counter::default(),
+            frames_out: Counter::default(),
+            bytes_discarded: Counter::default(),
             bytes_to_write: AtomicUsize::new(0),
             broadcasts_dropped: AtomicU64::new(0),
             read_finished: AtomicBool::new(false),
             state: AtomicU8::new(SessionState::Connected as u8),
             write_buffer_full: AtomicU64::new(0),
             read_paused: AtomicBool::new(false),
-            idle_ms: AtomicU64::new(0),
+            idle_ms: AtomicU32::new(0),
             close_requested: AtomicU8::new(NO_CLOSE_REQUESTED),
             close_request: Mutex::new(None),
             outbox: Outbox::new(config.outbound_queue, config.slow_consumer_timeout),
@@ -118,21 +140,23 @@ impl SessionMeta {
             local_addr: self.local_addr.clone(),
             transport: self.transport(),
             tls: self.tls().cloned(),
-            worker: self.worker,
+            worker: self.worker.map(|w| w as usize),
             connected_at: self.connected_at,
-            bytes_in: self.bytes_in.load(Ordering::Relaxed),
-            bytes_out: self.bytes_out.load(Ordering::Relaxed),
-            frames_in: self.frames_in.load(Ordering::Relaxed),
-            frames_out: self.frames_out.load(Ordering::Relaxed),
+            bytes_in: self.bytes_in.get(),
+            bytes_out: self.bytes_out.get(),
+            frames_in: self.frames_in.get(),
+            frames_out: self.frames_out.get(),
             bytes_to_write: self.bytes_to_write.load(Ordering::Relaxed),
             bytes_queued: self.outbox.queued_bytes(),
             broadcasts_dropped: self.broadcasts_dropped.load(Ordering::Relaxed),
             read_finished: self.read_finished.load(Ordering::Relaxed),
-            bytes_discarded: self.bytes_discarded.load(Ordering::Relaxed),
+            bytes_discarded: self.bytes_discarded.get(),
             state: SessionState::from_u8(self.state.load(Ordering::Relaxed)),
             write_buffer_full: self.write_buffer_full.load(Ordering::Relaxed),
             read_paused: self.read_paused.load(Ordering::Relaxed),
-            idle_for: std::time::Duration::from_millis(self.idle_ms.load(Ordering::Relaxed)),
+            idle_for: std::time::Duration::from_millis(u64::from(
+                self.idle_ms.load(Ordering::Relaxed),
+            )),
         }
     }
 

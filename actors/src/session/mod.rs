@@ -147,7 +147,11 @@ impl<C: SessionCodec, H: SessionHandler<C>> Session<C, H> {
     }
 
     fn stop(&mut self, _ctx: &mut Context<Self>) {
-        let reason = self.core.reason.take().unwrap_or(DisconnectReason::Closed);
+        let reason = self
+            .core
+            .reason
+            .take()
+            .map_or(DisconnectReason::Closed, |reason| *reason);
         // A graceful close sent close_notify already; an abort discards, and a broken
         // socket takes nothing.
         let polite = !matches!(

@@ -8,14 +8,16 @@ impl<C: SessionCodec, H: SessionHandler<C>> Session<C, H> {
     pub(super) fn tick(&mut self, ctx: &mut Context<Self>, period: Duration) {
         let core = &mut self.core;
         // Discarded bytes moved too: a peer still sending while we linger is not idle.
-        let moved = core.bytes_in + core.bytes_out + core.bytes_discarded;
+        let m = &core.meta;
+        let moved = m.bytes_in.get() + m.bytes_out.get() + m.bytes_discarded.get();
+        let (bytes_in, frames_in) = (m.bytes_in.get(), m.frames_in.get());
         if moved == core.last_moved {
             core.idle_ticks = core.idle_ticks.saturating_add(1);
         } else {
             core.last_moved = moved;
             core.idle_ticks = 0;
         }
-        let idle = u64::try_from((period * core.idle_ticks).as_millis()).unwrap_or(u64::MAX);
+        let idle = u32::try_from((period * core.idle_ticks).as_millis()).unwrap_or(u32::MAX);
         core.meta
             .idle_ms
             .store(idle, std::sync::atomic::Ordering::Relaxed);
@@ -35,9 +37,9 @@ impl<C: SessionCodec, H: SessionHandler<C>> Session<C, H> {
             && !core.eof
             && !core.user_paused
             && !core.answers_held
-            && core.bytes_in > core.frame_end;
-        if !waiting_on_peer || core.frames_in != core.last_frames {
-            core.last_frames = core.frames_in;
+            && bytes_in > core.frame_end;
+        if !waiting_on_peer || frames_in != core.last_frames {
+            core.last_frames = frames_in;
             core.partial_ticks = 0;
         } else {
             core.partial_ticks = core.partial_ticks.saturating_add(1);
@@ -72,7 +74,7 @@ pub(super) fn arm_close_timeout<C: SessionCodec, H: SessionHandler<C>>(
 ) {
     ctx.run_later(timeout, |session, ctx| {
         if session.core.state != State::Closed {
-            session.core.reason = Some(DisconnectReason::CloseTimeout);
+            session.core.reason = Some(Box::new(DisconnectReason::CloseTimeout));
             session.fail(DisconnectReason::CloseTimeout, ctx);
         }
     });

@@ -31,8 +31,9 @@ use std::{
 pub enum Address {
     /// An IP socket address (TCP, TLS over TCP).
     Ip(SocketAddr),
-    /// A Unix domain socket.
-    Unix(UnixAddress),
+    /// A Unix domain socket; boxed, so an IP address (what most sessions have, twice) stays
+    /// the size of a [`SocketAddr`].
+    Unix(Box<UnixAddress>),
 }
 
 /// A Unix socket end: its path or abstract name (unnamed for most client ends) and, for a
@@ -63,10 +64,10 @@ pub struct Credentials {
 impl Address {
     /// A Unix address for `path`.
     pub fn unix_path(path: impl Into<PathBuf>) -> Address {
-        Address::Unix(UnixAddress {
+        Address::Unix(Box::new(UnixAddress {
             path: Some(path.into()),
             ..UnixAddress::default()
-        })
+        }))
     }
 
     /// The IP address, for an IP end (per-IP limits, logs).
@@ -100,11 +101,11 @@ impl Address {
         credentials: Option<Credentials>,
     ) -> Address {
         use std::os::linux::net::SocketAddrExt;
-        Address::Unix(UnixAddress {
+        Address::Unix(Box::new(UnixAddress {
             path: addr.as_pathname().map(PathBuf::from),
             abstract_name: addr.as_abstract_name().map(<[u8]>::to_vec),
             credentials,
-        })
+        }))
     }
 }
 
