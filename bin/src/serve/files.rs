@@ -62,7 +62,8 @@ trait Disk: Send + Sync + 'static {
     }
 }
 
-/// The file system, through a 1 MiB buffer per upload.
+/// The file system. The buffer only gathers small frames: a frame of [`protocol::CHUNK`] (what
+/// `send` writes) or more goes straight to the file, without a copy into the buffer.
 struct LocalDisk;
 
 impl Disk for LocalDisk {
@@ -70,7 +71,7 @@ impl Disk for LocalDisk {
 
     fn create(&self, path: &Path) -> io::Result<BufWriter<File>> {
         let file = OpenOptions::new().write(true).create_new(true).open(path)?;
-        Ok(BufWriter::with_capacity(1024 * 1024, file))
+        Ok(BufWriter::with_capacity(protocol::CHUNK, file))
     }
 
     fn close(&self, writer: BufWriter<File>) -> io::Result<()> {
