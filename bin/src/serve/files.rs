@@ -12,7 +12,8 @@
 //! ([`DiskWriter`]), never on the session's worker: a disk that stalls stalls that upload only,
 //! not the other sessions of its worker. At most [`QUEUED_LIMIT`] bytes wait for that thread;
 //! above it the session stops taking frames (its `poll_ready`), so TCP pushes back on the
-//! sender. The thread hands its result back with [`Invoke`]. Files are not fsynced.
+//! sender. The thread hands its result back with [`Invoke`]. Files are not fsynced. It writes
+//! through a [`Disk`]: [`LocalDisk`], or in the tests one whose writes can be held.
 
 use std::{
     collections::HashSet,
@@ -100,6 +101,7 @@ pub(crate) fn start(
     serve(builder, dir, max_frame, totals, LocalDisk)
 }
 
+/// [`start`], writing through `disk`.
 fn serve<D: Disk>(
     builder: ListenerBuilder,
     dir: &Path,
