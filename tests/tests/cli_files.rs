@@ -204,6 +204,8 @@ fn a_checksum_mismatch_leaves_nothing() {
     assert!(reply.starts_with("ERR checksum mismatch"), "{reply}");
     assert!(reply.contains(&sha256_hex(b"abc")), "{reply}");
     assert!(names(&recv).is_empty(), "{:?}", names(&recv));
+    // Closed, not shadowed: the server's shutdown would wait for its FIN (the drain timeout).
+    drop(wire);
 
     // The same name can then be uploaded properly, on a new connection.
     let mut wire = Wire::connect(server.addr);
@@ -213,6 +215,7 @@ fn a_checksum_mismatch_leaves_nothing() {
     wire.send(format!("END {}", sha256_hex(b"abc")).as_bytes());
     assert_eq!(wire.recv(), format!("OK {}", sha256_hex(b"abc")));
     assert_eq!(fs::read(recv.join("bad.txt")).unwrap(), b"abc");
+    drop(wire);
     server.terminate();
 }
 

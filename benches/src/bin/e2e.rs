@@ -1110,7 +1110,7 @@ fn file(opts: &Opts, report: &mut Report) {
             .stderr(Stdio::null()),
     );
     let addr = listening(&mut server);
-    let (mut cat, mut direct, mut send) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut cat, mut direct, mut sha, mut send) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let shell_mb_s = |script: String| {
         let start = Instant::now();
         let status = Command::new("sh")
@@ -1130,6 +1130,11 @@ fn file(opts: &Opts, report: &mut Report) {
             "dd if='{}' of=/dev/null bs=4M iflag=direct",
             path.display()
         )));
+        // The issue's target: reading and hashing the same file, as `send` must.
+        sha.push(shell_mb_s(format!(
+            "sha256sum '{}' > /dev/null",
+            path.display()
+        )));
 
         let start = Instant::now();
         let output = Command::new(&opts.switchboard)
@@ -1146,10 +1151,12 @@ fn file(opts: &Opts, report: &mut Report) {
         );
         send.push(bytes / 1e6 / seconds);
         eprintln!(
-            "file round {}: cat {:.0} MB/s, dd direct {:.0} MB/s, send {:.0} MB/s",
+            "file round {}: cat {:.0} MB/s, dd direct {:.0} MB/s, sha256sum {:.0} MB/s, \
+             send {:.0} MB/s",
             round + 1,
             cat[round],
             direct[round],
+            sha[round],
             send[round]
         );
         // The server never overwrites: clear the upload before the next round.
@@ -1183,9 +1190,23 @@ fn file(opts: &Opts, report: &mut Report) {
         Goal::AtLeast(0.5),
         &send_command,
     );
+    report.paired(
+        "file",
+        "same; baseline `sha256sum FILE` (page cache, read and hash)",
+        "MB/s",
+        &send,
+        &sha,
+        Goal::AtLeast(0.8),
+        &send_command,
+    );
     report.raw.insert(
         "file".into(),
-        json!({"cat_mb_s": cat, "dd_direct_mb_s": direct, "send_mb_s": send}),
+        json!({
+            "cat_mb_s": cat,
+            "dd_direct_mb_s": direct,
+            "sha256sum_mb_s": sha,
+            "send_mb_s": send,
+        }),
     );
 }
 

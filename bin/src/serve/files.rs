@@ -12,7 +12,8 @@
 //! ([`DiskWriter`]), never on the session's worker: a disk that stalls stalls that upload only,
 //! not the other sessions of its worker. At most [`QUEUED_LIMIT`] bytes wait for that thread;
 //! above it the session stops taking frames (its `poll_ready`), so TCP pushes back on the
-//! sender. The thread hands its result back with [`Invoke`]. Files are not fsynced.
+//! sender. The thread hands its result back with [`Invoke`]. Files are not fsynced. It writes
+//! through a [`Disk`]: [`LocalDisk`], or in the tests one whose writes can be held.
 
 use std::{
     collections::HashSet,
@@ -48,9 +49,41 @@ const QUEUED_LIMIT: usize = 4 * 1024 * 1024;
 const TEMP_PREFIX: &str = ".switchboard-";
 const TEMP_SUFFIX: &str = ".part";
 
+/// Where uploads are written: [`LocalDisk`], or in tests a disk that can stall. Generic, not
+/// a trait object, so the production path costs what it did before it could be replaced.
+trait Disk: Send + Sync + 'static {
+    type Writer: io::Write + Send + 'static;
+    /// Creates `path`, which must not exist yet.
+    fn create(&self, path: &Path) -> io::Result<Self::Writer>;
+    /// Flushes and closes what [`create`](Self::create) made.
+    fn close(&self, writer: Self::Writer) -> io::Result<()>;
+    /// An upload's queue to its disk thread exists (tests watch its size).
+    fn watch(&self, queue: &Arc<Queue>) {
+        let _ = queue;
+    }
+}
+
+/// The file system. The buffer only gathers small frames: a frame of [`protocol::CHUNK`] (what
+/// `send` writes) or more goes straight to the file, without a copy into the buffer.
+struct LocalDisk;
+
+impl Disk for LocalDisk {
+    type Writer = BufWriter<File>;
+
+    fn create(&self, path: &Path) -> io::Result<BufWriter<File>> {
+        let file = OpenOptions::new().write(true).create_new(true).open(path)?;
+        Ok(BufWriter::with_capacity(protocol::CHUNK, file))
+    }
+
+    fn close(&self, writer: BufWriter<File>) -> io::Result<()> {
+        writer.into_inner().map_err(|e| e.into_error())?;
+        Ok(())
+    }
+}
+
 /// What every receiver shares.
-#[derive(Debug)]
-struct Store {
+struct Store<D: Disk> {
+    disk: D,
     dir: PathBuf,
     /// Names with an upload in progress.
     in_flight: Mutex<HashSet<String>>,
@@ -64,6 +97,17 @@ pub(crate) fn start(
     dir: &Path,
     max_frame: usize,
     totals: Arc<Totals>,
+) -> anyhow::Result<ListenerHandle> {
+    serve(builder, dir, max_frame, totals, LocalDisk)
+}
+
+/// [`start`], writing through `disk`.
+fn serve<D: Disk>(
+    builder: ListenerBuilder,
+    dir: &Path,
+    max_frame: usize,
+    totals: Arc<Totals>,
+    disk: D,
 ) -> anyhow::Result<ListenerHandle> {
     fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let meta = fs::metadata(dir).with_context(|| format!("cannot use {}", dir.display()))?;
@@ -80,6 +124,7 @@ pub(crate) fn start(
     let _ = fs::remove_file(&probe);
 
     let store = Arc::new(Store {
+        disk,
         dir: dir.to_path_buf(),
         in_flight: Mutex::new(HashSet::new()),
         next_temp: AtomicU64::new(0),
@@ -158,13 +203,14 @@ struct DiskWriter {
 
 impl DiskWriter {
     /// Starts the thread for `incoming`; it answers `session` with [`Invoke`] when done.
-    fn start(
-        incoming: Incoming,
-        session: actix::Addr<Session<Frames, Receiver>>,
+    fn start<D: Disk>(
+        incoming: Incoming<D>,
+        session: actix::Addr<Session<Frames, Receiver<D>>>,
         id: switchboard::SessionId,
     ) -> io::Result<Self> {
         let (jobs, inbox) = std::sync::mpsc::channel();
         let queue = Arc::new(Queue::default());
+        incoming.store.disk.watch(&queue);
         let writer = DiskWriter {
             jobs,
             queue: queue.clone(),
@@ -202,14 +248,14 @@ impl DiskWriter {
 
 /// Hashes and writes an upload's data as it comes, then checks and names the file; the
 /// outcome goes back to the session. Ends when the session drops its [`DiskWriter`].
-fn disk_thread(
-    mut incoming: Incoming,
+fn disk_thread<D: Disk>(
+    mut incoming: Incoming<D>,
     inbox: std::sync::mpsc::Receiver<DiskJob>,
     queue: Arc<Queue>,
-    session: actix::Addr<Session<Frames, Receiver>>,
+    session: actix::Addr<Session<Frames, Receiver<D>>>,
 ) {
     let answer = |result: Result<String, String>| {
-        session.do_send(Invoke::new(move |receiver: &mut Receiver, conn| {
+        session.do_send(Invoke::new(move |receiver: &mut Receiver<D>, conn| {
             receiver.committed(result, conn)
         }));
     };
@@ -244,7 +290,7 @@ fn disk_thread(
 }
 
 /// Removes a partial upload, then says so.
-fn cut_off(incoming: Incoming, reason: &str) {
+fn cut_off<D: Disk>(incoming: Incoming<D>, reason: &str) {
     let (name, written, size) = (incoming.name.clone(), incoming.written, incoming.size);
     drop(incoming);
     tracing::warn!(%name, written, size, %reason, "upload cut off; partial file removed");
@@ -252,22 +298,22 @@ fn cut_off(incoming: Incoming, reason: &str) {
 
 /// One upload in progress. Dropping it before [`Incoming::commit`] removes the temporary file
 /// and frees the name.
-struct Incoming {
-    store: Arc<Store>,
+struct Incoming<D: Disk> {
+    store: Arc<Store<D>>,
     name: String,
     size: u64,
     /// Bytes written to the temporary file (through its buffer).
     written: u64,
     temp: PathBuf,
-    file: Option<BufWriter<File>>,
+    file: Option<D::Writer>,
     hasher: Sha256,
     started: Instant,
     committed: bool,
 }
 
-impl Incoming {
+impl<D: Disk> Incoming<D> {
     /// Reserves `name` and creates the temporary file.
-    fn open(store: &Arc<Store>, header: Header, session: u64) -> Result<Incoming, String> {
+    fn open(store: &Arc<Store<D>>, header: Header, session: u64) -> Result<Incoming<D>, String> {
         protocol::check_name(&header.name).map_err(|reason| format!("refused: {reason}"))?;
         if store.dir.join(&header.name).symlink_metadata().is_ok() {
             return Err(format!("refused: `{}` already exists", header.name));
@@ -294,12 +340,9 @@ impl Incoming {
             started: Instant::now(),
             committed: false,
         };
-        let file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&incoming.temp)
+        let file = (store.disk.create(&incoming.temp))
             .map_err(|e| format!("cannot create a temporary file: {e}"))?;
-        incoming.file = Some(BufWriter::with_capacity(1024 * 1024, file));
+        incoming.file = Some(file);
         Ok(incoming)
     }
 
@@ -316,10 +359,7 @@ impl Incoming {
     /// Checks the sender's digest and gives the file its final name; returns the digest.
     fn commit(mut self, expected: &str) -> Result<String, String> {
         let file = self.file.take().ok_or("no file")?;
-        let file = file
-            .into_inner()
-            .map_err(|e| format!("cannot write: {}", e.error()))?;
-        drop(file);
+        (self.store.disk.close(file)).map_err(|e| format!("cannot write: {e}"))?;
         let digest = protocol::hex(&std::mem::take(&mut self.hasher).finalize());
         if digest != expected {
             return Err(format!(
@@ -339,7 +379,7 @@ impl Incoming {
     }
 }
 
-impl Drop for Incoming {
+impl<D: Disk> Drop for Incoming<D> {
     fn drop(&mut self) {
         // Close before unlinking.
         self.file = None;
@@ -377,13 +417,13 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 /// One connection of files mode.
-struct Receiver {
-    store: Arc<Store>,
+struct Receiver<D: Disk> {
+    store: Arc<Store<D>>,
     totals: Arc<Totals>,
     state: State,
 }
 
-impl Receiver {
+impl<D: Disk> Receiver<D> {
     fn reply(conn: &mut Conn<'_, Frames, Self>, reply: &Reply) {
         if let Err(error) = conn.write(Bytes::from(reply.to_string())) {
             tracing::debug!(session = %conn.id(), %error, "reply not sent");
@@ -426,7 +466,7 @@ impl Receiver {
     }
 }
 
-impl SessionHandler<Frames> for Receiver {
+impl<D: Disk> SessionHandler<Frames> for Receiver<D> {
     fn connected(&mut self, conn: &mut Conn<'_, Frames, Self>) {
         tracing::debug!(session = %conn.id(), peer = %conn.peer_addr(), "sender connected");
     }
@@ -505,5 +545,296 @@ impl SessionHandler<Frames> for Receiver {
             let _ = writer.jobs.send(DiskJob::CutOff(reason.to_string()));
         }
         tracing::debug!(session = %info.id, %reason, "sender disconnected");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{
+        io::Read as _,
+        net::{SocketAddr, TcpStream},
+        sync::mpsc,
+        time::Duration,
+    };
+
+    use switchboard::Listener;
+
+    use super::*;
+
+    /// The longest any one step may take before the test fails (a hang, not a slow machine).
+    const STEP: Duration = Duration::from_secs(5);
+
+    /// Holds the first upload's first write until released; records every upload's queue.
+    struct StallingDisk {
+        gate: Mutex<Option<Gate>>,
+        queues: Arc<Mutex<Vec<Arc<Queue>>>>,
+    }
+
+    struct Gate {
+        /// Told when the write blocks.
+        blocked: mpsc::Sender<()>,
+        release: mpsc::Receiver<()>,
+    }
+
+    /// A file behind an optional [`Gate`].
+    struct StallingFile {
+        file: BufWriter<File>,
+        gate: Option<Gate>,
+    }
+
+    impl io::Write for StallingFile {
+        fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+            if let Some(gate) = self.gate.take() {
+                let _ = gate.blocked.send(());
+                // Bounded, so a failed test cannot leave the thread blocked for ever.
+                if gate.release.recv_timeout(STEP * 2).is_err() {
+                    return Err(io::Error::other("never released"));
+                }
+            }
+            self.file.write(data)
+        }
+
+        fn flush(&mut self) -> io::Result<()> {
+            self.file.flush()
+        }
+    }
+
+    impl Disk for StallingDisk {
+        type Writer = StallingFile;
+
+        fn create(&self, path: &Path) -> io::Result<StallingFile> {
+            Ok(StallingFile {
+                file: LocalDisk.create(path)?,
+                gate: lock(&self.gate).take(),
+            })
+        }
+
+        fn close(&self, writer: StallingFile) -> io::Result<()> {
+            LocalDisk.close(writer.file)
+        }
+
+        fn watch(&self, queue: &Arc<Queue>) {
+            lock(&self.queues).push(queue.clone());
+        }
+    }
+
+    /// A files listener with one worker thread, on a thread (and actix system) of its own.
+    struct TestServer {
+        addr: SocketAddr,
+        stop: Option<tokio::sync::oneshot::Sender<()>>,
+        thread: Option<std::thread::JoinHandle<()>>,
+    }
+
+    impl TestServer {
+        fn start(dir: &Path, disk: StallingDisk) -> TestServer {
+            let dir = dir.to_path_buf();
+            let (ready, addr) = mpsc::channel();
+            let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+            let thread = std::thread::spawn(move || {
+                actix_rt::System::new().block_on(async move {
+                    let builder = Listener::bind("127.0.0.1:0").workers(1);
+                    let max_frame = Frames::DEFAULT_MAX_FRAME_LENGTH;
+                    let totals = Arc::new(Totals::default());
+                    let handle = serve(builder, &dir, max_frame, totals, disk).unwrap();
+                    assert_eq!(handle.pool().len(), 1);
+                    ready.send(handle.local_addr()).unwrap();
+                    let _ = stopped.await;
+                    handle.shutdown(Duration::from_secs(1)).await;
+                });
+            });
+            let addr = addr.recv_timeout(STEP).expect("the server started");
+            TestServer {
+                addr,
+                stop: Some(stop),
+                thread: Some(thread),
+            }
+        }
+    }
+
+    impl Drop for TestServer {
+        fn drop(&mut self) {
+            if let Some(stop) = self.stop.take() {
+                let _ = stop.send(());
+            }
+            if let Some(thread) = self.thread.take() {
+                let _ = thread.join();
+            }
+        }
+    }
+
+    /// The protocol's frames: a 4-byte big-endian length, then the payload.
+    fn frame(payload: &[u8]) -> Vec<u8> {
+        let mut out = u32::try_from(payload.len()).unwrap().to_be_bytes().to_vec();
+        out.extend_from_slice(payload);
+        out
+    }
+
+    fn reply(stream: &mut TcpStream) -> String {
+        let mut len = [0; 4];
+        stream.read_exact(&mut len).expect("a reply in time");
+        let mut payload = vec![0; u32::from_be_bytes(len) as usize];
+        stream.read_exact(&mut payload).unwrap();
+        String::from_utf8(payload).unwrap()
+    }
+
+    fn connect(addr: SocketAddr) -> TcpStream {
+        let stream = TcpStream::connect(addr).unwrap();
+        stream.set_read_timeout(Some(STEP)).unwrap();
+        stream.set_write_timeout(Some(STEP)).unwrap();
+        stream
+    }
+
+    fn sha256_hex(data: &[u8]) -> String {
+        protocol::hex(&Sha256::digest(data))
+    }
+
+    /// `chunks` chunks of one pseudo-random block, each stamped with its index, so a lost,
+    /// doubled or reordered chunk shows (and debug builds make it fast).
+    fn pattern(chunks: usize) -> Vec<u8> {
+        let mut x = 0x9E37_79B9_7F4A_7C15u64;
+        let block: Vec<u8> = (0..protocol::CHUNK / 8)
+            .flat_map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x.to_le_bytes()
+            })
+            .collect();
+        let mut out = Vec::with_capacity(chunks * block.len());
+        for index in 0..chunks as u64 {
+            out.extend_from_slice(&index.to_le_bytes());
+            out.extend_from_slice(&block[8..]);
+        }
+        out
+    }
+
+    /// A small send buffer, so the kernel holds little of what the server refuses to read.
+    fn small_send_buffer(stream: &TcpStream) {
+        use std::os::fd::AsRawFd as _;
+        let size: libc::c_int = 64 * 1024;
+        // SAFETY: a valid socket and a `c_int` option of the size passed.
+        let rc = unsafe {
+            libc::setsockopt(
+                stream.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_SNDBUF,
+                (&size as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        assert_eq!(rc, 0, "{}", io::Error::last_os_error());
+    }
+
+    /// One upload's disk blocks; the session sharing its worker still completes an upload, the
+    /// blocked one stops reading at its queue limit, and finishes intact once released.
+    #[test]
+    fn a_stalled_disk_stalls_only_its_own_upload() {
+        let dir = std::env::temp_dir().join(format!("switchboard-stall-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        let (blocked_tx, blocked) = mpsc::channel();
+        let (release, release_rx) = mpsc::channel();
+        let queues = Arc::new(Mutex::new(Vec::new()));
+        let disk = StallingDisk {
+            gate: Mutex::new(Some(Gate {
+                blocked: blocked_tx,
+                release: release_rx,
+            })),
+            queues: queues.clone(),
+        };
+        let server = TestServer::start(&dir, disk);
+
+        // 12 MiB: far more than the queue and the (small) socket buffers hold together.
+        let data = pattern(192);
+        let mut wire = Vec::with_capacity(data.len() + data.len() / 1000);
+        for chunk in data.chunks(protocol::CHUNK) {
+            wire.extend_from_slice(&frame(chunk));
+        }
+        let digest = sha256_hex(&data);
+        let mut stalled = connect(server.addr);
+        small_send_buffer(&stalled);
+        stalled
+            .write_all(&frame(
+                format!("FILE {} stalled.bin", data.len()).as_bytes(),
+            ))
+            .unwrap();
+        assert_eq!(reply(&mut stalled), "READY");
+        let queue = lock(&queues)[0].clone();
+
+        // Push data until TCP pushes back with the queue full. A write that times out is the
+        // event awaited: the socket buffers are full because the session stopped reading.
+        stalled
+            .set_write_timeout(Some(Duration::from_millis(100)))
+            .unwrap();
+        let deadline = Instant::now() + STEP;
+        let mut sent = 0;
+        let queued = loop {
+            assert!(
+                Instant::now() < deadline,
+                "never pushed back ({sent} bytes sent)"
+            );
+            match stalled.write(&wire[sent..]) {
+                Ok(n) => {
+                    sent += n;
+                    assert!(sent < wire.len(), "the stalled upload took every byte");
+                }
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    let queued = queue.bytes.load(Ordering::Acquire);
+                    if queued >= QUEUED_LIMIT {
+                        break queued;
+                    }
+                }
+                Err(e) => panic!("cannot send: {e}"),
+            }
+        };
+        blocked
+            .recv_timeout(STEP)
+            .expect("the disk thread is blocked");
+        // Bounded memory: a frame is taken only below the limit, so at most one frame over.
+        assert!(
+            queued <= QUEUED_LIMIT + protocol::CHUNK,
+            "{queued} bytes queued"
+        );
+
+        // Another upload on the same (only) worker goes through meanwhile.
+        let mut other = connect(server.addr);
+        other.write_all(&frame(b"FILE 3 small.txt")).unwrap();
+        assert_eq!(reply(&mut other), "READY");
+        other.write_all(&frame(b"abc")).unwrap();
+        let end = protocol::encode_end(&sha256_hex(b"abc"));
+        other.write_all(&frame(end.as_bytes())).unwrap();
+        assert_eq!(reply(&mut other), format!("OK {}", sha256_hex(b"abc")));
+        assert_eq!(fs::read(dir.join("small.txt")).unwrap(), b"abc");
+
+        // While the disk stays blocked the stalled session took nothing more.
+        assert_eq!(queue.bytes.load(Ordering::Acquire), queued);
+        assert!(!dir.join("stalled.bin").exists());
+
+        release.send(()).unwrap();
+        stalled.set_write_timeout(Some(STEP)).unwrap();
+        stalled.write_all(&wire[sent..]).unwrap();
+        let end = protocol::encode_end(&digest);
+        stalled.write_all(&frame(end.as_bytes())).unwrap();
+        assert_eq!(reply(&mut stalled), format!("OK {digest}"));
+        // The server confirmed our digest over the bytes it hashed; these are the bytes stored.
+        let stored = fs::read(dir.join("stalled.bin")).unwrap();
+        assert_eq!(stored.len(), data.len());
+        assert!(stored == data, "stalled.bin differs from what was sent");
+        assert_eq!(queue.bytes.load(Ordering::Acquire), 0);
+
+        drop((stalled, other));
+        drop(server);
+        // Only the two files: no temporary one left behind.
+        let mut names: Vec<String> = fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        assert_eq!(names, ["small.txt", "stalled.bin"]);
+        let _ = fs::remove_dir_all(&dir);
     }
 }

@@ -121,6 +121,11 @@ async fn serve(
         // runtime polls for other sockets' readiness only every 61 task polls: with the default
         // 64 frames a small upload on the same worker as a big one waited seconds (debug build).
         config = config.with_frames_per_turn(4);
+        // A 64 KiB read ends inside nearly every 64 KiB data frame, and the next read's buffer
+        // (the last one is still shared with frames queued for the disk) starts with a copy of
+        // that partial frame: a memmove of about half of every upload on the worker. Reads of
+        // four frames copy once per read, not per frame (perf, 1 GiB: 470 samples to 41).
+        config = config.with_read_chunk(4 * crate::protocol::CHUNK);
     }
     config = config.with_handshake_timeout(args.handshake_timeout);
     let mut listen = args.listen.iter();
