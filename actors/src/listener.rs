@@ -1100,7 +1100,7 @@ impl ListenerBuilder {
                 let handler = handler();
                 shared
                     .launch(parts, Some(permit))
-                    .spawn_on(&shared.pool, stream, move || (codec, handler));
+                    .start_on(&shared.pool, stream, move || (codec, handler));
             }))
         })
     }

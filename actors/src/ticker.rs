@@ -19,14 +19,17 @@ use std::{
 };
 
 thread_local! {
-    /// The clocks of this thread, by period; weak, so a clock stops once its last session
-    /// leaves.
-    static CLOCKS: RefCell<HashMap<Duration, Weak<Clock>>> = RefCell::new(HashMap::new());
+    /// The clocks of this thread, by period (a handful: one per distinct session config). A
+    /// clock stays for the thread's life; its task runs only while it has sessions, so a
+    /// thread whose sessions come and go one at a time never piles up timer tasks.
+    static CLOCKS: RefCell<HashMap<Duration, Rc<Clock>>> = RefCell::new(HashMap::new());
 }
 
 struct Clock {
     period: Duration,
     ticks: Cell<u32>,
+    /// The clock's task is running (it ends at the first tick with no session).
+    running: Cell<bool>,
     slots: RefCell<Slots>,
 }
 
@@ -58,19 +61,22 @@ impl Ticker {
     /// tokio runtime) if this is its first session.
     pub(crate) fn join(period: Duration) -> Ticker {
         let clock = CLOCKS.with(|clocks| {
-            let mut clocks = clocks.borrow_mut();
-            if let Some(clock) = clocks.get(&period).and_then(Weak::upgrade) {
-                return clock;
-            }
-            let clock = Rc::new(Clock {
-                period,
-                ticks: Cell::new(0),
-                slots: RefCell::new(Slots::default()),
-            });
-            clocks.insert(period, Rc::downgrade(&clock));
-            tokio::task::spawn_local(run(Rc::downgrade(&clock), period));
-            clock
+            clocks
+                .borrow_mut()
+                .entry(period)
+                .or_insert_with(|| {
+                    Rc::new(Clock {
+                        period,
+                        ticks: Cell::new(0),
+                        running: Cell::new(false),
+                        slots: RefCell::new(Slots::default()),
+                    })
+                })
+                .clone()
         });
+        if !clock.running.replace(true) {
+            tokio::task::spawn_local(run(Rc::downgrade(&clock), period));
+        }
         let slot = {
             let mut slots = clock.slots.borrow_mut();
             match slots.free.pop() {
@@ -126,6 +132,11 @@ async fn run(clock: Weak<Clock>, period: Duration) {
         let Some(clock) = clock.upgrade() else {
             return;
         };
+        if clock.slots.borrow().free.len() == clock.slots.borrow().wakers.len() {
+            // No session left: stop until the next one joins.
+            clock.running.set(false);
+            return;
+        }
         clock.ticks.set(clock.ticks.get().wrapping_add(1));
         // A tokio waker only queues its task, never polls it here, so waking under the borrow
         // cannot re-enter `Ticker::poll`.
@@ -183,8 +194,17 @@ mod tests {
                 let third = Ticker::join(period);
                 assert_eq!(third.slot, 1);
                 drop((first, third));
-                // The last session gone, the clock is gone and its task ends.
-                assert!(CLOCKS.with(|c| c.borrow()[&period].upgrade().is_none()));
+                // The last session gone, the clock's task ends at its next tick; a new
+                // session starts it again.
+                let clock = CLOCKS.with(|c| c.borrow()[&period].clone());
+                assert!(clock.running.get());
+                tokio::time::sleep(Duration::from_millis(150)).await;
+                assert!(!clock.running.get(), "an empty clock stops ticking");
+                let mut fourth = Ticker::join(period);
+                assert!(clock.running.get());
+                assert_eq!(fourth.poll(&waker), 0);
+                tokio::time::sleep(Duration::from_millis(150)).await;
+                assert_eq!(fourth.poll(&waker), 1, "the restarted clock ticks");
             })
             .await;
     }
