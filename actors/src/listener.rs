@@ -1255,6 +1255,13 @@ impl ListenerBuilder {
                     builder = builder.threads(threads);
                 }
                 if let Some(window) = spin {
+                    if window > crate::spin::MAX_SPIN {
+                        return Err(ConfigError::invalid(
+                            "worker_spin",
+                            format!("{window:?} is above the {:?} limit", crate::spin::MAX_SPIN),
+                        )
+                        .into());
+                    }
                     builder = builder.spin(window);
                 }
                 builder.build()?
