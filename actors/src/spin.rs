@@ -198,21 +198,30 @@ mod tests {
             let start = thread_cpu();
             tokio::time::sleep(Duration::from_millis(150)).await;
             let idle = thread_cpu() - start;
-            assert!(idle < Duration::from_millis(15), "idle worker used {idle:?}");
+            assert!(
+                idle < Duration::from_millis(15),
+                "idle worker used {idle:?}"
+            );
 
             // Activity: the thread keeps polling (busy) through the window…
             let start = thread_cpu();
             note_activity();
             tokio::time::sleep(Duration::from_millis(15)).await;
             let busy = thread_cpu() - start;
-            assert!(busy >= Duration::from_millis(3), "spinning used only {busy:?}");
+            assert!(
+                busy >= Duration::from_millis(3),
+                "spinning used only {busy:?}"
+            );
 
             // …and is quiet again once the window has passed with nothing new.
             tokio::time::sleep(Duration::from_millis(30)).await;
             let start = thread_cpu();
             tokio::time::sleep(Duration::from_millis(150)).await;
             let after = thread_cpu() - start;
-            assert!(after < Duration::from_millis(15), "spun on after the window: {after:?}");
+            assert!(
+                after < Duration::from_millis(15),
+                "spun on after the window: {after:?}"
+            );
         });
     }
 }

@@ -146,7 +146,14 @@ fn raw_echo_returns_every_byte_to_a_plain_tcp_stream() {
 #[test]
 fn latency_mode_echoes_like_the_default() {
     let server = Server::start(&[
-        "--mode", "echo", "--codec", "raw", "--workers", "1", "--spin-us", "200",
+        "--mode",
+        "echo",
+        "--codec",
+        "raw",
+        "--workers",
+        "1",
+        "--spin-us",
+        "200",
     ]);
     let mut stream = TcpStream::connect(server.addr).unwrap();
     stream.set_read_timeout(Some(STEP)).unwrap();
