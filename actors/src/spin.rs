@@ -74,6 +74,10 @@ pub(crate) async fn run(window: Duration) {
         // Bounded by time: it ends `window` after the last activity seen.
         loop {
             tokio::task::yield_now().await;
+            // Lets another thread that wants this core run first (a client on this machine,
+            // another process): spinning must only use a core nobody else wants. Without
+            // contention it returns at once.
+            std::thread::yield_now();
             let now = Instant::now();
             let current = activity();
             if current != seen {
