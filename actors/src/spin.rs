@@ -191,13 +191,13 @@ mod tests {
         // above measures the spinner, not the runtime.
         on_worker(None, || async {
             let parked = ping_pong_parks(200).await;
-            assert!(parked >= 100, "parked only {parked} times without spinning");
+            assert!(parked >= 40, "parked only {parked} times without spinning");
         });
     }
 
     #[test]
     fn the_spinner_sleeps_until_activity_and_stops_after_the_window() {
-        on_worker(Some(Duration::from_millis(20)), || async {
+        on_worker(Some(Duration::from_millis(50)), || async {
             // Never any activity: the spinner sleeps, the thread uses no CPU.
             let start = thread_cpu();
             tokio::time::sleep(Duration::from_millis(150)).await;
@@ -210,7 +210,7 @@ mod tests {
             // Activity: the thread keeps polling (busy) through the window…
             let start = thread_cpu();
             note_activity();
-            tokio::time::sleep(Duration::from_millis(15)).await;
+            tokio::time::sleep(Duration::from_millis(30)).await;
             let busy = thread_cpu() - start;
             assert!(
                 busy >= Duration::from_millis(3),
@@ -218,7 +218,7 @@ mod tests {
             );
 
             // …and is quiet again once the window has passed with nothing new.
-            tokio::time::sleep(Duration::from_millis(30)).await;
+            tokio::time::sleep(Duration::from_millis(40)).await;
             let start = thread_cpu();
             tokio::time::sleep(Duration::from_millis(150)).await;
             let after = thread_cpu() - start;
