@@ -11,7 +11,10 @@
 //! scheduler, finding only deferred work, polls the I/O driver with a zero timeout
 //! (`epoll_wait(.., 0)`) instead of blocking, then runs whatever became ready. Each turn the
 //! spinner reads the activity counter: a change restarts the window, `window` without one puts
-//! it back to sleep, and the worker parks as it would without it. Runtime park hooks
+//! it back to sleep, and the worker parks as it would without it. Each turn also calls
+//! `sched_yield`, and a turn that took long with no activity (the thread was descheduled: the
+//! core is contended) stops the spin for a back-off period, because a runnable-but-preempted
+//! spinner notices a packet later than a thread the kernel wakes for it. Runtime park hooks
 //! (`on_thread_park`) were not used: they run only just before a blocking park, cannot keep the
 //! driver polling themselves, and cannot tell traffic from timer ticks.
 
@@ -63,16 +66,33 @@ async fn until_activity() {
     .await
 }
 
+/// A turn of the spin loop that took this long with no activity in it means the thread was
+/// descheduled: the core is contended, and a spinning thread that is not running reacts later
+/// than one blocked in `epoll_wait` (which the kernel wakes, and favours, at the event).
+const PREEMPTED: Duration = Duration::from_micros(200);
+
+/// How long a spinner that found its core contended leaves the worker to park normally.
+fn backoff(window: Duration) -> Duration {
+    (window * 10).max(Duration::from_millis(10))
+}
+
 /// The spinner, run on its worker thread for the worker's life. Idle it costs nothing: it
 /// sleeps until a session moves bytes. Awake it keeps the thread polling for `window` after the
-/// last activity (a full core while traffic keeps coming, none once it stops).
+/// last activity (a full core while traffic keeps coming, none once it stops). On a contended
+/// core it backs off (see [`PREEMPTED`]).
 pub(crate) async fn run(window: Duration) {
+    spin(window, PREEMPTED).await
+}
+
+/// [`run`] with the preemption threshold as a parameter (tests turn it off).
+async fn spin(window: Duration, preempted: Duration) {
     loop {
         until_activity().await;
         let mut seen = activity();
         let mut last = Instant::now();
+        let mut turn = last;
         // Bounded by time: it ends `window` after the last activity seen.
-        loop {
+        let contended = loop {
             tokio::task::yield_now().await;
             // Lets another thread that wants this core run first (a client on this machine,
             // another process): spinning must only use a core nobody else wants. Without
@@ -83,9 +103,16 @@ pub(crate) async fn run(window: Duration) {
             if current != seen {
                 seen = current;
                 last = now;
+            } else if now.duration_since(turn) >= preempted {
+                break true;
             } else if now.duration_since(last) >= window {
-                break;
+                break false;
             }
+            turn = now;
+        };
+        if contended {
+            // Park normally for a while; activity meanwhile does not restart the spin.
+            tokio::time::sleep(backoff(window)).await;
         }
     }
 }
@@ -125,7 +152,9 @@ mod tests {
             let local = tokio::task::LocalSet::new();
             local.block_on(&rt, async move {
                 if let Some(window) = window {
-                    tokio::task::spawn_local(run(window));
+                    // Contention detection off: these tests look at the polling itself, and a
+                    // loaded test machine would make it back off.
+                    tokio::task::spawn_local(spin(window, Duration::MAX));
                 }
                 tokio::time::timeout(Duration::from_secs(4), f())
                     .await
@@ -227,5 +256,44 @@ mod tests {
                 "spun on after the window: {after:?}"
             );
         });
+    }
+
+    #[test]
+    fn a_spinner_on_a_contended_core_backs_off() {
+        std::thread::spawn(|| {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            let local = tokio::task::LocalSet::new();
+            local.block_on(&rt, async {
+                let window = Duration::from_millis(1);
+                tokio::task::spawn_local(run(window));
+                note_activity();
+                tokio::task::yield_now().await;
+                // A turn without activity that takes far longer than PREEMPTED: to the
+                // spinner, the thread was descheduled.
+                std::thread::sleep(Duration::from_millis(2));
+                tokio::task::yield_now().await;
+                // Traffic continues through the back-off, yet the thread does not spin: it
+                // parks between the messages.
+                let start = thread_cpu();
+                let until = Instant::now() + backoff(window) - Duration::from_millis(2);
+                let mut messages = 0;
+                while Instant::now() < until && messages < 100 {
+                    note_activity();
+                    messages += 1;
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+                let used = thread_cpu() - start;
+                assert!(messages >= 2, "the back-off window is too short to test");
+                assert!(
+                    used < Duration::from_millis(3),
+                    "spun through the back-off: {used:?} over {messages} messages"
+                );
+            });
+        })
+        .join()
+        .expect("worker thread");
     }
 }

@@ -241,7 +241,10 @@ impl WorkerPoolBuilder {
     /// **CPU cost:** while traffic keeps arriving with gaps shorter than `window`, every
     /// worker that carries some of it uses a full core, however light the traffic; after the
     /// last byte it burns at most `window` more. A worker with no traffic sleeps and uses no
-    /// CPU. Use it where latency matters more than cores (tens to a few hundred microseconds
+    /// CPU. The spin yields the core to any other thread that wants it, and a worker that
+    /// finds its core contended (it was descheduled mid-spin) stops spinning for ten windows
+    /// (at least 10 ms): on a busy machine spinning only delays. Use it where latency matters
+    /// more than cores (tens to a few hundred microseconds
     /// is the useful range), and with fewer workers than cores, so the spinning workers leave
     /// room for everything else.
     ///
