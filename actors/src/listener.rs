@@ -1060,9 +1060,12 @@ impl ListenerBuilder {
     /// # Examples
     ///
     /// ```
-    /// # use switchboard::{Listener, Raw, SessionHandler};
+    /// # use switchboard::{Conn, Listener, SessionHandler};
+    /// # use switchboard_codec::Raw;
     /// # struct Quiet;
-    /// # impl SessionHandler<Raw> for Quiet {}
+    /// # impl SessionHandler<Raw> for Quiet {
+    /// #     fn ready_read(&mut self, _: bytes::Bytes, _: &mut Conn<'_, Raw, Self>) {}
+    /// # }
     /// # actix_rt::System::new().block_on(async {
     /// use std::time::Duration;
     ///

@@ -209,6 +209,23 @@ impl Drop for PoolInner {
 /// | threads | one per core |
 /// | assignment | [`Assignment::LeastLoaded`] |
 /// | spin | off |
+///
+/// # Examples
+///
+/// ```
+/// # actix_rt::System::new().block_on(async {
+/// use switchboard::{Assignment, WorkerPool};
+///
+/// let pool = WorkerPool::builder()
+///     .threads(2)
+///     .assignment(Assignment::RoundRobin)
+///     .build()
+///     .unwrap();
+/// assert_eq!(pool.len(), 2);
+/// assert_eq!(pool.spin(), None);
+/// assert!(WorkerPool::builder().threads(0).build().is_err());
+/// # });
+/// ```
 #[derive(Debug, Clone, Default)]
 pub struct WorkerPoolBuilder {
     threads: Option<usize>,
