@@ -267,8 +267,10 @@ mod tests {
                 .unwrap();
             let local = tokio::task::LocalSet::new();
             local.block_on(&rt, async {
-                let window = Duration::from_millis(1);
+                let window = Duration::from_millis(2);
                 tokio::task::spawn_local(run(window));
+                // The spinner goes dormant, activity wakes it, it starts its first turn.
+                tokio::task::yield_now().await;
                 note_activity();
                 tokio::task::yield_now().await;
                 // A turn without activity that takes far longer than PREEMPTED: to the

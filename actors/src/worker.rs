@@ -253,7 +253,9 @@ impl WorkerPoolBuilder {
     ///
     /// It saves the wake-up of a sleeping thread (on a virtual machine, of a halted vCPU:
     /// tens of microseconds) on each message that arrives within the window, so a
-    /// request-response exchange answers sooner.
+    /// request-response exchange answers sooner. On a quiet 2-vCPU VM a 64-byte loopback
+    /// ping-pong went from a p50 of about 81 µs (plain tokio, and Switchboard without it) to
+    /// about 27-30 µs with windows of 50-200 µs, the worker using 0.97 of a core against 0.39.
     ///
     /// **CPU cost:** while traffic keeps arriving with gaps shorter than `window`, every
     /// worker that carries some of it uses a full core, however light the traffic; after the
