@@ -102,6 +102,7 @@ mod notify;
 mod outbox;
 mod registry;
 mod session;
+mod spin;
 mod target;
 mod ticker;
 mod transport;
@@ -139,7 +140,7 @@ pub use transport::{
     Address, Cidr, Credentials, ProxyError, ProxyHeader, ProxyVersion, TlsAcceptor, TlsConnector,
     TlsInfo, TlsResumption, TransportKind, UnixAddress, MAX_PROXY_HEADER,
 };
-pub use worker::{Assignment, WorkerPool};
+pub use worker::{Assignment, WorkerPool, WorkerPoolBuilder};
 
 /// The crate's README (the page crates.io shows), compiled as doctests so it cannot rot. The
 /// workspace README's examples are compiled by the `switchboard-tests` crate, since that file is

@@ -654,6 +654,7 @@ impl Listener {
             max_per_ip: None,
             max_pending: DEFAULT_MAX_PENDING,
             workers: None,
+            spin: None,
             pool: None,
             registry: None,
             session: SessionConfig::default(),
@@ -881,6 +882,8 @@ pub struct ListenerBuilder {
     max_per_ip: Option<usize>,
     max_pending: usize,
     workers: Option<usize>,
+    /// Latency mode for the pool the listener creates (see [`WorkerPoolBuilder::spin`](crate::WorkerPoolBuilder::spin)).
+    spin: Option<Duration>,
     pool: Option<WorkerPool>,
     registry: Option<Registry>,
     session: SessionConfig,
@@ -1047,6 +1050,38 @@ impl ListenerBuilder {
         self
     }
 
+    /// Turns on latency mode for the workers the listener starts: a worker that just moved
+    /// bytes polls its sockets without blocking for up to `window` before it parks (default
+    /// off; zero is off; at most 100 ms). It saves the wake-up of a sleeping thread on each
+    /// request that arrives within the window, at the cost of a full core per busy worker while
+    /// traffic lasts; idle workers still use no CPU. See [`WorkerPoolBuilder::spin`](crate::WorkerPoolBuilder::spin). With
+    /// [`pool`](Self::pool), set it on that pool instead (both at once is a [`ConfigError`]).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use switchboard::{Conn, Listener, SessionHandler};
+    /// # use switchboard_codec::Raw;
+    /// # struct Quiet;
+    /// # impl SessionHandler<Raw> for Quiet {
+    /// #     fn ready_read(&mut self, _: bytes::Bytes, _: &mut Conn<'_, Raw, Self>) {}
+    /// # }
+    /// # actix_rt::System::new().block_on(async {
+    /// use std::time::Duration;
+    ///
+    /// let server = Listener::bind("127.0.0.1:0")
+    ///     .workers(1)
+    ///     .worker_spin(Duration::from_micros(200))
+    ///     .serve(Raw, || Quiet)
+    ///     .unwrap();
+    /// assert_eq!(server.pool().spin(), Some(Duration::from_micros(200)));
+    /// # });
+    /// ```
+    pub fn worker_spin(mut self, window: Duration) -> Self {
+        self.spin = Some(window);
+        self
+    }
+
     /// Runs sessions on an existing pool, shared with other listeners or connectors.
     pub fn pool(mut self, pool: WorkerPool) -> Self {
         self.pool = Some(pool);
@@ -1208,10 +1243,32 @@ impl ListenerBuilder {
         if self.backoff.0.is_zero() || self.backoff.0 > self.backoff.1 {
             return Err(ConfigError::invalid("accept_backoff", "needs 0 < min <= max").into());
         }
-        let pool = match (self.pool, self.workers) {
-            (Some(pool), _) => pool,
-            (None, Some(threads)) => WorkerPool::new(threads)?,
-            (None, None) => WorkerPool::per_core(),
+        let pool = match (self.pool, self.spin) {
+            (Some(_), Some(_)) => {
+                return Err(ConfigError::invalid(
+                    "worker_spin",
+                    "the listener runs on a pool it was given: set spin on that pool",
+                )
+                .into())
+            }
+            (Some(pool), None) => pool,
+            (None, spin) => {
+                let mut builder = WorkerPool::builder();
+                if let Some(threads) = self.workers {
+                    builder = builder.threads(threads);
+                }
+                if let Some(window) = spin {
+                    if window > crate::spin::MAX_SPIN {
+                        return Err(ConfigError::invalid(
+                            "worker_spin",
+                            format!("{window:?} is above the {:?} limit", crate::spin::MAX_SPIN),
+                        )
+                        .into());
+                    }
+                    builder = builder.spin(window);
+                }
+                builder.build()?
+            }
         };
         let registry = self.registry.unwrap_or_default();
         let bind_options = BindOptions {

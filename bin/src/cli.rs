@@ -185,6 +185,15 @@ pub(crate) struct ServeArgs {
     #[arg(long, short, value_name = "N")]
     pub(crate) workers: Option<usize>,
 
+    /// Latency mode: a worker that just moved bytes keeps polling its sockets, without
+    /// blocking, for N microseconds before it sleeps, so a request arriving within that window
+    /// does not wait for a thread (or vCPU) to wake. Costs a full core per busy worker while
+    /// traffic lasts (idle workers still sleep); pair it with --workers below the core count.
+    /// At most 100000 [default: 0, off].
+    #[arg(long, value_name = "N", default_value_t = 0,
+          value_parser = clap::value_parser!(u64).range(0..=100_000))]
+    pub(crate) spin_us: u64,
+
     /// What to do with clients.
     #[arg(long, short, value_enum, default_value_t = Mode::Chat)]
     pub(crate) mode: Mode,

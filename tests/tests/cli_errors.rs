@@ -52,6 +52,7 @@ fn bad_invocations_are_one_line_and_status_2() {
         vec!["serve", "--mode", "nope"],
         vec!["serve", "--port", "70000"],
         vec!["serve", "--bogus"],
+        vec!["serve", "--spin-us", "100001"],
         vec!["load"],
         vec!["load", "127.0.0.1:1", "--duration", "1", "--messages", "5"],
         vec!["send", "127.0.0.1:1"],

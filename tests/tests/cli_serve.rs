@@ -144,6 +144,33 @@ fn raw_echo_returns_every_byte_to_a_plain_tcp_stream() {
 }
 
 #[test]
+fn latency_mode_echoes_like_the_default() {
+    let server = Server::start(&[
+        "--mode",
+        "echo",
+        "--codec",
+        "raw",
+        "--workers",
+        "1",
+        "--spin-us",
+        "200",
+    ]);
+    let mut stream = TcpStream::connect(server.addr).unwrap();
+    stream.set_read_timeout(Some(STEP)).unwrap();
+    for round in 0..50u8 {
+        let message = [round; 64];
+        stream.write_all(&message).unwrap();
+        let mut echoed = [0u8; 64];
+        stream.read_exact(&mut echoed).unwrap();
+        assert_eq!(echoed, message, "round {round}");
+    }
+    drop(stream);
+    let finished = server.terminate();
+    assert!(finished.status.success(), "{finished:?}");
+    assert_eq!(summary_value(&finished.stdout[0], "in"), 50 * 64);
+}
+
+#[test]
 fn sigterm_during_traffic_flushes_closes_and_exits_0_with_a_summary() {
     let server = Server::start(&["--mode", "echo", "--codec", "raw"]);
     let stream = TcpStream::connect(server.addr).unwrap();

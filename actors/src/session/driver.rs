@@ -122,6 +122,7 @@ impl<C: SessionCodec, H: SessionHandler<C>> Session<C, H> {
         }
         if written > 0 {
             self.core.transport_unflushed = true;
+            crate::spin::note_activity();
         }
         // A transport may take bytes and keep some of them (TLS holds the records a full
         // socket did not take): with nothing more for it to write, only a flush sends them,
@@ -271,6 +272,7 @@ impl<C: SessionCodec, H: SessionHandler<C>> Session<C, H> {
                 Poll::Ready(Ok(n)) => {
                     core.meta.bytes_in.add(n as u64);
                     core.needs_data = false;
+                    crate::spin::note_activity();
                     return Ok(Poll::Ready(()));
                 }
                 Poll::Pending => {

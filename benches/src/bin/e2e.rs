@@ -6,11 +6,18 @@
 //! ```text
 //! cargo build --release -p switchboard-cli -p switchboard-benches
 //! target/release/e2e [--quick] [--rounds 3] [--duration 5] [--only throughput,latency,...]
-//!                    [--out target/e2e/results.json] [--file-mib 1024]
+//!                    [--out target/e2e/results.json] [--file-mib 1024] [--workers N]
+//!                    [--spin-us 200]
 //! ```
 //!
-//! Scenarios (names for `--only`): `throughput`, `crosscheck` (throughput again with
-//! `switchboard load` as the client), `latency`, `bandwidth`, `accept`, `memory`, `scale`,
+//! `--workers N` starts every echo server (both sides) with N worker threads instead of one per
+//! core. `--spin-us N` is the window of the latency-mode row (`switchboard serve --spin-us`);
+//! 0 leaves that row out.
+//!
+//! Scenarios (names for `--only`): `throughput`, `workers` (throughput with 1 and with 2
+//! workers on both servers, side by side), `crosscheck` (throughput again with
+//! `switchboard load` as the client), `latency` (also Switchboard in latency mode against
+//! the plain baseline, with the server CPU it costs), `bandwidth`, `accept`, `memory`, `scale`,
 //! `registry`, `file`, `tls` (against a plain tokio-rustls echo, `baseline_tls_echo`), `unix`
 //! (Switchboard over a Unix socket against itself over TCP loopback). `--sb-server library` runs the Switchboard side as `scale_server` (the
 //! library, same raw echo) when the `switchboard` binary is not built. Loopback only. Every child it starts is killed by its own PID when the runner is done
@@ -148,6 +155,10 @@ struct Opts {
     only: Option<Vec<String>>,
     file_mib: u64,
     threads: usize,
+    /// Worker threads for every echo server, both sides (default: their own, one per core).
+    workers: Option<usize>,
+    /// Latency-mode window for the latency scenario's extra row; 0: no such row.
+    spin_us: u64,
     /// Run the Switchboard side as `scale_server` (the library with the same raw echo handler
     /// and default session config) instead of `switchboard serve`.
     library_server: bool,
@@ -294,6 +305,10 @@ fn main() {
             .map(|s| s.split(',').map(String::from).collect()),
         file_mib: args.get("--file-mib", if quick { 64 } else { 1024 }),
         threads: args.get("--threads", 1),
+        workers: args
+            .value("--workers")
+            .map(|n| n.parse().expect("--workers N")),
+        spin_us: args.get("--spin-us", 200),
         library_server: args.value("--sb-server") == Some("library"),
         bin_dir,
     };
@@ -333,6 +348,9 @@ fn main() {
     );
     if opts.wants("throughput") {
         throughput(&opts, &mut report);
+    }
+    if opts.wants("workers") {
+        workers(&opts, &mut report);
     }
     if opts.wants("crosscheck") && opts.switchboard.exists() {
         crosscheck(&opts, &mut report);
@@ -382,6 +400,8 @@ fn main() {
         "rounds": opts.rounds,
         "duration_s": opts.duration,
         "quick": opts.quick,
+        "workers": opts.workers,
+        "spin_us": opts.spin_us,
         "switchboard_server": if opts.library_server { "scale_server (library)" } else { "switchboard serve --mode echo --codec raw" },
         "elapsed_s": started.elapsed().as_secs_f64(),
         "rows": rows,
@@ -453,6 +473,9 @@ fn start_server(opts: &Opts, side: Side, extra: &[&str]) -> Server {
         }
     };
     command.args(extra).stderr(Stdio::null());
+    if let Some(workers) = opts.workers.filter(|_| !extra.contains(&"--workers")) {
+        command.args(["--workers", &workers.to_string()]);
+    }
     let mut proc = Proc::spawn(&mut command);
     let addr = listening(&mut proc);
     Server { proc, addr }
@@ -616,6 +639,65 @@ fn throughput(opts: &Opts, report: &mut Report) {
     );
 }
 
+/// The throughput scenario with 1 and with 2 worker threads on both servers (the baseline's
+/// tokio runtime gets as many workers), rows side by side.
+fn workers(opts: &Opts, report: &mut Report) {
+    let (c, p, size) = (100, 16, 64);
+    let command = load_command(opts, c, p, size);
+    let rate = |v: &Value| num(v, "/msgs_per_s");
+    let cpu_per_msg = |v: &Value| num(v, "/server_cpu_s") / num(v, "/messages") * 1e9;
+    let mut runs = Vec::new();
+    for n in [1usize, 2] {
+        let count = n.to_string();
+        let extra = ["--workers", count.as_str()];
+        let servers = [
+            (Side::Baseline, start_server(opts, Side::Baseline, &extra)),
+            (
+                Side::Switchboard,
+                start_server(opts, Side::Switchboard, &extra),
+            ),
+        ];
+        let (base, sb) = alternate_on(opts, &format!("workers {n}"), &servers, |s, _| {
+            load(opts, s, c, p, size)
+        });
+        runs.push((n, base, sb));
+    }
+    let label = |n: usize| {
+        if n == 1 {
+            "1 worker".to_string()
+        } else {
+            format!("{n} workers")
+        }
+    };
+    for (n, base, sb) in &runs {
+        report.paired(
+            "workers",
+            &format!("100 conn × 16 in flight × 64 B, {}", label(*n)),
+            "msgs/s",
+            &column(sb, rate),
+            &column(base, rate),
+            Goal::AtLeast(0.95),
+            &format!("{command}; servers --workers {n}"),
+        );
+    }
+    for (n, base, sb) in &runs {
+        report.paired(
+            "workers",
+            &format!("server CPU per message, {}", label(*n)),
+            "ns",
+            &column(sb, cpu_per_msg),
+            &column(base, cpu_per_msg),
+            Goal::AtMost(1.2),
+            &format!("{command}; servers --workers {n}"),
+        );
+    }
+    let raw: serde_json::Map<String, Value> = runs
+        .into_iter()
+        .map(|(n, base, sb)| (n.to_string(), json!({"baseline": base, "switchboard": sb})))
+        .collect();
+    report.raw.insert("workers".into(), Value::Object(raw));
+}
+
 /// The throughput scenario again with `switchboard load` (the library's own, verifying load
 /// generator) as the client instead of `load_client`.
 fn crosscheck(opts: &Opts, report: &mut Report) {
@@ -736,6 +818,66 @@ fn latency(opts: &Opts, report: &mut Report) {
             json!({"baseline": base, "switchboard": sb}),
         );
     }
+    if opts.spin_us > 0 {
+        latency_mode(opts, report, &command, &me);
+    }
+}
+
+/// Ping-pong against Switchboard in latency mode (`--spin-us`, idle CPUs, no spinners) and the
+/// plain baseline, with what it costs: the server's CPU per message and in cores.
+fn latency_mode(opts: &Opts, report: &mut Report, command: &str, me: &str) {
+    let spin = opts.spin_us.to_string();
+    let servers = [
+        (Side::Baseline, start_server(opts, Side::Baseline, &[])),
+        (
+            Side::Switchboard,
+            start_server(opts, Side::Switchboard, &["--spin-us", &spin]),
+        ),
+    ];
+    let (base, sb) = alternate_on(opts, "latency mode", &servers, |s, _| {
+        load_with(opts, s, 1, 1, 64, &["--exclude-pid", me])
+    });
+    drop(servers);
+    let tag = format!("Switchboard --spin-us {spin}, idle CPUs");
+    let command = format!("{command}; switchboard serve --spin-us {spin}");
+    for (key, name, goal) in [
+        ("/latency_us/p50", "p50", Goal::AtMost(0.90)),
+        ("/latency_us/p99", "p99", Goal::None),
+    ] {
+        report.paired(
+            "latency",
+            &format!("ping-pong 64 B {name}, {tag}"),
+            "µs",
+            &column(&sb, |v| num(v, key)),
+            &column(&base, |v| num(v, key)),
+            goal,
+            &command,
+        );
+    }
+    report.paired(
+        "latency",
+        &format!("ping-pong server CPU per message, {tag}"),
+        "µs",
+        &column(&sb, |v| num(v, "/server_cpu_s") / num(v, "/messages") * 1e6),
+        &column(&base, |v| {
+            num(v, "/server_cpu_s") / num(v, "/messages") * 1e6
+        }),
+        Goal::None,
+        &command,
+    );
+    report.paired(
+        "latency",
+        &format!("ping-pong server CPU, {tag}"),
+        "cores",
+        &column(&sb, |v| num(v, "/server_cpu_s") / opts.duration),
+        &column(&base, |v| num(v, "/server_cpu_s") / opts.duration),
+        Goal::None,
+        &command,
+    );
+    report.raw.insert(
+        "latency_mode".into(),
+        json!({"spin_us": opts.spin_us, "baseline": base, "switchboard": sb}),
+    );
 }
 
 fn bandwidth(opts: &Opts, report: &mut Report) {

@@ -11,7 +11,7 @@
 //! | `measure` | count, then `ids`, `list` and a 64-byte `broadcast` each timed 5 times: medians and maxima in ms |
 //!
 //! ```text
-//! scale_server [--addr 127.0.0.1:0] [--workers N] [--max-connections N] [--idle-timeout SECS (0 = off)]
+//! scale_server [--addr 127.0.0.1:0] [--workers N] [--spin-us N (0 = off)] [--max-connections N] [--idle-timeout SECS (0 = off)]
 //! ```
 
 use std::{
@@ -39,6 +39,8 @@ fn main() -> std::io::Result<()> {
     let addr: SocketAddr = args.get("--addr", "127.0.0.1:0".parse().expect("address"));
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let workers: usize = args.get("--workers", cores);
+    // Latency mode (`ListenerBuilder::worker_spin`), as `switchboard serve --spin-us`.
+    let spin_us: u64 = args.get("--spin-us", 0);
     let limit = raise_nofile()?;
     let max_connections: usize = args.get(
         "--max-connections",
@@ -52,6 +54,7 @@ fn main() -> std::io::Result<()> {
     let registry = system.block_on(async move {
         let server = Listener::bind(addr)
             .workers(workers)
+            .worker_spin(Duration::from_micros(spin_us))
             .max_connections(max_connections)
             .session_config(config)
             .serve(Raw, || Echo)

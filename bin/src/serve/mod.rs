@@ -174,6 +174,9 @@ async fn serve(
     if let Some(workers) = args.workers {
         builder = builder.workers(workers);
     }
+    if args.spin_us > 0 {
+        builder = builder.worker_spin(Duration::from_micros(args.spin_us));
+    }
     if let Some(max) = args.max_connections {
         builder = builder.max_connections(max);
     }
