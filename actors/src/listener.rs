@@ -1135,7 +1135,7 @@ impl ListenerBuilder {
                 let handler = handler();
                 shared
                     .launch(parts, Some(permit))
-                    .start_on(&shared.pool, stream, move || (codec, handler));
+                    .spawn_on(&shared.pool, stream, move || (codec, handler));
             }))
         })
     }

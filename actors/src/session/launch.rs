@@ -273,6 +273,23 @@ impl Launch {
         addr
     }
 
+    /// As [`start_on`](Self::start_on) for a caller that needs no address (the listener's
+    /// push mode): the mailbox is made on the worker thread, next to the session, instead of
+    /// on the accepting thread, so the accept path allocates less and the session's
+    /// allocations share one thread's heap.
+    pub(crate) fn spawn_on<C, H, F>(self, pool: &WorkerPool, raw: RawStream, make: F)
+    where
+        C: SessionCodec,
+        H: SessionHandler<C>,
+        F: FnOnce() -> (C, H) + Send + 'static,
+    {
+        let (arbiter, load) = pool.pick();
+        arbiter.spawn(async move {
+            let (_, rx) = mailbox(&self.config);
+            self.run(raw, rx, Some(load), make).await
+        });
+    }
+
     /// On the session's thread: registers the stream, runs the handshake, starts the actor.
     async fn run<C, H, F>(
         mut self,
