@@ -38,15 +38,7 @@ pub const DEFAULT_EVENT_BACKLOG: usize = 4096;
 /// A live session as the registry holds it: its shared record. The registry never names
 /// `Session<C, H>`: deliveries go through the record's outbound queue, close requests through
 /// [`SessionMeta::request_close`].
-struct Entry {
-    meta: Arc<SessionMeta>,
-}
-
-impl Entry {
-    fn request_close(&self, reason: DisconnectReason, mode: CloseMode) {
-        self.meta.request_close(reason, mode);
-    }
-}
+type Entry = Arc<SessionMeta>;
 
 /// Something that happened to the registry's sessions, sent to subscribers.
 #[derive(Debug, Clone, Message)]
@@ -300,7 +292,7 @@ impl Registry {
     pub fn list(&self) -> Vec<SessionInfo> {
         let mut all = Vec::with_capacity(self.count());
         for shard in self.inner.shards.iter() {
-            all.extend(lock(shard).values().map(|e| e.meta.info()));
+            all.extend(lock(shard).values().map(|e| e.info()));
         }
         all
     }
@@ -316,7 +308,7 @@ impl Registry {
 
     /// One session's snapshot.
     pub fn get(&self, id: SessionId) -> Option<SessionInfo> {
-        self.shard(id).get(&id).map(|e| e.meta.info())
+        self.shard(id).get(&id).map(|e| e.info())
     }
 
     /// Writes `data` to one session, through its codec (a line gets its newline, a frame its
@@ -350,7 +342,7 @@ impl Registry {
     /// # });
     /// ```
     pub fn send_to(&self, id: SessionId, data: Bytes) -> Sending {
-        let meta = self.shard(id).get(&id).map(|e| e.meta.clone());
+        let meta = self.shard(id).get(&id).cloned();
         Sending {
             registry: self.clone(),
             target: meta.map(|meta| (meta, None)),
@@ -421,17 +413,17 @@ impl Registry {
                 if Some(*id) == except {
                     continue;
                 }
-                let outcome = match entry.meta.outbox.offer(&broadcast.data, None).settled() {
+                let outcome = match entry.outbox.offer(&broadcast.data, None).settled() {
                     Ok(outcome) => outcome,
                     Err(progress) => {
                         let now = *now.get_or_insert_with(Instant::now);
-                        let attempt = Attempt::new(&entry.meta.outbox, progress, now);
-                        broadcast.waiting.push((entry.meta.clone(), attempt));
+                        let attempt = Attempt::new(&entry.outbox, progress, now);
+                        broadcast.waiting.push((entry.clone(), attempt));
                         broadcast.report.waited += 1;
                         continue;
                     }
                 };
-                if broadcast.settle(&entry.meta, outcome) {
+                if broadcast.settle(entry, outcome) {
                     to_close.push(*id);
                 }
             }
@@ -688,7 +680,7 @@ impl Registry {
                 let ended = registry.inner.disconnected.load(Ordering::SeqCst) - ended_before;
                 for entry in shards.iter().flat_map(|shard| shard.values()) {
                     report.aborted += 1;
-                    report.unflushed_bytes += entry.meta.bytes_owed();
+                    report.unflushed_bytes += entry.bytes_owed();
                     entry.request_close(DisconnectReason::Shutdown, CloseMode::Abort);
                 }
                 drop(shards);
@@ -788,7 +780,7 @@ impl Registration {
     fn insert(&mut self, meta: &Arc<SessionMeta>) {
         {
             let mut shard = self.registry.shard(meta.id);
-            shard.insert(meta.id, Entry { meta: meta.clone() });
+            shard.insert(meta.id, meta.clone());
             self.registry.change_count(1);
         }
         self.inserted = true;

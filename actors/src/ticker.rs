@@ -132,7 +132,8 @@ async fn run(clock: Weak<Clock>, period: Duration) {
         let Some(clock) = clock.upgrade() else {
             return;
         };
-        if clock.slots.borrow().free.len() == clock.slots.borrow().wakers.len() {
+        let slots = clock.slots.borrow();
+        if slots.free.len() == slots.wakers.len() {
             // No session left: stop until the next one joins.
             clock.running.set(false);
             return;
@@ -140,7 +141,7 @@ async fn run(clock: Weak<Clock>, period: Duration) {
         clock.ticks.set(clock.ticks.get().wrapping_add(1));
         // A tokio waker only queues its task, never polls it here, so waking under the borrow
         // cannot re-enter `Ticker::poll`.
-        for waker in clock.slots.borrow().wakers.iter().flatten() {
+        for waker in slots.wakers.iter().flatten() {
             waker.wake_by_ref();
         }
     }

@@ -85,15 +85,12 @@ impl<C: SessionCodec, H: SessionHandler<C>> Session<C, H> {
         self.core.write_blocked = false;
         // During a STARTTLS switch only what was written before it goes out (in plaintext);
         // the rest waits for the TLS stream.
+        // No publish before writing: the byte and frame counters are live in the record, so a
+        // peer that has its reply already sees what was read and decoded before it.
         let mut sendable = match &self.core.upgrade {
             None => self.core.write_buf.len(),
             Some(upgrade) => upgrade.plaintext,
         };
-        if sendable > 0 {
-            // A peer that has its reply can ask the admin about this session next; what was
-            // read and decoded before the reply must already show.
-            self.core.publish();
-        }
         let Some(stream) = self.core.stream.as_mut() else {
             return Ok(());
         };
@@ -560,25 +557,9 @@ impl<C: SessionCodec, H: SessionHandler<C>> ActorFuture<Session<C, H>> for Drive
         cx: &mut task::Context<'_>,
     ) -> Poll<()> {
         session.in_span(|session| {
-            if let Some((reason, mode)) = session
-                .core
-                .meta
-                .take_close_request(session.core.close_taken)
-            {
-                session.core.close_taken = mode as u8;
-                session.close(reason, mode, ctx);
-                if session.core.state == State::Closed {
-                    return Poll::Ready(());
-                }
-            }
-            if let Some(ticker) = session.core.ticker.as_mut() {
-                let period = ticker.period();
-                for _ in 0..ticker.poll(cx.waker()) {
-                    session.tick(ctx, period);
-                    if session.core.state == State::Closed {
-                        return Poll::Ready(());
-                    }
-                }
+            session.before_turn(ctx, cx);
+            if session.core.state == State::Closed {
+                return Poll::Ready(());
             }
             session.drive(ctx, cx)
         })

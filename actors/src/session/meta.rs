@@ -10,7 +10,8 @@ use std::{
 use super::{CloseMode, DisconnectReason, Parts, SessionId, SessionInfo, SessionState};
 use crate::{outbox::Outbox, Address, SessionConfig, TlsInfo, TransportKind};
 
-/// What a session shares with the registry: identity and counters, published once per turn.
+/// What a session shares with the registry: identity, live counters, and the write-buffer
+/// size and pause flag published once per turn.
 #[derive(Debug)]
 pub(crate) struct SessionMeta {
     pub(crate) id: SessionId,

@@ -1,16 +1,35 @@
 use super::{DisconnectReason, Session, SessionCodec, SessionHandler, State};
-use std::time::Duration;
+use std::{task, time::Duration};
 
 use actix::{AsyncContext, Context};
 use bytes::BytesMut;
 
 impl<C: SessionCodec, H: SessionHandler<C>> Session<C, H> {
+    /// What comes from outside the socket before a driver turn: a close asked through the
+    /// registry, then the timeout ticks missed since the last turn (either may end the session).
+    pub(super) fn before_turn(&mut self, ctx: &mut Context<Self>, cx: &mut task::Context<'_>) {
+        if let Some((reason, mode)) = self.core.meta.take_close_request(self.core.close_taken) {
+            self.core.close_taken = mode as u8;
+            self.close(reason, mode, ctx);
+        }
+        let Some(ticker) = self.core.ticker.as_mut() else {
+            return;
+        };
+        let period = ticker.period();
+        for _ in 0..ticker.poll(cx.waker()) {
+            if self.core.state == State::Closed {
+                return;
+            }
+            self.tick(ctx, period);
+        }
+    }
+
     pub(super) fn tick(&mut self, ctx: &mut Context<Self>, period: Duration) {
         let core = &mut self.core;
         // Discarded bytes moved too: a peer still sending while we linger is not idle.
         let m = &core.meta;
-        let moved = m.bytes_in.get() + m.bytes_out.get() + m.bytes_discarded.get();
         let (bytes_in, frames_in) = (m.bytes_in.get(), m.frames_in.get());
+        let moved = bytes_in + m.bytes_out.get() + m.bytes_discarded.get();
         if moved == core.last_moved {
             core.idle_ticks = core.idle_ticks.saturating_add(1);
         } else {

@@ -798,21 +798,17 @@ fn latency(opts: &Opts, report: &mut Report) {
         } else {
             ("idle CPUs", command.clone())
         };
-        for (key, name, goal) in [
-            ("/latency_us/p50", "p50", Goal::AtMost(1.10)),
-            ("/latency_us/p99", "p99", Goal::AtMost(1.10)),
-            ("/latency_us/p999", "p99.9", Goal::None),
-        ] {
-            report.paired(
-                "latency",
-                &format!("ping-pong 64 B {name}, {tag}"),
-                "µs",
-                &column(&sb, |v| num(v, key)),
-                &column(&base, |v| num(v, key)),
-                goal,
-                &command,
-            );
-        }
+        percentile_rows(
+            report,
+            tag,
+            &command,
+            (&sb, &base),
+            &[
+                ("/latency_us/p50", "p50", Goal::AtMost(1.10)),
+                ("/latency_us/p99", "p99", Goal::AtMost(1.10)),
+                ("/latency_us/p999", "p99.9", Goal::None),
+            ],
+        );
         report.raw.insert(
             if hot { "latency_hot" } else { "latency" }.into(),
             json!({"baseline": base, "switchboard": sb}),
@@ -820,6 +816,27 @@ fn latency(opts: &Opts, report: &mut Report) {
     }
     if opts.spin_us > 0 {
         latency_mode(opts, report, &command, &me);
+    }
+}
+
+/// One paired row per ping-pong percentile `(JSON key, name, goal)`, Switchboard's runs first.
+fn percentile_rows(
+    report: &mut Report,
+    tag: &str,
+    command: &str,
+    (sb, base): (&[Value], &[Value]),
+    percentiles: &[(&str, &str, Goal)],
+) {
+    for &(key, name, goal) in percentiles {
+        report.paired(
+            "latency",
+            &format!("ping-pong 64 B {name}, {tag}"),
+            "µs",
+            &column(sb, |v| num(v, key)),
+            &column(base, |v| num(v, key)),
+            goal,
+            command,
+        );
     }
 }
 
@@ -840,20 +857,16 @@ fn latency_mode(opts: &Opts, report: &mut Report, command: &str, me: &str) {
     drop(servers);
     let tag = format!("Switchboard --spin-us {spin}, idle CPUs");
     let command = format!("{command}; switchboard serve --spin-us {spin}");
-    for (key, name, goal) in [
-        ("/latency_us/p50", "p50", Goal::AtMost(0.90)),
-        ("/latency_us/p99", "p99", Goal::None),
-    ] {
-        report.paired(
-            "latency",
-            &format!("ping-pong 64 B {name}, {tag}"),
-            "µs",
-            &column(&sb, |v| num(v, key)),
-            &column(&base, |v| num(v, key)),
-            goal,
-            &command,
-        );
-    }
+    percentile_rows(
+        report,
+        &tag,
+        &command,
+        (&sb, &base),
+        &[
+            ("/latency_us/p50", "p50", Goal::AtMost(0.90)),
+            ("/latency_us/p99", "p99", Goal::None),
+        ],
+    );
     report.paired(
         "latency",
         &format!("ping-pong server CPU per message, {tag}"),
