@@ -212,6 +212,13 @@ impl<C: SessionCodec> Core<C> {
         }
     }
 
+    /// Pauses or resumes reading for the handler's or a message's sake. Published at once:
+    /// whoever paused a session may look at the registry before its next turn.
+    pub(super) fn set_user_paused(&mut self, paused: bool) {
+        self.user_paused = paused;
+        self.publish();
+    }
+
     pub(super) fn publish(&self) {
         let m = &self.meta;
         m.bytes_to_write

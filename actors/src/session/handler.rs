@@ -231,12 +231,12 @@ impl<C: SessionCodec, H: SessionHandler<C>> Conn<'_, C, H> {
 
     /// Stops reading from the socket until [`resume_reading`](Self::resume_reading).
     pub fn pause_reading(&mut self) {
-        self.core.user_paused = true;
+        self.core.set_user_paused(true);
     }
 
     /// Resumes reading after [`pause_reading`](Self::pause_reading).
     pub fn resume_reading(&mut self) {
-        self.core.user_paused = false;
+        self.core.set_user_paused(false);
     }
 
     /// The session's limits and tuning.

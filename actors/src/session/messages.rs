@@ -137,7 +137,7 @@ impl<C: SessionCodec, H: SessionHandler<C>> Handler<PauseReading> for Session<C,
     type Result = ();
 
     fn handle(&mut self, _: PauseReading, _ctx: &mut Context<Self>) {
-        self.core.user_paused = true;
+        self.core.set_user_paused(true);
     }
 }
 
@@ -150,7 +150,7 @@ impl<C: SessionCodec, H: SessionHandler<C>> Handler<ResumeReading> for Session<C
     type Result = ();
 
     fn handle(&mut self, _: ResumeReading, _ctx: &mut Context<Self>) {
-        self.core.user_paused = false;
+        self.core.set_user_paused(false);
     }
 }
 

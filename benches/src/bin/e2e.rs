@@ -917,6 +917,17 @@ fn bandwidth(opts: &Opts, report: &mut Report) {
         Goal::None,
         &command,
     );
+    // Fairness between bulk sessions: a session that waits behind its neighbours shows here,
+    // not in the MB/s.
+    report.paired(
+        "bandwidth",
+        "p99 time per 64 KiB message",
+        "µs",
+        &column(&sb, |v| num(v, "/latency_us/p99")),
+        &column(&base, |v| num(v, "/latency_us/p99")),
+        Goal::AtMost(1.2),
+        &command,
+    );
     report.raw.insert(
         "bandwidth".into(),
         json!({"baseline": base, "switchboard": sb}),
