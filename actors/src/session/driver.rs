@@ -117,6 +117,12 @@ impl<C: SessionCodec, H: SessionHandler<C>> Session<C, H> {
         if let Some(upgrade) = self.core.upgrade.as_mut() {
             upgrade.plaintext = sendable;
         }
+        if self.core.write_buf.is_empty() && self.core.write_buf.capacity() == 0 {
+            // Written out to its last byte, the buffer points one past its allocation: rewind
+            // it (no allocation, nothing to copy), so the next reply reuses it from the start
+            // and a leak checker sees the buffer the session still holds.
+            let _ = self.core.write_buf.try_reclaim(1);
+        }
         if written > 0 {
             self.core.transport_unflushed = true;
             crate::spin::note_activity();

@@ -303,7 +303,14 @@ impl Launch {
         F: FnOnce() -> (C, H) + 'static,
     {
         let stream = match raw.register() {
-            Ok(plain) => handshake(plain, &mut self, load.as_ref()).await,
+            Ok(plain) => {
+                // Before the handshake: a TLS server's flight is several writes, and with
+                // Nagle each one after the first waits for the client's delayed ACK.
+                if self.config.nodelay {
+                    plain.set_nodelay(true);
+                }
+                handshake(plain, &mut self, load.as_ref()).await
+            }
             Err(error) => Err(DisconnectReason::Io(Arc::new(error))),
         };
         let (codec, handler) = make();
@@ -434,12 +441,7 @@ pub(crate) fn new_session<C: SessionCodec, H: SessionHandler<C>>(
         ..
     } = launch;
     let (stream, reason) = match stream {
-        Ok(stream) => {
-            if config.nodelay {
-                stream.set_nodelay(true);
-            }
-            (Some(stream), None)
-        }
+        Ok(stream) => (Some(stream), None),
         Err(reason) => (None, Some(Box::new(reason))),
     };
     let worker = load.as_ref().map(|l| l.index);

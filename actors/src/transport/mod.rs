@@ -107,6 +107,13 @@ impl Plain {
     }
 
     /// The TCP socket underneath, if it is one.
+    /// Sets `TCP_NODELAY` (nothing for a Unix socket).
+    pub(crate) fn set_nodelay(&self, on: bool) {
+        if let Some(tcp) = self.tcp() {
+            let _ = tcp.set_nodelay(on);
+        }
+    }
+
     fn tcp(&self) -> Option<&TcpStream> {
         match self {
             Plain::Tcp(s) => Some(s),
@@ -144,18 +151,6 @@ impl Stream {
         match self {
             Stream::Plain(plain) => plain.poll_read_ready(cx),
             _ => Poll::Ready(Ok(())),
-        }
-    }
-
-    pub(crate) fn set_nodelay(&self, on: bool) {
-        let tcp = match self {
-            Stream::Plain(plain) => plain.tcp(),
-            Stream::Tls(tls) => tls.get_ref().0.tcp(),
-            #[cfg(test)]
-            Stream::Memory(_) => None,
-        };
-        if let Some(tcp) = tcp {
-            let _ = tcp.set_nodelay(on);
         }
     }
 
