@@ -255,6 +255,25 @@ impl AsyncWrite for Stream {
         delegate!(self, s => Pin::new(s).poll_write(cx, buf))
     }
 
+    // Vectored writes pass through: TLS writes its pending records with one `writev`, where
+    // the default would make a `send` per record.
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        delegate!(self, s => Pin::new(s).poll_write_vectored(cx, bufs))
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            Stream::Plain(plain) => plain.is_write_vectored(),
+            Stream::Tls(tls) => tls.is_write_vectored(),
+            #[cfg(test)]
+            Stream::Memory(s) => s.is_write_vectored(),
+        }
+    }
+
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         delegate!(self, s => Pin::new(s).poll_flush(cx))
     }
@@ -281,6 +300,22 @@ impl AsyncWrite for Plain {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         delegate_plain!(self, s => Pin::new(s).poll_write(cx, buf))
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        delegate_plain!(self, s => Pin::new(s).poll_write_vectored(cx, bufs))
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            Plain::Tcp(s) => s.is_write_vectored(),
+            Plain::Unix(s) => s.is_write_vectored(),
+            Plain::Prefixed(p) => p.is_write_vectored(),
+        }
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
