@@ -391,3 +391,33 @@ fn peer_credentials(stream: &std::os::unix::net::UnixStream) -> Option<Credentia
         pid: (cred.pid > 0).then_some(cred.pid),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// Both slices go out in one call: the default `poll_write_vectored` would write only the
+    /// first, and TLS would make a `send` per record.
+    #[tokio::test]
+    async fn a_vectored_write_passes_through_to_the_socket() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap());
+        let (client, accepted) = tokio::join!(client, listener.accept());
+        let (mut peer, mut stream) = (
+            client.unwrap(),
+            // With bytes in front (a PROXY header's remainder), the innermost layer.
+            Stream::Plain(Prefixed::wrap(
+                bytes::Bytes::from_static(b"read side"),
+                Plain::Tcp(accepted.unwrap().0),
+            )),
+        );
+        assert!(stream.is_write_vectored());
+        let slices = [io::IoSlice::new(b"first "), io::IoSlice::new(b"second")];
+        let written = stream.write_vectored(&slices).await.unwrap();
+        assert_eq!(written, 12, "both slices in one write");
+        let mut got = [0u8; 12];
+        peer.read_exact(&mut got).await.unwrap();
+        assert_eq!(&got, b"first second");
+    }
+}
