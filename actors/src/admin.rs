@@ -493,19 +493,34 @@ impl Admin {
             ("sessions", args) => {
                 let (sort, limit) = sessions_args(args)?;
                 let started = Instant::now();
-                let mut all = server.registry().list();
-                let total = all.len();
-                match sort {
-                    Sort::Bytes => {
-                        all.sort_unstable_by_key(|s| std::cmp::Reverse(s.bytes_in + s.bytes_out))
+                let registry = server.registry().clone();
+                // Off the worker: listing tens of thousands of sessions takes milliseconds that
+                // would otherwise stall every session on the admin connection's worker.
+                let listed = tokio::task::spawn_blocking(move || {
+                    let mut all = registry.list();
+                    let total = all.len();
+                    match sort {
+                        Sort::Bytes => all
+                            .sort_unstable_by_key(|s| std::cmp::Reverse(s.bytes_in + s.bytes_out)),
+                        Sort::Age => all.sort_unstable_by_key(|s| s.connected_at),
+                        Sort::Idle => all.sort_unstable_by_key(|s| std::cmp::Reverse(s.idle_for)),
                     }
-                    Sort::Age => all.sort_unstable_by_key(|s| s.connected_at),
-                    Sort::Idle => all.sort_unstable_by_key(|s| std::cmp::Reverse(s.idle_for)),
-                }
-                all.truncate(limit.unwrap_or(usize::MAX));
-                if json {
-                    let list: Vec<Value> = all.iter().map(session_json).collect();
-                    Ok(Reply::Json(json!({ "total": total, "sessions": list })))
+                    all.truncate(limit.unwrap_or(usize::MAX));
+                    // Written straight to text: a `Value` per session costs a map and an
+                    // allocation per field, most of a large listing's time.
+                    let text = json.then(|| {
+                        serde_json::to_string(&Listing {
+                            total,
+                            sessions: &all,
+                        })
+                        .unwrap_or_default()
+                    });
+                    (all, total, text)
+                })
+                .await;
+                let (all, total, text) = listed.map_err(|e| format!("listing failed: {e}"))?;
+                if let Some(text) = text {
+                    Ok(Reply::JsonText(text))
                 } else {
                     let mut text = Vec::with_capacity(all.len() + 2);
                     text.push(SESSION_HEADER.to_string());
@@ -928,6 +943,9 @@ pub enum Reply {
     Text(Vec<String>),
     /// One JSON object on one line (the command ended with `--json`).
     Json(Value),
+    /// One JSON object already serialized, on one line: a reply too large to build as a
+    /// [`Value`] first (`sessions --json`).
+    JsonText(String),
     /// `error: ...` on one line.
     Error(String),
     /// The connection closes.
@@ -955,6 +973,7 @@ impl Reply {
                 lines
             }
             Reply::Json(value) => vec![value.to_string()],
+            Reply::JsonText(text) => vec![text],
             Reply::Error(message) => vec![format!("error: {}", message.replace('\n', " "))],
             Reply::Quit => vec!["bye".into(), String::new()],
         }
@@ -1089,30 +1108,80 @@ fn transport_name(s: &SessionInfo) -> &'static str {
 }
 
 fn session_json(s: &SessionInfo) -> Value {
-    json!({
-        "id": s.id.get(),
-        "peer": s.peer_addr.to_string(),
-        "local": s.local_addr.to_string(),
-        "transport": s.transport.scheme(),
-        "tls": s.tls.as_ref().map(|t| json!({
-            "version": t.version,
-            "cipher_suite": t.cipher_suite,
-            "alpn": t.alpn,
-            "server_name": t.server_name,
-            "peer_subject": t.peer_subject,
-            "resumed": t.resumed,
-        })),
-        "worker": s.worker,
-        "age_s": age(s).as_secs_f64(),
-        "idle_s": s.idle_for.as_secs_f64(),
-        "bytes_in": s.bytes_in,
-        "bytes_out": s.bytes_out,
-        "frames_in": s.frames_in,
-        "frames_out": s.frames_out,
-        "bytes_to_write": s.bytes_to_write + s.bytes_queued,
-        "write_buffer_full": s.write_buffer_full,
-        "state": state_name(s),
-    })
+    serde_json::to_value(SessionJson(s)).unwrap_or_default()
+}
+
+/// A session as `sessions --json` and `session ID --json` show it, serialized without an
+/// intermediate [`Value`].
+struct SessionJson<'a>(&'a SessionInfo);
+
+impl serde::Serialize for SessionJson<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let s = self.0;
+        let mut map = serializer.serialize_map(Some(16))?;
+        map.serialize_entry("id", &s.id.get())?;
+        map.serialize_entry("peer", &Shown(&s.peer_addr))?;
+        map.serialize_entry("local", &Shown(&s.local_addr))?;
+        map.serialize_entry("transport", s.transport.scheme())?;
+        map.serialize_entry(
+            "tls",
+            &s.tls.as_ref().map(|t| {
+                json!({
+                    "version": t.version,
+                    "cipher_suite": t.cipher_suite,
+                    "alpn": t.alpn,
+                    "server_name": t.server_name,
+                    "peer_subject": t.peer_subject,
+                    "resumed": t.resumed,
+                })
+            }),
+        )?;
+        map.serialize_entry("worker", &s.worker)?;
+        map.serialize_entry("age_s", &age(s).as_secs_f64())?;
+        map.serialize_entry("idle_s", &s.idle_for.as_secs_f64())?;
+        map.serialize_entry("bytes_in", &s.bytes_in)?;
+        map.serialize_entry("bytes_out", &s.bytes_out)?;
+        map.serialize_entry("frames_in", &s.frames_in)?;
+        map.serialize_entry("frames_out", &s.frames_out)?;
+        map.serialize_entry("bytes_to_write", &(s.bytes_to_write + s.bytes_queued))?;
+        map.serialize_entry("write_buffer_full", &s.write_buffer_full)?;
+        map.serialize_entry("state", state_name(s))?;
+        map.end()
+    }
+}
+
+/// The reply to `sessions --json`: `{"total": N, "sessions": [...]}`.
+struct Listing<'a> {
+    total: usize,
+    sessions: &'a [SessionInfo],
+}
+
+impl serde::Serialize for Listing<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = serializer.serialize_map(Some(2))?;
+        map.serialize_entry("total", &self.total)?;
+        map.serialize_entry("sessions", &SessionsJson(self.sessions))?;
+        map.end()
+    }
+}
+
+/// A value serialized as the string it displays as, without allocating it.
+struct Shown<'a, T>(&'a T);
+
+impl<T: std::fmt::Display> serde::Serialize for Shown<'_, T> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self.0)
+    }
+}
+
+struct SessionsJson<'a>(&'a [SessionInfo]);
+
+impl serde::Serialize for SessionsJson<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_seq(self.0.iter().map(SessionJson))
+    }
 }
 
 fn info_text(v: &Value) -> Vec<String> {

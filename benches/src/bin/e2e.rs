@@ -19,7 +19,8 @@
 //! `switchboard load` as the client), `latency` (also Switchboard in latency mode against
 //! the plain baseline, with the server CPU it costs), `bandwidth`, `accept`, `memory`, `scale`,
 //! `registry`, `file`, `tls` (against a plain tokio-rustls echo, `baseline_tls_echo`), `unix`
-//! (Switchboard over a Unix socket against itself over TCP loopback). `--sb-server library` runs the Switchboard side as `scale_server` (the
+//! (Switchboard over a Unix socket against itself over TCP loopback), and, only when named,
+//! `ops` (the cost of metrics, logging and the admin socket: all on against all off). `--sb-server library` runs the Switchboard side as `scale_server` (the
 //! library, same raw echo) when the `switchboard` binary is not built. Loopback only. Every child it starts is killed by its own PID when the runner is done
 //! with it (or unwinds). The table goes to stdout, everything measured to the JSON file.
 
@@ -167,6 +168,13 @@ struct Opts {
 impl Opts {
     fn bin(&self, name: &str) -> PathBuf {
         self.bin_dir.join(name)
+    }
+
+    /// Whether `--only` names `scenario` (for those not in the default set).
+    fn named(&self, scenario: &str) -> bool {
+        self.only
+            .as_ref()
+            .is_some_and(|only| only.iter().any(|s| s == scenario))
     }
 
     fn wants(&self, scenario: &str) -> bool {
@@ -382,6 +390,9 @@ fn main() {
     if opts.wants("unix") && opts.switchboard.exists() {
         unix(&opts, &mut report);
     }
+    if opts.named("ops") && opts.switchboard.exists() {
+        ops(&opts, &mut report);
+    }
 
     let table = table(&report.rows);
     println!("{table}");
@@ -457,6 +468,12 @@ fn table(rows: &[Row]) -> String {
 }
 
 fn start_server(opts: &Opts, side: Side, extra: &[&str]) -> Server {
+    start_server_with(opts, side, extra, "warn")
+}
+
+/// [`start_server`] with `switchboard serve` logging at `log` (`RUST_LOG`); its stderr, where
+/// the log goes, is /dev/null either way.
+fn start_server_with(opts: &Opts, side: Side, extra: &[&str], log: &str) -> Server {
     let mut command = match side {
         Side::Baseline => Command::new(opts.bin("baseline_echo")),
         Side::Switchboard if opts.library_server => {
@@ -467,8 +484,8 @@ fn start_server(opts: &Opts, side: Side, extra: &[&str]) -> Server {
         Side::Switchboard => {
             let mut c = Command::new(&opts.switchboard);
             c.args(["serve", "--mode", "echo", "--codec", "raw", "--port", "0"]);
-            // Logs at warn: the per-connection info lines would measure the terminal.
-            c.env("RUST_LOG", "warn");
+            // Logs at warn by default: the per-connection info lines would measure the terminal.
+            c.env("RUST_LOG", log);
             c
         }
     };
@@ -482,11 +499,22 @@ fn start_server(opts: &Opts, side: Side, extra: &[&str]) -> Server {
 }
 
 fn listening(proc: &mut Proc) -> SocketAddr {
+    printed(proc, "listening on ")
+        .parse()
+        .expect("listening address")
+}
+
+/// The rest of the first line the server prints that starts with `prefix` (lines before it are
+/// skipped).
+fn printed(proc: &mut Proc, prefix: &str) -> String {
     loop {
         let line = proc.line();
-        assert!(!line.is_empty(), "server exited before it listened");
-        if let Some(addr) = line.strip_prefix("listening on ") {
-            return addr.trim().parse().expect("listening address");
+        assert!(
+            !line.is_empty(),
+            "server exited before it printed {prefix:?}"
+        );
+        if let Some(rest) = line.strip_prefix(prefix) {
+            return rest.trim().to_string();
         }
     }
 }
@@ -1017,9 +1045,8 @@ fn wait_fds(pid: u32, fds: usize) -> bool {
     false
 }
 
-/// RSS growth per idle connection of a fresh server holding `total` connections, in bytes.
-fn idle_cost(opts: &Opts, side: Side, total: usize) -> Value {
-    let server = start_server(opts, side, &[]);
+/// RSS growth per idle connection of `server` (fresh) holding `total` connections, in bytes.
+fn idle_cost(opts: &Opts, server: Server, total: usize) -> Value {
     std::thread::sleep(Duration::from_millis(300));
     let pid = server.pid();
     let (rss0, fds0) = (rss_kib(pid).expect("rss"), open_fds(pid).expect("fds"));
@@ -1048,7 +1075,7 @@ fn memory(opts: &Opts, report: &mut Report) {
     let (mut base, mut sb) = (Vec::new(), Vec::new());
     for round in 0..opts.rounds {
         for side in [Side::Baseline, Side::Switchboard] {
-            let v = idle_cost(opts, side, total);
+            let v = idle_cost(opts, start_server(opts, side, &[]), total);
             eprintln!("memory round {} {}: {v}", round + 1, side.name());
             match side {
                 Side::Baseline => base.push(v),
@@ -1694,4 +1721,387 @@ fn unix(opts: &Opts, report: &mut Report) {
     drop(server);
     let _ = std::fs::remove_dir_all(&dir);
     report.raw.insert("unix".into(), Value::Object(raw));
+}
+
+/// `switchboard serve` with everything an operator turns on (issue §7): `/metrics` on a port
+/// the OS picks, the admin socket at `admin`, and the log at INFO (to /dev/null, as
+/// [`start_server_with`] always sends it).
+struct OpsServer {
+    server: Server,
+    admin: PathBuf,
+    metrics: SocketAddr,
+}
+
+fn start_ops_server(opts: &Opts, admin: PathBuf) -> OpsServer {
+    let path = admin.to_str().expect("UTF-8 temp path");
+    let extra = ["--metrics", "127.0.0.1:0", "--admin", path];
+    let mut server = start_server_with(opts, Side::Switchboard, &extra, "info");
+    let metrics = printed(&mut server.proc, "metrics on http://")
+        .trim_end_matches("/metrics")
+        .parse()
+        .expect("metrics address");
+    OpsServer {
+        server,
+        admin,
+        metrics,
+    }
+}
+
+/// A connection to an admin socket, reads bounded by 10 s.
+struct AdminConn(BufReader<std::os::unix::net::UnixStream>);
+
+impl AdminConn {
+    fn connect(path: &Path) -> AdminConn {
+        let stream = std::os::unix::net::UnixStream::connect(path)
+            .unwrap_or_else(|e| panic!("cannot connect to {}: {e}", path.display()));
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("read timeout");
+        AdminConn(BufReader::new(stream))
+    }
+
+    /// Sends `command` (ending in `--json`) and reads its one-line reply; the reply and the
+    /// milliseconds from sending to its last byte.
+    fn json(&mut self, command: &str) -> (String, f64) {
+        let start = Instant::now();
+        let stream = self.0.get_mut();
+        writeln!(stream, "{command}").expect("write admin command");
+        let mut line = String::new();
+        self.0.read_line(&mut line).expect("admin reply");
+        assert!(line.ends_with('\n'), "admin socket closed: {line:?}");
+        (line, start.elapsed().as_secs_f64() * 1e3)
+    }
+}
+
+/// The operator's `top`: an admin client asking `sessions --json` every 100 ms on its own
+/// thread until [`Poller::finish`].
+struct Poller {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<Value>,
+}
+
+impl Poller {
+    fn start(path: &Path) -> Poller {
+        use std::sync::{atomic::AtomicBool, atomic::Ordering, Arc};
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut conn = AdminConn::connect(path);
+        let thread = std::thread::spawn({
+            let stop = stop.clone();
+            move || {
+                let (mut polls, mut max_ms) = (0u64, 0.0f64);
+                // Bounded by the stop flag and by a count no run reaches (an hour of polls).
+                while !stop.load(Ordering::Relaxed) && polls < 36_000 {
+                    let (_, ms) = conn.json("sessions --json");
+                    polls += 1;
+                    max_ms = max_ms.max(ms);
+                    std::thread::sleep(
+                        Duration::from_millis(100)
+                            .saturating_sub(Duration::from_secs_f64(ms / 1e3)),
+                    );
+                }
+                json!({"polls": polls, "max_ms": max_ms})
+            }
+        });
+        Poller { stop, thread }
+    }
+
+    fn finish(self) -> Value {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.thread.join().expect("poller thread")
+    }
+}
+
+/// One `GET /metrics` on a new connection; the milliseconds to the last byte of the reply.
+fn scrape_ms(addr: SocketAddr) -> f64 {
+    use std::io::Read as _;
+    let start = Instant::now();
+    let mut stream = std::net::TcpStream::connect(addr).expect("connect to /metrics");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("read timeout");
+    write!(
+        stream,
+        "GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .expect("write scrape");
+    let mut reply = Vec::new();
+    stream.read_to_end(&mut reply).expect("read scrape");
+    let ms = start.elapsed().as_secs_f64() * 1e3;
+    assert!(
+        reply.starts_with(b"HTTP/1.1 200"),
+        "scrape failed: {:?}",
+        String::from_utf8_lossy(&reply[..reply.len().min(200)])
+    );
+    ms
+}
+
+/// A 64 B ping-pong on one connection, one round trip per millisecond on its own thread, each
+/// timed, until [`Pinger::finish`]; a session stalled by a listing shows as a long round trip.
+struct Pinger {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<Vec<(Instant, f64)>>,
+}
+
+impl Pinger {
+    fn start(addr: SocketAddr) -> Pinger {
+        use std::io::Read as _;
+        use std::sync::{atomic::AtomicBool, atomic::Ordering, Arc};
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut stream = std::net::TcpStream::connect(addr).expect("connect pinger");
+        stream.set_nodelay(true).expect("nodelay");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("read timeout");
+        let thread = std::thread::spawn({
+            let stop = stop.clone();
+            move || {
+                let (ping, mut pong) = ([7u8; 64], [0u8; 64]);
+                let mut times = Vec::new();
+                // Bounded by the stop flag and by ten minutes of round trips.
+                while !stop.load(Ordering::Relaxed) && times.len() < 600_000 {
+                    let start = Instant::now();
+                    stream.write_all(&ping).expect("ping");
+                    stream.read_exact(&mut pong).expect("pong");
+                    times.push((start, start.elapsed().as_secs_f64() * 1e6));
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                times
+            }
+        });
+        Pinger { stop, thread }
+    }
+
+    fn finish(self) -> Vec<(Instant, f64)> {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.thread.join().expect("pinger thread")
+    }
+}
+
+/// The most, and how many, of `times` that started in `[from, to)`.
+fn max_between(times: &[(Instant, f64)], from: Instant, to: Instant) -> (f64, usize) {
+    let window: Vec<f64> = times
+        .iter()
+        .filter(|(t, _)| *t >= from && *t < to)
+        .map(|(_, rtt)| *rtt)
+        .collect();
+    (window.iter().copied().fold(0.0, f64::max), window.len())
+}
+
+/// What operating a server costs (issue §7), all in one run: throughput and ping-pong p99 of
+/// a server with metrics, INFO logging and an admin client polling `sessions` every 100 ms
+/// against one with all of it off (the "baseline" column), A B A B; idle memory per connection
+/// likewise; and, with 19,200 idle connections, how long a full `sessions --json` and a
+/// `GET /metrics` take and whether a ping-pong session stalls meanwhile. Not in the default set
+/// (minutes of connections opened and closed): `--only ops`.
+fn ops(opts: &Opts, report: &mut Report) {
+    let dir = std::env::temp_dir().join(format!("e2e-ops-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let mut started = 0;
+    let mut admin_path = || {
+        started += 1;
+        dir.join(format!("admin-{started}.sock"))
+    };
+    let me = std::process::id().to_string();
+    let mut raw = serde_json::Map::new();
+
+    let on = start_ops_server(opts, admin_path());
+    // The "baseline" slot is Switchboard with everything off.
+    let servers = [
+        (Side::Baseline, start_server(opts, Side::Switchboard, &[])),
+        (Side::Switchboard, on.server),
+    ];
+    let with_poller = |s: &Server, side: Side, run: &dyn Fn(&Server) -> Value| {
+        let poller = (side == Side::Switchboard).then(|| Poller::start(&on.admin));
+        let mut v = run(s);
+        if let Some(poller) = poller {
+            v["poller"] = poller.finish();
+        }
+        v
+    };
+    let (c, p, size) = (100, 16, 64);
+    let (off_tp, on_tp) = alternate_on(
+        opts,
+        "ops throughput (baseline: all off)",
+        &servers,
+        |s, side| {
+            with_poller(s, side, &|s| {
+                load_with(opts, s, c, p, size, &["--exclude-pid", &me])
+            })
+        },
+    );
+    let (off_lat, on_lat) = alternate_on(
+        opts,
+        "ops latency (baseline: all off)",
+        &servers,
+        |s, side| {
+            with_poller(s, side, &|s| {
+                load_with(opts, s, 1, 1, 64, &["--exclude-pid", &me])
+            })
+        },
+    );
+    drop(servers);
+    let all_on = "all on vs all off";
+    let on_command = "; all on: --metrics 127.0.0.1:0, --admin PATH polled `sessions --json` every 100 ms, RUST_LOG=info to /dev/null";
+    report.paired(
+        "ops",
+        &format!("{c} conn × {p} in flight × {size} B, {all_on}"),
+        "msgs/s",
+        &column(&on_tp, |v| num(v, "/msgs_per_s")),
+        &column(&off_tp, |v| num(v, "/msgs_per_s")),
+        Goal::AtLeast(0.97),
+        &format!("{}{on_command}", load_command(opts, c, p, size)),
+    );
+    report.paired(
+        "ops",
+        &format!("ping-pong 64 B p99, idle CPUs, {all_on}"),
+        "µs",
+        &column(&on_lat, |v| num(v, "/latency_us/p99")),
+        &column(&off_lat, |v| num(v, "/latency_us/p99")),
+        Goal::AtMost(1.03),
+        &format!("{}{on_command}", load_command(opts, 1, 1, 64)),
+    );
+    raw.insert("throughput".into(), json!({"off": off_tp, "on": on_tp}));
+    raw.insert("latency".into(), json!({"off": off_lat, "on": on_lat}));
+
+    let total = if opts.quick { 1000 } else { 10_000 };
+    let (mut off_mem, mut on_mem) = (Vec::new(), Vec::new());
+    for round in 0..opts.rounds {
+        let off = idle_cost(opts, start_server(opts, Side::Switchboard, &[]), total);
+        let on = idle_cost(opts, start_ops_server(opts, admin_path()).server, total);
+        eprintln!("ops memory round {}: off {off}; on {on}", round + 1);
+        off_mem.push(off);
+        on_mem.push(on);
+    }
+    let per = |v: &Value| num(v, "/bytes_per_conn");
+    let mem_command = format!(
+        "fresh server; hold_clients ADDR --count {} ×2 (127.0.0.2, .3); VmRSS delta / connections",
+        total / 2
+    );
+    report.paired(
+        "ops",
+        &format!("{total} idle connections: RSS per connection, all on vs all off"),
+        "B",
+        &column(&on_mem, per),
+        &column(&off_mem, per),
+        Goal::None,
+        &mem_command,
+    );
+    let rise: Vec<f64> = on_mem
+        .iter()
+        .zip(&off_mem)
+        .map(|(a, b)| per(a) - per(b))
+        .collect();
+    report.single(
+        "ops",
+        &format!("{total} idle connections: RSS per connection, all on − all off"),
+        "B",
+        median(&rise),
+        Goal::AbsAtMost(128.0),
+        &mem_command,
+    );
+    raw.insert("memory".into(), json!({"off": off_mem, "on": on_mem}));
+
+    raw.insert("listing".into(), ops_listing(opts, report, admin_path()));
+    report.raw.insert("ops".into(), Value::Object(raw));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The listing half of [`ops`]: an all-on server holding 19,200 idle connections (2,000 with
+/// `--quick`); ten full `sessions --json` and ten `GET /metrics`, timed, while a ping-pong
+/// session runs, and its longest round trip during them against the second before.
+fn ops_listing(opts: &Opts, report: &mut Report, admin: PathBuf) -> Value {
+    let (total, processes) = if opts.quick { (2_000, 1) } else { (19_200, 3) };
+    let on = start_ops_server(opts, admin);
+    let pid = on.server.pid();
+    std::thread::sleep(Duration::from_millis(300));
+    let fds0 = open_fds(pid).expect("fds");
+    let (mut clients, opened) = hold(opts, on.server.addr, total, processes, 2);
+    let accepted = wait_fds(pid, fds0 + opened);
+    std::thread::sleep(Duration::from_millis(500));
+    let mut admin = AdminConn::connect(&on.admin);
+    let pinger = Pinger::start(on.server.addr);
+    std::thread::sleep(Duration::from_secs(1));
+    let during = Instant::now();
+    let (mut listed, mut list_ms, mut scrape) = (0.0, Vec::new(), Vec::new());
+    for _ in 0..10 {
+        let (reply, ms) = admin.json("sessions --json");
+        list_ms.push(ms);
+        let reply: Value = serde_json::from_str(&reply).expect("sessions JSON");
+        listed = reply["sessions"].as_array().map_or(0, Vec::len) as f64;
+    }
+    for _ in 0..10 {
+        scrape.push(scrape_ms(on.metrics));
+    }
+    let after = Instant::now();
+    std::thread::sleep(Duration::from_millis(100));
+    let times = pinger.finish();
+    let (rtt_before, n_before) = max_between(&times, during - Duration::from_secs(1), during);
+    let (rtt_during, n_during) = max_between(&times, during, after);
+    for client in &mut clients {
+        client.close_stdin(Duration::from_secs(20));
+    }
+    let max = |v: &[f64]| v.iter().copied().fold(0.0, f64::max);
+    let command = format!(
+        "switchboard serve --metrics 127.0.0.1:0 --admin PATH (RUST_LOG=info); hold_clients ADDR --count {} ×{processes} (127.0.0.2..)",
+        total / processes
+    );
+    let list_command =
+        format!("{command}; `sessions --json` (no limit) ×10 on one admin connection");
+    // The ping-pong connection is one more session.
+    report.single(
+        "ops",
+        &format!("sessions listed (of {opened} held + 1 ping-pong)"),
+        "sessions",
+        listed,
+        Goal::AbsAtLeast(opened as f64 + 1.0),
+        &list_command,
+    );
+    report.single(
+        "ops",
+        &format!("full `sessions --json` at {listed}, p50"),
+        "ms",
+        median(&list_ms),
+        Goal::AbsAtMost(50.0),
+        &list_command,
+    );
+    report.single(
+        "ops",
+        &format!("full `sessions --json` at {listed}, max of 10"),
+        "ms",
+        max(&list_ms),
+        Goal::AbsAtMost(50.0),
+        &list_command,
+    );
+    let scrape_command = format!("{command}; GET /metrics ×10, a new connection each");
+    report.single(
+        "ops",
+        &format!("GET /metrics at {listed} sessions, p50"),
+        "ms",
+        median(&scrape),
+        Goal::AbsAtMost(50.0),
+        &scrape_command,
+    );
+    report.single(
+        "ops",
+        &format!("GET /metrics at {listed} sessions, max of 10"),
+        "ms",
+        max(&scrape),
+        Goal::AbsAtMost(50.0),
+        &scrape_command,
+    );
+    report.paired(
+        "ops",
+        "ping-pong 64 B max round trip during the listings and scrapes vs the second before",
+        "µs",
+        &[rtt_during],
+        &[rtt_before],
+        Goal::None,
+        &format!("{command}; one more connection, 64 B ping-pong every 1 ms"),
+    );
+    json!({
+        "opened": opened, "accepted_all": accepted, "listed": listed,
+        "list_ms": list_ms, "scrape_ms": scrape,
+        "pingpong_max_us_before": rtt_before, "pingpong_n_before": n_before,
+        "pingpong_max_us_during": rtt_during, "pingpong_n_during": n_during,
+    })
 }
