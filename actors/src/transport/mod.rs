@@ -106,7 +106,6 @@ impl Plain {
         }
     }
 
-    /// The TCP socket underneath, if it is one.
     /// Sets `TCP_NODELAY` (nothing for a Unix socket).
     pub(crate) fn set_nodelay(&self, on: bool) {
         if let Some(tcp) = self.tcp() {
@@ -114,6 +113,7 @@ impl Plain {
         }
     }
 
+    /// The TCP socket underneath, if it is one.
     fn tcp(&self) -> Option<&TcpStream> {
         match self {
             Plain::Tcp(s) => Some(s),
