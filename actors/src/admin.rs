@@ -1124,19 +1124,7 @@ impl serde::Serialize for SessionJson<'_> {
         map.serialize_entry("peer", &Shown(&s.peer_addr))?;
         map.serialize_entry("local", &Shown(&s.local_addr))?;
         map.serialize_entry("transport", s.transport.scheme())?;
-        map.serialize_entry(
-            "tls",
-            &s.tls.as_ref().map(|t| {
-                json!({
-                    "version": t.version,
-                    "cipher_suite": t.cipher_suite,
-                    "alpn": t.alpn,
-                    "server_name": t.server_name,
-                    "peer_subject": t.peer_subject,
-                    "resumed": t.resumed,
-                })
-            }),
-        )?;
+        map.serialize_entry("tls", &s.tls.as_ref().map(TlsJson))?;
         map.serialize_entry("worker", &s.worker)?;
         map.serialize_entry("age_s", &age(s).as_secs_f64())?;
         map.serialize_entry("idle_s", &s.idle_for.as_secs_f64())?;
@@ -1151,20 +1139,37 @@ impl serde::Serialize for SessionJson<'_> {
     }
 }
 
+/// A session's TLS parameters, as `"tls"` in [`SessionJson`].
+struct TlsJson<'a>(&'a crate::TlsInfo);
+
+impl serde::Serialize for TlsJson<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let t = self.0;
+        let mut map = serializer.serialize_map(Some(6))?;
+        map.serialize_entry("version", &t.version)?;
+        map.serialize_entry("cipher_suite", &t.cipher_suite)?;
+        map.serialize_entry("alpn", &t.alpn)?;
+        map.serialize_entry("server_name", &t.server_name)?;
+        map.serialize_entry("peer_subject", &t.peer_subject)?;
+        map.serialize_entry("resumed", &t.resumed)?;
+        map.end()
+    }
+}
+
 /// The reply to `sessions --json`: `{"total": N, "sessions": [...]}`.
+#[derive(serde::Serialize)]
 struct Listing<'a> {
     total: usize,
+    #[serde(serialize_with = "sessions_json")]
     sessions: &'a [SessionInfo],
 }
 
-impl serde::Serialize for Listing<'_> {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        use serde::ser::SerializeMap;
-        let mut map = serializer.serialize_map(Some(2))?;
-        map.serialize_entry("total", &self.total)?;
-        map.serialize_entry("sessions", &SessionsJson(self.sessions))?;
-        map.end()
-    }
+fn sessions_json<S: serde::Serializer>(
+    sessions: &&[SessionInfo],
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    serializer.collect_seq(sessions.iter().map(SessionJson))
 }
 
 /// A value serialized as the string it displays as, without allocating it.
@@ -1173,14 +1178,6 @@ struct Shown<'a, T>(&'a T);
 impl<T: std::fmt::Display> serde::Serialize for Shown<'_, T> {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         serializer.collect_str(self.0)
-    }
-}
-
-struct SessionsJson<'a>(&'a [SessionInfo]);
-
-impl serde::Serialize for SessionsJson<'_> {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.collect_seq(self.0.iter().map(SessionJson))
     }
 }
 

@@ -1258,13 +1258,8 @@ impl ListenerBuilder {
                     builder = builder.threads(threads);
                 }
                 if let Some(window) = spin {
-                    if window > crate::spin::MAX_SPIN {
-                        return Err(ConfigError::invalid(
-                            "worker_spin",
-                            format!("{window:?} is above the {:?} limit", crate::spin::MAX_SPIN),
-                        )
-                        .into());
-                    }
+                    // Checked here to name this builder's option in the error.
+                    crate::spin::check_window(window, "worker_spin")?;
                     builder = builder.spin(window);
                 }
                 builder.build()?

@@ -18,6 +18,7 @@
 //! (`on_thread_park`) were not used: they run only just before a blocking park, cannot keep the
 //! driver polling themselves, and cannot tell traffic from timer ticks.
 
+use crate::ConfigError;
 use std::{
     cell::Cell,
     future::poll_fn,
@@ -27,7 +28,19 @@ use std::{
 
 /// The longest spin window accepted: far above any useful setting, it keeps a typo from
 /// turning a worker into a permanent busy loop.
-pub(crate) const MAX_SPIN: Duration = Duration::from_millis(100);
+const MAX_SPIN: Duration = Duration::from_millis(100);
+
+/// Checks a spin window against [`MAX_SPIN`]; `option` names the setting in the error (the
+/// pool's `spin` or the listener's `worker_spin`).
+pub(crate) fn check_window(window: Duration, option: &'static str) -> Result<(), ConfigError> {
+    if window > MAX_SPIN {
+        return Err(ConfigError::invalid(
+            option,
+            format!("{window:?} is above the {MAX_SPIN:?} limit (useful windows are microseconds)"),
+        ));
+    }
+    Ok(())
+}
 
 thread_local! {
     /// Bytes-moved events of the sessions on this thread (wrapping; only changes matter).
@@ -138,10 +151,14 @@ mod tests {
         Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
     }
 
+    /// Contention detection off: the tests of the polling itself would see a loaded test
+    /// machine make the spinner back off.
+    const NEVER_PREEMPTED: Duration = Duration::MAX;
+
     /// Runs `f` on a fresh thread inside a current-thread runtime and LocalSet, as a worker
-    /// runs (actix arbiters are the same), with a spinner of `window`.
+    /// runs (actix arbiters are the same), with a spinner of `(window, preempted)`.
     fn on_worker<F: std::future::Future<Output = ()>>(
-        window: Option<Duration>,
+        spinner: Option<(Duration, Duration)>,
         f: impl FnOnce() -> F + Send + 'static,
     ) {
         std::thread::spawn(move || {
@@ -151,10 +168,8 @@ mod tests {
                 .unwrap();
             let local = tokio::task::LocalSet::new();
             local.block_on(&rt, async move {
-                if let Some(window) = window {
-                    // Contention detection off: these tests look at the polling itself, and a
-                    // loaded test machine would make it back off.
-                    tokio::task::spawn_local(spin(window, Duration::MAX));
+                if let Some((window, preempted)) = spinner {
+                    tokio::task::spawn_local(spin(window, preempted));
                 }
                 tokio::time::timeout(Duration::from_secs(4), f())
                     .await
@@ -210,12 +225,15 @@ mod tests {
 
     #[test]
     fn a_spinning_worker_serves_a_ping_pong_without_parking() {
-        on_worker(Some(Duration::from_millis(50)), || async {
-            let parked = ping_pong_parks(200).await;
-            // The peer's reply may come later than the window only if this machine is
-            // starved for tens of milliseconds; allow a few.
-            assert!(parked <= 5, "parked {parked} times in 199 exchanges");
-        });
+        on_worker(
+            Some((Duration::from_millis(50), NEVER_PREEMPTED)),
+            || async {
+                let parked = ping_pong_parks(200).await;
+                // The peer's reply may come later than the window only if this machine is
+                // starved for tens of milliseconds; allow a few.
+                assert!(parked <= 5, "parked {parked} times in 199 exchanges");
+            },
+        );
         // Without the spinner the same exchange parks about once per message: the test
         // above measures the spinner, not the runtime.
         on_worker(None, || async {
@@ -226,76 +244,69 @@ mod tests {
 
     #[test]
     fn the_spinner_sleeps_until_activity_and_stops_after_the_window() {
-        on_worker(Some(Duration::from_millis(50)), || async {
-            // Never any activity: the spinner sleeps, the thread uses no CPU.
-            let start = thread_cpu();
-            tokio::time::sleep(Duration::from_millis(150)).await;
-            let idle = thread_cpu() - start;
-            assert!(
-                idle < Duration::from_millis(15),
-                "idle worker used {idle:?}"
-            );
+        on_worker(
+            Some((Duration::from_millis(50), NEVER_PREEMPTED)),
+            || async {
+                // Never any activity: the spinner sleeps, the thread uses no CPU.
+                let start = thread_cpu();
+                tokio::time::sleep(Duration::from_millis(150)).await;
+                let idle = thread_cpu() - start;
+                assert!(
+                    idle < Duration::from_millis(15),
+                    "idle worker used {idle:?}"
+                );
 
-            // Activity: the thread keeps polling (busy) through the window…
-            let start = thread_cpu();
-            note_activity();
-            tokio::time::sleep(Duration::from_millis(30)).await;
-            let busy = thread_cpu() - start;
-            assert!(
-                busy >= Duration::from_millis(3),
-                "spinning used only {busy:?}"
-            );
+                // Activity: the thread keeps polling (busy) through the window…
+                let start = thread_cpu();
+                note_activity();
+                tokio::time::sleep(Duration::from_millis(30)).await;
+                let busy = thread_cpu() - start;
+                assert!(
+                    busy >= Duration::from_millis(3),
+                    "spinning used only {busy:?}"
+                );
 
-            // …and is quiet again once the window has passed with nothing new.
-            tokio::time::sleep(Duration::from_millis(40)).await;
-            let start = thread_cpu();
-            tokio::time::sleep(Duration::from_millis(150)).await;
-            let after = thread_cpu() - start;
-            assert!(
-                after < Duration::from_millis(15),
-                "spun on after the window: {after:?}"
-            );
-        });
+                // …and is quiet again once the window has passed with nothing new.
+                tokio::time::sleep(Duration::from_millis(40)).await;
+                let start = thread_cpu();
+                tokio::time::sleep(Duration::from_millis(150)).await;
+                let after = thread_cpu() - start;
+                assert!(
+                    after < Duration::from_millis(15),
+                    "spun on after the window: {after:?}"
+                );
+            },
+        );
     }
 
     #[test]
     fn a_spinner_on_a_contended_core_backs_off() {
-        std::thread::spawn(|| {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            let local = tokio::task::LocalSet::new();
-            local.block_on(&rt, async {
-                let window = Duration::from_millis(2);
-                tokio::task::spawn_local(run(window));
-                // The spinner goes dormant, activity wakes it, it starts its first turn.
-                tokio::task::yield_now().await;
+        let window = Duration::from_millis(2);
+        on_worker(Some((window, PREEMPTED)), move || async move {
+            // The spinner goes dormant, activity wakes it, it starts its first turn.
+            tokio::task::yield_now().await;
+            note_activity();
+            tokio::task::yield_now().await;
+            // A turn without activity that takes far longer than PREEMPTED: to the
+            // spinner, the thread was descheduled.
+            std::thread::sleep(Duration::from_millis(2));
+            tokio::task::yield_now().await;
+            // Traffic continues through the back-off, yet the thread does not spin: it
+            // parks between the messages.
+            let start = thread_cpu();
+            let until = Instant::now() + backoff(window) - Duration::from_millis(2);
+            let mut messages = 0;
+            while Instant::now() < until && messages < 100 {
                 note_activity();
-                tokio::task::yield_now().await;
-                // A turn without activity that takes far longer than PREEMPTED: to the
-                // spinner, the thread was descheduled.
-                std::thread::sleep(Duration::from_millis(2));
-                tokio::task::yield_now().await;
-                // Traffic continues through the back-off, yet the thread does not spin: it
-                // parks between the messages.
-                let start = thread_cpu();
-                let until = Instant::now() + backoff(window) - Duration::from_millis(2);
-                let mut messages = 0;
-                while Instant::now() < until && messages < 100 {
-                    note_activity();
-                    messages += 1;
-                    tokio::time::sleep(Duration::from_millis(1)).await;
-                }
-                let used = thread_cpu() - start;
-                assert!(messages >= 2, "the back-off window is too short to test");
-                assert!(
-                    used < Duration::from_millis(3),
-                    "spun through the back-off: {used:?} over {messages} messages"
-                );
-            });
-        })
-        .join()
-        .expect("worker thread");
+                messages += 1;
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            let used = thread_cpu() - start;
+            assert!(messages >= 2, "the back-off window is too short to test");
+            assert!(
+                used < Duration::from_millis(3),
+                "spun through the back-off: {used:?} over {messages} messages"
+            );
+        });
     }
 }

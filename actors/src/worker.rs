@@ -304,15 +304,7 @@ impl WorkerPoolBuilder {
         }
         let spin = self.spin.filter(|window| !window.is_zero());
         if let Some(window) = spin {
-            if window > spin::MAX_SPIN {
-                return Err(ConfigError::invalid(
-                    "spin",
-                    format!(
-                        "{window:?} is above the {:?} limit (useful windows are microseconds)",
-                        spin::MAX_SPIN
-                    ),
-                ));
-            }
+            spin::check_window(window, "spin")?;
         }
         let workers = (0..threads)
             .map(|index| {
