@@ -118,11 +118,12 @@ pub use error::{ConfigError, ConnectError, ListenError, SessionError, TlsError};
 pub use forward::{Forward, SessionEvent};
 pub use limits::ConnectionPermit;
 pub use listener::{
-    bind_listener, default_max_connections, raise_fd_limit, Close, GetListenerStats, IsListening,
-    Listener, ListenerBuilder, ListenerEvent, ListenerHandle, ListenerStats, NextPendingConnection,
-    PauseAccepting, PendingConnection, Release, ResumeAccepting, ServerAddress, SetMaxConnections,
-    SetMaxConnectionsPerIp, SetMaxPendingConnections, ShareSockets, SharedSockets, StdListener,
-    DEFAULT_BACKLOG, DEFAULT_MAX_PENDING,
+    bind_listener, default_max_connections, raise_fd_limit, AcceptedStream, Close,
+    GetListenerStats, IsListening, Listener, ListenerBuilder, ListenerEvent, ListenerHandle,
+    ListenerStats, NextPendingConnection, PauseAccepting, PendingConnection, Release,
+    ResumeAccepting, ServerAddress, SetMaxConnections, SetMaxConnectionsPerIp,
+    SetMaxPendingConnections, ShareSockets, SharedSockets, StdListener, DEFAULT_BACKLOG,
+    DEFAULT_MAX_PENDING,
 };
 pub use notify::{BytesAvailable, Notify, NotifyEvent, NotifyHandle, Read, ReadAll, ReadLine};
 pub use registry::{

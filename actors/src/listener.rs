@@ -260,6 +260,12 @@ impl PendingConnection {
     pub fn into_stream(self) -> AcceptedStream {
         match self.stream {
             RawStream::Tcp(s) => AcceptedStream::Tcp(s),
+            RawStream::NonBlockingTcp(s) => {
+                // As `std::net::TcpListener::accept` would have given it. Should this fail,
+                // the caller still has the stream, and a non-blocking one is usable too.
+                let _ = s.set_nonblocking(false);
+                AcceptedStream::Tcp(s)
+            }
             RawStream::Unix(s) => AcceptedStream::Unix(s),
         }
     }
@@ -354,13 +360,20 @@ impl ListenSocket {
                 ListenSocket::Tcp(socket, local) => {
                     let mut ready = std::task::ready!(socket.poll_read_ready(cx))?;
                     ready.try_io(|l| {
-                        let (stream, peer) = l.get_ref().accept()?;
+                        // Non-blocking from the start: the worker registers it as it is.
+                        let (socket, peer) = socket2::SockRef::from(l.get_ref())
+                            .accept4(libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC)?;
+                        let stream = std::net::TcpStream::from(socket);
+                        let peer = match peer.as_socket() {
+                            Some(peer) => peer,
+                            None => stream.peer_addr()?,
+                        };
                         let local = match local {
                             Some(local) => *local,
                             None => stream.local_addr()?,
                         };
                         let parts = Parts::new(peer.into(), local.into());
-                        Ok((RawStream::Tcp(stream), parts))
+                        Ok((RawStream::NonBlockingTcp(stream), parts))
                     })
                 }
                 ListenSocket::Unix(socket, _) => {

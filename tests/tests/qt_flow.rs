@@ -3,7 +3,7 @@
 //! pending connections in pull mode, then readyRead / read / write / disconnected.
 
 use std::{
-    io::{BufReader, Write as _},
+    io::{BufRead as _, BufReader, Write as _},
     net::SocketAddr,
 };
 
@@ -336,4 +336,55 @@ async fn std_client_reads_and_writes_then_closes() {
     assert_eq!(last.bytes_out, 14);
     events.dropped(info.id).await;
     assert_eq!(probes.disconnects(info.id), 1);
+}
+
+/// `PendingConnection::into_stream` gives the std socket as `TcpListener::accept` would (in
+/// blocking mode, although the listener accepts non-blocking), outside the listener's limits
+/// and registry, and it still carries the client's bytes both ways.
+#[actix_rt::test]
+async fn into_stream_hands_over_a_blocking_socket_outside_the_accounting() {
+    use std::os::fd::AsRawFd;
+    let (owner, mut announced) = inbox::<ListenerEvent>();
+    let server = Listener::bind(any_port()).workers(1).pull(owner).unwrap();
+    let addr = server.local_addr();
+    let client = tokio::task::spawn_blocking(move || {
+        let mut client = BufReader::new(std_connect(addr));
+        echo_line(&mut client, "taken")
+    });
+    match announced.next("NewConnection").await {
+        ListenerEvent::NewConnection { .. } => {}
+        other => panic!("expected NewConnection, got {other:?}"),
+    }
+    let pending = within(
+        "NextPendingConnection",
+        server.address().send(NextPendingConnection),
+    )
+    .await
+    .unwrap()
+    .expect("a pending connection");
+    let switchboard::AcceptedStream::Tcp(stream) = pending.into_stream() else {
+        panic!("a TCP listener hands over a TCP stream");
+    };
+    // SAFETY: F_GETFL only reads the descriptor's flags.
+    let flags = unsafe { libc::fcntl(stream.as_raw_fd(), libc::F_GETFL) };
+    assert!(flags >= 0, "fcntl: {}", std::io::Error::last_os_error());
+    assert_eq!(
+        flags & libc::O_NONBLOCK,
+        0,
+        "the stream is in blocking mode"
+    );
+    assert_eq!(
+        server.registry().count(),
+        0,
+        "not a session of the listener"
+    );
+    let served = tokio::task::spawn_blocking(move || {
+        let mut reader = BufReader::new(stream);
+        let mut line = String::new();
+        reader.read_line(&mut line).unwrap();
+        reader.get_mut().write_all(line.as_bytes()).unwrap();
+        line
+    });
+    assert_eq!(within("the taken stream", served).await.unwrap(), "taken\n");
+    assert_eq!(within("the client", client).await.unwrap(), "taken");
 }

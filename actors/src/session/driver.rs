@@ -1,7 +1,7 @@
 use super::{
     panic_message, Conn, DisconnectReason, Session, SessionCodec, SessionHandler, State, WriteSide,
 };
-use crate::TransportKind;
+use crate::{transport::Stream, TransportKind};
 use std::{
     io,
     marker::PhantomData,
@@ -525,6 +525,9 @@ impl<C: SessionCodec, H: SessionHandler<C>> Session<C, H> {
             return Poll::Pending;
         }
         match self.core.stream.as_mut() {
+            // The peer has finished, so the session closes next, and a plain socket's close
+            // sends the FIN itself: no `shutdown` call. TLS still sends its close_notify.
+            Some(Stream::Plain(_)) if self.core.eof => Poll::Ready(Ok(())),
             Some(stream) => Pin::new(stream).poll_shutdown(cx),
             None => Poll::Ready(Ok(())),
         }

@@ -332,6 +332,8 @@ impl AsyncWrite for Plain {
 #[derive(Debug)]
 pub(crate) enum RawStream {
     Tcp(std::net::TcpStream),
+    /// Accepted with `accept4(SOCK_NONBLOCK)`: registers without a second system call.
+    NonBlockingTcp(std::net::TcpStream),
     Unix(std::os::unix::net::UnixStream),
 }
 
@@ -343,6 +345,7 @@ impl RawStream {
                 s.set_nonblocking(true)?;
                 Ok(Plain::Tcp(TcpStream::from_std(s)?))
             }
+            RawStream::NonBlockingTcp(s) => Ok(Plain::Tcp(TcpStream::from_std(s)?)),
             RawStream::Unix(s) => {
                 s.set_nonblocking(true)?;
                 Ok(Plain::Unix(UnixStream::from_std(s)?))
@@ -353,7 +356,9 @@ impl RawStream {
     /// Both ends' addresses, read before the stream moves to its worker.
     pub(crate) fn addresses(&self) -> io::Result<(Address, Address)> {
         match self {
-            RawStream::Tcp(s) => Ok((s.peer_addr()?.into(), s.local_addr()?.into())),
+            RawStream::Tcp(s) | RawStream::NonBlockingTcp(s) => {
+                Ok((s.peer_addr()?.into(), s.local_addr()?.into()))
+            }
             RawStream::Unix(s) => {
                 let credentials = peer_credentials(s);
                 Ok((
