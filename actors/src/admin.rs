@@ -27,6 +27,17 @@
 //! | `handover` | (Unix admin socket only) one JSON line describing the listening sockets and this admin socket, with the sockets attached (`SCM_RIGHTS`); accepting goes on. See [`handover`](crate::handover) |
 //! | `handover commit` | (after `handover`, on the same connection) stops accepting at once, leaves the sockets to the taker, drains within the drain timeout, then the owner exits |
 //! | `quit` | closes this admin connection |
+//!
+//! # Cost
+//!
+//! Work that grows with the session count (`sessions`, and `info`'s sum over live sessions)
+//! runs on one thread of its own at nice 10 (Linux), not on a worker: when the cores are
+//! short, the workers take them first and the listing waits, rather than the other way round.
+//! A listing holds each registry shard's lock only while it copies that shard's record
+//! pointers, sorts a key per session (with `--limit N`, picks the first N by partial
+//! selection), and writes each session straight from its record, so a listing of 19,200
+//! sessions builds no list of snapshots. `session ID`, `kick ID` and `abort ID` look the id up
+//! directly.
 
 use std::{
     fmt::Write as _,
@@ -44,8 +55,9 @@ use tokio_util::codec::{Decoder, Encoder};
 
 use crate::{
     handover::{SocketDescription, SocketRole},
+    session::SessionMeta,
     Address, CloseMode, Conn, DisconnectFromHost, DisconnectReason, Flush, GetListenerStats,
-    ListenError, Listener, ListenerBuilder, ListenerHandle, PauseAccepting, Release,
+    ListenError, Listener, ListenerBuilder, ListenerHandle, PauseAccepting, Registry, Release,
     ResumeAccepting, SessionConfig, SessionError, SessionHandler, SessionId, SessionInfo,
     SetMaxConnections, SetMaxConnectionsPerIp, ShareSockets, ShutdownReport, StdListener, Write,
 };
@@ -106,7 +118,8 @@ impl Decoder for AdminLines {
 impl Encoder<Bytes> for AdminLines {
     type Error = CodecError;
     fn encode(&mut self, line: Bytes, buf: &mut BytesMut) -> Result<(), CodecError> {
-        self.0.encode(line, buf)
+        // Replies are not held to the command limit.
+        Lines::with_max_length(usize::MAX).encode(line, buf)
     }
 }
 
@@ -494,44 +507,25 @@ impl Admin {
                 let (sort, limit) = sessions_args(args)?;
                 let started = Instant::now();
                 let registry = server.registry().clone();
-                // Off the worker: listing tens of thousands of sessions takes milliseconds that
-                // would otherwise stall every session on the admin connection's worker.
-                let listed = tokio::task::spawn_blocking(move || {
-                    let mut all = registry.list();
-                    let total = all.len();
-                    match sort {
-                        Sort::Bytes => all
-                            .sort_unstable_by_key(|s| std::cmp::Reverse(s.bytes_in + s.bytes_out)),
-                        Sort::Age => all.sort_unstable_by_key(|s| s.connected_at),
-                        Sort::Idle => all.sort_unstable_by_key(|s| std::cmp::Reverse(s.idle_for)),
+                // Off the worker, on the low-priority admin thread: listing tens of thousands
+                // of sessions takes milliseconds of a core, which the workers get first.
+                let listed = crate::background::run(move || list(&registry, sort, limit, json))
+                    .await
+                    .map_err(|e| format!("listing failed: {e}"))?;
+                Ok(match listed {
+                    Listed::Json(text) => Reply::JsonText(text),
+                    Listed::Text {
+                        mut lines,
+                        shown,
+                        total,
+                    } => {
+                        lines.push(format!(
+                            "{shown} of {total} sessions, listed in {} ms",
+                            started.elapsed().as_millis()
+                        ));
+                        Reply::Text(lines)
                     }
-                    all.truncate(limit.unwrap_or(usize::MAX));
-                    // Written straight to text: a `Value` per session costs a map and an
-                    // allocation per field, most of a large listing's time.
-                    let text = json.then(|| {
-                        serde_json::to_string(&Listing {
-                            total,
-                            sessions: &all,
-                        })
-                        .unwrap_or_default()
-                    });
-                    (all, total, text)
                 })
-                .await;
-                let (all, total, text) = listed.map_err(|e| format!("listing failed: {e}"))?;
-                if let Some(text) = text {
-                    Ok(Reply::JsonText(text))
-                } else {
-                    let mut text = Vec::with_capacity(all.len() + 2);
-                    text.push(SESSION_HEADER.to_string());
-                    text.extend(all.iter().map(session_line));
-                    text.push(format!(
-                        "{} of {total} sessions, listed in {} ms",
-                        all.len(),
-                        started.elapsed().as_millis()
-                    ));
-                    Ok(Reply::Text(text))
-                }
             }
             ("session", [id]) => {
                 let info = find(server, id)?;
@@ -874,11 +868,16 @@ impl Admin {
             .await
             .map_err(|_| "the listener has stopped".to_string())?;
         let stats = server.registry().stats();
-        let (live_in, live_out) = server
-            .registry()
-            .list()
-            .iter()
-            .fold((0, 0), |(i, o), s| (i + s.bytes_in, o + s.bytes_out));
+        let registry = server.registry().clone();
+        // A pass over every session: on the admin thread, as a listing is.
+        let (live_in, live_out) = crate::background::run(move || {
+            registry.records().iter().fold((0, 0), |(i, o), meta| {
+                let info = meta.info();
+                (i + info.bytes_in, o + info.bytes_out)
+            })
+        })
+        .await
+        .map_err(|e| format!("cannot sum the sessions' counters: {e}"))?;
         let config = self.inner.config.as_ref();
         let secs = |d: Option<Duration>| d.map(|d| d.as_secs_f64());
         let handshake_stats = server.handshake_stats();
@@ -1042,10 +1041,69 @@ fn find(server: &ListenerHandle, id: &str) -> Result<SessionInfo, String> {
         .map_err(|_| format!("`{id}` is not a session id"))?;
     server
         .registry()
-        .list()
-        .into_iter()
-        .find(|s| s.id.get() == n)
+        .get(SessionId::from_raw(n))
         .ok_or_else(|| format!("no session #{n}"))
+}
+
+/// What [`list`] made: the reply's text, but for the text block's last line (the time taken).
+enum Listed {
+    Json(String),
+    Text {
+        lines: Vec<String>,
+        shown: usize,
+        total: usize,
+    },
+}
+
+/// `sessions`: every record taken with the shard locks held only for pointer copies, one sort
+/// key read per session, the `limit` first found by partial selection (a full sort only
+/// without a limit), and the reply written straight from the records, one snapshot at a time.
+fn list(registry: &Registry, sort: Sort, limit: Option<usize>, json: bool) -> Listed {
+    let records = registry.records();
+    let total = records.len();
+    let key = |meta: &SessionMeta| -> u64 {
+        match sort {
+            Sort::Bytes => u64::MAX - meta.bytes_total(),
+            Sort::Age => meta
+                .connected_at
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)),
+            Sort::Idle => u64::MAX - u64::from(meta.idle_ms()),
+        }
+    };
+    // Keys and indexes: sorting 16 bytes per session, not whole snapshots.
+    let mut order: Vec<(u64, usize)> = records
+        .iter()
+        .enumerate()
+        .map(|(i, meta)| (key(meta), i))
+        .collect();
+    let shown = limit.unwrap_or(usize::MAX).min(total);
+    if shown < total {
+        order.select_nth_unstable(shown);
+        order.truncate(shown);
+    }
+    order.sort_unstable();
+    let chosen: Vec<&SessionMeta> = order.iter().map(|&(_, i)| &*records[i]).collect();
+    if json {
+        // About 330 bytes per session over TCP; one growth at most past that.
+        let mut out = Vec::with_capacity(64 + 384 * shown);
+        let listing = Listing {
+            total,
+            sessions: Records(&chosen),
+        };
+        // Into a Vec, which cannot fail; the text is JSON, so UTF-8.
+        let _ = serde_json::to_writer(&mut out, &listing);
+        Listed::Json(String::from_utf8(out).unwrap_or_default())
+    } else {
+        let mut lines = Vec::with_capacity(shown + 2);
+        lines.push(SESSION_HEADER.to_string());
+        lines.extend(chosen.iter().map(|meta| session_line(&meta.info())));
+        Listed::Text {
+            lines,
+            shown,
+            total,
+        }
+    }
 }
 
 fn age(info: &SessionInfo) -> Duration {
@@ -1161,15 +1219,26 @@ impl serde::Serialize for TlsJson<'_> {
 #[derive(serde::Serialize)]
 struct Listing<'a> {
     total: usize,
-    #[serde(serialize_with = "sessions_json")]
-    sessions: &'a [SessionInfo],
+    sessions: Records<'a>,
 }
 
-fn sessions_json<S: serde::Serializer>(
-    sessions: &&[SessionInfo],
-    serializer: S,
-) -> Result<S::Ok, S::Error> {
-    serializer.collect_seq(sessions.iter().map(SessionJson))
+/// The sessions of a [`Listing`], each serialized from a snapshot taken as it is written (no
+/// list of snapshots).
+struct Records<'a>(&'a [&'a SessionMeta]);
+
+impl serde::Serialize for Records<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_seq(self.0.iter().map(|meta| SessionJsonOwned(meta.info())))
+    }
+}
+
+/// [`SessionJson`] over a snapshot it owns.
+struct SessionJsonOwned(SessionInfo);
+
+impl serde::Serialize for SessionJsonOwned {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        SessionJson(&self.0).serialize(serializer)
+    }
 }
 
 /// A value serialized as the string it displays as, without allocating it.
@@ -1241,7 +1310,9 @@ struct Flow {
 /// How a reply task writes to its session, whatever the session's transport.
 #[derive(Clone)]
 struct Writer {
-    write: Recipient<Write<String>>,
+    /// `Bytes`, so that a retried write costs a reference count, not a copy of the line
+    /// (a full listing is one line of megabytes).
+    write: Recipient<Write<Bytes>>,
     flush: Recipient<Flush>,
     close: Recipient<DisconnectFromHost>,
 }
@@ -1251,6 +1322,7 @@ impl Writer {
     /// once the session is gone.
     async fn send(&self, lines: Vec<String>) -> bool {
         for line in lines {
+            let line = Bytes::from(line);
             // Each refusal is followed by a flush that empties the buffer, so the second
             // attempt has room; a third is a session that no longer writes.
             let mut attempts = 0;

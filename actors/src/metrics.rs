@@ -351,7 +351,9 @@ impl Collector for Metrics {
             let stats = registry.stats();
             let closed = registry.closed_stats();
             let mut live = Live::default();
-            for info in registry.list() {
+            // One record at a time, with no shard lock held and no list of snapshots built.
+            for meta in registry.records() {
+                let info = meta.info();
                 live.bytes_in += info.bytes_in;
                 live.bytes_out += info.bytes_out;
                 live.frames_in += info.frames_in;

@@ -289,10 +289,27 @@ impl Registry {
     }
 
     /// A snapshot of every live session (counters as of each session's last turn).
+    ///
+    /// Each shard is locked only while its records' pointers are copied; the snapshots are
+    /// built after, so a session that starts or ends meanwhile waits for the copy alone.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let registry = switchboard::Registry::new();
+    /// assert!(registry.list().is_empty());
+    /// ```
     pub fn list(&self) -> Vec<SessionInfo> {
+        self.records().iter().map(|meta| meta.info()).collect()
+    }
+
+    /// Every live session's record: each shard locked only while its `Arc`s are cloned (a
+    /// reference count each), so that the caller reads counters, sorts and formats with no
+    /// lock held.
+    pub(crate) fn records(&self) -> Vec<Arc<SessionMeta>> {
         let mut all = Vec::with_capacity(self.count());
         for shard in self.inner.shards.iter() {
-            all.extend(lock(shard).values().map(|e| e.info()));
+            all.extend(lock(shard).values().cloned());
         }
         all
     }

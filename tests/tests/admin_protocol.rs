@@ -116,6 +116,127 @@ fn commands_answer_in_order_and_errors_keep_the_connection() {
     });
 }
 
+/// The ids of a `sessions --json` reply, in its order.
+fn listed_ids(listing: &serde_json::Value) -> Vec<u64> {
+    listing["sessions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["id"].as_u64().unwrap())
+        .collect()
+}
+
+#[test]
+fn sessions_sort_and_limit_pick_the_right_sessions() {
+    with_admin(Registry::new(), |server, admin| {
+        // Connected one after another (each echoed before the next connects, so each has
+        // started): age order is this order; byte order is another.
+        let lengths = [3usize, 40, 10, 25, 1];
+        let mut peers = Vec::new();
+        for n in lengths {
+            let mut peer = TcpStream::connect(server).unwrap();
+            peer.set_read_timeout(Some(STEP)).unwrap();
+            peer.write_all(format!("{}\n", "x".repeat(n)).as_bytes())
+                .unwrap();
+            let mut echo = vec![0u8; n + 1];
+            std::io::Read::read_exact(&mut peer, &mut echo).unwrap();
+            peers.push(peer);
+        }
+        let mut c = Client::connect(admin);
+        c.send("sessions --json --sort age\n");
+        let all: serde_json::Value = serde_json::from_str(&c.line()).unwrap();
+        assert_eq!(all["total"], 5);
+        // Oldest first: the order they connected in.
+        let by_age = listed_ids(&all);
+        assert_eq!(by_age.len(), 5);
+        let bytes: Vec<u64> = all["sessions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["bytes_in"].as_u64().unwrap())
+            .collect();
+        assert_eq!(bytes, [4, 41, 11, 26, 2]);
+
+        c.send("sessions --json --sort age --limit 2\n");
+        let oldest: serde_json::Value = serde_json::from_str(&c.line()).unwrap();
+        assert_eq!(oldest["total"], 5);
+        assert_eq!(listed_ids(&oldest), by_age[..2]);
+
+        // Most bytes first; a limit picks the top ones, in order.
+        c.send("sessions --json --limit 3\n");
+        let top: serde_json::Value = serde_json::from_str(&c.line()).unwrap();
+        assert_eq!(top["total"], 5);
+        assert_eq!(listed_ids(&top), [by_age[1], by_age[3], by_age[2]]);
+        c.send("sessions --json --sort bytes --limit 100\n");
+        let every: serde_json::Value = serde_json::from_str(&c.line()).unwrap();
+        assert_eq!(
+            listed_ids(&every),
+            [by_age[1], by_age[3], by_age[2], by_age[0], by_age[4]]
+        );
+
+        // Idle: every session, once each.
+        c.send("sessions --json --sort idle\n");
+        let idle: serde_json::Value = serde_json::from_str(&c.line()).unwrap();
+        let mut ids = listed_ids(&idle);
+        ids.sort_unstable();
+        let mut expected = by_age.clone();
+        expected.sort_unstable();
+        assert_eq!(ids, expected);
+
+        // The text block: header, the limit's lines in order, then the count.
+        c.send("sessions --sort bytes --limit 2\n");
+        let block = c.block();
+        assert_eq!(block.len(), 4, "{block:?}");
+        assert!(block[0].starts_with("ID "), "{block:?}");
+        assert!(
+            block[1].starts_with(&format!("#{} ", by_age[1])),
+            "{block:?}"
+        );
+        assert!(
+            block[2].starts_with(&format!("#{} ", by_age[3])),
+            "{block:?}"
+        );
+        assert!(block[3].starts_with("2 of 5 sessions"), "{block:?}");
+
+        // `session ID` and `kick ID` find a session by its id directly.
+        c.send(&format!("session {} --json\n", by_age[2]));
+        let one: serde_json::Value = serde_json::from_str(&c.line()).unwrap();
+        assert_eq!(one["bytes_in"], 11);
+        drop(peers);
+    });
+}
+
+/// Admin work over every session runs on a thread of its own at nice 10, below the workers.
+#[cfg(target_os = "linux")]
+#[test]
+fn listings_run_on_a_thread_at_nice_10() {
+    with_admin(Registry::new(), |_, admin| {
+        let mut c = Client::connect(admin);
+        c.send("sessions --json\n");
+        let listing: serde_json::Value = serde_json::from_str(&c.line()).unwrap();
+        assert_eq!(listing["total"], 0);
+        let mut found = Vec::new();
+        for task in std::fs::read_dir("/proc/self/task").unwrap() {
+            let path = task.unwrap().path();
+            let comm = std::fs::read_to_string(path.join("comm")).unwrap_or_default();
+            if comm.trim_end() != "sb-admin-low" {
+                continue;
+            }
+            let stat = std::fs::read_to_string(path.join("stat")).unwrap();
+            // Fields after the name (which ends at the last `)`): state is field 3, nice 19.
+            let rest = &stat[stat.rfind(')').unwrap() + 1..];
+            let nice: i32 = rest
+                .split_whitespace()
+                .nth(19 - 3)
+                .unwrap()
+                .parse()
+                .unwrap();
+            found.push(nice);
+        }
+        assert_eq!(found, [10], "the admin thread and its nice value");
+    });
+}
+
 #[test]
 fn several_clients_see_and_steer_the_same_server() {
     with_admin(Registry::new(), |server, admin| {

@@ -161,6 +161,16 @@ impl SessionMeta {
         }
     }
 
+    /// Bytes in and out so far, the key of `sessions --sort bytes`.
+    pub(crate) fn bytes_total(&self) -> u64 {
+        self.bytes_in.get().saturating_add(self.bytes_out.get())
+    }
+
+    /// Quiet time as of the last tick, in milliseconds: the key of `sessions --sort idle`.
+    pub(crate) fn idle_ms(&self) -> u32 {
+        self.idle_ms.load(Ordering::Relaxed)
+    }
+
     /// What the session runs over now: TLS once STARTTLS has finished.
     pub(crate) fn transport(&self) -> TransportKind {
         match self.tls.get() {

@@ -70,6 +70,11 @@ impl SessionId {
     pub fn get(self) -> u64 {
         self.0
     }
+
+    /// The id whose number is `n` (as the admin socket reads it from a command).
+    pub(crate) fn from_raw(n: u64) -> SessionId {
+        SessionId(n)
+    }
 }
 
 impl fmt::Display for SessionId {
