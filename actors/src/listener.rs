@@ -2,7 +2,8 @@
 //!
 //! The accept loop runs on the listener's own arbiter and never waits on a session. Each
 //! accepted stream leaves this thread as a std stream and is registered again on the worker
-//! that runs its session. Limits are kept by not accepting: at `max_connections`, or with a full
+//! that runs its session. With [`ListenerBuilder::accept_on_worker`] the loop runs on a worker
+//! instead, and a session that lands there starts without leaving the thread. Limits are kept by not accepting: at `max_connections`, or with a full
 //! pending queue in pull mode, the loop stops polling the socket and the kernel backlog holds
 //! new clients; a session ending below the limit wakes it.
 
@@ -287,6 +288,8 @@ enum Mode {
 /// What every session of a listener shares.
 struct Shared {
     pool: WorkerPool,
+    /// The worker of `pool` the accept loop runs on; none when it has a thread of its own.
+    home: Option<usize>,
     registry: Registry,
     session: Arc<SessionConfig>,
     tls: Option<TlsAcceptor>,
@@ -669,6 +672,7 @@ impl Listener {
             workers: None,
             spin: None,
             pool: None,
+            accept_on_worker: false,
             registry: None,
             session: SessionConfig::default(),
             events: None,
@@ -879,8 +883,10 @@ impl Actor for Listener {
 
     fn stopped(&mut self, _ctx: &mut Context<Self>) {
         tracing::info!(addresses = self.addresses.len(), "listener closed");
-        // The listener's own thread has nothing else to do.
-        Arbiter::current().stop();
+        if self.shared.home.is_none() {
+            // The listener's own thread has nothing else to do.
+            Arbiter::current().stop();
+        }
     }
 }
 
@@ -898,6 +904,7 @@ pub struct ListenerBuilder {
     /// Latency mode for the pool the listener creates (see [`WorkerPoolBuilder::spin`](crate::WorkerPoolBuilder::spin)).
     spin: Option<Duration>,
     pool: Option<WorkerPool>,
+    accept_on_worker: bool,
     registry: Option<Registry>,
     session: SessionConfig,
     events: Option<Recipient<ListenerEvent>>,
@@ -1095,6 +1102,46 @@ impl ListenerBuilder {
         self
     }
 
+    /// Runs the accept loop on one of the pool's workers instead of a thread of its own
+    /// (default: its own thread).
+    ///
+    /// A session that starts on that worker (the least loaded one, or one tied with it) then
+    /// starts as a task of the accepting thread: no hand-off to another thread and one thread
+    /// woken per connection instead of two. Connection-heavy loads gain: connect, echo and
+    /// close ran at 1.15× the rate for 0.78× the server CPU per connection (BENCHMARKS.md,
+    /// "Accept"). The cost: the accept loop now takes turns with that worker's sessions, so
+    /// a handler that keeps its thread busy delays accepting for the whole listener, where the
+    /// listener's own thread would have carried on. Listeners on one pool take its workers in
+    /// turn.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use bytes::Bytes;
+    /// use switchboard::{Conn, Listener, SessionHandler};
+    /// use switchboard_codec::Raw;
+    ///
+    /// struct Echo;
+    /// impl SessionHandler<Raw> for Echo {
+    ///     fn ready_read(&mut self, data: Bytes, conn: &mut Conn<'_, Raw, Self>) {
+    ///         let _ = conn.write(data);
+    ///     }
+    /// }
+    ///
+    /// # actix_rt::System::new().block_on(async {
+    /// let server = Listener::bind("127.0.0.1:0")
+    ///     .workers(2)
+    ///     .accept_on_worker(true)
+    ///     .serve(Raw, || Echo)
+    ///     .unwrap();
+    /// assert_eq!(server.pool().len(), 2);
+    /// # });
+    /// ```
+    pub fn accept_on_worker(mut self, on_worker: bool) -> Self {
+        self.accept_on_worker = on_worker;
+        self
+    }
+
     /// Runs sessions on an existing pool, shared with other listeners or connectors.
     pub fn pool(mut self, pool: WorkerPool) -> Self {
         self.pool = Some(pool);
@@ -1146,9 +1193,12 @@ impl ListenerBuilder {
                 // Made here, on the listener's thread, and sent along: the factory is called
                 // from one thread only, so it need not be `Sync`.
                 let handler = handler();
-                shared
-                    .launch(parts, Some(permit))
-                    .spawn_on(&shared.pool, stream, move || (codec, handler));
+                shared.launch(parts, Some(permit)).spawn_on(
+                    &shared.pool,
+                    shared.home,
+                    stream,
+                    move || (codec, handler),
+                );
             }))
         })
     }
@@ -1304,8 +1354,19 @@ impl ListenerBuilder {
             Bound::Tcp(l) => l.local_addr().ok(),
             Bound::Unix(..) => None,
         });
+        // Its own thread by default; with `accept_on_worker`, a worker of the pool, where a
+        // session that starts on that worker needs no hand-off.
+        let own_thread = (!self.accept_on_worker).then(Arbiter::new);
+        let (home, arbiter) = match &own_thread {
+            Some(arbiter) => (None, arbiter.handle()),
+            None => {
+                let (home, arbiter) = pool.next_home();
+                (Some(home), arbiter)
+            }
+        };
         let shared = Arc::new(Shared {
             pool: pool.clone(),
+            home,
             registry: registry.clone(),
             session: Arc::new(self.session),
             tls: self.tls,
@@ -1328,11 +1389,10 @@ impl ListenerBuilder {
         });
         let events = self.events;
         let backoff = self.backoff;
-        let arbiter = Arbiter::new();
         let (tx, rx) = std::sync::mpsc::channel();
         let thread_shared = shared.clone();
         let thread_limiter = limiter.clone();
-        let addr = Listener::start_in_arbiter(&arbiter.handle(), move |ctx| {
+        let addr = Listener::start_in_arbiter(&arbiter, move |ctx| {
             let mut sockets = Vec::with_capacity(bound.len());
             for socket in bound {
                 match socket.register() {

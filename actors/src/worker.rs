@@ -60,6 +60,8 @@ struct PoolInner {
     workers: Vec<Worker>,
     /// Round-robin cursor, also used to break ties between equally loaded workers.
     next: AtomicUsize,
+    /// Listeners started on this pool, for [`WorkerPool::next_home`].
+    listeners: AtomicUsize,
     assignment: Assignment,
     /// The latency-mode window, if on (see [`WorkerPoolBuilder::spin`]).
     spin: Option<Duration>,
@@ -159,8 +161,22 @@ impl WorkerPool {
             .collect()
     }
 
+    /// The worker a listener accepts on: listeners take the workers in turn, so several
+    /// listeners spread their accept loops.
+    pub(crate) fn next_home(&self) -> (usize, ArbiterHandle) {
+        let index = self.inner.listeners.fetch_add(1, Ordering::Relaxed) % self.inner.workers.len();
+        (index, self.inner.workers[index].arbiter.handle())
+    }
+
     /// Picks a worker for a new session and counts the session against it.
     pub(crate) fn pick(&self) -> (ArbiterHandle, WorkerLoad) {
+        self.pick_near(None)
+    }
+
+    /// As [`pick`](Self::pick), for a caller running on worker `home`: among the least loaded
+    /// workers, `home` wins, so the session starts on the thread that accepted it without a
+    /// hand-off to another thread.
+    pub(crate) fn pick_near(&self, home: Option<usize>) -> (ArbiterHandle, WorkerLoad) {
         let inner = &self.inner;
         let start = inner.next.fetch_add(1, Ordering::Relaxed);
         let count = inner.workers.len();
@@ -168,7 +184,12 @@ impl WorkerPool {
             Assignment::RoundRobin => start % count,
             Assignment::LeastLoaded => (0..count)
                 .map(|offset| (start + offset) % count)
-                .min_by_key(|&i| inner.workers[i].load.load(Ordering::Relaxed))
+                .min_by_key(|&i| {
+                    (
+                        inner.workers[i].load.load(Ordering::Relaxed),
+                        Some(i) != home,
+                    )
+                })
                 .unwrap_or(0),
         };
         let worker = &inner.workers[index];
@@ -331,6 +352,7 @@ impl WorkerPoolBuilder {
             inner: Arc::new(PoolInner {
                 workers,
                 next: AtomicUsize::new(0),
+                listeners: AtomicUsize::new(0),
                 assignment: self.assignment,
                 spin,
             }),

@@ -194,6 +194,12 @@ pub(crate) struct ServeArgs {
           value_parser = clap::value_parser!(u64).range(0..=100_000))]
     pub(crate) spin_us: u64,
 
+    /// Accept on a worker thread instead of the listener's own: a connection that lands on
+    /// that worker starts without a hand-off, so connection-heavy loads go faster, but a
+    /// handler that keeps that worker busy delays accepting.
+    #[arg(long)]
+    pub(crate) accept_on_worker: bool,
+
     /// What to do with clients.
     #[arg(long, short, value_enum, default_value_t = Mode::Chat)]
     pub(crate) mode: Mode,

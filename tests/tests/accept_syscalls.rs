@@ -3,7 +3,8 @@
 //! guard. Per connection the server needs accept4, epoll_ctl to register and deregister,
 //! setsockopt (TCP_NODELAY), recvfrom, sendto and close; it must not add a `getsockname`
 //! (the listener's address is specific), an `ioctl` to make the socket non-blocking
-//! (accept4 does that) or a `shutdown` before the close of a connection the peer ended.
+//! (accept4 does that) or a `shutdown` before the close of a connection the peer ended; and
+//! with the accept loop on a worker, no wake-up of another thread.
 
 #[path = "cli_support.rs"]
 mod support;
@@ -34,13 +35,16 @@ fn counts(summary: &str) -> HashMap<String, u64> {
         .collect()
 }
 
-#[test]
-fn a_plain_connection_costs_no_extra_system_calls() {
+/// Runs `CONNECTIONS` connect-echo-close cycles against `switchboard serve ARGS` under
+/// `strace -c`; the summary and each call's count per connection.
+fn calls_per_connection(args: &[&str]) -> (String, HashMap<String, f64>) {
     assert!(
         Command::new("strace").arg("-V").output().is_ok(),
         "strace is not installed: apt-get install -y strace (.ci/run does this)"
     );
-    let server = Server::start(&["--mode", "echo", "--codec", "raw", "--workers", "1"]);
+    let mut all = vec!["--mode", "echo", "--codec", "raw", "--workers", "1"];
+    all.extend_from_slice(args);
+    let server = Server::start(&all);
     let dir = support::TempDir::new("strace");
     let summary = dir.path().join("summary");
     // -p takes every thread of the server; the start-up calls are behind us.
@@ -94,23 +98,52 @@ fn a_plain_connection_costs_no_extra_system_calls() {
     );
     let summary = std::fs::read_to_string(&summary).unwrap();
     println!("{summary}");
-    let calls = counts(&summary);
-    let per_connection =
-        |name: &str| calls.get(name).copied().unwrap_or(0) as f64 / CONNECTIONS as f64;
+    assert!(server.terminate().status.success());
+    let per_connection = counts(&summary)
+        .into_iter()
+        .map(|(name, calls)| (name, calls as f64 / CONNECTIONS as f64))
+        .collect();
+    (summary, per_connection)
+}
+
+/// Fails naming the call when `name` is made `at_least`..`below` times per connection.
+fn assert_per_connection(
+    calls: &(String, HashMap<String, f64>),
+    name: &str,
+    range: std::ops::Range<f64>,
+) {
+    let (summary, per_connection) = calls;
+    let seen = per_connection.get(name).copied().unwrap_or(0.0);
+    assert!(
+        range.contains(&seen),
+        "{name}: {seen:.3} calls per connection, expected {range:?}\n{summary}"
+    );
+}
+
+#[test]
+fn a_plain_connection_costs_no_extra_system_calls() {
+    let calls = calls_per_connection(&[]);
     // Every connection was seen: its accept and its close.
-    assert!(per_connection("accept4") >= 1.0, "{summary}");
-    assert!(per_connection("close") >= 1.0, "{summary}");
+    assert_per_connection(&calls, "accept4", 1.0..3.0);
+    assert_per_connection(&calls, "close", 1.0..1.05);
     // tokio's debug builds check each adopted socket's mode with fcntl; release builds don't.
     let mut unwanted = vec!["ioctl", "shutdown", "getsockname", "getpeername"];
     if !cfg!(debug_assertions) {
         unwanted.push("fcntl");
     }
     for name in unwanted {
-        assert!(
-            per_connection(name) < 0.05,
-            "{name}: {} calls for {CONNECTIONS} connections\n{summary}",
-            calls.get(name).copied().unwrap_or(0)
-        );
+        assert_per_connection(&calls, name, 0.0..0.05);
     }
-    assert!(server.terminate().status.success());
+}
+
+/// With the accept loop on the only worker, every session starts on the accepting thread: no
+/// wake-up of another thread (an eventfd `write`) per connection. The listener's own thread
+/// makes one for nearly every connection, which shows the guard can fail.
+#[test]
+fn accepting_on_the_worker_hands_nothing_to_another_thread() {
+    let on_worker = calls_per_connection(&["--accept-on-worker"]);
+    assert_per_connection(&on_worker, "accept4", 1.0..3.0);
+    assert_per_connection(&on_worker, "write", 0.0..0.05);
+    let own_thread = calls_per_connection(&[]);
+    assert_per_connection(&own_thread, "write", 0.5..1.5);
 }

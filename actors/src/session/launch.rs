@@ -277,17 +277,31 @@ impl Launch {
     /// push mode): the mailbox is made on the worker thread, next to the session, instead of
     /// on the accepting thread, so the accept path allocates less and the session's
     /// allocations share one thread's heap.
-    pub(crate) fn spawn_on<C, H, F>(self, pool: &WorkerPool, raw: RawStream, make: F)
-    where
+    ///
+    /// `home` is the worker the caller runs on, if it is one of `pool`'s: a session that
+    /// lands there starts as a task of this thread, with no message to another.
+    pub(crate) fn spawn_on<C, H, F>(
+        self,
+        pool: &WorkerPool,
+        home: Option<usize>,
+        raw: RawStream,
+        make: F,
+    ) where
         C: SessionCodec,
         H: SessionHandler<C>,
         F: FnOnce() -> (C, H) + Send + 'static,
     {
-        let (arbiter, load) = pool.pick();
-        arbiter.spawn(async move {
+        let (arbiter, load) = pool.pick_near(home);
+        let local = home == Some(load.index);
+        let start = async move {
             let (_, rx) = mailbox(&self.config);
             self.run(raw, rx, Some(load), make).await
-        });
+        };
+        if local {
+            actix_rt::spawn(start);
+        } else {
+            arbiter.spawn(start);
+        }
     }
 
     /// On the session's thread: registers the stream, runs the handshake, starts the actor.

@@ -983,7 +983,7 @@ fn bandwidth(opts: &Opts, report: &mut Report) {
 }
 
 fn accept(opts: &Opts, report: &mut Report) {
-    let (base, sb) = alternate(opts, "accept", |s, _| {
+    let run = |s: &Server, _| {
         run_json(
             Command::new(opts.bin("accept_rate"))
                 .arg(s.addr.to_string())
@@ -992,11 +992,13 @@ fn accept(opts: &Opts, report: &mut Report) {
                 .args(["--warmup", "0.5"])
                 .args(["--server-pid", &s.pid().to_string()]),
         )
-    });
+    };
     let command = format!(
         "accept_rate ADDR --concurrency 8 --duration {} --warmup 0.5",
         opts.duration
     );
+    let cpu = |v: &Value| num(v, "/server_cpu_s") / num(v, "/connections") * 1e6;
+    let (base, sb) = alternate(opts, "accept", run);
     report.paired(
         "accept",
         "connect + 1-byte echo + close, 8 at a time",
@@ -1006,7 +1008,6 @@ fn accept(opts: &Opts, report: &mut Report) {
         Goal::AtLeast(0.95),
         &command,
     );
-    let cpu = |v: &Value| num(v, "/server_cpu_s") / num(v, "/connections") * 1e6;
     report.paired(
         "accept",
         "server CPU per connection",
@@ -1016,9 +1017,41 @@ fn accept(opts: &Opts, report: &mut Report) {
         Goal::AtMost(1.10),
         &command,
     );
+    // The same against a baseline of its own run, with the accept loop on a worker.
+    let mut on_worker = None;
+    if !opts.library_server {
+        let servers = [
+            (Side::Baseline, start_server(opts, Side::Baseline, &[])),
+            (
+                Side::Switchboard,
+                start_server(opts, Side::Switchboard, &["--accept-on-worker"]),
+            ),
+        ];
+        let (base_w, sb_w) = alternate_on(opts, "accept --accept-on-worker", &servers, run);
+        let command = format!("{command}; serve --accept-on-worker");
+        report.paired(
+            "accept",
+            "same, `serve --accept-on-worker`",
+            "conn/s",
+            &column(&sb_w, |v| num(v, "/conns_per_s")),
+            &column(&base_w, |v| num(v, "/conns_per_s")),
+            Goal::AtLeast(0.95),
+            &command,
+        );
+        report.paired(
+            "accept",
+            "server CPU per connection, `serve --accept-on-worker`",
+            "µs",
+            &column(&sb_w, cpu),
+            &column(&base_w, cpu),
+            Goal::AtMost(1.10),
+            &command,
+        );
+        on_worker = Some(json!({"baseline": base_w, "switchboard": sb_w}));
+    }
     report.raw.insert(
         "accept".into(),
-        json!({"baseline": base, "switchboard": sb}),
+        json!({"baseline": base, "switchboard": sb, "accept_on_worker": on_worker}),
     );
 }
 
@@ -1092,7 +1125,7 @@ fn idle_cost(opts: &Opts, server: Server, total: usize) -> Value {
 
 fn memory(opts: &Opts, report: &mut Report) {
     let total = if opts.quick { 1000 } else { 10_000 };
-    let (mut base, mut sb) = (Vec::new(), Vec::new());
+    let (mut base, mut sb, mut sb_info) = (Vec::new(), Vec::new(), Vec::new());
     for round in 0..opts.rounds {
         for side in [Side::Baseline, Side::Switchboard] {
             let v = idle_cost(opts, start_server(opts, side, &[]), total);
@@ -1101,6 +1134,13 @@ fn memory(opts: &Opts, report: &mut Report) {
                 Side::Baseline => base.push(v),
                 Side::Switchboard => sb.push(v),
             }
+        }
+        // `serve` logs at INFO unless told otherwise, and each session then holds a span.
+        if !opts.library_server {
+            let server = start_server_with(opts, Side::Switchboard, &[], "info");
+            let v = idle_cost(opts, server, total);
+            eprintln!("memory round {} switchboard at INFO: {v}", round + 1);
+            sb_info.push(v);
         }
     }
     let per = |v: &Value| num(v, "/bytes_per_conn");
@@ -1114,9 +1154,20 @@ fn memory(opts: &Opts, report: &mut Report) {
         Goal::AbsAtMost(IDLE_BYTES_TARGET),
         &command,
     );
+    if !sb_info.is_empty() {
+        report.paired(
+            "memory",
+            &format!("{total} idle connections at `serve`'s default log level (INFO): RSS per connection"),
+            "B",
+            &column(&sb_info, per),
+            &column(&base, per),
+            Goal::AbsAtMost(IDLE_BYTES_TARGET),
+            &format!("{command}; RUST_LOG=info, log to /dev/null"),
+        );
+    }
     report.raw.insert(
         "memory".into(),
-        json!({"baseline": base, "switchboard": sb}),
+        json!({"baseline": base, "switchboard": sb, "switchboard_info": sb_info}),
     );
 }
 

@@ -177,6 +177,7 @@ async fn serve(
     if args.spin_us > 0 {
         builder = builder.worker_spin(Duration::from_micros(args.spin_us));
     }
+    builder = builder.accept_on_worker(args.accept_on_worker);
     if let Some(max) = args.max_connections {
         builder = builder.max_connections(max);
     }
