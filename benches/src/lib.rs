@@ -64,6 +64,10 @@ pub struct LoadReport {
     /// disturbed the run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub foreign_cpu_s: Option<f64>,
+    /// Messages echoed on the slowest and the fastest connection: how fairly the server
+    /// shares itself between connections.
+    #[serde(default)]
+    pub messages_per_connection: (u64, u64),
 }
 
 /// A process's CPU time so far (user + system, all threads), in seconds, from `/proc/PID/stat`.

@@ -943,7 +943,16 @@ fn idle_cost_command(total: usize) -> String {
 
 fn bandwidth(opts: &Opts, report: &mut Report) {
     let (c, p, size) = (10, 4, 64 * 1024);
-    let (base, sb) = alternate(opts, "bandwidth", |s, _| load(opts, s, c, p, size));
+    let (base, sb) = alternate(opts, "bandwidth", |s, _| {
+        // The kernel's tail loss probes over the run: on this loopback they fire when ACKs
+        // wait (delayed ACKs, socket backlog), and runs with many of them stall on both servers.
+        let probes = loss_probes();
+        let mut v = load(opts, s, c, p, size);
+        v["tcp_loss_probes"] = json!(loss_probes()
+            .zip(probes)
+            .map(|(after, before)| after - before));
+        v
+    });
     let command = load_command(opts, c, p, size);
     let cpu_per_mb =
         |v: &Value| num(v, "/server_cpu_s") / (num(v, "/messages") * size as f64) * 1e9;
@@ -976,10 +985,42 @@ fn bandwidth(opts: &Opts, report: &mut Report) {
         Goal::AtMost(1.2),
         &command,
     );
+    let fairness = |v: &Value| {
+        num(v, "/messages_per_connection/0") / num(v, "/messages_per_connection/1").max(1.0)
+    };
+    report.paired(
+        "bandwidth",
+        "messages on the slowest connection ÷ on the fastest",
+        "ratio",
+        &column(&sb, fairness),
+        &column(&base, fairness),
+        Goal::None,
+        &command,
+    );
+    report.paired(
+        "bandwidth",
+        "TCP tail loss probes during the run (nstat TcpExtTCPLossProbes, whole machine)",
+        "probes",
+        &column(&sb, |v| num(v, "/tcp_loss_probes")),
+        &column(&base, |v| num(v, "/tcp_loss_probes")),
+        Goal::None,
+        &command,
+    );
     report.raw.insert(
         "bandwidth".into(),
         json!({"baseline": base, "switchboard": sb}),
     );
+}
+
+/// `TcpExtTCPLossProbes` from /proc/net/netstat (machine-wide).
+fn loss_probes() -> Option<f64> {
+    let text = std::fs::read_to_string("/proc/net/netstat").ok()?;
+    let mut lines = text.lines().filter(|l| l.starts_with("TcpExt:"));
+    let (names, values) = (lines.next()?, lines.next()?);
+    let index = names
+        .split_whitespace()
+        .position(|n| n == "TCPLossProbes")?;
+    values.split_whitespace().nth(index)?.parse().ok()
 }
 
 fn accept(opts: &Opts, report: &mut Report) {

@@ -126,11 +126,14 @@ fn main() -> io::Result<()> {
         let mut histogram = new_histogram();
         let mut messages = 0;
         let mut errors = 0;
+        let mut per_connection = (u64::MAX, 0);
         for task in tasks {
             match task.await {
                 Ok(outcome) => {
                     let _ = histogram.add(&outcome.histogram);
                     messages += outcome.messages;
+                    per_connection.0 = per_connection.0.min(outcome.messages);
+                    per_connection.1 = per_connection.1.max(outcome.messages);
                     errors += u64::from(outcome.error);
                 }
                 Err(_) => errors += 1,
@@ -155,6 +158,7 @@ fn main() -> io::Result<()> {
             server_cpu_s,
             client_cpu_s,
             foreign_cpu_s,
+            messages_per_connection: (per_connection.0.min(per_connection.1), per_connection.1),
         }
     });
     println!("{}", serde_json::to_string(&report).expect("json"));
