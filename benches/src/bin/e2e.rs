@@ -1038,26 +1038,8 @@ fn accept(opts: &Opts, report: &mut Report) {
         "accept_rate ADDR --concurrency 8 --duration {} --warmup 0.5",
         opts.duration
     );
-    let cpu = |v: &Value| num(v, "/server_cpu_s") / num(v, "/connections") * 1e6;
     let (base, sb) = alternate(opts, "accept", run);
-    report.paired(
-        "accept",
-        "connect + 1-byte echo + close, 8 at a time",
-        "conn/s",
-        &column(&sb, |v| num(v, "/conns_per_s")),
-        &column(&base, |v| num(v, "/conns_per_s")),
-        Goal::AtLeast(0.95),
-        &command,
-    );
-    report.paired(
-        "accept",
-        "server CPU per connection",
-        "µs",
-        &column(&sb, cpu),
-        &column(&base, cpu),
-        Goal::AtMost(1.10),
-        &command,
-    );
+    accept_rows(report, "", &base, &sb, &command);
     // The same against a baseline of its own run, with the accept loop on a worker.
     let mut on_worker = None;
     if !opts.library_server {
@@ -1070,22 +1052,11 @@ fn accept(opts: &Opts, report: &mut Report) {
         ];
         let (base_w, sb_w) = alternate_on(opts, "accept --accept-on-worker", &servers, run);
         let command = format!("{command}; serve --accept-on-worker");
-        report.paired(
-            "accept",
-            "same, `serve --accept-on-worker`",
-            "conn/s",
-            &column(&sb_w, |v| num(v, "/conns_per_s")),
-            &column(&base_w, |v| num(v, "/conns_per_s")),
-            Goal::AtLeast(0.95),
-            &command,
-        );
-        report.paired(
-            "accept",
-            "server CPU per connection, `serve --accept-on-worker`",
-            "µs",
-            &column(&sb_w, cpu),
-            &column(&base_w, cpu),
-            Goal::AtMost(1.10),
+        accept_rows(
+            report,
+            ", `serve --accept-on-worker`",
+            &base_w,
+            &sb_w,
             &command,
         );
         on_worker = Some(json!({"baseline": base_w, "switchboard": sb_w}));
@@ -1093,6 +1064,29 @@ fn accept(opts: &Opts, report: &mut Report) {
     report.raw.insert(
         "accept".into(),
         json!({"baseline": base, "switchboard": sb, "accept_on_worker": on_worker}),
+    );
+}
+
+/// The accept scenario's two rows (rate, server CPU per connection) for one configuration.
+fn accept_rows(report: &mut Report, suffix: &str, base: &[Value], sb: &[Value], command: &str) {
+    report.paired(
+        "accept",
+        &format!("connect + 1-byte echo + close, 8 at a time{suffix}"),
+        "conn/s",
+        &column(sb, |v| num(v, "/conns_per_s")),
+        &column(base, |v| num(v, "/conns_per_s")),
+        Goal::AtLeast(0.95),
+        command,
+    );
+    let cpu = |v: &Value| num(v, "/server_cpu_s") / num(v, "/connections") * 1e6;
+    report.paired(
+        "accept",
+        &format!("server CPU per connection{suffix}"),
+        "µs",
+        &column(sb, cpu),
+        &column(base, cpu),
+        Goal::AtMost(1.10),
+        command,
     );
 }
 
