@@ -74,6 +74,16 @@
 //!   ([`NotifyEvent::ReadyRead`], Qt's `readyRead`) and takes them with [`Read`], [`ReadAll`] or
 //!   [`ReadLine`] (Qt's `read`, `readAll`, `readLine`); for porting Qt code with its shape kept.
 //!
+//! # Logs
+//!
+//! Each session runs inside a `tracing` span named `session` (fields `id`, `peer`, `transport`,
+//! `listener`, `worker`) at INFO, of target [`SESSION_SPAN_TARGET`]: every line logged while
+//! the session runs, by the library or by a handler, carries them. A session's end is logged at
+//! DEBUG with its reason and totals. A live span costs whatever the subscriber keeps per span
+//! (with `tracing-subscriber`'s fmt layer, ~550 bytes per connection); a server holding many
+//! idle connections that wants INFO lines without that can turn the spans off alone, e.g.
+//! `RUST_LOG=info,switchboard::session_span=off` with an `EnvFilter`.
+//!
 //! Runnable programs are in the crate's `examples/`: `echo_server`, `echo_client`, `held_stream`
 //! and `custom_codec` (run one with `cargo run -p switchboard --example NAME`).
 #![warn(
@@ -143,6 +153,18 @@ pub use transport::{
     TlsInfo, TlsResumption, TransportKind, UnixAddress, MAX_PROXY_HEADER,
 };
 pub use worker::{Assignment, WorkerPool, WorkerPoolBuilder};
+
+/// The `tracing` target of each session's span, for filters that treat the spans apart from
+/// the events inside them (see [Logs](crate#logs)).
+///
+/// # Examples
+///
+/// ```
+/// // Lines at INFO, without a span per session.
+/// let directive = format!("info,{}=off", switchboard::SESSION_SPAN_TARGET);
+/// assert_eq!(directive, "info,switchboard::session_span=off");
+/// ```
+pub const SESSION_SPAN_TARGET: &str = "switchboard::session_span";
 
 /// The crate's README (the page crates.io shows), compiled as doctests so it cannot rot. The
 /// workspace README's examples are compiled by the `switchboard-tests` crate, since that file is

@@ -104,6 +104,11 @@ fn pipe_lines<R: Read + Send + 'static>(
 impl Proc {
     /// Starts `switchboard ARGS` in `dir` (or the current directory), all three pipes captured.
     pub fn spawn_in(dir: Option<&Path>, args: &[&str]) -> Proc {
+        Proc::spawn_logging(dir, args, None)
+    }
+
+    /// As [`spawn_in`](Self::spawn_in), with `RUST_LOG` set to `log` (unset when `None`).
+    pub fn spawn_logging(dir: Option<&Path>, args: &[&str], log: Option<&str>) -> Proc {
         let mut command = Command::new(switchboard_bin());
         command
             .args(args)
@@ -112,6 +117,9 @@ impl Proc {
             .stderr(Stdio::piped())
             .env_remove("RUST_LOG")
             .env("RUST_BACKTRACE", "1");
+        if let Some(log) = log {
+            command.env("RUST_LOG", log);
+        }
         if let Some(dir) = dir {
             command.current_dir(dir);
         }
@@ -247,9 +255,14 @@ impl Server {
     }
 
     pub fn start_in(dir: Option<&Path>, args: &[&str]) -> Server {
+        Server::start_logging(dir, args, None)
+    }
+
+    /// As [`start_in`](Self::start_in), with `RUST_LOG` set to `log` (unset when `None`).
+    pub fn start_logging(dir: Option<&Path>, args: &[&str], log: Option<&str>) -> Server {
         let mut all = vec!["serve", "--port", "0"];
         all.extend_from_slice(args);
-        let proc = Proc::spawn_in(dir, &all);
+        let proc = Proc::spawn_logging(dir, &all, log);
         let line = proc.stdout_line();
         let addr = line
             .strip_prefix("listening on ")

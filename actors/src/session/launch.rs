@@ -469,8 +469,9 @@ pub(crate) fn new_session<C: SessionCodec, H: SessionHandler<C>>(
         transport,
         tls,
     ));
-    // Disabled (and free) when no subscriber takes INFO spans.
+    // Disabled (and free) when no subscriber takes INFO spans of this target.
     let span = tracing::info_span!(
+        target: crate::SESSION_SPAN_TARGET,
         "session",
         id = %meta.id,
         peer = %meta.peer_addr,

@@ -1158,9 +1158,13 @@ fn idle_cost(opts: &Opts, server: Server, total: usize) -> Value {
     })
 }
 
+/// INFO lines without a span per session (`switchboard::SESSION_SPAN_TARGET`).
+const INFO_WITHOUT_SPANS: &str = "info,switchboard::session_span=off";
+
 fn memory(opts: &Opts, report: &mut Report) {
     let total = if opts.quick { 1000 } else { 10_000 };
-    let (mut base, mut sb, mut sb_info) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut base, mut sb) = (Vec::new(), Vec::new());
+    let (mut sb_info, mut sb_info_no_spans) = (Vec::new(), Vec::new());
     for round in 0..opts.rounds {
         for side in [Side::Baseline, Side::Switchboard] {
             let v = idle_cost(opts, start_server(opts, side, &[]), total);
@@ -1176,6 +1180,13 @@ fn memory(opts: &Opts, report: &mut Report) {
             let v = idle_cost(opts, server, total);
             eprintln!("memory round {} switchboard at INFO: {v}", round + 1);
             sb_info.push(v);
+            let server = start_server_with(opts, Side::Switchboard, &[], INFO_WITHOUT_SPANS);
+            let v = idle_cost(opts, server, total);
+            eprintln!(
+                "memory round {} switchboard at INFO, spans off: {v}",
+                round + 1
+            );
+            sb_info_no_spans.push(v);
         }
     }
     let per = |v: &Value| num(v, "/bytes_per_conn");
@@ -1199,10 +1210,22 @@ fn memory(opts: &Opts, report: &mut Report) {
             Goal::AbsAtMost(IDLE_BYTES_TARGET),
             &format!("{command}; RUST_LOG=info, log to /dev/null"),
         );
+        report.paired(
+            "memory",
+            &format!(
+                "{total} idle connections at INFO with the session spans off: RSS per connection"
+            ),
+            "B",
+            &column(&sb_info_no_spans, per),
+            &column(&base, per),
+            Goal::AbsAtMost(IDLE_BYTES_TARGET),
+            &format!("{command}; RUST_LOG={INFO_WITHOUT_SPANS}"),
+        );
     }
     report.raw.insert(
         "memory".into(),
-        json!({"baseline": base, "switchboard": sb, "switchboard_info": sb_info}),
+        json!({"baseline": base, "switchboard": sb, "switchboard_info": sb_info,
+               "switchboard_info_no_spans": sb_info_no_spans}),
     );
 }
 
