@@ -1,9 +1,10 @@
 //! The [`Listener`] actor: Qt's `QTcpServer`.
 //!
-//! The accept loop runs on the listener's own arbiter and never waits on a session. Each
-//! accepted stream leaves this thread as a std stream and is registered again on the worker
-//! that runs its session. With [`ListenerBuilder::accept_on_worker`] the loop runs on a worker
-//! instead, and a session that lands there starts without leaving the thread. Limits are kept by not accepting: at `max_connections`, or with a full
+//! By default the accept loop runs on the listener's own arbiter and never waits on a session.
+//! Each accepted stream leaves this thread as a std stream and is registered again on the
+//! worker that runs its session. With [`ListenerBuilder::accept_on_worker`] the loop runs on a
+//! worker instead, taking turns with that worker's sessions, and a session that lands there
+//! starts without leaving the thread. Limits are kept by not accepting: at `max_connections`, or with a full
 //! pending queue in pull mode, the loop stops polling the socket and the kernel backlog holds
 //! new clients; a session ending below the limit wakes it.
 
@@ -1109,10 +1110,13 @@ impl ListenerBuilder {
     /// starts as a task of the accepting thread: no hand-off to another thread and one thread
     /// woken per connection instead of two. Connection-heavy loads gain: connect, echo and
     /// close ran at 1.15× the rate for 0.78× the server CPU per connection (BENCHMARKS.md,
-    /// "Accept"). The cost: the accept loop now takes turns with that worker's sessions, so
-    /// a handler that keeps its thread busy delays accepting for the whole listener, where the
+    /// "Accept path, allocator and bulk fairness"). The cost: the accept loop now takes turns
+    /// with that worker's sessions, and the handler factory runs there too, so a handler or
+    /// factory that keeps that thread busy delays accepting for the whole listener, where the
     /// listener's own thread would have carried on. Listeners on one pool take its workers in
-    /// turn.
+    /// turn, never the worker that starts them (starting waits for the accepting thread to
+    /// register the sockets); started from a pool's only worker, the listener takes a thread
+    /// of its own.
     ///
     /// # Examples
     ///
@@ -1355,14 +1359,23 @@ impl ListenerBuilder {
             Bound::Unix(..) => None,
         });
         // Its own thread by default; with `accept_on_worker`, a worker of the pool, where a
-        // session that starts on that worker needs no hand-off.
-        let own_thread = (!self.accept_on_worker).then(Arbiter::new);
-        let (home, arbiter) = match &own_thread {
-            Some(arbiter) => (None, arbiter.handle()),
-            None => {
-                let (home, arbiter) = pool.next_home();
-                (Some(home), arbiter)
+        // session that starts on that worker needs no hand-off (never the calling worker: the
+        // start below waits for the accepting thread).
+        let on_worker = if self.accept_on_worker {
+            let home = pool.next_home();
+            if home.is_none() {
+                tracing::debug!(
+                    "started on the pool's only worker: accepting on a thread of its own"
+                );
             }
+            home
+        } else {
+            None
+        };
+        let (home, arbiter) = match on_worker {
+            Some((home, arbiter)) => (Some(home), arbiter),
+            // The thread runs until the listener stops it (`stopped`).
+            None => (None, Arbiter::new().handle()),
         };
         let shared = Arc::new(Shared {
             pool: pool.clone(),
@@ -1788,8 +1801,8 @@ impl Handler<Close> for Listener {
         }
         // The actor stays up so that `IsListening` and `ServerAddress` answer `false` and
         // `None` as documented (stopping it here made them fail with a mailbox error). With
-        // its socket gone the accept loop ends, so the actor (and its thread) stops once the
-        // last `Addr` is dropped.
+        // its socket gone the accept loop ends, so the actor stops once the last `Addr` is
+        // dropped, and with it its own thread (a worker it ran on carries on).
     }
 }
 

@@ -69,6 +69,8 @@ struct PoolInner {
 
 struct Worker {
     arbiter: Arbiter,
+    /// The worker's thread, set by its first job (so always set when read on that thread).
+    thread: Arc<std::sync::OnceLock<std::thread::ThreadId>>,
     /// Live sessions on this worker; decremented by [`WorkerLoad`]'s `Drop`, so it cannot leak.
     load: AtomicUsize,
     /// Handshakes (PROXY header, TLS) running on this worker at once; above the cap new
@@ -162,10 +164,17 @@ impl WorkerPool {
     }
 
     /// The worker a listener accepts on: listeners take the workers in turn, so several
-    /// listeners spread their accept loops.
-    pub(crate) fn next_home(&self) -> (usize, ArbiterHandle) {
-        let index = self.inner.listeners.fetch_add(1, Ordering::Relaxed) % self.inner.workers.len();
-        (index, self.inner.workers[index].arbiter.handle())
+    /// listeners spread their accept loops. Never the calling thread: the listener's start
+    /// waits for that worker to register the sockets, which a worker cannot do while it waits.
+    /// None when the caller is the pool's only worker.
+    pub(crate) fn next_home(&self) -> Option<(usize, ArbiterHandle)> {
+        let workers = &self.inner.workers;
+        let first = self.inner.listeners.fetch_add(1, Ordering::Relaxed);
+        let here = std::thread::current().id();
+        (0..workers.len())
+            .map(|offset| (first + offset) % workers.len())
+            .find(|&i| workers[i].thread.get() != Some(&here))
+            .map(|i| (i, workers[i].arbiter.handle()))
     }
 
     /// Picks a worker for a new session and counts the session against it.
@@ -336,11 +345,17 @@ impl WorkerPoolBuilder {
                         .build()
                         .expect("worker runtime")
                 });
+                let thread = Arc::new(std::sync::OnceLock::new());
+                let mark = thread.clone();
+                arbiter.spawn_fn(move || {
+                    let _ = mark.set(std::thread::current().id());
+                });
                 if let Some(window) = spin {
                     arbiter.spawn(spin::run(window));
                 }
                 Worker {
                     arbiter,
+                    thread,
                     load: AtomicUsize::new(0),
                     handshakes: Arc::new(tokio::sync::Semaphore::new(
                         DEFAULT_HANDSHAKES_PER_WORKER,

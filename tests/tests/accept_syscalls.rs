@@ -62,7 +62,8 @@ fn calls_per_connection(args: &[&str]) -> (String, HashMap<String, f64>) {
         line.clear();
         assert!(
             attached.read_line(&mut line).unwrap() > 0,
-            "strace stopped before attaching"
+            "strace could not attach to the server: {line} (it needs to trace a sibling \
+             process: root, CAP_SYS_PTRACE, or kernel.yama.ptrace_scope=0)"
         );
     }
     let open_fds = || {

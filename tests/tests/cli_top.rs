@@ -69,12 +69,10 @@ fn top_draws_in_80_by_24_pauses_and_quits_cleanly() {
     // tmux's own `pane_dead_status` can lag behind the pane's death by more than a STEP.
     let status_dir = support::TempDir::new("top");
     let status_file = status_dir.path().join("status");
+    let quoted = |path: &std::path::Path| format!("\"{}\"", path.display());
+    let (bin, status) = (quoted(switchboard_bin()), quoted(&status_file));
     let command = format!(
-        "sh -c '{} top {admin} --interval 0.2; echo $? > {}.tmp; mv {}.tmp {}'",
-        switchboard_bin().display(),
-        status_file.display(),
-        status_file.display(),
-        status_file.display(),
+        "sh -c '{bin} top {admin} --interval 0.2; echo $? > {status}.tmp; mv {status}.tmp {status}'"
     );
     let started = tmux.cmd(&[
         "new-session",
@@ -112,12 +110,19 @@ fn top_draws_in_80_by_24_pauses_and_quits_cleanly() {
         std::thread::sleep(Duration::from_millis(50));
     };
     assert_eq!(status, "0", "top's exit status");
-    let alternate = tmux.cmd(&["display-message", "-p", "-t", "top", "#{alternate_on}"]);
-    assert_eq!(
-        String::from_utf8_lossy(&alternate.stdout).trim(),
-        "0",
-        "top left the alternate screen"
-    );
+    // tmux reads the pane's last output (leaving the alternate screen) on its own schedule.
+    let deadline = Instant::now() + STEP;
+    loop {
+        let alternate = tmux.cmd(&["display-message", "-p", "-t", "top", "#{alternate_on}"]);
+        if String::from_utf8_lossy(&alternate.stdout).trim() == "0" {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "top did not leave the alternate screen"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
     drop(client);
     server.terminate();
 }

@@ -271,3 +271,60 @@ async fn shutdown_aborts_what_cannot_drain() {
     done_tx.send(()).unwrap();
     within("client", client).await.unwrap();
 }
+
+/// A session handler that starts a listener on its own pool with `accept_on_worker` must not
+/// wait on itself: the new listener accepts on another worker (or, from the pool's only
+/// worker, on a thread of its own), and both listeners serve.
+#[actix_rt::test]
+async fn a_listener_started_from_a_worker_of_its_pool_accepts_elsewhere() {
+    use switchboard::{Conn, SessionHandler, WorkerPool};
+    struct Opener {
+        pool: WorkerPool,
+        opened: mpsc::UnboundedSender<SocketAddr>,
+    }
+    impl SessionHandler<Lines> for Opener {
+        fn connected(&mut self, _: &mut Conn<'_, Lines, Self>) {
+            let (probes, _) = Probes::<Lines>::echo();
+            let inner = Listener::bind(any_port())
+                .pool(self.pool.clone())
+                .accept_on_worker(true)
+                .serve(Lines::new(), probes.factory())
+                .expect("the nested listener starts");
+            let _ = self.opened.send(inner.local_addr());
+            // Kept for the test's life: dropping the handle would not stop it either.
+            std::mem::forget(inner);
+        }
+        fn ready_read(&mut self, _: String, _: &mut Conn<'_, Lines, Self>) {}
+    }
+    for workers in [1, 2] {
+        let pool = WorkerPool::new(workers).unwrap();
+        let (opened, mut nested) = mpsc::unbounded_channel();
+        let factory_pool = pool.clone();
+        let outer = Listener::bind(any_port())
+            .pool(pool)
+            .accept_on_worker(true)
+            .serve(Lines::new(), move || Opener {
+                pool: factory_pool.clone(),
+                opened: opened.clone(),
+            })
+            .unwrap();
+        let addr = outer.local_addr();
+        let _client = within("connecting", TcpStream::connect(addr))
+            .await
+            .unwrap();
+        let inner = within("the nested listener to start", nested.recv())
+            .await
+            .expect("the handler reports its listener");
+        let mut client = AsyncBufReader::new(
+            within("connecting", TcpStream::connect(inner))
+                .await
+                .unwrap(),
+        );
+        client.get_mut().write_all(b"nested\n").await.unwrap();
+        assert_eq!(
+            within("the nested echo", reply(&mut client)).await,
+            "nested",
+            "{workers} worker(s)"
+        );
+    }
+}

@@ -378,6 +378,16 @@ async fn into_stream_hands_over_a_blocking_socket_outside_the_accounting() {
         0,
         "not a session of the listener"
     );
+    let stats = within(
+        "GetListenerStats",
+        server.address().send(switchboard::GetListenerStats),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        stats.active, 0,
+        "no longer counted against the listener's limits"
+    );
     let served = tokio::task::spawn_blocking(move || {
         let mut reader = BufReader::new(stream);
         let mut line = String::new();
