@@ -1064,10 +1064,7 @@ fn list(registry: &Registry, sort: Sort, limit: Option<usize>, json: bool) -> Li
     let key = |meta: &SessionMeta| -> u64 {
         match sort {
             Sort::Bytes => u64::MAX - meta.bytes_total(),
-            Sort::Age => meta
-                .connected_at
-                .duration_since(SystemTime::UNIX_EPOCH)
-                .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)),
+            Sort::Age => meta.connected_at_us(),
             Sort::Idle => u64::MAX - u64::from(meta.idle_ms()),
         }
     };

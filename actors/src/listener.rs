@@ -320,7 +320,7 @@ impl Shared {
 enum ListenSocket {
     /// `local` is the socket's own address when it is bound to one IP: every accepted
     /// connection's local end is then known without a `getsockname` per connection.
-    Tcp(AsyncFd<std::net::TcpListener>, Option<SocketAddr>),
+    Tcp(AsyncFd<std::net::TcpListener>, Option<Arc<Address>>),
     /// With the file to remove when the listener stops (none for abstract names).
     Unix(
         AsyncFd<std::os::unix::net::UnixListener>,
@@ -373,10 +373,10 @@ impl ListenSocket {
                             None => stream.peer_addr()?,
                         };
                         let local = match local {
-                            Some(local) => *local,
-                            None => stream.local_addr()?,
+                            Some(local) => local.clone(),
+                            None => Arc::new(stream.local_addr()?.into()),
                         };
-                        let parts = Parts::new(peer.into(), local.into());
+                        let parts = Parts::new(peer.into(), local);
                         Ok((RawStream::NonBlockingTcp(stream), parts))
                     })
                 }
@@ -385,7 +385,7 @@ impl ListenSocket {
                     ready.try_io(|l| {
                         let raw = RawStream::Unix(l.get_ref().accept()?.0);
                         let (peer, local) = raw.addresses()?;
-                        Ok((raw, Parts::new(peer, local)))
+                        Ok((raw, Parts::new(peer, Arc::new(local))))
                     })
                 }
             };
@@ -1477,7 +1477,7 @@ impl Bound {
         Ok(match self {
             Bound::Tcp(listener) => {
                 let bound = listener.local_addr()?;
-                let specific = (!bound.ip().is_unspecified()).then_some(bound);
+                let specific = (!bound.ip().is_unspecified()).then(|| Arc::new(Address::Ip(bound)));
                 let socket =
                     unsafe { AsyncFd::register_with_interest(listener, Interest::READABLE)? };
                 ListenSocket::Tcp(socket, specific)

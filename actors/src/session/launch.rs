@@ -165,11 +165,11 @@ pub(crate) struct Parts {
     /// Set when the id was handed out before the session starts (listener events, pull mode).
     pub(crate) id: Option<SessionId>,
     pub(crate) peer_addr: Address,
-    pub(crate) local_addr: Address,
+    pub(crate) local_addr: Arc<Address>,
 }
 
 impl Parts {
-    pub(crate) fn new(peer_addr: Address, local_addr: Address) -> Parts {
+    pub(crate) fn new(peer_addr: Address, local_addr: Arc<Address>) -> Parts {
         Parts {
             id: None,
             peer_addr,
@@ -179,7 +179,7 @@ impl Parts {
 
     pub(crate) fn of(raw: &RawStream) -> Result<Parts, SessionError> {
         let (peer_addr, local_addr) = raw.addresses().map_err(io_error)?;
-        Ok(Parts::new(peer_addr, local_addr))
+        Ok(Parts::new(peer_addr, Arc::new(local_addr)))
     }
 }
 
@@ -430,7 +430,7 @@ async fn proxy_step(mut plain: Plain, launch: &mut Launch) -> Result<Plain, Disc
     if let Some((source, destination)) = header.addresses {
         tracing::trace!(proxy = %parts.peer_addr, client = %source, "PROXY header read");
         parts.peer_addr = source.into();
-        parts.local_addr = destination.into();
+        parts.local_addr = Arc::new(destination.into());
     }
     if let (Some(permit), Some(ip)) = (launch.permit.as_mut(), parts.peer_addr.ip()) {
         if !permit.count_ip(ip) {
@@ -529,7 +529,11 @@ pub(crate) fn start_in_memory<C: SessionCodec, H: SessionHandler<C>>(
     config: SessionConfig,
 ) -> Addr<Session<C, H>> {
     let addr: std::net::SocketAddr = "127.0.0.1:9".parse().expect("a literal address");
-    let launch = Launch::new(Parts::new(addr.into(), addr.into()), Arc::new(config), None);
+    let launch = Launch::new(
+        Parts::new(addr.into(), Arc::new(addr.into())),
+        Arc::new(config),
+        None,
+    );
     actix::Actor::start(new_session(
         Ok(Stream::Memory(stream)),
         launch,

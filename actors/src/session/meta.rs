@@ -16,7 +16,8 @@ use crate::{outbox::Outbox, Address, SessionConfig, TlsInfo, TransportKind};
 pub(crate) struct SessionMeta {
     pub(crate) id: SessionId,
     pub(crate) peer_addr: Address,
-    pub(crate) local_addr: Address,
+    /// Shared by every session of a listener bound to one address.
+    pub(crate) local_addr: Arc<Address>,
     /// What the session started over; [`SessionMeta::transport`] says what it runs over now.
     started_over: TransportKind,
     /// What TLS negotiated: set by the handshake at start or by STARTTLS later, at most once.
@@ -24,7 +25,8 @@ pub(crate) struct SessionMeta {
     tls: OnceLock<Box<TlsInfo>>,
     /// The worker's index (a `u32`, to keep the record small).
     worker: Option<u32>,
-    pub(crate) connected_at: SystemTime,
+    /// Microseconds since the Unix epoch: 8 bytes where a `SystemTime` takes 16.
+    connected_at_us: u64,
     pub(super) bytes_in: Counter,
     pub(super) bytes_out: Counter,
     pub(super) frames_in: Counter,
@@ -98,7 +100,9 @@ impl SessionMeta {
             started_over: transport,
             tls: tls_info,
             worker: worker.and_then(|w| u32::try_from(w).ok()),
-            connected_at: SystemTime::now(),
+            connected_at_us: SystemTime::now()
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX)),
             bytes_in: Counter::default(),
             bytes_out: Counter::default(),
             frames_in: Counter::default(),
@@ -122,7 +126,7 @@ impl SessionMeta {
         let parts = Parts {
             id: None,
             peer_addr: peer_addr.into(),
-            local_addr: local_addr.into(),
+            local_addr: Arc::new(local_addr.into()),
         };
         Arc::new(SessionMeta::new(
             SessionId::next(),
@@ -138,11 +142,11 @@ impl SessionMeta {
         SessionInfo {
             id: self.id,
             peer_addr: self.peer_addr.clone(),
-            local_addr: self.local_addr.clone(),
+            local_addr: Address::clone(&self.local_addr),
             transport: self.transport(),
             tls: self.tls().cloned(),
             worker: self.worker.map(|w| w as usize),
-            connected_at: self.connected_at,
+            connected_at: self.connected_at(),
             bytes_in: self.bytes_in.get(),
             bytes_out: self.bytes_out.get(),
             frames_in: self.frames_in.get(),
@@ -169,6 +173,16 @@ impl SessionMeta {
     /// Quiet time as of the last tick, in milliseconds: the key of `sessions --sort idle`.
     pub(crate) fn idle_ms(&self) -> u32 {
         self.idle_ms.load(Ordering::Relaxed)
+    }
+
+    /// When the session started.
+    pub(crate) fn connected_at(&self) -> SystemTime {
+        SystemTime::UNIX_EPOCH + std::time::Duration::from_micros(self.connected_at_us)
+    }
+
+    /// When the session started, in microseconds since the Unix epoch (a sort key).
+    pub(crate) fn connected_at_us(&self) -> u64 {
+        self.connected_at_us
     }
 
     /// What the session runs over now: TLS once STARTTLS has finished.
