@@ -56,21 +56,32 @@ async fn a_spinning_worker_sleeps_once_traffic_stops() {
     events.connected().await;
 
     // Traffic, then the worker's CPU over most of the window after the last echo: it polls.
+    // A spinner gives way when it is descheduled, so on a machine busy with other tests one
+    // window can show little; up to five tries, one of which must show the spin.
     let tid = worker_tid.clone();
-    let (client, busy) = blocking("echoes, then the spin window", move || {
-        for i in 0..20 {
-            assert_eq!(echo_line(&mut client, &format!("m{i}")), format!("m{i}"));
+    let (client, tries) = blocking("echoes, then the spin window", move || {
+        let mut tries = Vec::new();
+        for _ in 0..5 {
+            for i in 0..20 {
+                assert_eq!(echo_line(&mut client, &format!("m{i}")), format!("m{i}"));
+            }
+            let tid = tid.load(Ordering::Relaxed);
+            let start = thread_cpu(tid);
+            // A measuring window, not a wait for an event.
+            std::thread::sleep(Duration::from_millis(40));
+            tries.push(thread_cpu(tid) - start);
+            if tries.last() >= Some(&Duration::from_millis(5)) {
+                break;
+            }
+            // Past the window before the next try, so that it starts from a sleeping worker.
+            std::thread::sleep(window);
         }
-        let tid = tid.load(Ordering::Relaxed);
-        let start = thread_cpu(tid);
-        // A measuring window, not a wait for an event.
-        std::thread::sleep(Duration::from_millis(40));
-        (client, thread_cpu(tid) - start)
+        (client, tries)
     })
     .await;
     assert!(
-        busy >= Duration::from_millis(5),
-        "the worker did not spin after traffic: {busy:?} of CPU in 40 ms"
+        tries.last() >= Some(&Duration::from_millis(5)),
+        "the worker did not spin after traffic: {tries:?} of CPU in 40 ms windows"
     );
 
     // Past the window, with the client still connected and quiet: the worker sleeps.
