@@ -956,61 +956,57 @@ fn bandwidth(opts: &Opts, report: &mut Report) {
     let command = load_command(opts, c, p, size);
     let cpu_per_mb =
         |v: &Value| num(v, "/server_cpu_s") / (num(v, "/messages") * size as f64) * 1e9;
-    report.paired(
-        "bandwidth",
-        "10 conn × 64 KiB messages, 4 in flight",
-        "MB/s",
-        &column(&sb, |v| num(v, "/mb_per_s")),
-        &column(&base, |v| num(v, "/mb_per_s")),
-        Goal::AtLeast(1.1),
-        &command,
-    );
-    report.paired(
-        "bandwidth",
-        "server CPU per MB",
-        "ms",
-        &column(&sb, cpu_per_mb),
-        &column(&base, cpu_per_mb),
-        Goal::None,
-        &command,
-    );
-    // Fairness between bulk sessions: a session that waits behind its neighbours shows here,
-    // not in the MB/s.
-    report.paired(
-        "bandwidth",
-        "p99 time per 64 KiB message",
-        "µs",
-        &column(&sb, |v| num(v, "/latency_us/p99")),
-        &column(&base, |v| num(v, "/latency_us/p99")),
-        Goal::AtMost(1.2),
-        &command,
-    );
     let fairness = |v: &Value| {
         num(v, "/messages_per_connection/0") / num(v, "/messages_per_connection/1").max(1.0)
     };
-    report.paired(
-        "bandwidth",
-        "messages on the slowest connection ÷ on the fastest",
-        "ratio",
-        &column(&sb, fairness),
-        &column(&base, fairness),
-        Goal::None,
-        &command,
-    );
-    report.paired(
-        "bandwidth",
-        "TCP tail loss probes during the run (nstat TcpExtTCPLossProbes, whole machine)",
-        "probes",
-        &column(&sb, |v| num(v, "/tcp_loss_probes")),
-        &column(&base, |v| num(v, "/tcp_loss_probes")),
-        Goal::None,
-        &command,
-    );
+    let rows: [(&str, &'static str, Measure<'_>, Goal); 5] = [
+        (
+            "10 conn × 64 KiB messages, 4 in flight",
+            "MB/s",
+            &|v| num(v, "/mb_per_s"),
+            Goal::AtLeast(1.1),
+        ),
+        ("server CPU per MB", "ms", &cpu_per_mb, Goal::None),
+        // Fairness between bulk sessions: a session that waits behind its neighbours shows
+        // here, not in the MB/s.
+        (
+            "p99 time per 64 KiB message",
+            "µs",
+            &|v| num(v, "/latency_us/p99"),
+            Goal::AtMost(1.2),
+        ),
+        (
+            "messages on the slowest connection ÷ on the fastest",
+            "ratio",
+            &fairness,
+            Goal::None,
+        ),
+        (
+            "TCP tail loss probes during the run (nstat TcpExtTCPLossProbes, whole machine)",
+            "probes",
+            &|v| num(v, "/tcp_loss_probes"),
+            Goal::None,
+        ),
+    ];
+    for (metric, unit, value, goal) in rows {
+        report.paired(
+            "bandwidth",
+            metric,
+            unit,
+            &column(&sb, value),
+            &column(&base, value),
+            goal,
+            &command,
+        );
+    }
     report.raw.insert(
         "bandwidth".into(),
         json!({"baseline": base, "switchboard": sb}),
     );
 }
+
+/// What a row reads off one run's report.
+type Measure<'a> = &'a dyn Fn(&Value) -> f64;
 
 /// `TcpExtTCPLossProbes` from /proc/net/netstat (machine-wide).
 fn loss_probes() -> Option<f64> {
