@@ -187,7 +187,10 @@ mod tests {
     }
 
     /// A local echo over loopback, `rounds` ping-pongs; returns how often the thread parked
-    /// meanwhile. The peer runs on a plain thread.
+    /// meanwhile. The peer runs on a plain thread and leaves a 1 ms gap before each message
+    /// (well inside the 50 ms window), so the thread has time to park between messages
+    /// unless it spins: on a machine busy with other work, back-to-back messages could
+    /// otherwise always be waiting by the time the thread runs, and it would never park.
     async fn ping_pong_parks(rounds: usize) -> u64 {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
@@ -196,6 +199,8 @@ mod tests {
             client.set_nodelay(true).unwrap();
             let mut byte = [0u8; 1];
             for i in 0..rounds {
+                // Pacing of the load, not synchronisation: the gap is what is measured.
+                std::thread::sleep(Duration::from_millis(1));
                 client.write_all(&[i as u8]).unwrap();
                 client.read_exact(&mut byte).unwrap();
                 assert_eq!(byte[0], i as u8);

@@ -56,12 +56,13 @@ async fn a_spinning_worker_sleeps_once_traffic_stops() {
     events.connected().await;
 
     // Traffic, then the worker's CPU over most of the window after the last echo: it polls.
-    // A spinner gives way when it is descheduled, so on a machine busy with other tests one
-    // window can show little; up to five tries, one of which must show the spin.
+    // A spinner gives way when it is descheduled (it then sleeps ten windows before it spins
+    // again), so on a machine busy with other tests one window can show little: up to eight
+    // tries, each after that back-off, one of which must show the spin.
     let tid = worker_tid.clone();
     let (client, tries) = blocking("echoes, then the spin window", move || {
         let mut tries = Vec::new();
-        for _ in 0..5 {
+        for _ in 0..8 {
             for i in 0..20 {
                 assert_eq!(echo_line(&mut client, &format!("m{i}")), format!("m{i}"));
             }
@@ -73,8 +74,9 @@ async fn a_spinning_worker_sleeps_once_traffic_stops() {
             if tries.last() >= Some(&Duration::from_millis(5)) {
                 break;
             }
-            // Past the window before the next try, so that it starts from a sleeping worker.
-            std::thread::sleep(window);
+            // Past a back-off before the next try (a pause of the load, not a wait for an
+            // event: the spinner announces nothing).
+            std::thread::sleep(window * 10 + Duration::from_millis(20));
         }
         (client, tries)
     })
