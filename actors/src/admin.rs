@@ -872,8 +872,8 @@ impl Admin {
         // A pass over every session: on the admin thread, as a listing is.
         let (live_in, live_out) = crate::background::run(move || {
             registry.records().iter().fold((0, 0), |(i, o), meta| {
-                let info = meta.info();
-                (i + info.bytes_in, o + info.bytes_out)
+                let c = meta.counters();
+                (i + c.bytes_in, o + c.bytes_out)
             })
         })
         .await

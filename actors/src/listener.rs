@@ -4,9 +4,9 @@
 //! Each accepted stream leaves this thread as a std stream and is registered again on the
 //! worker that runs its session. With [`ListenerBuilder::accept_on_worker`] the loop runs on a
 //! worker instead, taking turns with that worker's sessions, and a session that lands there
-//! starts without leaving the thread. Limits are kept by not accepting: at `max_connections`, or with a full
-//! pending queue in pull mode, the loop stops polling the socket and the kernel backlog holds
-//! new clients; a session ending below the limit wakes it.
+//! starts without leaving the thread. Limits are kept by not accepting: at `max_connections`,
+//! or with a full pending queue in pull mode, the loop stops polling the socket and the kernel
+//! backlog holds new clients; a session ending below the limit wakes it.
 
 use std::{
     collections::{HashMap, VecDeque},
@@ -1361,17 +1361,10 @@ impl ListenerBuilder {
         // Its own thread by default; with `accept_on_worker`, a worker of the pool, where a
         // session that starts on that worker needs no hand-off (never the calling worker: the
         // start below waits for the accepting thread).
-        let on_worker = if self.accept_on_worker {
-            let home = pool.next_home();
-            if home.is_none() {
-                tracing::debug!(
-                    "started on the pool's only worker: accepting on a thread of its own"
-                );
-            }
-            home
-        } else {
-            None
-        };
+        let on_worker = self.accept_on_worker.then(|| pool.next_home()).flatten();
+        if self.accept_on_worker && on_worker.is_none() {
+            tracing::debug!("started on the pool's only worker: accepting on a thread of its own");
+        }
         let (home, arbiter) = match on_worker {
             Some((home, arbiter)) => (Some(home), arbiter),
             // The thread runs until the listener stops it (`stopped`).

@@ -353,14 +353,14 @@ impl Collector for Metrics {
             let mut live = Live::default();
             // One record at a time, with no shard lock held and no list of snapshots built.
             for meta in registry.records() {
-                let info = meta.info();
-                live.bytes_in += info.bytes_in;
-                live.bytes_out += info.bytes_out;
-                live.frames_in += info.frames_in;
-                live.frames_out += info.frames_out;
-                live.write_buffer_full += info.write_buffer_full;
-                live.read_paused += i64::from(info.read_paused);
-                live.bytes_to_write += int(info.bytes_to_write + info.bytes_queued);
+                let c = meta.counters();
+                live.bytes_in += c.bytes_in;
+                live.bytes_out += c.bytes_out;
+                live.frames_in += c.frames_in;
+                live.frames_out += c.frames_out;
+                live.write_buffer_full += c.write_buffer_full;
+                live.read_paused += i64::from(c.read_paused);
+                live.bytes_to_write += int(c.bytes_to_write + c.bytes_queued);
             }
             let mut push_counter =
                 |index: usize, labels, value| counters[index].2.push((labels, value));

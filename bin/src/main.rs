@@ -39,7 +39,7 @@ use crate::cli::{Cli, Command};
 
 // jemalloc keeps small objects in size classes with no per-allocation header, and the
 // 128-byte-aligned task cells leave no holes: an idle connection costs less RSS than under
-// glibc's malloc (BENCHMARKS.md, "Idle memory").
+// glibc's malloc (BENCHMARKS.md, "Accept path, allocator and bulk fairness").
 #[cfg(feature = "jemalloc")]
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;

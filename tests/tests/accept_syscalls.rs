@@ -11,8 +11,7 @@ mod support;
 
 use std::{
     collections::HashMap,
-    io::{BufRead, BufReader, Read, Write},
-    net::TcpStream,
+    io::{BufRead, BufReader},
     process::{Command, Stdio},
     time::{Duration, Instant},
 };
@@ -73,13 +72,7 @@ fn calls_per_connection(args: &[&str]) -> (String, HashMap<String, f64>) {
     };
     let fds_before = open_fds();
     for _ in 0..CONNECTIONS {
-        let mut client = TcpStream::connect(server.addr).unwrap();
-        client.set_read_timeout(Some(STEP)).unwrap();
-        client.write_all(b"x").unwrap();
-        let mut byte = [0u8; 1];
-        client.read_exact(&mut byte).unwrap();
-        assert_eq!(&byte, b"x");
-        drop(client);
+        drop(support::echoed(server.addr, b"x"));
     }
     // The last sessions end on the server's side after the clients' close: wait for them
     // before detaching, so their calls are counted too.

@@ -271,12 +271,7 @@ fn max_connections_per_ip_closes_the_extra_client_and_serves_the_first() {
         "--max-connections-per-ip",
         "1",
     ]);
-    let mut first = TcpStream::connect(server.addr).unwrap();
-    first.set_read_timeout(Some(STEP)).unwrap();
-    first.write_all(b"ping").unwrap();
-    let mut reply = [0u8; 4];
-    first.read_exact(&mut reply).unwrap();
-    assert_eq!(&reply, b"ping");
+    let mut first = support::echoed(server.addr, b"ping");
 
     // Same address, over its limit: accepted and closed at once (EOF or a reset), never echoed.
     let mut second = TcpStream::connect(server.addr).unwrap();

@@ -288,6 +288,17 @@ pub struct LineClient {
     reader: BufReader<TcpStream>,
 }
 
+/// A TCP client that sent `payload` and read it back whole (a raw echo), still connected.
+pub fn echoed(addr: SocketAddr, payload: &[u8]) -> TcpStream {
+    let mut client = TcpStream::connect(addr).unwrap();
+    client.set_read_timeout(Some(STEP)).unwrap();
+    client.write_all(payload).unwrap();
+    let mut reply = vec![0u8; payload.len()];
+    client.read_exact(&mut reply).unwrap();
+    assert_eq!(reply, payload, "the echo differs");
+    client
+}
+
 impl LineClient {
     pub fn connect(addr: SocketAddr) -> LineClient {
         let stream = TcpStream::connect(addr).expect("connects");

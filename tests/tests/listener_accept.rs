@@ -280,7 +280,7 @@ async fn a_listener_started_from_a_worker_of_its_pool_accepts_elsewhere() {
     use switchboard::{Conn, SessionHandler, WorkerPool};
     struct Opener {
         pool: WorkerPool,
-        opened: mpsc::UnboundedSender<SocketAddr>,
+        opened: mpsc::UnboundedSender<switchboard::ListenerHandle>,
     }
     impl SessionHandler<Lines> for Opener {
         fn connected(&mut self, _: &mut Conn<'_, Lines, Self>) {
@@ -290,9 +290,8 @@ async fn a_listener_started_from_a_worker_of_its_pool_accepts_elsewhere() {
                 .accept_on_worker(true)
                 .serve(Lines::new(), probes.factory())
                 .expect("the nested listener starts");
-            let _ = self.opened.send(inner.local_addr());
-            // Kept for the test's life: dropping the handle would not stop it either.
-            std::mem::forget(inner);
+            // The test keeps the handle, so the listener lives as long as it needs.
+            let _ = self.opened.send(inner);
         }
         fn ready_read(&mut self, _: String, _: &mut Conn<'_, Lines, Self>) {}
     }
@@ -312,9 +311,10 @@ async fn a_listener_started_from_a_worker_of_its_pool_accepts_elsewhere() {
         let _client = within("connecting", TcpStream::connect(addr))
             .await
             .unwrap();
-        let inner = within("the nested listener to start", nested.recv())
+        let nested = within("the nested listener to start", nested.recv())
             .await
             .expect("the handler reports its listener");
+        let inner = nested.local_addr();
         let mut client = AsyncBufReader::new(
             within("connecting", TcpStream::connect(inner))
                 .await

@@ -49,8 +49,9 @@ fn the_default_level_writes_no_line_per_connection() {
     let summary = finished.stdout.join("\n");
     assert!(summary.contains("served 1 connection"), "{summary}");
     let text = finished.stderr_text();
+    // The address whole: a bare port number could turn up inside a timestamp.
     assert!(
-        !text.contains(&peer.port().to_string()),
+        !text.contains(&peer.to_string()),
         "a line names the client at the default level:\n{text}"
     );
 }

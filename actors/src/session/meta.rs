@@ -57,6 +57,19 @@ pub(crate) struct SessionMeta {
 /// A counter only the session's own thread writes (so a load and a store, no locked
 /// read-modify-write) and anyone reads: live, so a peer that has its answer never sees
 /// counters older than its request.
+/// A session's live counters as [`SessionMeta::counters`] reads them.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct LiveCounters {
+    pub(crate) bytes_in: u64,
+    pub(crate) bytes_out: u64,
+    pub(crate) frames_in: u64,
+    pub(crate) frames_out: u64,
+    pub(crate) bytes_to_write: usize,
+    pub(crate) bytes_queued: usize,
+    pub(crate) write_buffer_full: u64,
+    pub(crate) read_paused: bool,
+}
+
 #[derive(Debug, Default)]
 pub(crate) struct Counter(AtomicU64);
 
@@ -138,7 +151,23 @@ impl SessionMeta {
         ))
     }
 
+    /// The counters alone, for sums over many sessions (a scrape, `info`): read without
+    /// copying the addresses and TLS details a full [`info`](Self::info) carries.
+    pub(crate) fn counters(&self) -> LiveCounters {
+        LiveCounters {
+            bytes_in: self.bytes_in.get(),
+            bytes_out: self.bytes_out.get(),
+            frames_in: self.frames_in.get(),
+            frames_out: self.frames_out.get(),
+            bytes_to_write: self.bytes_to_write.load(Ordering::Relaxed),
+            bytes_queued: self.outbox.queued_bytes(),
+            write_buffer_full: self.write_buffer_full.load(Ordering::Relaxed),
+            read_paused: self.read_paused.load(Ordering::Relaxed),
+        }
+    }
+
     pub(crate) fn info(&self) -> SessionInfo {
+        let counters = self.counters();
         SessionInfo {
             id: self.id,
             peer_addr: self.peer_addr.clone(),
@@ -147,18 +176,18 @@ impl SessionMeta {
             tls: self.tls().cloned(),
             worker: self.worker.map(|w| w as usize),
             connected_at: self.connected_at(),
-            bytes_in: self.bytes_in.get(),
-            bytes_out: self.bytes_out.get(),
-            frames_in: self.frames_in.get(),
-            frames_out: self.frames_out.get(),
-            bytes_to_write: self.bytes_to_write.load(Ordering::Relaxed),
-            bytes_queued: self.outbox.queued_bytes(),
+            bytes_in: counters.bytes_in,
+            bytes_out: counters.bytes_out,
+            frames_in: counters.frames_in,
+            frames_out: counters.frames_out,
+            bytes_to_write: counters.bytes_to_write,
+            bytes_queued: counters.bytes_queued,
             broadcasts_dropped: self.broadcasts_dropped.load(Ordering::Relaxed),
             read_finished: self.read_finished.load(Ordering::Relaxed),
             bytes_discarded: self.bytes_discarded.get(),
             state: SessionState::from_u8(self.state.load(Ordering::Relaxed)),
-            write_buffer_full: self.write_buffer_full.load(Ordering::Relaxed),
-            read_paused: self.read_paused.load(Ordering::Relaxed),
+            write_buffer_full: counters.write_buffer_full,
+            read_paused: counters.read_paused,
             idle_for: std::time::Duration::from_millis(u64::from(
                 self.idle_ms.load(Ordering::Relaxed),
             )),

@@ -1157,72 +1157,64 @@ fn idle_cost(opts: &Opts, server: Server, total: usize) -> Value {
 /// INFO lines without a span per session (`switchboard::SESSION_SPAN_TARGET`).
 const INFO_WITHOUT_SPANS: &str = "info,switchboard::session_span=off";
 
+/// The log levels the memory scenario runs `serve` at: the key of its raw figures, what its
+/// row adds to the metric's name, and `RUST_LOG`. `serve` logs at INFO unless told otherwise,
+/// and each session then holds a span.
+const MEMORY_LOG_LEVELS: [(&str, &str, &str); 3] = [
+    ("switchboard", "", "warn"),
+    (
+        "switchboard_info",
+        " at `serve`'s default log level (INFO)",
+        "info",
+    ),
+    (
+        "switchboard_info_no_spans",
+        " at INFO with the session spans off",
+        INFO_WITHOUT_SPANS,
+    ),
+];
+
 fn memory(opts: &Opts, report: &mut Report) {
     let total = if opts.quick { 1000 } else { 10_000 };
-    let (mut base, mut sb) = (Vec::new(), Vec::new());
-    let (mut sb_info, mut sb_info_no_spans) = (Vec::new(), Vec::new());
+    // The library's server has no log levels to choose from.
+    let levels = if opts.library_server {
+        &MEMORY_LOG_LEVELS[..1]
+    } else {
+        &MEMORY_LOG_LEVELS[..]
+    };
+    let mut base = Vec::new();
+    let mut sb: Vec<Vec<Value>> = vec![Vec::new(); levels.len()];
     for round in 0..opts.rounds {
-        for side in [Side::Baseline, Side::Switchboard] {
-            let v = idle_cost(opts, start_server(opts, side, &[]), total);
-            eprintln!("memory round {} {}: {v}", round + 1, side.name());
-            match side {
-                Side::Baseline => base.push(v),
-                Side::Switchboard => sb.push(v),
-            }
-        }
-        // `serve` logs at INFO unless told otherwise, and each session then holds a span.
-        if !opts.library_server {
-            let server = start_server_with(opts, Side::Switchboard, &[], "info");
-            let v = idle_cost(opts, server, total);
-            eprintln!("memory round {} switchboard at INFO: {v}", round + 1);
-            sb_info.push(v);
-            let server = start_server_with(opts, Side::Switchboard, &[], INFO_WITHOUT_SPANS);
-            let v = idle_cost(opts, server, total);
-            eprintln!(
-                "memory round {} switchboard at INFO, spans off: {v}",
-                round + 1
+        let v = idle_cost(opts, start_server(opts, Side::Baseline, &[]), total);
+        eprintln!("memory round {} baseline: {v}", round + 1);
+        base.push(v);
+        for ((key, _, log), runs) in levels.iter().zip(&mut sb) {
+            let v = idle_cost(
+                opts,
+                start_server_with(opts, Side::Switchboard, &[], log),
+                total,
             );
-            sb_info_no_spans.push(v);
+            eprintln!("memory round {} {key}: {v}", round + 1);
+            runs.push(v);
         }
     }
     let per = |v: &Value| num(v, "/bytes_per_conn");
     let command = idle_cost_command(total);
-    report.paired(
-        "memory",
-        &format!("{total} idle connections: RSS per connection"),
-        "B",
-        &column(&sb, per),
-        &column(&base, per),
-        Goal::AbsAtMost(IDLE_BYTES_TARGET),
-        &command,
-    );
-    if !sb_info.is_empty() {
+    let mut raw = serde_json::Map::new();
+    for ((key, label, log), runs) in levels.iter().zip(sb) {
         report.paired(
             "memory",
-            &format!("{total} idle connections at `serve`'s default log level (INFO): RSS per connection"),
+            &format!("{total} idle connections{label}: RSS per connection"),
             "B",
-            &column(&sb_info, per),
+            &column(&runs, per),
             &column(&base, per),
             Goal::AbsAtMost(IDLE_BYTES_TARGET),
-            &format!("{command}; RUST_LOG=info, log to /dev/null"),
+            &format!("{command}; RUST_LOG={log}, log to /dev/null"),
         );
-        report.paired(
-            "memory",
-            &format!(
-                "{total} idle connections at INFO with the session spans off: RSS per connection"
-            ),
-            "B",
-            &column(&sb_info_no_spans, per),
-            &column(&base, per),
-            Goal::AbsAtMost(IDLE_BYTES_TARGET),
-            &format!("{command}; RUST_LOG={INFO_WITHOUT_SPANS}"),
-        );
+        raw.insert((*key).into(), json!(runs));
     }
-    report.raw.insert(
-        "memory".into(),
-        json!({"baseline": base, "switchboard": sb, "switchboard_info": sb_info,
-               "switchboard_info_no_spans": sb_info_no_spans}),
-    );
+    raw.insert("baseline".into(), json!(base));
+    report.raw.insert("memory".into(), Value::Object(raw));
 }
 
 fn scale(opts: &Opts, report: &mut Report) {

@@ -126,14 +126,13 @@ fn main() -> io::Result<()> {
         let mut histogram = new_histogram();
         let mut messages = 0;
         let mut errors = 0;
-        let mut per_connection = (u64::MAX, 0);
+        let mut per_connection = Vec::with_capacity(connections);
         for task in tasks {
             match task.await {
                 Ok(outcome) => {
                     let _ = histogram.add(&outcome.histogram);
                     messages += outcome.messages;
-                    per_connection.0 = per_connection.0.min(outcome.messages);
-                    per_connection.1 = per_connection.1.max(outcome.messages);
+                    per_connection.push(outcome.messages);
                     errors += u64::from(outcome.error);
                 }
                 Err(_) => errors += 1,
@@ -158,7 +157,10 @@ fn main() -> io::Result<()> {
             server_cpu_s,
             client_cpu_s,
             foreign_cpu_s,
-            messages_per_connection: (per_connection.0.min(per_connection.1), per_connection.1),
+            messages_per_connection: (
+                per_connection.iter().copied().min().unwrap_or(0),
+                per_connection.iter().copied().max().unwrap_or(0),
+            ),
         }
     });
     println!("{}", serde_json::to_string(&report).expect("json"));
