@@ -22,6 +22,7 @@ mod cli;
 mod connect;
 mod ctl;
 mod load;
+mod log;
 mod ops;
 mod plot;
 mod protocol;
@@ -141,13 +142,12 @@ fn usage_error(error: clap::Error) -> ExitCode {
 }
 
 fn init_logging(default_level: &str) {
-    use tracing_subscriber::EnvFilter;
+    use tracing_subscriber::{layer::SubscriberExt, util::SubscriberInitExt, EnvFilter};
     let filter =
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_target(false)
+    // fmt's lines, but a live span costs one 80-byte slot instead of ~560 B: every session
+    // keeps one (see `log`).
+    let _ = log::LineLog::new(std::io::stderr, std::io::stderr().is_terminal())
+        .with(filter)
         .try_init();
 }

@@ -1,0 +1,541 @@
+//! The command's log subscriber: the lines of `tracing-subscriber`'s fmt output, with each live
+//! span held in one 80-byte slot.
+//!
+//! Every session has a span for as long as it lives, so a span's cost is paid per idle
+//! connection. `tracing-subscriber`'s registry with its fmt layer keeps ~560 B per live span
+//! (slab slot, extension map, boxed formatted fields and their string). Here a span's values are
+//! kept without their names (its metadata has them), inline in a slot of a paged slab; only a
+//! span whose values pass 56 bytes makes an allocation for them.
+//!
+//! Filtering is left to the `EnvFilter` layered on top; this subscriber enables everything it
+//! is asked about.
+
+use std::{
+    cell::RefCell,
+    fmt::{self, Write as _},
+    io::Write as _,
+    num::NonZeroU64,
+    sync::Mutex,
+};
+
+use smallvec::SmallVec;
+use thread_local::ThreadLocal;
+use tracing::{
+    field::{Field, Visit},
+    span, Event, Id, Level, Metadata, Subscriber,
+};
+use tracing_subscriber::fmt::{
+    format::{DefaultFields, Writer},
+    time::{FormatTime, SystemTime},
+    FormatFields, MakeWriter,
+};
+
+/// Slots per slab page: a page is allocated whole (20 KiB) and never moves or shrinks.
+const PAGE: usize = 256;
+/// Ends a value in [`Slot::values`]; no UTF-8 text contains this byte.
+const END: u8 = 0xFF;
+/// Inline room for a span's values; the session span's five fit in it with IPv4 peers.
+const INLINE_VALUES: usize = 56;
+
+type Values = SmallVec<[u8; INLINE_VALUES]>;
+
+/// One span: its values as `index, text, END` runs, where `index` is the field's place in the
+/// metadata's field set and `text` is what fmt would print after `name=`.
+struct Slot {
+    /// `None` while the slot is free.
+    meta: Option<&'static Metadata<'static>>,
+    refs: u32,
+    /// While live: the parent's slot + 1, or 0 for a root. While free: the next free slot + 1.
+    link: u32,
+    values: Values,
+}
+
+impl Slot {
+    fn vacant() -> Slot {
+        Slot {
+            meta: None,
+            refs: 0,
+            link: 0,
+            values: Values::new(),
+        }
+    }
+}
+
+#[derive(Default)]
+struct Slab {
+    pages: Vec<Box<[Slot]>>,
+    /// The first free slot + 1, or 0 when every made slot is live.
+    free: u32,
+    /// Slots made so far, live or free.
+    made: usize,
+    live: usize,
+}
+
+impl Slab {
+    fn slot(&self, index: usize) -> &Slot {
+        &self.pages[index / PAGE][index % PAGE]
+    }
+
+    fn slot_mut(&mut self, index: usize) -> &mut Slot {
+        &mut self.pages[index / PAGE][index % PAGE]
+    }
+
+    /// The live slot of `id`; `None` for an id this slab did not give out or has freed.
+    fn live(&self, id: &Id) -> Option<usize> {
+        let index = usize::try_from(id.into_u64() - 1).ok()?;
+        (index < self.made && self.slot(index).meta.is_some()).then_some(index)
+    }
+
+    fn insert(&mut self, meta: &'static Metadata<'static>, parent: u32, values: Values) -> usize {
+        let index = if self.free != 0 {
+            let index = self.free as usize - 1;
+            self.free = self.slot(index).link;
+            index
+        } else {
+            if self.made == self.pages.len() * PAGE {
+                self.pages.push((0..PAGE).map(|_| Slot::vacant()).collect());
+            }
+            self.made += 1;
+            self.made - 1
+        };
+        self.live += 1;
+        *self.slot_mut(index) = Slot {
+            meta: Some(meta),
+            refs: 1,
+            link: parent,
+            values,
+        };
+        index
+    }
+
+    /// Drops one reference; a span whose last one goes is freed and lets go of its parent.
+    /// True when `index` itself was freed.
+    fn release(&mut self, index: usize) -> bool {
+        let mut next = Some(index);
+        let mut first = true;
+        let mut freed_first = false;
+        while let Some(index) = next.take() {
+            let free = self.free;
+            let slot = self.slot_mut(index);
+            slot.refs -= 1;
+            if slot.refs == 0 {
+                next = (slot.link != 0).then(|| slot.link as usize - 1);
+                *slot = Slot {
+                    link: free,
+                    ..Slot::vacant()
+                };
+                self.free = index as u32 + 1;
+                self.live -= 1;
+                freed_first |= first;
+            }
+            first = false;
+        }
+        freed_first
+    }
+}
+
+/// Writes one field value per call as an `index, text, END` run.
+struct ValueWriter<'a>(&'a mut Values);
+
+impl fmt::Write for ValueWriter<'_> {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        self.0.extend_from_slice(s.as_bytes());
+        Ok(())
+    }
+}
+
+impl Visit for ValueWriter<'_> {
+    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+        // What fmt leaves out: the `log` crate's metadata of a forwarded record.
+        if field.name().starts_with("log.") {
+            return;
+        }
+        self.0.push(field.index() as u8);
+        let _ = write!(self, "{value:?}");
+        self.0.push(END);
+    }
+}
+
+/// A `tracing` subscriber that writes fmt's full line format (timestamp, level, span scope,
+/// fields; no target) and keeps spans in a compact slab.
+pub(crate) struct LineLog<W> {
+    spans: Mutex<Slab>,
+    /// The spans each thread is in, innermost last.
+    stacks: ThreadLocal<RefCell<Vec<Id>>>,
+    writer: W,
+    ansi: bool,
+}
+
+impl<W> LineLog<W>
+where
+    W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
+{
+    pub(crate) fn new(writer: W, ansi: bool) -> Self {
+        LineLog {
+            spans: Mutex::new(Slab::default()),
+            stacks: ThreadLocal::new(),
+            writer,
+            ansi,
+        }
+    }
+
+    fn slab(&self) -> std::sync::MutexGuard<'_, Slab> {
+        // A panic while the lock was held left the slab consistent: every change is a few
+        // assignments that do not panic.
+        self.spans.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn current(&self) -> Option<Id> {
+        self.stacks.get()?.borrow().last().cloned()
+    }
+
+    /// Writes `name{fields}:` for `index` and its ancestors, outermost first.
+    fn write_scope(&self, index: usize, line: &mut String) {
+        let slab = self.slab();
+        let mut chain = SmallVec::<[usize; 8]>::new();
+        let mut next = Some(index);
+        while let Some(index) = next {
+            chain.push(index);
+            let link = slab.slot(index).link;
+            next = (link != 0).then(|| link as usize - 1);
+        }
+        for &index in chain.iter().rev() {
+            let slot = slab.slot(index);
+            let Some(meta) = slot.meta else { continue };
+            line.push_str(meta.name());
+            if !slot.values.is_empty() {
+                line.push('{');
+                write_values(meta, &slot.values, line);
+                line.push('}');
+            }
+            line.push(':');
+        }
+        line.push(' ');
+    }
+
+    fn write_level(&self, level: &Level, line: &mut String) {
+        let color = match *level {
+            Level::TRACE => "35",
+            Level::DEBUG => "34",
+            Level::INFO => "32",
+            Level::WARN => "33",
+            Level::ERROR => "31",
+        };
+        if self.ansi {
+            let _ = write!(line, "\x1b[{color}m{level:>5}\x1b[0m ");
+        } else {
+            let _ = write!(line, "{level:>5} ");
+        }
+    }
+
+    #[cfg(test)]
+    fn live_spans(&self) -> usize {
+        self.slab().live
+    }
+
+    #[cfg(test)]
+    fn spilled_spans(&self) -> usize {
+        let slab = self.slab();
+        (0..slab.made)
+            .filter(|&i| slab.slot(i).meta.is_some() && slab.slot(i).values.spilled())
+            .count()
+    }
+}
+
+/// `name=text` for each stored value, space-separated; a `message` value is written bare.
+fn write_values(meta: &Metadata<'_>, values: &[u8], line: &mut String) {
+    let mut first = true;
+    for run in values.split(|&b| b == END).filter(|run| !run.is_empty()) {
+        let (index, text) = (run[0] as usize, &run[1..]);
+        let text = std::str::from_utf8(text).unwrap_or("<invalid>");
+        if !first {
+            line.push(' ');
+        }
+        first = false;
+        match meta.fields().iter().nth(index).map(|f| f.name()) {
+            Some("message") => line.push_str(text),
+            Some(name) => {
+                line.push_str(name.strip_prefix("r#").unwrap_or(name));
+                line.push('=');
+                line.push_str(text);
+            }
+            None => line.push_str(text),
+        }
+    }
+}
+
+impl<W> Subscriber for LineLog<W>
+where
+    W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
+{
+    fn enabled(&self, _: &Metadata<'_>) -> bool {
+        true
+    }
+
+    fn new_span(&self, attrs: &span::Attributes<'_>) -> Id {
+        let mut values = Values::new();
+        attrs.record(&mut ValueWriter(&mut values));
+        let parent = if attrs.is_contextual() {
+            self.current()
+        } else {
+            attrs.parent().cloned()
+        };
+        let mut slab = self.slab();
+        let parent = match parent.and_then(|p| slab.live(&p)) {
+            Some(index) => {
+                slab.slot_mut(index).refs += 1;
+                index as u32 + 1
+            }
+            None => 0,
+        };
+        let index = slab.insert(attrs.metadata(), parent, values);
+        Id::from_non_zero_u64(NonZeroU64::new(index as u64 + 1).expect("index + 1 is not zero"))
+    }
+
+    fn record(&self, span: &Id, values: &span::Record<'_>) {
+        let mut added = Values::new();
+        values.record(&mut ValueWriter(&mut added));
+        let mut slab = self.slab();
+        if let Some(index) = slab.live(span) {
+            slab.slot_mut(index).values.extend_from_slice(&added);
+        }
+    }
+
+    fn record_follows_from(&self, _: &Id, _: &Id) {}
+
+    fn event(&self, event: &Event<'_>) {
+        let mut line = String::with_capacity(160);
+        let _ = SystemTime.format_time(&mut Writer::new(&mut line));
+        line.push(' ');
+        self.write_level(event.metadata().level(), &mut line);
+        let scope = if event.is_contextual() {
+            self.current()
+        } else {
+            event.parent().cloned()
+        };
+        let scope = scope.and_then(|id| self.slab().live(&id));
+        if let Some(index) = scope {
+            self.write_scope(index, &mut line);
+        }
+        let _ = DefaultFields::new().format_fields(Writer::new(&mut line), event);
+        line.push('\n');
+        // One write per line, so lines from several threads do not interleave.
+        let _ = self.writer.make_writer().write_all(line.as_bytes());
+    }
+
+    fn enter(&self, span: &Id) {
+        self.stacks
+            .get_or(|| RefCell::new(Vec::new()))
+            .borrow_mut()
+            .push(span.clone());
+    }
+
+    fn exit(&self, span: &Id) {
+        if let Some(stack) = self.stacks.get() {
+            let mut stack = stack.borrow_mut();
+            if let Some(at) = stack.iter().rposition(|id| id == span) {
+                stack.remove(at);
+            }
+        }
+    }
+
+    fn clone_span(&self, span: &Id) -> Id {
+        let mut slab = self.slab();
+        if let Some(index) = slab.live(span) {
+            slab.slot_mut(index).refs += 1;
+        }
+        span.clone()
+    }
+
+    fn try_close(&self, span: Id) -> bool {
+        let mut slab = self.slab();
+        match slab.live(&span) {
+            Some(index) => slab.release(index),
+            None => false,
+        }
+    }
+
+    fn current_span(&self) -> tracing_core::span::Current {
+        let Some(id) = self.current() else {
+            return tracing_core::span::Current::none();
+        };
+        let meta = {
+            let slab = self.slab();
+            slab.live(&id).and_then(|index| slab.slot(index).meta)
+        };
+        match meta {
+            Some(meta) => tracing_core::span::Current::new(id, meta),
+            None => tracing_core::span::Current::none(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use super::*;
+
+    /// Collects what the subscriber writes.
+    #[derive(Clone, Default)]
+    struct Captured(Arc<Mutex<Vec<u8>>>);
+
+    impl Captured {
+        fn lines(&self) -> Vec<String> {
+            String::from_utf8(self.0.lock().unwrap().clone())
+                .unwrap()
+                .lines()
+                .map(str::to_owned)
+                .collect()
+        }
+    }
+
+    impl std::io::Write for Captured {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl<'a> MakeWriter<'a> for Captured {
+        type Writer = Captured;
+        fn make_writer(&'a self) -> Captured {
+            self.clone()
+        }
+    }
+
+    fn with_log(f: impl FnOnce(&Arc<LineLog<Captured>>)) -> Vec<String> {
+        let out = Captured::default();
+        let log = Arc::new(LineLog::new(out.clone(), false));
+        let dispatch = tracing::Dispatch::new(log.clone());
+        tracing::dispatcher::with_default(&dispatch, || f(&log));
+        out.lines()
+    }
+
+    /// The line without its timestamp (the text up to the first space).
+    fn body(line: &str) -> &str {
+        line.split_once(' ').unwrap().1
+    }
+
+    #[test]
+    fn a_slot_is_80_bytes() {
+        // The per-connection cost of a session span: this slot plus the session's boxed handle.
+        assert_eq!(std::mem::size_of::<Slot>(), 80);
+    }
+
+    #[test]
+    fn lines_read_as_fmt_writes_them() {
+        let lines = with_log(|_| {
+            let outer = tracing::info_span!("listener", addr = %"127.0.0.1:7000");
+            let _o = outer.enter();
+            let inner = tracing::info_span!("session", id = 7u64, name = "x y");
+            let _i = inner.enter();
+            tracing::warn!(bytes = 3, "peer went away");
+        });
+        assert_eq!(lines.len(), 1, "{lines:?}");
+        assert_eq!(
+            body(&lines[0]),
+            " WARN listener{addr=127.0.0.1:7000}:session{id=7 name=\"x y\"}: peer went away bytes=3"
+        );
+        let stamp = lines[0].split_once(' ').unwrap().0;
+        assert!(stamp.ends_with('Z') && stamp.contains('T'), "{stamp}");
+    }
+
+    #[test]
+    fn an_event_outside_spans_has_no_scope_and_a_span_without_values_no_braces() {
+        let lines = with_log(|_| {
+            tracing::info!("plain");
+            let span = tracing::info_span!("bare");
+            span.in_scope(|| tracing::debug!(n = 1));
+        });
+        assert_eq!(body(&lines[0]), " INFO plain");
+        assert_eq!(body(&lines[1]), "DEBUG bare: n=1");
+    }
+
+    #[test]
+    fn values_recorded_later_and_explicit_parents_show() {
+        let lines = with_log(|_| {
+            let parent = tracing::info_span!("conn", peer = tracing::field::Empty);
+            parent.record("peer", "a");
+            let child = tracing::info_span!(parent: &parent, "turn", n = 2);
+            tracing::info!(parent: &child, "inside");
+        });
+        assert_eq!(body(&lines[0]), " INFO conn{peer=\"a\"}:turn{n=2}: inside");
+    }
+
+    #[test]
+    fn closed_spans_free_their_slots_and_the_slots_are_reused() {
+        with_log(|log| {
+            let spans: Vec<_> = (0..600)
+                .map(|i| tracing::info_span!("session", id = i))
+                .collect();
+            assert_eq!(log.live_spans(), 600);
+            drop(spans);
+            assert_eq!(log.live_spans(), 0);
+            let again: Vec<_> = (0..600)
+                .map(|i| tracing::info_span!("session", id = i))
+                .collect();
+            assert_eq!(log.live_spans(), 600);
+            assert_eq!(log.slab().pages.len(), 600_usize.div_ceil(PAGE));
+            drop(again);
+        });
+    }
+
+    #[test]
+    fn a_parent_lives_while_a_child_holds_it() {
+        with_log(|log| {
+            let parent = tracing::info_span!("conn");
+            let child = tracing::info_span!(parent: &parent, "turn");
+            drop(parent);
+            assert_eq!(log.live_spans(), 2);
+            tracing::info!(parent: &child, "still");
+            drop(child);
+            assert_eq!(log.live_spans(), 0);
+        });
+    }
+
+    #[test]
+    fn a_session_span_keeps_its_values_inline_and_long_ones_spill() {
+        let lines = with_log(|log| {
+            let session = tracing::info_span!(
+                "session",
+                id = %"#123456",
+                peer = %"255.255.255.255:65535",
+                transport = %"tcp",
+                listener = %"127.0.0.1:7000",
+                worker = 1usize,
+            );
+            assert_eq!(log.spilled_spans(), 0);
+            let long = tracing::info_span!("long", text = %"x".repeat(200));
+            assert_eq!(log.spilled_spans(), 1);
+            session.in_scope(|| tracing::info!("in"));
+            long.in_scope(|| tracing::info!("in"));
+        });
+        assert!(lines[0].contains(
+            "session{id=#123456 peer=255.255.255.255:65535 transport=tcp listener=127.0.0.1:7000 worker=1}: in"
+        ));
+        assert!(lines[1].contains(&format!("long{{text={}}}: in", "x".repeat(200))));
+    }
+
+    #[test]
+    fn spans_entered_on_other_threads_do_not_leak_into_this_one() {
+        let lines = with_log(|_| {
+            let span = tracing::info_span!("elsewhere");
+            let dispatch = tracing::dispatcher::get_default(|d| d.clone());
+            std::thread::scope(|s| {
+                s.spawn(|| {
+                    tracing::dispatcher::with_default(&dispatch, || {
+                        let _e = span.enter();
+                        tracing::info!("there");
+                    })
+                });
+            });
+            tracing::info!("here");
+        });
+        assert_eq!(body(&lines[0]), " INFO elsewhere: there");
+        assert_eq!(body(&lines[1]), " INFO here");
+    }
+}
