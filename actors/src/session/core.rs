@@ -4,7 +4,9 @@ use bytes::BytesMut;
 use tokio::sync::oneshot;
 use tokio_util::codec::Encoder;
 
-use super::{starttls::Upgrade, DisconnectReason, SessionCodec, SessionMeta, SessionState};
+use super::{
+    span::SessionSpan, starttls::Upgrade, DisconnectReason, SessionCodec, SessionMeta, SessionState,
+};
 use crate::{
     limits::ConnectionPermit, registry::Registration, ticker::Ticker, transport::Stream,
     worker::WorkerLoad, SessionConfig, SessionError,
@@ -89,8 +91,8 @@ pub(crate) struct Core<C> {
     pub(super) registration: Option<Registration>,
     /// The session's `tracing` span (id, peer, transport, listener): entered around every
     /// driver turn, timeout tick, start and stop, so the log lines of the session are in it.
-    /// Boxed, and only when a subscriber takes it: a disabled span is 40 bytes of nothing.
-    pub(super) span: Option<Box<tracing::Span>>,
+    /// Boxed, and only when a subscriber takes it.
+    pub(super) span: Option<Box<SessionSpan>>,
     /// Released when the session is dropped, whatever ended it.
     pub(super) _permit: Option<ConnectionPermit>,
     pub(super) _load: Option<WorkerLoad>,

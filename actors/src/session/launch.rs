@@ -515,7 +515,7 @@ pub(crate) fn new_session<C: SessionCodec, H: SessionHandler<C>>(
             frame_end: 0,
             flush_waiters: None,
             upgrade: None,
-            span: (!span.is_disabled()).then(|| Box::new(span)),
+            span: super::span::SessionSpan::of(span),
             _permit: permit,
             _load: load,
         },

@@ -48,6 +48,7 @@ mod handler;
 mod launch;
 mod messages;
 mod meta;
+mod span;
 mod starttls;
 mod timeouts;
 mod types;
