@@ -79,10 +79,10 @@
 //! Each session runs inside a `tracing` span named `session` (fields `id`, `peer`, `transport`,
 //! `listener`, `worker`) at INFO, of target [`SESSION_SPAN_TARGET`]: every line logged while
 //! the session runs, by the library or by a handler, carries them. A session's end is logged at
-//! DEBUG with its reason and totals. A live span costs whatever the subscriber keeps per span
-//! (with `tracing-subscriber`'s fmt layer, ~550 bytes per connection); a server holding many
-//! idle connections that wants INFO lines without that can turn the spans off alone, e.g.
-//! `RUST_LOG=info,switchboard::session_span=off` with an `EnvFilter`.
+//! DEBUG with its reason and totals. A live span costs whatever the subscriber keeps per span:
+//! with `tracing-subscriber`'s registry and fmt layer, ~560 bytes per connection; with
+//! [`log::LineLog`] (feature `log`, the same lines), 112. The spans can also be turned off alone,
+//! e.g. `RUST_LOG=info,switchboard::session_span=off` with an `EnvFilter`.
 //!
 //! Runnable programs are in the crate's `examples/`: `echo_server`, `echo_client`, `held_stream`
 //! and `custom_codec` (run one with `cargo run -p switchboard --example NAME`).
@@ -106,6 +106,9 @@ mod forward;
 pub mod handover;
 mod limits;
 mod listener;
+#[cfg(feature = "log")]
+#[cfg_attr(docsrs, doc(cfg(feature = "log")))]
+pub mod log;
 #[cfg(feature = "metrics")]
 #[cfg_attr(docsrs, doc(cfg(feature = "metrics")))]
 pub mod metrics;

@@ -22,7 +22,6 @@ mod cli;
 mod connect;
 mod ctl;
 mod load;
-mod log;
 mod ops;
 mod plot;
 mod protocol;
@@ -145,9 +144,8 @@ fn init_logging(default_level: &str) {
     use tracing_subscriber::{layer::SubscriberExt, util::SubscriberInitExt, EnvFilter};
     let filter =
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level));
-    // fmt's lines, but a live span costs one 80-byte slot instead of ~560 B: every session
-    // keeps one (see `log`).
-    let _ = log::LineLog::new(std::io::stderr, std::io::stderr().is_terminal())
+    // fmt's lines, but a live span costs 112 B instead of ~560 B, and every session keeps one.
+    let _ = switchboard::log::LineLog::new(std::io::stderr, std::io::stderr().is_terminal())
         .with(filter)
         .try_init();
 }
