@@ -265,6 +265,27 @@ pub fn parse_seconds(text: &str) -> Result<Duration, String> {
         .ok_or_else(|| format!("not a number of seconds: {text}"))
 }
 
+/// Why [`Args::check`] stops a tool.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ArgProblem {
+    /// `--help` or `-h`.
+    Help,
+    /// An argument the tool does not take.
+    Unknown(String),
+    /// An option that takes a value came last.
+    MissingValue(String),
+}
+
+impl std::fmt::Display for ArgProblem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ArgProblem::Help => f.write_str("help asked for"),
+            ArgProblem::Unknown(arg) => write!(f, "unknown argument `{arg}`"),
+            ArgProblem::MissingValue(arg) => write!(f, "{arg} needs a value"),
+        }
+    }
+}
+
 /// Minimal `--name value` argument reading for the bench binaries (no parser dependency).
 #[derive(Debug)]
 pub struct Args {
@@ -312,6 +333,41 @@ impl Args {
         }
     }
 
+    /// Exits with `usage` for `--help` (status 0) or for an argument that is none of
+    /// `flags` (switches) or `valued` (each followed by its value): status 2, so a mistyped
+    /// option stops the tool instead of being ignored.
+    pub fn check(&self, usage: &str, flags: &[&str], valued: &[&str]) {
+        match self.problem(flags, valued) {
+            None => {}
+            Some(ArgProblem::Help) => {
+                println!("{usage}");
+                std::process::exit(0);
+            }
+            Some(problem) => {
+                eprintln!("{problem}\n\n{usage}");
+                std::process::exit(2);
+            }
+        }
+    }
+
+    /// What [`check`](Args::check) stops for, if anything.
+    pub fn problem(&self, flags: &[&str], valued: &[&str]) -> Option<ArgProblem> {
+        let mut args = self.args.iter();
+        while let Some(arg) = args.next() {
+            if arg == "--help" || arg == "-h" {
+                return Some(ArgProblem::Help);
+            }
+            if valued.contains(&arg.as_str()) {
+                if args.next().is_none() {
+                    return Some(ArgProblem::MissingValue(arg.clone()));
+                }
+            } else if !flags.contains(&arg.as_str()) {
+                return Some(ArgProblem::Unknown(arg.clone()));
+            }
+        }
+        None
+    }
+
     /// The first argument, when it is not a flag (tools take their address first).
     pub fn positional(&self) -> Option<&str> {
         self.args
@@ -344,5 +400,29 @@ mod tests {
         assert_eq!(args.get("--connections", 1usize), 4);
         assert_eq!(args.get("--size", 64usize), 64);
         assert_eq!(args.positional(), Some("127.0.0.1:1"));
+    }
+
+    #[test]
+    fn args_check_finds_help_unknown_and_missing_values() {
+        let of = |list: &[&str]| Args::from_vec(list.iter().map(|s| s.to_string()).collect());
+        let (flags, valued) = (&["--quick"][..], &["--rounds"][..]);
+        assert_eq!(
+            of(&["--quick", "--rounds", "3"]).problem(flags, valued),
+            None
+        );
+        assert_eq!(
+            of(&["--rounds", "3", "-h"]).problem(flags, valued),
+            Some(ArgProblem::Help)
+        );
+        assert_eq!(
+            of(&["--rounds", "3", "--round", "2"]).problem(flags, valued),
+            Some(ArgProblem::Unknown("--round".into()))
+        );
+        assert_eq!(
+            of(&["--quick", "--rounds"]).problem(flags, valued),
+            Some(ArgProblem::MissingValue("--rounds".into()))
+        );
+        // A value that looks like a flag is still the option's value.
+        assert_eq!(of(&["--rounds", "--quick"]).problem(flags, valued), None);
     }
 }

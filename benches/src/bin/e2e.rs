@@ -283,8 +283,59 @@ impl Report {
     }
 }
 
+/// Scenario names `--only` takes.
+const SCENARIOS: &[&str] = &[
+    "throughput",
+    "workers",
+    "crosscheck",
+    "latency",
+    "bandwidth",
+    "accept",
+    "memory",
+    "scale",
+    "registry",
+    "file",
+    "tls",
+    "unix",
+    "ops",
+    "ops-listing",
+];
+
+const USAGE: &str = "\
+usage: e2e [--quick] [--rounds N] [--duration SECS] [--only SCENARIO,...] [--out FILE]
+           [--file-mib N] [--workers N] [--spin-us N] [--threads N]
+           [--switchboard PATH] [--bin-dir DIR] [--sb-server library]
+
+Switchboard against the plain-tokio baseline, A B A B, medians of the rounds. Build first:
+cargo build --release -p switchboard-cli -p switchboard-benches
+Scenarios: throughput, workers, crosscheck, latency, bandwidth, accept, memory, scale,
+registry, file, tls, unix; ops and ops-listing only when named.";
+
 fn main() {
     let args = Args::from_env();
+    args.check(
+        USAGE,
+        &["--quick"],
+        &[
+            "--rounds",
+            "--duration",
+            "--only",
+            "--out",
+            "--file-mib",
+            "--workers",
+            "--spin-us",
+            "--threads",
+            "--switchboard",
+            "--bin-dir",
+            "--sb-server",
+        ],
+    );
+    if let Some(only) = args.value("--only") {
+        if let Some(unknown) = only.split(',').find(|s| !SCENARIOS.contains(s)) {
+            eprintln!("unknown scenario `{unknown}`\n\n{USAGE}");
+            std::process::exit(2);
+        }
+    }
     let quick = args.flag("--quick");
     let exe = std::env::current_exe().expect("current exe");
     let bin_dir = args
