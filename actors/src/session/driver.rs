@@ -354,6 +354,11 @@ impl<C: SessionCodec, H: SessionHandler<C>> Session<C, H> {
             // turn: the waker actix hands the driver is not always the same one (registering
             // once lost wake-ups), and `AtomicWaker` skips the clone when it has not changed.
             self.core.meta.outbox.register(cx.waker());
+            // The same for a close asked through the registry during this turn: its wake-up
+            // found no waker if the one that started this turn had taken it.
+            if self.core.meta.close_pending(self.core.close_taken) {
+                cx.waker().wake_by_ref();
+            }
             if self.core.takes_writes()
                 && self.core.meta.outbox.has_items()
                 && self.core.write_buf.len() < self.core.config.high_watermark

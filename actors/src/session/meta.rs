@@ -257,6 +257,12 @@ impl SessionMeta {
         lock(&self.close_request).take().map(|request| *request)
     }
 
+    /// Whether a close was asked that the session has not taken: checked after the driver
+    /// registers its waker, as a request made during the turn may have found none to wake.
+    pub(super) fn close_pending(&self, taken_level: u8) -> bool {
+        self.close_requested.load(Ordering::Acquire) > taken_level
+    }
+
     /// Bytes this session still owes its peer: its write buffer and its outbound queue.
     pub(crate) fn bytes_owed(&self) -> usize {
         self.bytes_to_write.load(Ordering::Relaxed) + self.outbox.queued_bytes()
