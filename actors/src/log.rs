@@ -51,7 +51,17 @@ struct Slot {
     values: Values,
 }
 
+/// A slot index as [`Slot::link`] holds it: + 1, so that 0 can mean none.
+fn link_to(index: usize) -> u32 {
+    index as u32 + 1
+}
+
 impl Slot {
+    /// The parent's slot, for a live slot.
+    fn parent(&self) -> Option<usize> {
+        self.link.checked_sub(1).map(|i| i as usize)
+    }
+
     fn vacant() -> Slot {
         Slot {
             meta: None,
@@ -88,8 +98,7 @@ impl Slab {
     }
 
     fn insert(&mut self, meta: &'static Metadata<'static>, parent: u32, values: Values) -> usize {
-        let index = if self.free != 0 {
-            let index = self.free as usize - 1;
+        let index = if let Some(index) = self.free.checked_sub(1).map(|i| i as usize) {
             self.free = self.slot(index).link;
             index
         } else {
@@ -109,29 +118,34 @@ impl Slab {
         index
     }
 
-    /// Drops one reference; a span whose last one goes is freed and lets go of its parent.
-    /// True when `index` itself was freed.
+    /// Drops one reference to `index`; true when it was the last (the span closed). A closed
+    /// span lets go of its parent, which may close in turn.
     fn release(&mut self, index: usize) -> bool {
-        let mut next = Some(index);
-        let mut first = true;
-        let mut freed_first = false;
-        while let Some(index) = next.take() {
-            let free = self.free;
-            let slot = self.slot_mut(index);
-            slot.refs -= 1;
-            if slot.refs == 0 {
-                next = (slot.link != 0).then(|| slot.link as usize - 1);
-                *slot = Slot {
-                    link: free,
-                    ..Slot::vacant()
-                };
-                self.free = index as u32 + 1;
-                self.live -= 1;
-                freed_first |= first;
-            }
-            first = false;
+        let Some(mut parent) = self.drop_ref(index) else {
+            return false;
+        };
+        while let Some(index) = parent {
+            parent = self.drop_ref(index).flatten();
         }
-        freed_first
+        true
+    }
+
+    /// Drops one reference; when it was the last, frees the slot and gives its parent.
+    fn drop_ref(&mut self, index: usize) -> Option<Option<usize>> {
+        let free = self.free;
+        let slot = self.slot_mut(index);
+        slot.refs -= 1;
+        if slot.refs > 0 {
+            return None;
+        }
+        let parent = slot.parent();
+        *slot = Slot {
+            link: free,
+            ..Slot::vacant()
+        };
+        self.free = link_to(index);
+        self.live -= 1;
+        Some(parent)
     }
 }
 
@@ -219,15 +233,18 @@ where
         self.stacks.get()?.borrow().last().cloned()
     }
 
-    /// Writes `name{fields}:` for `index` and its ancestors, outermost first.
-    fn write_scope(&self, index: usize, line: &mut String) {
+    /// Writes `name{fields}: ` for the span `id` and its ancestors, outermost first; nothing
+    /// for a span this subscriber does not hold.
+    fn write_scope(&self, id: &Id, line: &mut String) {
         let slab = self.slab();
         let mut chain = SmallVec::<[usize; 8]>::new();
-        let mut next = Some(index);
+        let mut next = slab.live(id);
+        if next.is_none() {
+            return;
+        }
         while let Some(index) = next {
             chain.push(index);
-            let link = slab.slot(index).link;
-            next = (link != 0).then(|| link as usize - 1);
+            next = slab.slot(index).parent();
         }
         for &index in chain.iter().rev() {
             let slot = slab.slot(index);
@@ -314,7 +331,7 @@ where
         let parent = match parent.and_then(|p| slab.live(&p)) {
             Some(index) => {
                 slab.slot_mut(index).refs += 1;
-                index as u32 + 1
+                link_to(index)
             }
             None => 0,
         };
@@ -343,9 +360,8 @@ where
         } else {
             event.parent().cloned()
         };
-        let scope = scope.and_then(|id| self.slab().live(&id));
-        if let Some(index) = scope {
-            self.write_scope(index, &mut line);
+        if let Some(id) = scope {
+            self.write_scope(&id, &mut line);
         }
         let _ = DefaultFields::new().format_fields(Writer::new(&mut line), event);
         line.push('\n');

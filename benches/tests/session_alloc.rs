@@ -86,7 +86,8 @@ const START_ALLOCATIONS_BUDGET: f64 = 12.5;
 const IDLE_HEAP_BYTES_BUDGET: f64 = 1_600.0;
 /// What a session's `tracing` span adds to its start under `switchboard::log::LineLog` at INFO
 /// (the command's subscriber): the session's 32-byte handle and an 80-byte slot of the span
-/// slab. Bytes asked for, so what is freed later still counts; issue 11 §7 allows 128 bytes per idle connection for spans and metrics.
+/// slab. Bytes asked for, so what is freed later still counts; issue 11 §7 allows 128 bytes
+/// per idle connection for spans and metrics.
 const SPAN_BYTES_BUDGET: f64 = 128.0;
 const SPAN_ALLOCATIONS_BUDGET: f64 = 1.05;
 /// One page of the span slab (`switchboard::log`).

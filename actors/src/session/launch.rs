@@ -477,12 +477,10 @@ pub(crate) fn new_session<C: SessionCodec, H: SessionHandler<C>>(
         peer = %meta.peer_addr,
         transport = %meta.transport(),
         listener = %meta.local_addr,
-        worker = tracing::field::Empty,
+        // `Option` records the bare index, or nothing off a pool: shorter than `?worker`'s
+        // `Some(i)`, in every line and in the subscriber's span store.
+        worker,
     );
-    // A bare index, not `Some(i)`: shorter in every line and in the subscriber's span store.
-    if let Some(worker) = worker {
-        span.record("worker", worker);
-    }
     Session {
         core: Core {
             stream,

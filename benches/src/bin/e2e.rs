@@ -308,13 +308,13 @@ usage: e2e [--quick] [--rounds N] [--duration SECS] [--only SCENARIO,...] [--out
 
 Switchboard against the plain-tokio baseline, A B A B, medians of the rounds. Build first:
 cargo build --release -p switchboard-cli -p switchboard-benches
-Scenarios: throughput, workers, crosscheck, latency, bandwidth, accept, memory, scale,
-registry, file, tls, unix; ops and ops-listing only when named.";
+Without --only every scenario runs but ops and ops-listing. Scenarios:";
 
 fn main() {
     let args = Args::from_env();
+    let usage = format!("{USAGE} {}", SCENARIOS.join(", "));
     args.check(
-        USAGE,
+        &usage,
         &["--quick"],
         &[
             "--rounds",
@@ -332,7 +332,7 @@ fn main() {
     );
     if let Some(only) = args.value("--only") {
         if let Some(unknown) = only.split(',').find(|s| !SCENARIOS.contains(s)) {
-            eprintln!("unknown scenario `{unknown}`\n\n{USAGE}");
+            eprintln!("unknown scenario `{unknown}`\n\n{usage}");
             std::process::exit(2);
         }
     }
