@@ -93,8 +93,10 @@ pub(crate) struct Core<C> {
     /// driver turn, timeout tick, start and stop, so the log lines of the session are in it.
     /// Boxed, and only when a subscriber takes it.
     pub(super) span: Option<Box<SessionSpan>>,
-    /// Released when the session is dropped, whatever ended it.
-    pub(super) _permit: Option<ConnectionPermit>,
+    /// The session's place under the connection limits (total and per IP): released when it
+    /// stops, before its handler and the registry hear of the end, so a client that reconnects
+    /// on `disconnected` finds its slot free.
+    pub(super) permit: Option<ConnectionPermit>,
     pub(super) _load: Option<WorkerLoad>,
 }
 

@@ -514,7 +514,7 @@ pub(crate) fn new_session<C: SessionCodec, H: SessionHandler<C>>(
             flush_waiters: None,
             upgrade: None,
             span: super::span::SessionSpan::of(span),
-            _permit: permit,
+            permit,
             _load: load,
         },
         handler,

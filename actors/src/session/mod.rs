@@ -175,6 +175,7 @@ impl<C: SessionCodec, H: SessionHandler<C>> Session<C, H> {
             self.core.count_undelivered(discarded as u64);
         }
         self.core.publish();
+        self.core.permit = None;
         let info = self.core.meta.info();
         tracing::debug!(
             session = %info.id,
