@@ -65,7 +65,7 @@ impl Limiter {
         }
         self.active.fetch_add(1, Ordering::AcqRel);
         Some(ConnectionPermit {
-            limiter: self.clone(),
+            limiter: Some(self.clone()),
             ip,
             per_ip_counted,
         })
@@ -78,10 +78,9 @@ impl ConnectionPermit {
     /// counted, when `ip` is at its limit. A permit already counted against an address is left
     /// as it is.
     pub(crate) fn count_ip(&mut self, ip: IpAddr) -> bool {
-        if self.per_ip_counted {
+        let Some(limiter) = self.limiter.as_deref().filter(|_| !self.per_ip_counted) else {
             return true;
-        }
-        let limiter = &self.limiter;
+        };
         let max_per_ip = limiter.max_per_ip.load(Ordering::Acquire);
         if max_per_ip == 0 {
             return true;
@@ -98,12 +97,24 @@ impl ConnectionPermit {
         self.per_ip_counted = true;
         true
     }
+
+    /// The permit as a session keeps it: the limiter, and the address it is counted under
+    /// per IP, if any. A session's record holds its peer's address already, so the session
+    /// keeps the 8-byte limiter and releases with [`Limiter::release`] itself.
+    pub(crate) fn into_parts(mut self) -> (Arc<Limiter>, Option<IpAddr>) {
+        let limiter = self
+            .limiter
+            .take()
+            .expect("a permit holds its limiter until now");
+        (limiter, self.per_ip_counted.then_some(self.ip))
+    }
 }
 
 /// One connection's place under its listener's limits; given back when dropped (the session
 /// ends, or a pending connection is dropped).
 pub struct ConnectionPermit {
-    limiter: Arc<Limiter>,
+    /// Taken only by `into_parts`, which consumes the permit.
+    limiter: Option<Arc<Limiter>>,
     ip: IpAddr,
     per_ip_counted: bool,
 }
@@ -116,24 +127,32 @@ impl fmt::Debug for ConnectionPermit {
     }
 }
 
-impl Drop for ConnectionPermit {
-    fn drop(&mut self) {
-        let limiter = &self.limiter;
-        if self.per_ip_counted {
-            let mut per_ip = limiter.per_ip.lock().unwrap_or_else(|e| e.into_inner());
-            if let Some(count) = per_ip.get_mut(&self.ip) {
+impl Limiter {
+    /// Gives back one admission; `counted_ip` is the address it was counted under per IP.
+    pub(crate) fn release(&self, counted_ip: Option<IpAddr>) {
+        if let Some(ip) = counted_ip {
+            let mut per_ip = self.per_ip.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(count) = per_ip.get_mut(&ip) {
                 *count -= 1;
                 if *count == 0 {
-                    per_ip.remove(&self.ip);
+                    per_ip.remove(&ip);
                 }
             }
         }
-        let before = limiter.active.fetch_sub(1, Ordering::AcqRel);
-        if before >= limiter.max.load(Ordering::Acquire) {
-            limiter.waker.wake();
+        let before = self.active.fetch_sub(1, Ordering::AcqRel);
+        if before >= self.max.load(Ordering::Acquire) {
+            self.waker.wake();
         }
         if before == 1 {
-            limiter.idle.notify_waiters();
+            self.idle.notify_waiters();
+        }
+    }
+}
+
+impl Drop for ConnectionPermit {
+    fn drop(&mut self) {
+        if let Some(limiter) = self.limiter.take() {
+            limiter.release(self.per_ip_counted.then_some(self.ip));
         }
     }
 }

@@ -681,7 +681,7 @@ impl Registry {
                 bytes: bytes_before,
             } = baseline;
             // SeqCst, before `close_all` takes the shard locks: a session registering after
-            // `close_all` passed its shard sees the flag (see `Registration::insert`).
+            // `close_all` passed its shard sees the flag (see `Registry::join`).
             registry.inner.shutting_down.store(true, Ordering::SeqCst);
             registry.close_all(DisconnectReason::Shutdown, CloseMode::Graceful);
             let drained_in_time = tokio::time::timeout(drain_timeout, registry.wait_for_count(0))
@@ -725,10 +725,10 @@ impl Registry {
     #[doc(hidden)]
     pub fn register_placeholder(&self, peer: SocketAddr, local: SocketAddr) -> Placeholder {
         let meta = SessionMeta::placeholder(peer, local);
-        let mut registration = Registration::new(self.clone(), meta.clone());
-        registration.insert(&meta);
+        self.join(&meta);
         Placeholder {
-            entry: registration,
+            registry: self.clone(),
+            meta,
         }
     }
 
@@ -767,90 +767,68 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 #[doc(hidden)]
 #[allow(missing_debug_implementations)]
 pub struct Placeholder {
-    entry: Registration,
+    registry: Registry,
+    meta: Arc<SessionMeta>,
 }
 
 impl Placeholder {
     /// Empties the entry's outbound queue, as a session writing it out would; returns how many
     /// messages it held.
     pub fn take_queued(&self) -> usize {
-        self.entry.meta.outbox.take(|_| true)
+        self.meta.outbox.take(|_| true)
     }
 }
 
-/// A session's membership in a registry, held by the session; leaving is guaranteed by `Drop`.
-pub(crate) struct Registration {
-    registry: Registry,
-    meta: Arc<SessionMeta>,
-    inserted: bool,
-}
-
-impl Registration {
-    pub(crate) fn new(registry: Registry, meta: Arc<SessionMeta>) -> Self {
-        Registration {
-            registry,
-            meta,
-            inserted: false,
-        }
-    }
-
-    fn insert(&mut self, meta: &Arc<SessionMeta>) {
+impl Registry {
+    /// Adds a session's record: called by the session once it runs.
+    pub(crate) fn join(&self, meta: &Arc<SessionMeta>) {
         {
-            let mut shard = self.registry.shard(meta.id);
+            let mut shard = self.shard(meta.id);
             shard.insert(meta.id, meta.clone());
-            self.registry.change_count(1);
+            self.change_count(1);
         }
-        self.inserted = true;
-        self.registry
-            .publish(|| RegistryEvent::Connected(meta.info()));
-        if self.registry.inner.shutting_down.load(Ordering::SeqCst) {
+        self.publish(|| RegistryEvent::Connected(meta.info()));
+        if self.inner.shutting_down.load(Ordering::SeqCst) {
             // Joined after the shutdown asked everyone to close: closed like them.
-            if let Some(entry) = self.registry.shard(meta.id).get(&meta.id) {
+            if let Some(entry) = self.shard(meta.id).get(&meta.id) {
                 entry.request_close(DisconnectReason::Shutdown, CloseMode::Graceful);
             }
         }
     }
 
-    /// Called by the session once it runs.
-    pub(crate) fn connected(&mut self, meta: &Arc<SessionMeta>) {
-        self.insert(meta);
-    }
-
-    pub(crate) fn count_drops(&self, messages: u64) {
-        self.registry.count_drops(messages);
-    }
-
-    /// Called by the session when it stops.
-    pub(crate) fn finish(mut self, reason: DisconnectReason, info: SessionInfo) {
-        self.remove(reason, Some(info));
-    }
-
-    fn remove(&mut self, reason: DisconnectReason, info: Option<SessionInfo>) {
-        if !std::mem::take(&mut self.inserted) {
-            return;
-        }
-        let info = info.unwrap_or_else(|| self.meta.info());
-        let inner = &self.registry.inner;
-        {
-            let mut shard = self.registry.shard(self.meta.id);
-            shard.remove(&self.meta.id);
+    /// Removes a session's record, if it joined: called by the session when it stops (with
+    /// its final snapshot), and when a session is dropped without stopping (its worker was
+    /// torn down), without one.
+    pub(crate) fn leave(
+        &self,
+        meta: &SessionMeta,
+        reason: DisconnectReason,
+        info: Option<SessionInfo>,
+    ) {
+        let inner = &self.inner;
+        let info = {
+            let mut shard = self.shard(meta.id);
+            if shard.remove(&meta.id).is_none() {
+                // Never joined (it stopped before it ran): nobody heard of it.
+                return;
+            }
+            let info = info.unwrap_or_else(|| meta.info());
             // The byte totals before the count (see `change_count`): a shutdown that sees the
             // last session leave must also see its bytes in the report.
             inner.bytes_in.fetch_add(info.bytes_in, Ordering::SeqCst);
             inner.bytes_out.fetch_add(info.bytes_out, Ordering::SeqCst);
-            self.registry.change_count(-1);
-        }
+            self.change_count(-1);
+            info
+        };
         inner.counters.record(&reason, &info);
-        self.registry
-            .publish(|| RegistryEvent::Disconnected { info, reason });
+        self.publish(|| RegistryEvent::Disconnected { info, reason });
     }
 }
 
-impl Drop for Registration {
+impl Drop for Placeholder {
     fn drop(&mut self) {
-        // Reached without `finish` only when the session was dropped without stopping (its
-        // worker was torn down).
-        self.remove(DisconnectReason::Shutdown, None);
+        self.registry
+            .leave(&self.meta, DisconnectReason::Shutdown, None);
     }
 }
 

@@ -207,7 +207,7 @@ impl WorkerPool {
             worker.arbiter.handle(),
             WorkerLoad {
                 index,
-                pool: self.inner.clone(),
+                pool: Some(self.inner.clone()),
             },
         )
     }
@@ -380,13 +380,38 @@ impl WorkerPoolBuilder {
 /// dropping a `WorkerPool` (or the `Connector` holding it) never kills live sessions.
 pub(crate) struct WorkerLoad {
     pub(crate) index: usize,
-    pool: Arc<PoolInner>,
+    /// Taken only by `into_pool`, which consumes the load.
+    pool: Option<Arc<PoolInner>>,
 }
 
 impl WorkerLoad {
     /// This worker's handshake cap.
     pub(crate) fn handshakes(&self) -> Arc<tokio::sync::Semaphore> {
-        self.pool.workers[self.index].handshakes.clone()
+        let pool = self
+            .pool
+            .as_ref()
+            .expect("a load holds its pool until consumed");
+        pool.workers[self.index].handshakes.clone()
+    }
+
+    /// The load as a session keeps it: the pool alone, 8 bytes, as the session's record holds
+    /// the worker's index. The session gives it back with [`PoolShare::release`].
+    pub(crate) fn into_pool(mut self) -> PoolShare {
+        PoolShare(
+            self.pool
+                .take()
+                .expect("a load holds its pool until consumed"),
+        )
+    }
+}
+
+/// A session's [`WorkerLoad`] without its index (see [`WorkerLoad::into_pool`]).
+pub(crate) struct PoolShare(Arc<PoolInner>);
+
+impl PoolShare {
+    /// Gives back one session's load on worker `index`.
+    pub(crate) fn release(self, index: usize) {
+        self.0.workers[index].load.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -400,9 +425,9 @@ impl fmt::Debug for WorkerLoad {
 
 impl Drop for WorkerLoad {
     fn drop(&mut self) {
-        self.pool.workers[self.index]
-            .load
-            .fetch_sub(1, Ordering::Relaxed);
+        if let Some(pool) = self.pool.take() {
+            PoolShare(pool).release(self.index);
+        }
     }
 }
 

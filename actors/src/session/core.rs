@@ -1,15 +1,15 @@
 use std::sync::{atomic::Ordering, Arc};
 
-use bytes::BytesMut;
 use tokio::sync::oneshot;
 use tokio_util::codec::Encoder;
 
 use super::{
-    span::SessionSpan, starttls::Upgrade, DisconnectReason, SessionCodec, SessionMeta, SessionState,
+    buffer::LazyBuf, span::SessionSpan, starttls::Upgrade, DisconnectReason, SessionCodec,
+    SessionMeta, SessionState,
 };
 use crate::{
-    limits::ConnectionPermit, registry::Registration, ticker::Ticker, transport::Stream,
-    worker::WorkerLoad, SessionConfig, SessionError,
+    limits::Limiter, registry::Registry, ticker::Ticker, transport::Stream, worker::PoolShare,
+    SessionConfig, SessionError,
 };
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,9 +35,9 @@ pub(crate) struct Core<C> {
     pub(super) stream: Option<Stream>,
     pub(super) codec: C,
     /// Bytes read but not yet decoded; empty with no allocation while nothing waits.
-    pub(super) read_buf: BytesMut,
+    pub(super) read_buf: LazyBuf,
     /// Encoded bytes not yet written; released once empty.
-    pub(super) write_buf: BytesMut,
+    pub(super) write_buf: LazyBuf,
     pub(super) state: State,
     pub(super) write_side: WriteSide,
     /// Set by the first thing that ends the session; later causes do not overwrite it. Boxed:
@@ -70,25 +70,29 @@ pub(crate) struct Core<C> {
     /// Bytes went to the transport since it last finished a flush: it may still hold some
     /// (TLS records a full socket did not take), so the driver flushes it.
     pub(super) transport_unflushed: bool,
-    /// Counter values at the last timeout tick, and for how many ticks they have not moved.
-    pub(super) last_moved: u64,
+    /// Bytes were read, written or discarded since the last timeout tick.
+    pub(super) moved_since_tick: bool,
+    /// A frame was decoded since the last timeout tick.
+    pub(super) framed_since_tick: bool,
+    /// Bytes arrived past the end of the last decoded frame: the start of a frame the peer
+    /// has not finished sending.
+    pub(super) unframed_bytes: bool,
     /// The level of the last close request taken from the registry (`SessionMeta::request_close`).
     pub(super) close_taken: u8,
     /// This session's slot on its worker's timeout clock; none without timeouts.
     pub(super) ticker: Option<Ticker>,
+    /// Ticks in a row without movement, and in a row waiting on the peer for a frame's rest.
     pub(super) idle_ticks: u32,
-    pub(super) last_frames: u64,
     pub(super) partial_ticks: u32,
-    /// `bytes_in` where the last decoded frame ended: bytes past it belong to a frame the
-    /// peer has not finished sending.
-    pub(super) frame_end: u64,
     /// [`Flush`](super::Flush) callers waiting for the buffer to empty; boxed, as most
     /// sessions never have one.
     #[allow(clippy::box_collection)] // 8 bytes inline instead of 24, for a rarely used list.
     pub(super) flush_waiters: Option<Box<Vec<oneshot::Sender<()>>>>,
     /// A STARTTLS upgrade asked for and not finished; boxed, as it is rare.
     pub(super) upgrade: Option<Box<Upgrade>>,
-    pub(super) registration: Option<Registration>,
+    /// The registry this session joins when it runs and leaves when it stops (or, dropped
+    /// without stopping, in `Drop`).
+    pub(super) registry: Option<Registry>,
     /// The session's `tracing` span (id, peer, transport, listener): entered around every
     /// driver turn, timeout tick, start and stop, so the log lines of the session are in it.
     /// Boxed, and only when a subscriber takes it.
@@ -96,8 +100,42 @@ pub(crate) struct Core<C> {
     /// The session's place under the connection limits (total and per IP): released when it
     /// stops, before its handler and the registry hear of the end, so a client that reconnects
     /// on `disconnected` finds its slot free.
-    pub(super) permit: Option<ConnectionPermit>,
-    pub(super) _load: Option<WorkerLoad>,
+    /// Given back with `give_back_admission`.
+    pub(super) limiter: Option<Arc<Limiter>>,
+    /// The session's share of its worker's load; given back when the session is dropped.
+    pub(super) pool: Option<PoolShare>,
+}
+
+impl<C> Drop for Core<C> {
+    fn drop(&mut self) {
+        // A session that stopped has given these back already; one dropped without stopping
+        // (its worker was torn down) does so here, in the same order.
+        self.give_back_admission();
+        if let Some(registry) = self.registry.take() {
+            registry.leave(&self.meta, DisconnectReason::Shutdown, None);
+        }
+        if let Some(pool) = self.pool.take() {
+            let index = self
+                .meta
+                .worker()
+                .expect("a session on a pool knows its worker");
+            pool.release(index);
+        }
+    }
+}
+
+impl<C> Core<C> {
+    /// Gives back the session's place under its listener's limits (total and per IP).
+    pub(super) fn give_back_admission(&mut self) {
+        if let Some(limiter) = self.limiter.take() {
+            let counted_ip = self
+                .meta
+                .peer_addr
+                .ip()
+                .filter(|_| self.meta.counted_per_ip);
+            limiter.release(counted_ip);
+        }
+    }
 }
 
 impl<C: SessionCodec> Core<C> {
@@ -176,8 +214,8 @@ impl<C: SessionCodec> Core<C> {
         self.meta
             .broadcasts_dropped
             .fetch_add(messages, Ordering::Relaxed);
-        if let Some(registration) = &self.registration {
-            registration.count_drops(messages);
+        if let Some(registry) = &self.registry {
+            registry.count_drops(messages);
         }
     }
 
@@ -237,5 +275,47 @@ impl<C: SessionCodec> Core<C> {
             && !self.user_paused
             && !self.answers_held
             && self.upgrade.is_none()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::mem::size_of;
+
+    use switchboard_codec::Raw;
+
+    use super::{Core, SessionMeta};
+    use crate::{Conn, SessionHandler};
+
+    struct Silent;
+
+    impl SessionHandler<Raw> for Silent {
+        fn ready_read(&mut self, _: bytes::Bytes, _: &mut Conn<'_, Raw, Self>) {}
+    }
+
+    /// An idle session's two largest allocations stay in their allocator size classes: the
+    /// actor's task cell (tokio aligns it to 128 bytes; with jemalloc, 640 B while the session
+    /// is at most 192 B, 768 B past it) and the record (`Arc<SessionMeta>`, 256 B while the
+    /// record is at most 240 B). BENCHMARKS.md ("Where an idle session's bytes go") has the
+    /// breakdown; a field that crosses a line costs 128 or 64 bytes per connection.
+    #[test]
+    fn an_idle_session_stays_in_its_size_classes() {
+        type Plain = crate::Session<Raw, Silent>;
+        let session = size_of::<Plain>();
+        let actor = size_of::<actix::dev::ContextFut<Plain, actix::Context<Plain>>>();
+        assert_eq!(
+            size_of::<Core<Raw>>(),
+            session,
+            "a silent handler adds nothing"
+        );
+        assert!(session <= 192, "the session is {session} B (at most 192)");
+        // Actix's context around it: fixed, and with tokio's header the cell is 640 B.
+        assert!(
+            actor - session <= 336,
+            "actix's part grew to {} B",
+            actor - session
+        );
+        let record = size_of::<SessionMeta>();
+        assert!(record <= 240, "the record is {record} B (at most 240)");
     }
 }

@@ -13,7 +13,7 @@ use std::{
 use tokio::io::AsyncRead;
 
 use actix::{fut::ActorFuture, ActorContext, Context};
-use bytes::{Buf, BytesMut};
+use bytes::Buf;
 use tokio::io::AsyncWrite;
 
 impl<C: SessionCodec, H: SessionHandler<C>> Session<C, H> {
@@ -117,11 +117,13 @@ impl<C: SessionCodec, H: SessionHandler<C>> Session<C, H> {
         if let Some(upgrade) = self.core.upgrade.as_mut() {
             upgrade.plaintext = sendable;
         }
-        if self.core.write_buf.is_empty() && self.core.write_buf.capacity() == 0 {
-            // Written out to its last byte, the buffer points one past its allocation: rewind
-            // it (no allocation, nothing to copy), so the next reply reuses it from the start
-            // and a leak checker sees the buffer the session still holds.
-            let _ = self.core.write_buf.try_reclaim(1);
+        if let Some(buf) = self.core.write_buf.allocated_mut() {
+            if buf.is_empty() && buf.capacity() == 0 {
+                // Written out to its last byte, the buffer points one past its allocation:
+                // rewind it (no allocation, nothing to copy), so the next reply reuses it from
+                // the start and a leak checker sees the buffer the session still holds.
+                let _ = buf.try_reclaim(1);
+            }
         }
         if written > 0 {
             self.core.transport_unflushed = true;
@@ -139,6 +141,7 @@ impl<C: SessionCodec, H: SessionHandler<C>> Session<C, H> {
         }
         if written > 0 {
             self.core.meta.bytes_out.add(written as u64);
+            self.core.moved_since_tick = true;
         }
         if self.core.write_buf.is_empty()
             && !self.core.transport_unflushed
@@ -233,8 +236,8 @@ impl<C: SessionCodec, H: SessionHandler<C>> Session<C, H> {
             match decoded {
                 Ok(Some(frame)) => {
                     self.core.meta.frames_in.add(1);
-                    self.core.frame_end =
-                        self.core.meta.bytes_in.get() - self.core.read_buf.len() as u64;
+                    self.core.framed_since_tick = true;
+                    self.core.unframed_bytes = !self.core.read_buf.is_empty();
                     *budget -= 1;
                     if !self.answer(ctx, |h, c| h.ready_read(frame, c)) {
                         return Ok(Delivery::Stalled);
@@ -266,7 +269,7 @@ impl<C: SessionCodec, H: SessionHandler<C>> Session<C, H> {
             core.read_buf.reserve(core.config.read_chunk);
             // `poll_read` (unlike `try_read_buf`) clears readiness after a short read, which
             // saves the `recvfrom` that would only say EAGAIN.
-            match tokio_util::io::poll_read_buf(Pin::new(&mut *stream), cx, &mut core.read_buf) {
+            match tokio_util::io::poll_read_buf(Pin::new(&mut *stream), cx, &mut *core.read_buf) {
                 Poll::Ready(Ok(0)) => {
                     core.eof = true;
                     core.needs_data = false;
@@ -274,6 +277,8 @@ impl<C: SessionCodec, H: SessionHandler<C>> Session<C, H> {
                 }
                 Poll::Ready(Ok(n)) => {
                     core.meta.bytes_in.add(n as u64);
+                    core.moved_since_tick = true;
+                    core.unframed_bytes = true;
                     core.needs_data = false;
                     crate::spin::note_activity();
                     return Ok(Poll::Ready(()));
@@ -282,7 +287,7 @@ impl<C: SessionCodec, H: SessionHandler<C>> Session<C, H> {
                     // Keep the buffer for a session in full flow; one that read nothing this
                     // turn (a spurious wake-up, or a fresh socket) holds none.
                     if core.read_buf.is_empty() && !read_this_turn {
-                        core.read_buf = BytesMut::new();
+                        core.read_buf.release();
                     }
                     return Ok(Poll::Pending);
                 }
@@ -320,6 +325,7 @@ impl<C: SessionCodec, H: SessionHandler<C>> Session<C, H> {
                         .meta
                         .bytes_discarded
                         .add(buf.filled().len() as u64);
+                    self.core.moved_since_tick = true;
                     *reads_left -= 1;
                 }
                 Poll::Ready(Err(e)) if e.kind() == io::ErrorKind::Interrupted => {}

@@ -4,11 +4,11 @@ use std::{
     time::{Duration, Instant},
 };
 
+use super::buffer::LazyBuf;
 use actix::{
     dev::channel::{self, AddressReceiver},
     Addr, Context,
 };
-use bytes::BytesMut;
 
 use super::{
     Core, DisconnectReason, Session, SessionCodec, SessionHandler, SessionId, SessionMeta, State,
@@ -17,7 +17,6 @@ use super::{
 use crate::{
     counters::HandshakeCounters,
     limits::ConnectionPermit,
-    registry::Registration,
     transport::{
         proxy::{self, ProxyProtocol},
         Plain, Prefixed, RawStream, Stream,
@@ -461,6 +460,11 @@ pub(crate) fn new_session<C: SessionCodec, H: SessionHandler<C>>(
     let worker = load.as_ref().map(|l| l.index);
     let transport = stream.as_ref().map(Stream::kind);
     let tls = stream.as_ref().and_then(Stream::tls_info);
+    let (limiter, counted_ip) = permit.map(ConnectionPermit::into_parts).unzip();
+    let counted_ip = counted_ip.flatten();
+    // A permit is counted per IP under the address the session is known by: the peer's, or
+    // the client a PROXY header named (see `proxy_step`).
+    debug_assert!(counted_ip.is_none() || counted_ip == parts.peer_addr.ip());
     let meta = Arc::new(SessionMeta::new(
         parts.id.unwrap_or_else(SessionId::next),
         parts,
@@ -468,6 +472,7 @@ pub(crate) fn new_session<C: SessionCodec, H: SessionHandler<C>>(
         &config,
         transport,
         tls,
+        counted_ip.is_some(),
     ));
     // Disabled (and free) when no subscriber takes INFO spans of this target.
     let span = tracing::info_span!(
@@ -485,13 +490,13 @@ pub(crate) fn new_session<C: SessionCodec, H: SessionHandler<C>>(
         core: Core {
             stream,
             codec,
-            read_buf: BytesMut::new(),
-            write_buf: BytesMut::new(),
+            read_buf: LazyBuf::default(),
+            write_buf: LazyBuf::default(),
             state: State::Open,
             write_side: WriteSide::Open,
             reason,
             config,
-            registration: registry.map(|r| Registration::new(r, meta.clone())),
+            registry,
             meta,
             eof: false,
             read_finished: false,
@@ -504,18 +509,18 @@ pub(crate) fn new_session<C: SessionCodec, H: SessionHandler<C>>(
             refused: false,
             write_blocked: false,
             transport_unflushed: false,
-            last_moved: 0,
+            moved_since_tick: false,
+            framed_since_tick: false,
+            unframed_bytes: false,
             close_taken: super::meta::NO_CLOSE_REQUESTED,
             ticker: None,
             idle_ticks: 0,
-            last_frames: 0,
             partial_ticks: 0,
-            frame_end: 0,
             flush_waiters: None,
             upgrade: None,
             span: super::span::SessionSpan::of(span),
-            permit,
-            _load: load,
+            limiter,
+            pool: load.map(WorkerLoad::into_pool),
         },
         handler,
     }

@@ -52,6 +52,9 @@ pub(crate) struct SessionMeta {
     close_request: Mutex<Option<Box<(DisconnectReason, CloseMode)>>>,
     /// What the registry hands this session from other threads.
     pub(crate) outbox: Outbox,
+    /// The session is counted under its listener's per-IP limit, as `peer_addr`'s address
+    /// (the session's admission holds no address of its own).
+    pub(super) counted_per_ip: bool,
 }
 
 /// A counter only the session's own thread writes (so a load and a store, no locked
@@ -97,6 +100,7 @@ impl SessionMeta {
         config: &SessionConfig,
         transport: Option<TransportKind>,
         tls: Option<TlsInfo>,
+        counted_per_ip: bool,
     ) -> SessionMeta {
         let transport = transport.unwrap_or(match parts.peer_addr {
             Address::Unix(_) => TransportKind::Unix,
@@ -131,10 +135,16 @@ impl SessionMeta {
             close_requested: AtomicU8::new(NO_CLOSE_REQUESTED),
             close_request: Mutex::new(None),
             outbox: Outbox::new(config.outbound_queue, config.slow_consumer_timeout),
+            counted_per_ip,
         }
     }
 
     /// A record with no session behind it, for measuring the registry alone.
+    /// The index of the worker the session runs on, if it runs on a pool.
+    pub(super) fn worker(&self) -> Option<usize> {
+        self.worker.map(|w| w as usize)
+    }
+
     pub(crate) fn placeholder(peer_addr: SocketAddr, local_addr: SocketAddr) -> Arc<SessionMeta> {
         let parts = Parts {
             id: None,
@@ -148,6 +158,7 @@ impl SessionMeta {
             &SessionConfig::default(),
             None,
             None,
+            false,
         ))
     }
 
@@ -174,7 +185,7 @@ impl SessionMeta {
             local_addr: Address::clone(&self.local_addr),
             transport: self.transport(),
             tls: self.tls().cloned(),
-            worker: self.worker.map(|w| w as usize),
+            worker: self.worker(),
             connected_at: self.connected_at(),
             bytes_in: counters.bytes_in,
             bytes_out: counters.bytes_out,

@@ -42,6 +42,7 @@
 //! alone too ([`Conn::shutdown_write`], [`ShutdownWrite`]); the session ends once both sides are
 //! done.
 
+mod buffer;
 mod core;
 mod driver;
 mod handler;
@@ -136,8 +137,8 @@ impl<C: SessionCodec, H: SessionHandler<C>> Session<C, H> {
             ctx.stop();
             return;
         }
-        if let Some(registration) = &mut self.core.registration {
-            registration.connected(&self.core.meta);
+        if let Some(registry) = &self.core.registry {
+            registry.join(&self.core.meta);
         }
         // The timeout tick comes from this thread's shared clock (`crate::ticker`), checked
         // by the driver.
@@ -175,7 +176,7 @@ impl<C: SessionCodec, H: SessionHandler<C>> Session<C, H> {
             self.core.count_undelivered(discarded as u64);
         }
         self.core.publish();
-        self.core.permit = None;
+        self.core.give_back_admission();
         let info = self.core.meta.info();
         tracing::debug!(
             session = %info.id,
@@ -194,8 +195,8 @@ impl<C: SessionCodec, H: SessionHandler<C>> Session<C, H> {
         {
             tracing::error!(session = %info.id, message = %panic_message(payload), "disconnected handler panicked");
         }
-        if let Some(registration) = self.core.registration.take() {
-            registration.finish(reason, info);
+        if let Some(registry) = self.core.registry.take() {
+            registry.leave(&self.core.meta, reason, Some(info));
         }
     }
 }

@@ -2,7 +2,6 @@ use super::{DisconnectReason, Session, SessionCodec, SessionHandler, State};
 use std::{task, time::Duration};
 
 use actix::{AsyncContext, Context};
-use bytes::BytesMut;
 
 impl<C: SessionCodec, H: SessionHandler<C>> Session<C, H> {
     /// What comes from outside the socket before a driver turn: a close asked through the
@@ -27,14 +26,10 @@ impl<C: SessionCodec, H: SessionHandler<C>> Session<C, H> {
     pub(super) fn tick(&mut self, ctx: &mut Context<Self>, period: Duration) {
         let core = &mut self.core;
         // Discarded bytes moved too: a peer still sending while we linger is not idle.
-        let m = &core.meta;
-        let (bytes_in, frames_in) = (m.bytes_in.get(), m.frames_in.get());
-        let moved = bytes_in + m.bytes_out.get() + m.bytes_discarded.get();
-        if moved == core.last_moved {
-            core.idle_ticks = core.idle_ticks.saturating_add(1);
-        } else {
-            core.last_moved = moved;
+        if std::mem::take(&mut core.moved_since_tick) {
             core.idle_ticks = 0;
+        } else {
+            core.idle_ticks = core.idle_ticks.saturating_add(1);
         }
         let idle = u32::try_from((period * core.idle_ticks).as_millis()).unwrap_or(u32::MAX);
         core.meta
@@ -43,10 +38,10 @@ impl<C: SessionCodec, H: SessionHandler<C>> Session<C, H> {
         if core.idle_ticks > 0 {
             // Quiet for a whole period: give the buffers back (an idle session holds none).
             if core.read_buf.is_empty() {
-                core.read_buf = BytesMut::new();
+                core.read_buf.release();
             }
             if core.write_buf.is_empty() {
-                core.write_buf = BytesMut::new();
+                core.write_buf.release();
             }
         }
         // Only a frame the decoder is still waiting for the peer to finish counts: complete
@@ -56,9 +51,8 @@ impl<C: SessionCodec, H: SessionHandler<C>> Session<C, H> {
             && !core.eof
             && !core.user_paused
             && !core.answers_held
-            && bytes_in > core.frame_end;
-        if !waiting_on_peer || frames_in != core.last_frames {
-            core.last_frames = frames_in;
+            && core.unframed_bytes;
+        if std::mem::take(&mut core.framed_since_tick) || !waiting_on_peer {
             core.partial_ticks = 0;
         } else {
             core.partial_ticks = core.partial_ticks.saturating_add(1);

@@ -20,7 +20,6 @@
 use std::{
     future::Future,
     pin::Pin,
-    sync::Arc,
     task::{Context, Poll},
 };
 
@@ -31,14 +30,8 @@ use switchboard::{
 };
 use switchboard_codec::Lines;
 
-use super::Totals;
-
 /// Starts the chat listener; lines may be up to `max_line` bytes, prefix included.
-pub(crate) fn start(
-    builder: ListenerBuilder,
-    max_line: usize,
-    totals: Arc<Totals>,
-) -> anyhow::Result<ListenerHandle> {
+pub(crate) fn start(builder: ListenerBuilder, max_line: usize) -> anyhow::Result<ListenerHandle> {
     // The handler needs the registry, which the listener creates: make it here and hand it over.
     let registry = Registry::new();
     let for_handlers = registry.clone();
@@ -46,7 +39,6 @@ pub(crate) fn start(
         .registry(registry)
         .serve(Lines::with_max_length(max_line), move || Member {
             registry: for_handlers.clone(),
-            totals: totals.clone(),
             max_line,
             relaying: None,
         })?)
@@ -93,7 +85,6 @@ pub(crate) fn forward_stdin(registry: Registry) {
 /// One chat client.
 struct Member {
     registry: Registry,
-    totals: Arc<Totals>,
     max_line: usize,
     /// The broadcast of this member's last line (or its join notice) while some reader's
     /// queue was full: the next line waits for it.
@@ -145,7 +136,6 @@ impl SessionHandler<Lines> for Member {
     }
 
     fn disconnected(&mut self, reason: &DisconnectReason, info: &SessionInfo) {
-        self.totals.add(info);
         // Still registered while this runs: leave itself out. The session is ending, so the
         // notice finishes on its own on this worker (within the slow-consumer timeout).
         let notice = self.registry.broadcast(

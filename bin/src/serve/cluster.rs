@@ -22,8 +22,6 @@
 //! run one after the other (bounded; a client faster than the bus gets
 //! `* too fast: line dropped`). Delivery between nodes is at most once.
 
-use std::sync::Arc;
-
 use anyhow::Context as _;
 use bytes::Bytes;
 use serde_json::json;
@@ -38,8 +36,6 @@ use switchboard_cluster::{
 use switchboard_codec::Lines;
 use tokio::sync::mpsc;
 
-use super::Totals;
-
 /// Cluster operations queued per client.
 const QUEUE: usize = 1024;
 
@@ -47,7 +43,6 @@ const QUEUE: usize = 1024;
 pub(crate) async fn start(
     builder: ListenerBuilder,
     max_line: usize,
-    totals: Arc<Totals>,
     url: &str,
     node_name: &str,
 ) -> anyhow::Result<(ListenerHandle, ClusterRegistry)> {
@@ -86,7 +81,6 @@ pub(crate) async fn start(
         .registry(registry)
         .serve(Lines::with_max_length(max_line), move || Member {
             cluster: for_handlers.clone(),
-            totals: totals.clone(),
             max_line,
             queue: None,
         })?;
@@ -189,7 +183,6 @@ enum Op {
 /// One chat client.
 struct Member {
     cluster: ClusterRegistry,
-    totals: Arc<Totals>,
     max_line: usize,
     queue: Option<mpsc::Sender<Op>>,
 }
@@ -326,7 +319,6 @@ impl SessionHandler<Lines> for Member {
     }
 
     fn disconnected(&mut self, reason: &DisconnectReason, info: &SessionInfo) {
-        self.totals.add(info);
         let id = self.cluster.id_of(info.id);
         if let Some(queue) = self.queue.take() {
             // Queued after the client's last lines; the queue's task ends once it has run.

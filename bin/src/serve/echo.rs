@@ -6,7 +6,7 @@
 //! reading, so TCP pushes back on the client) until it drains. No message is ever dropped, and
 //! memory per session stays bounded by twice the high watermark.
 
-use std::{marker::PhantomData, sync::Arc};
+use std::marker::PhantomData;
 
 use switchboard::{
     Conn, DisconnectReason, ListenerBuilder, ListenerHandle, SessionCodec, SessionHandler,
@@ -14,27 +14,19 @@ use switchboard::{
 };
 use tokio_util::codec::Encoder;
 
-use super::Totals;
-
 /// Starts an echo listener framed by `codec`.
-pub(crate) fn start<C>(
-    builder: ListenerBuilder,
-    codec: C,
-    totals: Arc<Totals>,
-) -> anyhow::Result<ListenerHandle>
+pub(crate) fn start<C>(builder: ListenerBuilder, codec: C) -> anyhow::Result<ListenerHandle>
 where
     C: SessionCodec + Encoder<C::Item> + Clone + Send,
     <C as Encoder<C::Item>>::Error: std::error::Error + Send + Sync + 'static,
 {
-    Ok(builder.serve(codec, move || Echo::<C> {
-        totals: totals.clone(),
+    Ok(builder.serve(codec, || Echo::<C> {
         _codec: PhantomData,
     })?)
 }
 
 /// Writes every message back.
 struct Echo<C> {
-    totals: Arc<Totals>,
     _codec: PhantomData<fn() -> C>,
 }
 
@@ -57,7 +49,6 @@ where
     }
 
     fn disconnected(&mut self, reason: &DisconnectReason, info: &SessionInfo) {
-        self.totals.add(info);
         tracing::debug!(
             session = %info.id,
             peer = %info.peer_addr,

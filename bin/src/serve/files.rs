@@ -39,7 +39,6 @@ use switchboard::{
 };
 use switchboard_codec::Frames;
 
-use super::Totals;
 use crate::protocol::{self, Header, Reply};
 
 /// Bytes of an upload that may wait for its disk thread before the session stops reading.
@@ -96,9 +95,8 @@ pub(crate) fn start(
     builder: ListenerBuilder,
     dir: &Path,
     max_frame: usize,
-    totals: Arc<Totals>,
 ) -> anyhow::Result<ListenerHandle> {
-    serve(builder, dir, max_frame, totals, LocalDisk)
+    serve(builder, dir, max_frame, LocalDisk)
 }
 
 /// [`start`], writing through `disk`.
@@ -106,7 +104,6 @@ fn serve<D: Disk>(
     builder: ListenerBuilder,
     dir: &Path,
     max_frame: usize,
-    totals: Arc<Totals>,
     disk: D,
 ) -> anyhow::Result<ListenerHandle> {
     fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
@@ -133,7 +130,6 @@ fn serve<D: Disk>(
     Ok(
         builder.serve(Frames::with_max_frame_length(max_frame), move || Receiver {
             store: store.clone(),
-            totals: totals.clone(),
             state: State::Idle,
         })?,
     )
@@ -419,7 +415,6 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 /// One connection of files mode.
 struct Receiver<D: Disk> {
     store: Arc<Store<D>>,
-    totals: Arc<Totals>,
     state: State,
 }
 
@@ -537,7 +532,6 @@ impl<D: Disk> SessionHandler<Frames> for Receiver<D> {
     }
 
     fn disconnected(&mut self, reason: &DisconnectReason, info: &SessionInfo) {
-        self.totals.add(info);
         if let State::Receiving(writer) | State::AwaitingEnd(writer) =
             std::mem::replace(&mut self.state, State::Failed)
         {
@@ -634,8 +628,7 @@ mod tests {
                 actix_rt::System::new().block_on(async move {
                     let builder = Listener::bind("127.0.0.1:0").workers(1);
                     let max_frame = Frames::DEFAULT_MAX_FRAME_LENGTH;
-                    let totals = Arc::new(Totals::default());
-                    let handle = serve(builder, &dir, max_frame, totals, disk).unwrap();
+                    let handle = serve(builder, &dir, max_frame, disk).unwrap();
                     assert_eq!(handle.pool().len(), 1);
                     ready.send(handle.local_addr()).unwrap();
                     let _ = stopped.await;

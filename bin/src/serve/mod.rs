@@ -13,16 +13,7 @@ mod cluster;
 mod echo;
 mod files;
 
-use std::{
-    io::Write as _,
-    net::SocketAddr,
-    process::ExitCode,
-    sync::{
-        atomic::{AtomicU64, Ordering},
-        Arc,
-    },
-    time::Duration,
-};
+use std::{io::Write as _, net::SocketAddr, process::ExitCode, time::Duration};
 
 use anyhow::{bail, Context as _};
 use switchboard::{
@@ -36,21 +27,6 @@ use crate::{
     cli::{CodecKind, Mode, ServeArgs},
     ops::AdminAddr,
 };
-
-/// Byte counts of every session that has ended.
-#[derive(Debug, Default)]
-pub(crate) struct Totals {
-    bytes_in: AtomicU64,
-    bytes_out: AtomicU64,
-}
-
-impl Totals {
-    /// Adds a finished session's counters.
-    pub(crate) fn add(&self, info: &SessionInfo) {
-        self.bytes_in.fetch_add(info.bytes_in, Ordering::Relaxed);
-        self.bytes_out.fetch_add(info.bytes_out, Ordering::Relaxed);
-    }
-}
 
 /// Runs the server until SIGINT or SIGTERM.
 pub(crate) fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
@@ -182,7 +158,6 @@ async fn serve(
         builder = builder.max_connections(max);
     }
     builder = builder.max_connections_per_ip(args.max_connections_per_ip);
-    let totals = Arc::new(Totals::default());
     let max_line = args.max_frame.unwrap_or(Lines::DEFAULT_MAX_LENGTH);
     let max_frame = args.max_frame.unwrap_or(Frames::DEFAULT_MAX_FRAME_LENGTH);
 
@@ -195,22 +170,17 @@ async fn serve(
             let url = args.cluster.as_deref().unwrap_or_default();
             let name =
                 (args.node_name.clone()).unwrap_or_else(|| format!("node-{}", std::process::id()));
-            let (handle, node) =
-                cluster::start(builder, max_line, totals.clone(), url, &name).await?;
+            let (handle, node) = cluster::start(builder, max_line, url, &name).await?;
             cluster_node = Some(node);
             handle
         }
-        (Mode::Chat, _) => chat::start(builder, max_line, totals.clone())?,
-        (Mode::Echo, CodecKind::Lines) => {
-            echo::start(builder, Lines::with_max_length(max_line), totals.clone())?
+        (Mode::Chat, _) => chat::start(builder, max_line)?,
+        (Mode::Echo, CodecKind::Lines) => echo::start(builder, Lines::with_max_length(max_line))?,
+        (Mode::Echo, CodecKind::Frames) => {
+            echo::start(builder, Frames::with_max_frame_length(max_frame))?
         }
-        (Mode::Echo, CodecKind::Frames) => echo::start(
-            builder,
-            Frames::with_max_frame_length(max_frame),
-            totals.clone(),
-        )?,
-        (Mode::Echo, CodecKind::Raw) => echo::start(builder, Raw, totals.clone())?,
-        (Mode::Files, _) => files::start(builder, &args.dir, max_frame, totals.clone())?,
+        (Mode::Echo, CodecKind::Raw) => echo::start(builder, Raw)?,
+        (Mode::Files, _) => files::start(builder, &args.dir, max_frame)?,
     };
 
     // One line per address: the sockets of --reuseport share theirs.
@@ -335,8 +305,8 @@ async fn serve(
         stdout,
         "shutdown: served {} connections, {} bytes in, {} bytes out, drained {}, aborted {}, unflushed {} bytes, {} messages dropped for slow consumers",
         stats.connected,
-        totals.bytes_in.load(Ordering::Relaxed),
-        totals.bytes_out.load(Ordering::Relaxed),
+        stats.bytes_in,
+        stats.bytes_out,
         report.drained,
         report.aborted,
         report.unflushed_bytes,
