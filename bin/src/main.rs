@@ -44,6 +44,16 @@ use crate::cli::{Cli, Command};
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
+/// jemalloc's options, read before the first allocation (`_RJEM_MALLOC_CONF` overrides them).
+/// One background thread returns freed pages to the kernel after jemalloc's decay time (10 s):
+/// without it pages are purged only as the program allocates, so a server gone quiet after a
+/// burst of connections keeps the burst's freed memory resident for as long as it stays quiet
+/// (BENCHMARKS.md, "Idle memory after a burst").
+#[cfg(feature = "jemalloc")]
+#[allow(non_upper_case_globals)]
+#[export_name = "_rjem_malloc_conf"]
+pub static malloc_conf: &[u8] = b"background_thread:true,max_background_threads:1\0";
+
 fn main() -> ExitCode {
     std::panic::set_hook(Box::new(|info| {
         let message = info
