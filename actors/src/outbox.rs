@@ -19,8 +19,8 @@ use std::{
     collections::VecDeque,
     fmt,
     sync::{
-        atomic::{fence, AtomicBool, AtomicUsize, Ordering},
-        Mutex, MutexGuard, OnceLock,
+        atomic::{fence, AtomicU32, AtomicUsize, Ordering},
+        Mutex, MutexGuard,
     },
     task::{Context, Waker},
     time::{Duration, Instant},
@@ -28,24 +28,27 @@ use std::{
 
 use bytes::Bytes;
 use futures::task::AtomicWaker;
+use once_cell::race::OnceBox;
 
 /// What a queued message costs beyond its bytes, so that empty messages are bounded too.
 const ITEM_COST: usize = 32;
+/// `Outbox::limit` of a closed queue.
+const CLOSED: u32 = u32::MAX;
 
 /// A session's outbound queue.
 pub(crate) struct Outbox {
     /// Allocated at the first offer: most sessions are never sent anything through the
     /// registry, and an idle one should not carry an empty queue.
-    state: OnceLock<Box<Mutex<State>>>,
-    /// The session takes no more writes. Outside `state`, so closing a queue that was never
-    /// offered anything allocates nothing.
-    closed: AtomicBool,
+    state: OnceBox<Mutex<State>>,
     /// Charged bytes queued (bytes plus [`ITEM_COST`] per message); read without the lock on
     /// the session's hot path.
     charged: AtomicUsize,
     /// The session's driver, woken when the queue goes from empty to not empty.
     session: AtomicWaker,
-    limit: u32,
+    /// The most charged bytes queued, or [`CLOSED`] once the session takes no more writes.
+    /// Outside `state`, so closing a queue that was never offered anything allocates nothing;
+    /// one word with the limit, so the record stays in its allocator size class.
+    limit: AtomicU32,
     /// In milliseconds: a session's record is kept small.
     slow_after_ms: u32,
 }
@@ -93,7 +96,7 @@ impl fmt::Debug for Outbox {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Outbox")
             .field("queued", &self.charged.load(Ordering::Relaxed))
-            .field("limit", &self.limit)
+            .field("limit", &self.limit.load(Ordering::Relaxed))
             .finish()
     }
 }
@@ -103,12 +106,11 @@ impl Outbox {
     /// counts as slow after taking nothing for `slow_after` while a sender waits.
     pub(crate) fn new(limit: usize, slow_after: Duration) -> Outbox {
         Outbox {
-            state: OnceLock::new(),
-            closed: AtomicBool::new(false),
+            state: OnceBox::new(),
             charged: AtomicUsize::new(0),
             session: AtomicWaker::new(),
             // Limits past 4 GiB or 49 days are limits nobody reaches.
-            limit: u32::try_from(limit).unwrap_or(u32::MAX),
+            limit: AtomicU32::new(u32::try_from(limit).unwrap_or(u32::MAX).min(CLOSED - 1)),
             slow_after_ms: u32::try_from(slow_after.as_millis()).unwrap_or(u32::MAX),
         }
     }
@@ -132,7 +134,12 @@ impl Outbox {
     }
 
     fn is_closed(&self) -> bool {
-        self.closed.load(Ordering::SeqCst)
+        self.limit.load(Ordering::SeqCst) == CLOSED
+    }
+
+    /// The limit of an open queue (a closed one is refused before its limit is looked at).
+    fn limit(&self) -> usize {
+        self.limit.load(Ordering::Relaxed) as usize
     }
 
     /// Offers `data`; at the limit, `waiter` (if any) is woken once the session takes bytes.
@@ -147,7 +154,7 @@ impl Outbox {
             return Offer::Slow;
         }
         let charged = self.charged.load(Ordering::Relaxed);
-        if charged >= self.limit as usize {
+        if charged >= self.limit() {
             if let Some((waker, round)) = waiter {
                 if *round != Some(state.round) {
                     state.waiters.push(waker.clone());
@@ -206,7 +213,7 @@ impl Outbox {
             self.charged.fetch_sub(released, Ordering::AcqRel);
             state.progress = state.progress.wrapping_add(1);
             state.slow = false;
-            if self.charged.load(Ordering::Relaxed) < self.limit as usize {
+            if self.charged.load(Ordering::Relaxed) < self.limit() {
                 wake_all(&mut state);
             }
         }
@@ -228,7 +235,7 @@ impl Outbox {
 
     /// Stops taking offers; returns the messages still queued, now thrown away.
     pub(crate) fn close(&self) -> usize {
-        if self.closed.swap(true, Ordering::SeqCst) {
+        if self.limit.swap(CLOSED, Ordering::SeqCst) == CLOSED {
             return 0;
         }
         fence(Ordering::SeqCst);

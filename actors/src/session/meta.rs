@@ -2,10 +2,12 @@ use std::{
     net::SocketAddr,
     sync::{
         atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering},
-        Arc, Mutex, MutexGuard, OnceLock,
+        Arc, Mutex, MutexGuard,
     },
     time::SystemTime,
 };
+
+use once_cell::race::OnceBox;
 
 use super::{CloseMode, DisconnectReason, Parts, SessionId, SessionInfo, SessionState};
 use crate::{outbox::Outbox, Address, SessionConfig, TlsInfo, TransportKind};
@@ -22,9 +24,10 @@ pub(crate) struct SessionMeta {
     started_over: TransportKind,
     /// What TLS negotiated: set by the handshake at start or by STARTTLS later, at most once.
     /// Boxed, so plaintext sessions pay one pointer.
-    tls: OnceLock<Box<TlsInfo>>,
-    /// The worker's index (a `u32`, to keep the record small).
-    worker: Option<u32>,
+    tls: OnceBox<TlsInfo>,
+    /// The worker's index, or [`NO_WORKER`] off a pool (4 bytes where an `Option` takes 8,
+    /// to keep the record in its allocator size class).
+    worker: u32,
     /// Microseconds since the Unix epoch: 8 bytes where a `SystemTime` takes 16.
     connected_at_us: u64,
     pub(super) bytes_in: Counter,
@@ -89,6 +92,9 @@ impl Counter {
     }
 }
 
+/// `SessionMeta::worker` of a session that is not on a worker pool.
+const NO_WORKER: u32 = u32::MAX;
+
 /// [`SessionMeta::close_requested`] before any close was asked.
 pub(crate) const NO_CLOSE_REQUESTED: u8 = 0;
 
@@ -106,7 +112,7 @@ impl SessionMeta {
             Address::Unix(_) => TransportKind::Unix,
             _ => TransportKind::Tcp,
         });
-        let tls_info = OnceLock::new();
+        let tls_info = OnceBox::new();
         if let Some(info) = tls {
             let _ = tls_info.set(Box::new(info));
         }
@@ -116,7 +122,9 @@ impl SessionMeta {
             local_addr: parts.local_addr,
             started_over: transport,
             tls: tls_info,
-            worker: worker.and_then(|w| u32::try_from(w).ok()),
+            worker: worker.map_or(NO_WORKER, |w| {
+                u32::try_from(w).expect("worker indexes fit in u32")
+            }),
             connected_at_us: SystemTime::now()
                 .duration_since(SystemTime::UNIX_EPOCH)
                 .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX)),
@@ -142,7 +150,7 @@ impl SessionMeta {
     /// A record with no session behind it, for measuring the registry alone.
     /// The index of the worker the session runs on, if it runs on a pool.
     pub(super) fn worker(&self) -> Option<usize> {
-        self.worker.map(|w| w as usize)
+        (self.worker != NO_WORKER).then_some(self.worker as usize)
     }
 
     pub(crate) fn placeholder(peer_addr: SocketAddr, local_addr: SocketAddr) -> Arc<SessionMeta> {
@@ -235,7 +243,7 @@ impl SessionMeta {
 
     /// What TLS negotiated, once it has.
     pub(crate) fn tls(&self) -> Option<&TlsInfo> {
-        self.tls.get().map(|info| &**info)
+        self.tls.get()
     }
 
     /// Records a finished STARTTLS handshake.

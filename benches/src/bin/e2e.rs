@@ -1235,7 +1235,11 @@ const MEMORY_LOG_LEVELS: [(&str, &str, &str); 3] = [
 
 fn memory(opts: &Opts, report: &mut Report) {
     // The target's two sizes; the log levels at the first only (each run takes ~15 s).
-    let totals: &[usize] = if opts.quick { &[1000] } else { &[10_000, 19_000] };
+    let totals: &[usize] = if opts.quick {
+        &[1000]
+    } else {
+        &[10_000, 19_000]
+    };
     let mut raw = serde_json::Map::new();
     for (i, &total) in totals.iter().enumerate() {
         // The library's server has no log levels to choose from.
@@ -1268,7 +1272,9 @@ fn memory(opts: &Opts, report: &mut Report) {
             if j == 0 {
                 report.paired(
                     "memory",
-                    &format!("{total} idle connections, 0.7 s after the last opened: RSS per connection"),
+                    &format!(
+                        "{total} idle connections, 0.7 s after the last opened: RSS per connection"
+                    ),
                     "B",
                     &column(&runs, at_open),
                     &column(&base, at_open),
@@ -1285,10 +1291,18 @@ fn memory(opts: &Opts, report: &mut Report) {
                 Goal::AbsAtMost(IDLE_BYTES_TARGET),
                 &format!("{command}; read after {} s quiet", SETTLE.as_secs()),
             );
-            let key = if i == 0 { (*key).to_string() } else { format!("{key}_{total}") };
+            let key = if i == 0 {
+                (*key).to_string()
+            } else {
+                format!("{key}_{total}")
+            };
             raw.insert(key, json!(runs));
         }
-        let key = if i == 0 { "baseline".to_string() } else { format!("baseline_{total}") };
+        let key = if i == 0 {
+            "baseline".to_string()
+        } else {
+            format!("baseline_{total}")
+        };
         raw.insert(key, json!(base));
     }
     report.raw.insert("memory".into(), Value::Object(raw));
