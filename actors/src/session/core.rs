@@ -30,6 +30,69 @@ pub(super) enum WriteSide {
     Shut,
 }
 
+/// A session's yes-or-no state, a bit each: fourteen `bool` fields took 16 bytes and put a
+/// `Lines` session past its allocator size class (see the size test below).
+#[derive(Clone, Copy)]
+pub(crate) struct Flags(u16);
+
+impl Flags {
+    /// The peer's FIN was seen: no more reads, and no lingering on close.
+    pub(super) const EOF: u16 = 1 << 0;
+    /// `read_finished` was called (once, after the last frame before the FIN).
+    pub(super) const READ_FINISHED: u16 = 1 << 1;
+    /// The peer finished sending while our write side was still open: the session ends as
+    /// `PeerClosed` rather than `Closed`.
+    pub(super) const PEER_FINISHED_FIRST: u16 = 1 << 2;
+    /// The decoder asked for more bytes: reading is what moves the session forward.
+    pub(super) const NEEDS_DATA: u16 = 1 << 3;
+    pub(super) const USER_PAUSED: u16 = 1 << 4;
+    pub(super) const ABOVE_HIGH: u16 = 1 << 5;
+    /// Inside `ready_read` / `read_finished`: writes are answers, refused only past one more
+    /// high watermark.
+    pub(super) const ANSWERING: u16 = 1 << 6;
+    /// An answer left the buffer at or above the high watermark: frames wait (and reading
+    /// with them) until it drains to the low watermark.
+    pub(super) const ANSWERS_HELD: u16 = 1 << 7;
+    /// A write was refused since the last flush: the handler hears `write_buffer_full` (and
+    /// so, later, `write_buffer_drained`) even if the buffer is back under the mark by then.
+    pub(super) const REFUSED: u16 = 1 << 8;
+    /// The last flush stopped because the socket was full (a writable wake-up is registered).
+    pub(super) const WRITE_BLOCKED: u16 = 1 << 9;
+    /// Bytes went to the transport since it last finished a flush: it may still hold some
+    /// (TLS records a full socket did not take), so the driver flushes it.
+    pub(super) const TRANSPORT_UNFLUSHED: u16 = 1 << 10;
+    /// Bytes were read, written or discarded since the last timeout tick.
+    pub(super) const MOVED_SINCE_TICK: u16 = 1 << 11;
+    /// A frame was decoded since the last timeout tick.
+    pub(super) const FRAMED_SINCE_TICK: u16 = 1 << 12;
+    /// Bytes arrived past the end of the last decoded frame: the start of a frame the peer
+    /// has not finished sending.
+    pub(super) const UNFRAMED_BYTES: u16 = 1 << 13;
+
+    pub(super) const fn new(set: u16) -> Flags {
+        Flags(set)
+    }
+
+    pub(super) fn has(self, flag: u16) -> bool {
+        self.0 & flag != 0
+    }
+
+    pub(super) fn set(&mut self, flag: u16, on: bool) {
+        if on {
+            self.0 |= flag;
+        } else {
+            self.0 &= !flag;
+        }
+    }
+
+    /// Whether `flag` was set; clears it.
+    pub(super) fn take(&mut self, flag: u16) -> bool {
+        let was = self.has(flag);
+        self.0 &= !flag;
+        was
+    }
+}
+
 /// Everything a session has but its handler, so the handler can borrow it mutably.
 pub(crate) struct Core<C> {
     pub(super) stream: Option<Stream>,
@@ -45,38 +108,8 @@ pub(crate) struct Core<C> {
     pub(super) reason: Option<Box<DisconnectReason>>,
     pub(super) config: Arc<SessionConfig>,
     pub(super) meta: Arc<SessionMeta>,
-    /// The peer's FIN was seen: no more reads, and no lingering on close.
-    pub(super) eof: bool,
-    /// `read_finished` was called (once, after the last frame before the FIN).
-    pub(super) read_finished: bool,
-    /// The peer finished sending while our write side was still open: the session ends as
-    /// `PeerClosed` rather than `Closed`.
-    pub(super) peer_finished_first: bool,
-    /// The decoder asked for more bytes: reading is what moves the session forward.
-    pub(super) needs_data: bool,
-    pub(super) user_paused: bool,
-    pub(super) above_high: bool,
-    /// Inside `ready_read` / `read_finished`: writes are answers, refused only past one more
-    /// high watermark.
-    pub(super) answering: bool,
-    /// An answer left the buffer at or above the high watermark: frames wait (and reading
-    /// with them) until it drains to the low watermark.
-    pub(super) answers_held: bool,
-    /// A write was refused since the last flush: the handler hears `write_buffer_full` (and
-    /// so, later, `write_buffer_drained`) even if the buffer is back under the mark by then.
-    pub(super) refused: bool,
-    /// The last flush stopped because the socket was full (a writable wake-up is registered).
-    pub(super) write_blocked: bool,
-    /// Bytes went to the transport since it last finished a flush: it may still hold some
-    /// (TLS records a full socket did not take), so the driver flushes it.
-    pub(super) transport_unflushed: bool,
-    /// Bytes were read, written or discarded since the last timeout tick.
-    pub(super) moved_since_tick: bool,
-    /// A frame was decoded since the last timeout tick.
-    pub(super) framed_since_tick: bool,
-    /// Bytes arrived past the end of the last decoded frame: the start of a frame the peer
-    /// has not finished sending.
-    pub(super) unframed_bytes: bool,
+    /// Yes-or-no state, one bit each.
+    pub(super) flags: Flags,
     /// The level of the last close request taken from the registry (`SessionMeta::request_close`).
     pub(super) close_taken: u8,
     /// This session's slot on its worker's timeout clock; none without timeouts.
@@ -161,13 +194,13 @@ impl<C: SessionCodec> Core<C> {
         let high = self.config.high_watermark;
         // An answer gets one more high watermark of room: refusing it would lose it, and the
         // frames behind it are held once it lands (see `deliver_frames`).
-        let limit = if self.answering {
+        let limit = if self.flags.has(Flags::ANSWERING) {
             high.saturating_mul(2)
         } else {
             high
         };
         if self.write_buf.len() >= limit {
-            self.refused = true;
+            self.flags.set(Flags::REFUSED, true);
             return Err(SessionError::WriteBufferFull {
                 buffered: self.write_buf.len(),
                 high_watermark: high,
@@ -257,7 +290,7 @@ impl<C: SessionCodec> Core<C> {
     /// Pauses or resumes reading for the handler's or a message's sake. Published at once:
     /// whoever paused a session may look at the registry before its next turn.
     pub(super) fn set_user_paused(&mut self, paused: bool) {
-        self.user_paused = paused;
+        self.flags.set(Flags::USER_PAUSED, paused);
         self.publish();
     }
 
@@ -265,15 +298,17 @@ impl<C: SessionCodec> Core<C> {
         let m = &self.meta;
         m.bytes_to_write
             .store(self.write_buf.len(), Ordering::Relaxed);
-        m.read_paused
-            .store(self.user_paused || self.answers_held, Ordering::Relaxed);
+        m.read_paused.store(
+            self.flags.has(Flags::USER_PAUSED) || self.flags.has(Flags::ANSWERS_HELD),
+            Ordering::Relaxed,
+        );
     }
 
     /// Whether buffered frames may go to the handler now.
     pub(super) fn may_deliver(&self) -> bool {
         matches!(self.state, State::Open | State::Closing)
-            && !self.user_paused
-            && !self.answers_held
+            && !self.flags.has(Flags::USER_PAUSED)
+            && !self.flags.has(Flags::ANSWERS_HELD)
             && self.upgrade.is_none()
     }
 }
@@ -309,6 +344,8 @@ mod tests {
             "a silent handler adds nothing"
         );
         assert!(session <= 192, "the session is {session} B (at most 192)");
+        let lines = size_of::<Core<switchboard_codec::Lines>>();
+        assert!(lines <= 192, "a `Lines` session is {lines} B (at most 192)");
         // Actix's context around it: fixed, and with tokio's header the cell is 640 B.
         assert!(
             actor - session <= 336,

@@ -1,5 +1,6 @@
 use super::{
-    panic_message, Conn, DisconnectReason, Session, SessionCodec, SessionHandler, State, WriteSide,
+    panic_message, Conn, DisconnectReason, Flags, Session, SessionCodec, SessionHandler, State,
+    WriteSide,
 };
 use crate::{transport::Stream, TransportKind};
 use std::{
@@ -82,7 +83,7 @@ impl<C: SessionCodec, H: SessionHandler<C>> Session<C, H> {
             return Ok(());
         }
         let mut written = 0;
-        self.core.write_blocked = false;
+        self.core.flags.set(Flags::WRITE_BLOCKED, false);
         // During a STARTTLS switch only what was written before it goes out (in plaintext);
         // the rest waits for the TLS stream.
         // No publish before writing: the byte and frame counters are live in the record, so a
@@ -109,7 +110,7 @@ impl<C: SessionCodec, H: SessionHandler<C>> Session<C, H> {
                 }
                 Poll::Ready(Err(e)) => return Err(Self::io_failure(e, self.core.meta.transport())),
                 Poll::Pending => {
-                    self.core.write_blocked = true;
+                    self.core.flags.set(Flags::WRITE_BLOCKED, true);
                     break;
                 }
             }
@@ -126,25 +127,25 @@ impl<C: SessionCodec, H: SessionHandler<C>> Session<C, H> {
             }
         }
         if written > 0 {
-            self.core.transport_unflushed = true;
+            self.core.flags.set(Flags::TRANSPORT_UNFLUSHED, true);
             crate::spin::note_activity();
         }
         // A transport may take bytes and keep some of them (TLS holds the records a full
         // socket did not take): with nothing more for it to write, only a flush sends them,
         // so flush until it says done. Pending registers for writability like a full socket.
-        if sendable == 0 && self.core.transport_unflushed {
+        if sendable == 0 && self.core.flags.has(Flags::TRANSPORT_UNFLUSHED) {
             match Pin::new(&mut *stream).poll_flush(cx) {
-                Poll::Ready(Ok(())) => self.core.transport_unflushed = false,
+                Poll::Ready(Ok(())) => self.core.flags.set(Flags::TRANSPORT_UNFLUSHED, false),
                 Poll::Ready(Err(e)) => return Err(Self::io_failure(e, self.core.meta.transport())),
-                Poll::Pending => self.core.write_blocked = true,
+                Poll::Pending => self.core.flags.set(Flags::WRITE_BLOCKED, true),
             }
         }
         if written > 0 {
             self.core.meta.bytes_out.add(written as u64);
-            self.core.moved_since_tick = true;
+            self.core.flags.set(Flags::MOVED_SINCE_TICK, true);
         }
         if self.core.write_buf.is_empty()
-            && !self.core.transport_unflushed
+            && !self.core.flags.has(Flags::TRANSPORT_UNFLUSHED)
             && self.core.flush_waiters.is_some()
         {
             // The buffer stays for the next reply; the timeout tick frees it once idle.
@@ -173,9 +174,11 @@ impl<C: SessionCodec, H: SessionHandler<C>> Session<C, H> {
     /// after "full"; held answers are released at the same point.
     pub(super) fn track_watermarks(&mut self, ctx: &mut Context<Self>) {
         let buffered = self.core.write_buf.len();
-        let refused = std::mem::take(&mut self.core.refused);
-        if !self.core.above_high && (refused || buffered >= self.core.config.high_watermark) {
-            self.core.above_high = true;
+        let refused = self.core.flags.take(Flags::REFUSED);
+        if !self.core.flags.has(Flags::ABOVE_HIGH)
+            && (refused || buffered >= self.core.config.high_watermark)
+        {
+            self.core.flags.set(Flags::ABOVE_HIGH, true);
             self.core
                 .meta
                 .write_buffer_full
@@ -183,9 +186,9 @@ impl<C: SessionCodec, H: SessionHandler<C>> Session<C, H> {
             self.call(ctx, |h, c| h.write_buffer_full(c));
         }
         if buffered <= self.core.config.low_watermark {
-            self.core.answers_held = false;
-            if self.core.above_high {
-                self.core.above_high = false;
+            self.core.flags.set(Flags::ANSWERS_HELD, false);
+            if self.core.flags.has(Flags::ABOVE_HIGH) {
+                self.core.flags.set(Flags::ABOVE_HIGH, false);
                 self.call(ctx, |h, c| h.write_buffer_drained(c));
             }
         }
@@ -200,13 +203,13 @@ impl<C: SessionCodec, H: SessionHandler<C>> Session<C, H> {
         f: impl FnOnce(&mut H, &mut Conn<'_, C, H>),
     ) -> bool {
         let written_before = self.core.meta.frames_out.get();
-        self.core.answering = true;
+        self.core.flags.set(Flags::ANSWERING, true);
         let ok = self.call(ctx, f);
-        self.core.answering = false;
+        self.core.flags.set(Flags::ANSWERING, false);
         if self.core.meta.frames_out.get() != written_before
             && self.core.write_buf.len() >= self.core.config.high_watermark
         {
-            self.core.answers_held = true;
+            self.core.flags.set(Flags::ANSWERS_HELD, true);
         }
         ok
     }
@@ -219,7 +222,7 @@ impl<C: SessionCodec, H: SessionHandler<C>> Session<C, H> {
         budget: &mut usize,
     ) -> Result<Delivery, DisconnectReason> {
         loop {
-            if self.core.needs_data {
+            if self.core.flags.has(Flags::NEEDS_DATA) {
                 return Ok(Delivery::NeedsData);
             }
             if *budget == 0 {
@@ -228,7 +231,7 @@ impl<C: SessionCodec, H: SessionHandler<C>> Session<C, H> {
             if !self.core.may_deliver() || self.handler.poll_ready(cx).is_pending() {
                 return Ok(Delivery::Stalled);
             }
-            let decoded = if self.core.eof {
+            let decoded = if self.core.flags.has(Flags::EOF) {
                 self.core.codec.decode_eof(&mut self.core.read_buf)
             } else {
                 self.core.codec.decode(&mut self.core.read_buf)
@@ -236,14 +239,16 @@ impl<C: SessionCodec, H: SessionHandler<C>> Session<C, H> {
             match decoded {
                 Ok(Some(frame)) => {
                     self.core.meta.frames_in.add(1);
-                    self.core.framed_since_tick = true;
-                    self.core.unframed_bytes = !self.core.read_buf.is_empty();
+                    self.core.flags.set(Flags::FRAMED_SINCE_TICK, true);
+                    self.core
+                        .flags
+                        .set(Flags::UNFRAMED_BYTES, !self.core.read_buf.is_empty());
                     *budget -= 1;
                     if !self.answer(ctx, |h, c| h.ready_read(frame, c)) {
                         return Ok(Delivery::Stalled);
                     }
                 }
-                Ok(None) => self.core.needs_data = true,
+                Ok(None) => self.core.flags.set(Flags::NEEDS_DATA, true),
                 Err(e) => return Err(DisconnectReason::Codec(Arc::new(e))),
             }
         }
@@ -271,15 +276,15 @@ impl<C: SessionCodec, H: SessionHandler<C>> Session<C, H> {
             // saves the `recvfrom` that would only say EAGAIN.
             match tokio_util::io::poll_read_buf(Pin::new(&mut *stream), cx, &mut *core.read_buf) {
                 Poll::Ready(Ok(0)) => {
-                    core.eof = true;
-                    core.needs_data = false;
+                    core.flags.set(Flags::EOF, true);
+                    core.flags.set(Flags::NEEDS_DATA, false);
                     return Ok(Poll::Ready(()));
                 }
                 Poll::Ready(Ok(n)) => {
                     core.meta.bytes_in.add(n as u64);
-                    core.moved_since_tick = true;
-                    core.unframed_bytes = true;
-                    core.needs_data = false;
+                    core.flags.set(Flags::MOVED_SINCE_TICK, true);
+                    core.flags.set(Flags::UNFRAMED_BYTES, true);
+                    core.flags.set(Flags::NEEDS_DATA, false);
                     crate::spin::note_activity();
                     return Ok(Poll::Ready(()));
                 }
@@ -325,7 +330,7 @@ impl<C: SessionCodec, H: SessionHandler<C>> Session<C, H> {
                         .meta
                         .bytes_discarded
                         .add(buf.filled().len() as u64);
-                    self.core.moved_since_tick = true;
+                    self.core.flags.set(Flags::MOVED_SINCE_TICK, true);
                     *reads_left -= 1;
                 }
                 Poll::Ready(Err(e)) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -350,7 +355,7 @@ impl<C: SessionCodec, H: SessionHandler<C>> Session<C, H> {
             }
             // Never go to sleep on unflushed replies unless the socket itself said "full".
             if !self.core.write_buf.is_empty()
-                && !self.core.write_blocked
+                && !self.core.flags.has(Flags::WRITE_BLOCKED)
                 && self.core.upgrade.is_none()
             {
                 continue;
@@ -440,7 +445,7 @@ impl<C: SessionCodec, H: SessionHandler<C>> Session<C, H> {
                 (_, Delivery::Stalled) => break Poll::Pending,
                 (_, Delivery::NeedsData) => {}
             }
-            if self.core.eof && !self.core.read_finished {
+            if self.core.flags.has(Flags::EOF) && !self.core.flags.has(Flags::READ_FINISHED) {
                 // Everything the peer sent before its FIN has been handed on.
                 self.finish_reading(ctx);
                 if self.core.state == State::Closed {
@@ -451,7 +456,7 @@ impl<C: SessionCodec, H: SessionHandler<C>> Session<C, H> {
             if self.core.state == State::Closing {
                 match self.poll_flushed_shutdown(cx) {
                     Poll::Pending => break Poll::Pending,
-                    Poll::Ready(Ok(())) if !self.core.eof => {
+                    Poll::Ready(Ok(())) if !self.core.flags.has(Flags::EOF) => {
                         self.core.state = State::Lingering;
                         continue;
                     }
@@ -471,21 +476,22 @@ impl<C: SessionCodec, H: SessionHandler<C>> Session<C, H> {
                     }
                 }
             }
-            if self.core.eof {
+            if self.core.flags.has(Flags::EOF) {
                 if self.core.write_side == WriteSide::Shut {
                     // Both sides are done.
-                    self.core.set_reason(if self.core.peer_finished_first {
-                        DisconnectReason::PeerClosed
-                    } else {
-                        DisconnectReason::Closed
-                    });
+                    self.core
+                        .set_reason(if self.core.flags.has(Flags::PEER_FINISHED_FIRST) {
+                            DisconnectReason::PeerClosed
+                        } else {
+                            DisconnectReason::Closed
+                        });
                     self.finish_close(ctx);
                     break Poll::Ready(());
                 }
                 // Half-closed by the peer, our side still open: woken by writes or a close.
                 break Poll::Pending;
             }
-            if self.core.user_paused {
+            if self.core.flags.has(Flags::USER_PAUSED) {
                 break Poll::Pending;
             }
             if *reads_left == 0 {
@@ -511,10 +517,10 @@ impl<C: SessionCodec, H: SessionHandler<C>> Session<C, H> {
     /// The peer's FIN came and every frame before it was handed on: tell the handler (Qt's
     /// `readChannelFinished`), then, unless half-close is allowed, shut our side too.
     pub(super) fn finish_reading(&mut self, ctx: &mut Context<Self>) {
-        self.core.read_finished = true;
+        self.core.flags.set(Flags::READ_FINISHED, true);
         self.core.meta.read_finished.store(true, Ordering::Relaxed);
         if self.core.write_side == WriteSide::Open {
-            self.core.peer_finished_first = true;
+            self.core.flags.set(Flags::PEER_FINISHED_FIRST, true);
         }
         if !self.answer(ctx, |h, c| h.read_finished(c)) {
             return;
@@ -538,7 +544,7 @@ impl<C: SessionCodec, H: SessionHandler<C>> Session<C, H> {
         match self.core.stream.as_mut() {
             // The peer has finished, so the session closes next, and a plain socket's close
             // sends the FIN itself: no `shutdown` call. TLS still sends its close_notify.
-            Some(Stream::Plain(_)) if self.core.eof => Poll::Ready(Ok(())),
+            Some(Stream::Plain(_)) if self.core.flags.has(Flags::EOF) => Poll::Ready(Ok(())),
             Some(stream) => Pin::new(stream).poll_shutdown(cx),
             None => Poll::Ready(Ok(())),
         }

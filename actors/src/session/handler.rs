@@ -7,7 +7,8 @@ use actix::{ActorContext, Addr, AsyncContext, Context};
 use tokio_util::codec::Encoder;
 
 use super::{
-    arm_close_timeout, Core, DisconnectReason, Session, SessionCodec, SessionId, SessionInfo, State,
+    arm_close_timeout, Core, DisconnectReason, Flags, Session, SessionCodec, SessionId,
+    SessionInfo, State,
 };
 use crate::{Address, SessionConfig, SessionError, TlsInfo, TransportKind};
 
@@ -219,7 +220,7 @@ impl<C: SessionCodec, H: SessionHandler<C>> Conn<'_, C, H> {
 
     /// Whether the peer has finished sending (see [`SessionHandler::read_finished`]).
     pub fn is_read_finished(&self) -> bool {
-        self.core.read_finished
+        self.core.flags.has(Flags::READ_FINISHED)
     }
 
     /// Closes at once, discarding unsent data (Qt's `abort`).

@@ -11,8 +11,8 @@ use actix::{
 };
 
 use super::{
-    Core, DisconnectReason, Session, SessionCodec, SessionHandler, SessionId, SessionMeta, State,
-    WriteSide,
+    Core, DisconnectReason, Flags, Session, SessionCodec, SessionHandler, SessionId, SessionMeta,
+    State, WriteSide,
 };
 use crate::{
     counters::HandshakeCounters,
@@ -498,20 +498,7 @@ pub(crate) fn new_session<C: SessionCodec, H: SessionHandler<C>>(
             config,
             registry,
             meta,
-            eof: false,
-            read_finished: false,
-            peer_finished_first: false,
-            needs_data: true,
-            user_paused: false,
-            above_high: false,
-            answering: false,
-            answers_held: false,
-            refused: false,
-            write_blocked: false,
-            transport_unflushed: false,
-            moved_since_tick: false,
-            framed_since_tick: false,
-            unframed_bytes: false,
+            flags: Flags::new(Flags::NEEDS_DATA),
             close_taken: super::meta::NO_CLOSE_REQUESTED,
             ticker: None,
             idle_ticks: 0,

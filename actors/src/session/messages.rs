@@ -1,5 +1,5 @@
 use super::{
-    arm_close_timeout, CloseMode, DisconnectReason, Session, SessionCodec, SessionHandler,
+    arm_close_timeout, CloseMode, DisconnectReason, Flags, Session, SessionCodec, SessionHandler,
     SessionInfo,
 };
 
@@ -59,7 +59,7 @@ impl<C: SessionCodec, H: SessionHandler<C>> Handler<Flush> for Session<C, H> {
     type Result = ResponseFuture<Result<(), SessionError>>;
 
     fn handle(&mut self, _: Flush, _ctx: &mut Context<Self>) -> Self::Result {
-        if self.core.write_buf.is_empty() && !self.core.transport_unflushed {
+        if self.core.write_buf.is_empty() && !self.core.flags.has(Flags::TRANSPORT_UNFLUSHED) {
             return Box::pin(async { Ok(()) });
         }
         let (tx, rx) = oneshot::channel();

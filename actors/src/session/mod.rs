@@ -72,7 +72,7 @@ pub use types::{
 pub(crate) use launch::{Handshake, Launch, Parts, ProxyStep};
 pub(crate) use meta::SessionMeta;
 
-use self::core::{Core, State, WriteSide};
+use self::core::{Core, Flags, State, WriteSide};
 use crate::ticker::Ticker;
 use driver::Driver;
 use timeouts::arm_close_timeout;

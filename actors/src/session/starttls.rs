@@ -22,7 +22,7 @@ use std::{
 use actix::{Context, Handler, Message, ResponseFuture};
 use tokio::sync::oneshot;
 
-use super::{DisconnectReason, Session, SessionCodec, SessionHandler, State};
+use super::{DisconnectReason, Flags, Session, SessionCodec, SessionHandler, State};
 use crate::{
     transport::{Prefixed, Stream},
     SessionError, TlsAcceptor, TlsConnector, TlsInfo,
@@ -67,7 +67,7 @@ impl<C: SessionCodec> super::Core<C> {
         if self.upgrade.is_some() || self.meta.tls().is_some() {
             return Err(SessionError::AlreadyEncrypted);
         }
-        if self.state != State::Open || !self.takes_writes() || self.eof {
+        if self.state != State::Open || !self.takes_writes() || self.flags.has(Flags::EOF) {
             return Err(SessionError::Closing);
         }
         if !matches!(self.stream, Some(Stream::Plain(_))) {
@@ -237,7 +237,7 @@ impl<C: SessionCodec, H: SessionHandler<C>> Session<C, H> {
                 return Poll::Ready(());
             };
             let early = self.core.read_buf.split().freeze();
-            self.core.needs_data = true;
+            self.core.flags.set(Flags::NEEDS_DATA, true);
             let plain = Prefixed::wrap(early, plain);
             let timeout = self.core.config.handshake_timeout;
             let side = upgrade.side.clone();

@@ -1,4 +1,4 @@
-use super::{DisconnectReason, Session, SessionCodec, SessionHandler, State};
+use super::{DisconnectReason, Flags, Session, SessionCodec, SessionHandler, State};
 use std::{task, time::Duration};
 
 use actix::{AsyncContext, Context};
@@ -26,7 +26,7 @@ impl<C: SessionCodec, H: SessionHandler<C>> Session<C, H> {
     pub(super) fn tick(&mut self, ctx: &mut Context<Self>, period: Duration) {
         let core = &mut self.core;
         // Discarded bytes moved too: a peer still sending while we linger is not idle.
-        if std::mem::take(&mut core.moved_since_tick) {
+        if core.flags.take(Flags::MOVED_SINCE_TICK) {
             core.idle_ticks = 0;
         } else {
             core.idle_ticks = core.idle_ticks.saturating_add(1);
@@ -47,12 +47,12 @@ impl<C: SessionCodec, H: SessionHandler<C>> Session<C, H> {
         // Only a frame the decoder is still waiting for the peer to finish counts: complete
         // frames held back (paused, write buffer full, busy handler) are not the peer's fault,
         // and a decoder that consumed a header already (`Frames`) still waits on the peer.
-        let waiting_on_peer = core.needs_data
-            && !core.eof
-            && !core.user_paused
-            && !core.answers_held
-            && core.unframed_bytes;
-        if std::mem::take(&mut core.framed_since_tick) || !waiting_on_peer {
+        let waiting_on_peer = core.flags.has(Flags::NEEDS_DATA)
+            && !core.flags.has(Flags::EOF)
+            && !core.flags.has(Flags::USER_PAUSED)
+            && !core.flags.has(Flags::ANSWERS_HELD)
+            && core.flags.has(Flags::UNFRAMED_BYTES);
+        if core.flags.take(Flags::FRAMED_SINCE_TICK) || !waiting_on_peer {
             core.partial_ticks = 0;
         } else {
             core.partial_ticks = core.partial_ticks.saturating_add(1);
