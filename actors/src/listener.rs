@@ -37,7 +37,7 @@ use crate::{
     limits::{ConnectionPermit, Limiter},
     session::{Handshake, Launch, Parts, ProxyStep},
     target::UnixTarget,
-    transport::{proxy::ProxyProtocol, RawStream},
+    transport::{peer_credentials, proxy::ProxyProtocol, RawStream},
     Address, Cidr, ConfigError, HandshakeStats, IntoTarget, ListenError, Registry, Session,
     SessionCodec, SessionConfig, SessionError, SessionHandler, SessionId, ShutdownReport, Target,
     TlsAcceptor, WorkerPool, ACCEPT_ERROR_KINDS, MAX_PROXY_HEADER,
@@ -269,6 +269,11 @@ impl PendingConnection {
                 AcceptedStream::Tcp(s)
             }
             RawStream::Unix(s) => AcceptedStream::Unix(s),
+            RawStream::NonBlockingUnix(s) => {
+                // As `std::os::unix::net::UnixListener::accept` would have given it.
+                let _ = s.set_nonblocking(false);
+                AcceptedStream::Unix(s)
+            }
         }
     }
 }
@@ -321,10 +326,12 @@ enum ListenSocket {
     /// `local` is the socket's own address when it is bound to one IP: every accepted
     /// connection's local end is then known without a `getsockname` per connection.
     Tcp(AsyncFd<std::net::TcpListener>, Option<Arc<Address>>),
-    /// With the file to remove when the listener stops (none for abstract names).
+    /// With the file to remove when the listener stops (none for abstract names), and the
+    /// socket's own address, the local end of every connection it accepts.
     Unix(
         AsyncFd<std::os::unix::net::UnixListener>,
         Option<SocketFile>,
+        Arc<Address>,
     ),
 }
 
@@ -380,12 +387,20 @@ impl ListenSocket {
                         Ok((RawStream::NonBlockingTcp(stream), parts))
                     })
                 }
-                ListenSocket::Unix(socket, _) => {
+                ListenSocket::Unix(socket, _, local) => {
                     let mut ready = std::task::ready!(socket.poll_read_ready(cx))?;
                     ready.try_io(|l| {
-                        let raw = RawStream::Unix(l.get_ref().accept()?.0);
-                        let (peer, local) = raw.addresses()?;
-                        Ok((raw, Parts::new(peer, Arc::new(local))))
+                        // As for TCP: non-blocking from the start, the peer's address from
+                        // `accept4` itself and the local one the listener's, so a connection
+                        // costs no `ioctl`, `getpeername` or `getsockname`.
+                        let (socket, peer) = socket2::SockRef::from(l.get_ref())
+                            .accept4(libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC)?;
+                        let stream = std::os::unix::net::UnixStream::from(
+                            std::os::fd::OwnedFd::from(socket),
+                        );
+                        let peer = Address::from_unix_sockaddr(&peer, peer_credentials(&stream));
+                        let parts = Parts::new(peer, local.clone());
+                        Ok((RawStream::NonBlockingUnix(stream), parts))
                     })
                 }
             };
@@ -399,7 +414,7 @@ impl ListenSocket {
     fn address(&self) -> io::Result<Address> {
         match self {
             ListenSocket::Tcp(s, _) => Ok(Address::Ip(s.get_ref().local_addr()?)),
-            ListenSocket::Unix(s, _) => Ok(Address::from_unix(&s.get_ref().local_addr()?, None)),
+            ListenSocket::Unix(_, _, local) => Ok((**local).clone()),
         }
     }
 }
@@ -409,14 +424,14 @@ impl ListenSocket {
     fn share(&self) -> io::Result<StdListener> {
         Ok(match self {
             ListenSocket::Tcp(s, _) => StdListener::Tcp(s.get_ref().try_clone()?),
-            ListenSocket::Unix(s, _) => StdListener::Unix(s.get_ref().try_clone()?),
+            ListenSocket::Unix(s, _, _) => StdListener::Unix(s.get_ref().try_clone()?),
         })
     }
 }
 
 impl Drop for ListenSocket {
     fn drop(&mut self) {
-        if let ListenSocket::Unix(_, Some(file)) = self {
+        if let ListenSocket::Unix(_, Some(file), _) = self {
             // Ours (we bound or adopted it): a clean stop leaves no file behind.
             file.remove();
         }
@@ -1477,9 +1492,10 @@ impl Bound {
             }
             Bound::Unix(listener, path) => {
                 listener.set_nonblocking(true)?;
+                let local = Arc::new(Address::from_unix(&listener.local_addr()?, None));
                 let socket =
                     unsafe { AsyncFd::register_with_interest(listener, Interest::READABLE)? };
-                ListenSocket::Unix(socket, path)
+                ListenSocket::Unix(socket, path, local)
             }
         })
     }
@@ -1728,7 +1744,7 @@ impl Handler<Release> for Listener {
     fn handle(&mut self, _: Release, _: &mut Context<Self>) -> usize {
         let released = self.sockets.len();
         for socket in &mut self.sockets {
-            if let ListenSocket::Unix(_, file) = socket {
+            if let ListenSocket::Unix(_, file, _) = socket {
                 *file = None;
             }
         }

@@ -4,19 +4,62 @@
 //! setsockopt (TCP_NODELAY), recvfrom, sendto and close; it must not add a `getsockname`
 //! (the listener's address is specific), an `ioctl` to make the socket non-blocking
 //! (accept4 does that) or a `shutdown` before the close of a connection the peer ended; and
-//! with the accept loop on a worker, no wake-up of another thread.
+//! with the accept loop on a worker, no wake-up of another thread. A Unix socket's connection
+//! needs no `getpeername` or `getsockname` either (the peer's address comes with `accept4`).
 
 #[path = "cli_support.rs"]
 mod support;
 
 use std::{
     collections::HashMap,
-    io::{BufRead, BufReader},
+    io::{BufRead, BufReader, Read, Write},
+    os::unix::net::UnixStream,
+    path::PathBuf,
     process::{Command, Stdio},
     time::{Duration, Instant},
 };
 
-use support::{Server, STEP};
+use support::{Proc, Server, STEP};
+
+/// Where the traced server listens, and so how a client connects.
+enum Served {
+    Tcp(Server),
+    Unix(Proc, PathBuf),
+}
+
+impl Served {
+    fn proc(&self) -> &Proc {
+        match self {
+            Served::Tcp(server) => &server.proc,
+            Served::Unix(proc, _) => proc,
+        }
+    }
+
+    /// One client: connect, send a byte, read it back, close.
+    fn echo_once(&self) {
+        match self {
+            Served::Tcp(server) => drop(support::echoed(server.addr, b"x")),
+            Served::Unix(_, path) => {
+                let mut client = UnixStream::connect(path).unwrap();
+                client.set_read_timeout(Some(STEP)).unwrap();
+                client.write_all(b"x").unwrap();
+                let mut reply = [0u8; 1];
+                client.read_exact(&mut reply).unwrap();
+                assert_eq!(&reply, b"x", "the echo differs");
+            }
+        }
+    }
+
+    fn terminate(self) -> bool {
+        match self {
+            Served::Tcp(server) => server.terminate().status.success(),
+            Served::Unix(proc, _) => {
+                proc.signal(libc::SIGTERM);
+                proc.wait(STEP).status.success()
+            }
+        }
+    }
+}
 
 const CONNECTIONS: usize = 300;
 
@@ -37,20 +80,43 @@ fn counts(summary: &str) -> HashMap<String, u64> {
 /// Runs `CONNECTIONS` connect-echo-close cycles against `switchboard serve ARGS` under
 /// `strace -c`; the summary and each call's count per connection.
 fn calls_per_connection(args: &[&str]) -> (String, HashMap<String, f64>) {
+    let mut all = vec!["--mode", "echo", "--codec", "raw", "--workers", "1"];
+    all.extend_from_slice(args);
+    traced(Served::Tcp(Server::start(&all)))
+}
+
+/// As [`calls_per_connection`], the server listening on a Unix socket in a temp dir.
+fn unix_calls_per_connection() -> (String, HashMap<String, f64>) {
+    let dir = support::TempDir::new("strace-unix");
+    let path = dir.path().join("echo.sock");
+    let listen = format!("unix:{}", path.display());
+    let proc = Proc::spawn(&[
+        "serve",
+        "--mode",
+        "echo",
+        "--codec",
+        "raw",
+        "--workers",
+        "1",
+        "--listen",
+        &listen,
+    ]);
+    assert_eq!(proc.stdout_line(), format!("listening on {listen}"));
+    traced(Served::Unix(proc, path))
+}
+
+fn traced(server: Served) -> (String, HashMap<String, f64>) {
     assert!(
         Command::new("strace").arg("-V").output().is_ok(),
         "strace is not installed: apt-get install -y strace (.ci/run does this)"
     );
-    let mut all = vec!["--mode", "echo", "--codec", "raw", "--workers", "1"];
-    all.extend_from_slice(args);
-    let server = Server::start(&all);
     let dir = support::TempDir::new("strace");
     let summary = dir.path().join("summary");
     // -p takes every thread of the server; the start-up calls are behind us.
     let mut strace = Command::new("strace")
         .args(["-f", "-c", "-o"])
         .arg(&summary)
-        .args(["-p", &server.proc.pid().to_string()])
+        .args(["-p", &server.proc().pid().to_string()])
         .stderr(Stdio::piped())
         .spawn()
         .expect("strace runs");
@@ -66,13 +132,13 @@ fn calls_per_connection(args: &[&str]) -> (String, HashMap<String, f64>) {
         );
     }
     let open_fds = || {
-        std::fs::read_dir(format!("/proc/{}/fd", server.proc.pid()))
+        std::fs::read_dir(format!("/proc/{}/fd", server.proc().pid()))
             .unwrap()
             .count()
     };
     let fds_before = open_fds();
     for _ in 0..CONNECTIONS {
-        drop(support::echoed(server.addr, b"x"));
+        server.echo_once();
     }
     // The last sessions end on the server's side after the clients' close: wait for them
     // before detaching, so their calls are counted too.
@@ -92,7 +158,7 @@ fn calls_per_connection(args: &[&str]) -> (String, HashMap<String, f64>) {
     );
     let summary = std::fs::read_to_string(&summary).unwrap();
     println!("{summary}");
-    assert!(server.terminate().status.success());
+    assert!(server.terminate(), "the server did not exit cleanly");
     let per_connection = counts(&summary)
         .into_iter()
         .map(|(name, calls)| (name, calls as f64 / CONNECTIONS as f64))
@@ -121,6 +187,22 @@ fn a_plain_connection_costs_no_extra_system_calls() {
     assert_per_connection(&calls, "accept4", 1.0..3.0);
     assert_per_connection(&calls, "close", 1.0..1.05);
     // tokio's debug builds check each adopted socket's mode with fcntl; release builds don't.
+    let mut unwanted = vec!["ioctl", "shutdown", "getsockname", "getpeername"];
+    if !cfg!(debug_assertions) {
+        unwanted.push("fcntl");
+    }
+    for name in unwanted {
+        assert_per_connection(&calls, name, 0.0..0.05);
+    }
+}
+
+#[test]
+fn a_unix_connection_costs_no_extra_system_calls() {
+    let calls = unix_calls_per_connection();
+    assert_per_connection(&calls, "accept4", 1.0..3.0);
+    assert_per_connection(&calls, "close", 1.0..1.05);
+    // SO_PEERCRED is read once per connection, for the peer's credentials.
+    assert_per_connection(&calls, "getsockopt", 1.0..1.05);
     let mut unwanted = vec!["ioctl", "shutdown", "getsockname", "getpeername"];
     if !cfg!(debug_assertions) {
         unwanted.push("fcntl");

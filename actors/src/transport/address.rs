@@ -109,6 +109,20 @@ impl Address {
     }
 }
 
+impl Address {
+    /// A Unix peer as `accept4` reported it.
+    pub(crate) fn from_unix_sockaddr(
+        addr: &socket2::SockAddr,
+        credentials: Option<Credentials>,
+    ) -> Address {
+        Address::Unix(Box::new(UnixAddress {
+            path: addr.as_pathname().map(PathBuf::from),
+            abstract_name: addr.as_abstract_namespace().map(<[u8]>::to_vec),
+            credentials,
+        }))
+    }
+}
+
 impl From<SocketAddr> for Address {
     fn from(addr: SocketAddr) -> Address {
         Address::Ip(addr)

@@ -335,6 +335,8 @@ pub(crate) enum RawStream {
     /// Accepted with `accept4(SOCK_NONBLOCK)`: registers without a second system call.
     NonBlockingTcp(std::net::TcpStream),
     Unix(std::os::unix::net::UnixStream),
+    /// Accepted with `accept4(SOCK_NONBLOCK)`, like `NonBlockingTcp`.
+    NonBlockingUnix(std::os::unix::net::UnixStream),
 }
 
 impl RawStream {
@@ -350,6 +352,7 @@ impl RawStream {
                 s.set_nonblocking(true)?;
                 Ok(Plain::Unix(UnixStream::from_std(s)?))
             }
+            RawStream::NonBlockingUnix(s) => Ok(Plain::Unix(UnixStream::from_std(s)?)),
         }
     }
 
@@ -359,7 +362,7 @@ impl RawStream {
             RawStream::Tcp(s) | RawStream::NonBlockingTcp(s) => {
                 Ok((s.peer_addr()?.into(), s.local_addr()?.into()))
             }
-            RawStream::Unix(s) => {
+            RawStream::Unix(s) | RawStream::NonBlockingUnix(s) => {
                 let credentials = peer_credentials(s);
                 Ok((
                     Address::from_unix(&s.peer_addr()?, credentials),
@@ -371,7 +374,7 @@ impl RawStream {
 }
 
 /// The peer process's credentials (`SO_PEERCRED`).
-fn peer_credentials(stream: &std::os::unix::net::UnixStream) -> Option<Credentials> {
+pub(crate) fn peer_credentials(stream: &std::os::unix::net::UnixStream) -> Option<Credentials> {
     use std::os::fd::AsRawFd;
     let mut cred = libc::ucred {
         pid: 0,
