@@ -101,23 +101,29 @@ impl Address {
         credentials: Option<Credentials>,
     ) -> Address {
         use std::os::linux::net::SocketAddrExt;
-        Address::Unix(Box::new(UnixAddress {
-            path: addr.as_pathname().map(PathBuf::from),
-            abstract_name: addr.as_abstract_name().map(<[u8]>::to_vec),
-            credentials,
-        }))
+        Address::new_unix(addr.as_pathname(), addr.as_abstract_name(), credentials)
     }
-}
 
-impl Address {
     /// A Unix peer as `accept4` reported it.
     pub(crate) fn from_unix_sockaddr(
         addr: &socket2::SockAddr,
         credentials: Option<Credentials>,
     ) -> Address {
+        Address::new_unix(
+            addr.as_pathname(),
+            addr.as_abstract_namespace(),
+            credentials,
+        )
+    }
+
+    fn new_unix(
+        path: Option<&std::path::Path>,
+        abstract_name: Option<&[u8]>,
+        credentials: Option<Credentials>,
+    ) -> Address {
         Address::Unix(Box::new(UnixAddress {
-            path: addr.as_pathname().map(PathBuf::from),
-            abstract_name: addr.as_abstract_namespace().map(<[u8]>::to_vec),
+            path: path.map(PathBuf::from),
+            abstract_name: abstract_name.map(<[u8]>::to_vec),
             credentials,
         }))
     }
