@@ -35,12 +35,18 @@ impl LazyBuf {
 impl Deref for LazyBuf {
     type Target = BytesMut;
 
+    #[inline]
     fn deref(&self) -> &BytesMut {
-        self.0.as_deref().unwrap_or(&EMPTY)
+        // Only an absent buffer touches `EMPTY` (and its once-check).
+        match &self.0 {
+            Some(buf) => buf,
+            None => &EMPTY,
+        }
     }
 }
 
 impl DerefMut for LazyBuf {
+    #[inline]
     fn deref_mut(&mut self) -> &mut BytesMut {
         self.0.get_or_insert_with(Box::default)
     }
