@@ -81,7 +81,7 @@
 //! the session runs, by the library or by a handler, carries them. A session's end is logged at
 //! DEBUG with its reason and totals. A live span costs whatever the subscriber keeps per span:
 //! with `tracing-subscriber`'s registry and fmt layer, ~560 bytes per connection; with
-//! `switchboard::log::LineLog` (feature `log`, the same lines), 112. The spans can also be
+//! `switchboard::log::LineLog` (feature `log`, the same lines), 96. The spans can also be
 //! turned off alone, e.g. `RUST_LOG=info,switchboard::session_span=off` with an `EnvFilter`.
 //!
 //! Runnable programs are in the crate's `examples/`: `echo_server`, `echo_client`, `held_stream`

@@ -1,18 +1,19 @@
 //! A log subscriber for servers holding many connections: the lines of `tracing-subscriber`'s
-//! fmt output, with each live span held in one 80-byte slot (feature `log`; the `switchboard`
+//! fmt output, with each live span held in one 64-byte slot (feature `log`; the `switchboard`
 //! command logs through it).
 //!
 //! Every session has a span for as long as it lives, so a span's cost is paid per idle
 //! connection. `tracing-subscriber`'s registry with its fmt layer keeps ~560 B per live span
 //! (slab slot, extension map, boxed formatted fields and their string). Here a span's values are
 //! kept without their names (its metadata has them), inline in a slot of a paged slab; only a
-//! span whose values pass 56 bytes makes an allocation for them.
+//! span whose values pass 53 bytes makes an allocation for them.
 //!
 //! Filtering is left to the `EnvFilter` layered on top; this subscriber enables everything it
 //! is asked about.
 
 use std::{
     cell::RefCell,
+    collections::HashMap,
     fmt::{self, Write as _},
     io::Write as _,
     num::NonZeroU64,
@@ -31,24 +32,34 @@ use tracing_subscriber::fmt::{
     FormatFields, MakeWriter,
 };
 
-/// Slots per slab page: a page is allocated whole (20 KiB) and never moves or shrinks.
+/// Slots per slab page: a page is allocated whole (16 KiB) and never moves or shrinks.
 const PAGE: usize = 256;
-/// Ends a value in [`Slot::values`]; no UTF-8 text contains this byte.
-const END: u8 = 0xFF;
-/// Inline room for a span's values; the session span's five fit in it with IPv4 peers.
-const INLINE_VALUES: usize = 56;
+/// Inline room for a span's values: the session span's five fit in it with IPv4 peers and ids
+/// up to eight digits.
+const INLINE_VALUES: usize = 53;
+/// [`Slot::len`] of a span whose values did not fit inline and live in [`Slab::spilled`].
+const SPILLED: u8 = u8::MAX;
+/// A value's first byte is `FIELD + index` for the field at `index` (< 7) of its metadata's
+/// field set, or `FAR_FIELD, index` for a later one. UTF-8 text never holds a byte from 0xF8
+/// up, so a value's text runs to the next such byte.
+const FIELD: u8 = 0xF8;
+const FAR_FIELD: u8 = 0xFF;
+/// [`Slot::meta`] of a span whose metadata did not fit the table (65,534 span callsites).
+const META_ELSEWHERE: u16 = u16::MAX;
 
-type Values = SmallVec<[u8; INLINE_VALUES]>;
+/// Values as they are recorded, before they go into a slot.
+type Values = SmallVec<[u8; 64]>;
 
-/// One span: its values as `index, text, END` runs, where `index` is the field's place in the
-/// metadata's field set and `text` is what fmt would print after `name=`.
+/// One span in 64 bytes: its metadata as a table index, its values (see [`FIELD`]) inline.
 struct Slot {
-    /// `None` while the slot is free.
-    meta: Option<&'static Metadata<'static>>,
-    refs: u32,
     /// While live: the parent's slot + 1, or 0 for a root. While free: the next free slot + 1.
     link: u32,
-    values: Values,
+    refs: u32,
+    /// Index + 1 into [`Slab::metas`]; 0 while the slot is free.
+    meta: u16,
+    /// Bytes of `inline` in use, or [`SPILLED`].
+    len: u8,
+    inline: [u8; INLINE_VALUES],
 }
 
 /// A slot index as [`Slot::link`] holds it: + 1, so that 0 can mean none.
@@ -64,10 +75,11 @@ impl Slot {
 
     fn vacant() -> Slot {
         Slot {
-            meta: None,
-            refs: 0,
             link: 0,
-            values: Values::new(),
+            refs: 0,
+            meta: 0,
+            len: 0,
+            inline: [0; INLINE_VALUES],
         }
     }
 }
@@ -75,6 +87,13 @@ impl Slot {
 #[derive(Default)]
 struct Slab {
     pages: Vec<Box<[Slot]>>,
+    /// Every span metadata seen, in order of first use: a handful per program.
+    metas: Vec<&'static Metadata<'static>>,
+    meta_index: HashMap<usize, u16>,
+    /// Metadata of live spans past the table's capacity, by slot.
+    far_metas: HashMap<u32, &'static Metadata<'static>>,
+    /// Values of live spans that did not fit inline, by slot.
+    spilled: HashMap<u32, Values>,
     /// The first free slot + 1, or 0 when every made slot is live.
     free: u32,
     /// Slots made so far, live or free.
@@ -94,10 +113,62 @@ impl Slab {
     /// The live slot of `id`; `None` for an id this slab did not give out or has freed.
     fn live(&self, id: &Id) -> Option<usize> {
         let index = usize::try_from(id.into_u64() - 1).ok()?;
-        (index < self.made && self.slot(index).meta.is_some()).then_some(index)
+        (index < self.made && self.slot(index).meta != 0).then_some(index)
     }
 
-    fn insert(&mut self, meta: &'static Metadata<'static>, parent: u32, values: Values) -> usize {
+    /// The metadata of a live slot.
+    fn meta(&self, index: usize) -> &'static Metadata<'static> {
+        match self.slot(index).meta {
+            META_ELSEWHERE => self.far_metas[&(index as u32)],
+            at => self.metas[usize::from(at) - 1],
+        }
+    }
+
+    /// The values of a live slot.
+    fn values(&self, index: usize) -> &[u8] {
+        let slot = self.slot(index);
+        match slot.len {
+            SPILLED => &self.spilled[&(index as u32)],
+            len => &slot.inline[..usize::from(len)],
+        }
+    }
+
+    /// Appends to a live slot's values, moving them out of line when they no longer fit.
+    fn add_values(&mut self, index: usize, added: &[u8]) {
+        let key = index as u32;
+        let slot = self.slot_mut(index);
+        let len = usize::from(slot.len);
+        if slot.len != SPILLED && len + added.len() <= INLINE_VALUES {
+            slot.inline[len..len + added.len()].copy_from_slice(added);
+            slot.len = (len + added.len()) as u8;
+            return;
+        }
+        if slot.len != SPILLED {
+            let mut values = Values::from_slice(&slot.inline[..len]);
+            slot.len = SPILLED;
+            values.extend_from_slice(added);
+            self.spilled.insert(key, values);
+        } else if let Some(values) = self.spilled.get_mut(&key) {
+            values.extend_from_slice(added);
+        }
+    }
+
+    fn intern(&mut self, meta: &'static Metadata<'static>) -> u16 {
+        let key = meta as *const Metadata<'static> as usize;
+        if let Some(&at) = self.meta_index.get(&key) {
+            return at;
+        }
+        if self.metas.len() + 1 >= usize::from(META_ELSEWHERE) {
+            return META_ELSEWHERE;
+        }
+        self.metas.push(meta);
+        let at = self.metas.len() as u16;
+        self.meta_index.insert(key, at);
+        at
+    }
+
+    fn insert(&mut self, meta: &'static Metadata<'static>, parent: u32, values: &[u8]) -> usize {
+        let at = self.intern(meta);
         let index = if let Some(index) = self.free.checked_sub(1).map(|i| i as usize) {
             self.free = self.slot(index).link;
             index
@@ -109,12 +180,16 @@ impl Slab {
             self.made - 1
         };
         self.live += 1;
+        if at == META_ELSEWHERE {
+            self.far_metas.insert(index as u32, meta);
+        }
         *self.slot_mut(index) = Slot {
-            meta: Some(meta),
-            refs: 1,
             link: parent,
-            values,
+            refs: 1,
+            meta: at,
+            ..Slot::vacant()
         };
+        self.add_values(index, values);
         index
     }
 
@@ -139,17 +214,24 @@ impl Slab {
             return None;
         }
         let parent = slot.parent();
+        let (spilled, far) = (slot.len == SPILLED, slot.meta == META_ELSEWHERE);
         *slot = Slot {
             link: free,
             ..Slot::vacant()
         };
+        if spilled {
+            self.spilled.remove(&(index as u32));
+        }
+        if far {
+            self.far_metas.remove(&(index as u32));
+        }
         self.free = link_to(index);
         self.live -= 1;
         Some(parent)
     }
 }
 
-/// Writes one field value per call as an `index, text, END` run.
+/// Writes one field value per call (see [`FIELD`]).
 struct ValueWriter<'a>(&'a mut Values);
 
 impl fmt::Write for ValueWriter<'_> {
@@ -165,14 +247,19 @@ impl Visit for ValueWriter<'_> {
         if field.name().starts_with("log.") {
             return;
         }
-        self.0.push(field.index() as u8);
+        // A field set has at most 32 fields.
+        let index = field.index() as u8;
+        if index < FAR_FIELD - FIELD {
+            self.0.push(FIELD + index);
+        } else {
+            self.0.extend_from_slice(&[FAR_FIELD, index]);
+        }
         let _ = write!(self, "{value:?}");
-        self.0.push(END);
     }
 }
 
 /// A `tracing` subscriber that writes fmt's full line format (timestamp, level, span scope,
-/// fields; no target) and keeps spans in a compact slab: with it, a session's span costs 112
+/// fields; no target) and keeps spans in a compact slab: with it, a session's span costs 96
 /// bytes (this slot and the session's 32-byte handle) where `tracing-subscriber`'s registry and
 /// fmt layer keep ~560.
 ///
@@ -247,12 +334,12 @@ where
             next = slab.slot(index).parent();
         }
         for &index in chain.iter().rev() {
-            let slot = slab.slot(index);
-            let Some(meta) = slot.meta else { continue };
+            let meta = slab.meta(index);
             line.push_str(meta.name());
-            if !slot.values.is_empty() {
+            let values = slab.values(index);
+            if !values.is_empty() {
                 line.push('{');
-                write_values(meta, &slot.values, line);
+                write_values(meta, values, line);
                 line.push('}');
             }
             line.push(':');
@@ -282,19 +369,28 @@ where
 
     #[cfg(test)]
     fn spilled_spans(&self) -> usize {
-        let slab = self.slab();
-        (0..slab.made)
-            .filter(|&i| slab.slot(i).meta.is_some() && slab.slot(i).values.spilled())
-            .count()
+        self.slab().spilled.len()
     }
 }
 
 /// `name=text` for each stored value, space-separated; a `message` value is written bare.
 fn write_values(meta: &Metadata<'_>, values: &[u8], line: &mut String) {
+    let mut rest = values;
     let mut first = true;
-    for run in values.split(|&b| b == END).filter(|run| !run.is_empty()) {
-        let (index, text) = (run[0] as usize, &run[1..]);
-        let text = std::str::from_utf8(text).unwrap_or("<invalid>");
+    while let Some((&marker, after)) = rest.split_first() {
+        let (index, after) = match marker {
+            FAR_FIELD => match after.split_first() {
+                Some((&index, after)) => (usize::from(index), after),
+                None => break,
+            },
+            _ => (usize::from(marker.wrapping_sub(FIELD)), after),
+        };
+        let end = after
+            .iter()
+            .position(|&b| b >= FIELD)
+            .unwrap_or(after.len());
+        let text = std::str::from_utf8(&after[..end]).unwrap_or("<invalid>");
+        rest = &after[end..];
         if !first {
             line.push(' ');
         }
@@ -335,7 +431,7 @@ where
             }
             None => 0,
         };
-        let index = slab.insert(attrs.metadata(), parent, values);
+        let index = slab.insert(attrs.metadata(), parent, &values);
         Id::from_non_zero_u64(NonZeroU64::new(index as u64 + 1).expect("index + 1 is not zero"))
     }
 
@@ -344,7 +440,7 @@ where
         values.record(&mut ValueWriter(&mut added));
         let mut slab = self.slab();
         if let Some(index) = slab.live(span) {
-            slab.slot_mut(index).values.extend_from_slice(&added);
+            slab.add_values(index, &added);
         }
     }
 
@@ -407,7 +503,7 @@ where
         };
         let meta = {
             let slab = self.slab();
-            slab.live(&id).and_then(|index| slab.slot(index).meta)
+            slab.live(&id).map(|index| slab.meta(index))
         };
         match meta {
             Some(meta) => tracing_core::span::Current::new(id, meta),
@@ -467,9 +563,9 @@ mod tests {
     }
 
     #[test]
-    fn a_slot_is_80_bytes() {
+    fn a_slot_is_64_bytes() {
         // The per-connection cost of a session span: this slot plus the session's boxed handle.
-        assert_eq!(std::mem::size_of::<Slot>(), 80);
+        assert_eq!(std::mem::size_of::<Slot>(), 64);
     }
 
     #[test]
@@ -564,6 +660,57 @@ mod tests {
             "session{id=#123456 peer=255.255.255.255:65535 transport=tcp listener=127.0.0.1:7000 worker=1}: in"
         ));
         assert!(lines[1].contains(&format!("long{{text={}}}: in", "x".repeat(200))));
+    }
+
+    #[test]
+    fn values_recorded_past_the_inline_room_move_out_of_line_and_back_when_freed() {
+        let lines = with_log(|log| {
+            let span = tracing::info_span!("grows", a = %"x".repeat(40), b = tracing::field::Empty);
+            assert_eq!(log.spilled_spans(), 0);
+            span.record("b", "y".repeat(20));
+            assert_eq!(log.spilled_spans(), 1);
+            span.in_scope(|| tracing::info!("in"));
+            drop(span);
+            assert_eq!(
+                log.spilled_spans(),
+                0,
+                "a freed slot keeps nothing out of line"
+            );
+            assert_eq!(log.live_spans(), 0);
+        });
+        let (a, b) = ("x".repeat(40), "y".repeat(20));
+        assert_eq!(
+            body(&lines[0]),
+            format!(" INFO grows{{a={a} b=\"{b}\"}}: in")
+        );
+    }
+
+    #[test]
+    fn fields_past_the_seventh_and_unicode_text_read_back() {
+        let lines = with_log(|_| {
+            let span = tracing::info_span!(
+                "wide", f0 = 0, f1 = 1, f2 = 2, f3 = 3, f4 = 4, f5 = 5, f6 = 6, f7 = 7, f8 = %"ü€𝄞"
+            );
+            span.in_scope(|| tracing::info!("in"));
+        });
+        assert_eq!(
+            body(&lines[0]),
+            " INFO wide{f0=0 f1=1 f2=2 f3=3 f4=4 f5=5 f6=6 f7=7 f8=ü€𝄞}: in"
+        );
+    }
+
+    #[test]
+    fn spans_past_a_full_metadata_table_keep_their_metadata_aside() {
+        let mut slab = Slab::default();
+        let first = tracing::info_span!("first").metadata().unwrap();
+        let later = tracing::info_span!("later").metadata().unwrap();
+        slab.metas = vec![first; usize::from(META_ELSEWHERE) - 1];
+        let index = slab.insert(later, 0, &[FIELD, b'v']);
+        assert_eq!(slab.slot(index).meta, META_ELSEWHERE);
+        assert_eq!(slab.meta(index).name(), "later");
+        assert_eq!(slab.values(index), &[FIELD, b'v']);
+        assert!(slab.release(index));
+        assert!(slab.far_metas.is_empty());
     }
 
     #[test]

@@ -86,10 +86,11 @@ const START_ALLOCATIONS_BUDGET: f64 = 12.5;
 /// guards; this one catches a large regression.
 const IDLE_HEAP_BYTES_BUDGET: f64 = 1_400.0;
 /// What a session's `tracing` span adds to its start under `switchboard::log::LineLog` at INFO
-/// (the command's subscriber): the session's 32-byte handle and an 80-byte slot of the span
-/// slab. Bytes asked for, so what is freed later still counts; issue 11 §7 allows 128 bytes
-/// per idle connection for spans and metrics.
-const SPAN_BYTES_BUDGET: f64 = 128.0;
+/// (the command's subscriber): the session's 32-byte handle and a 64-byte slot of the span
+/// slab, 96 by construction (measured 88: the window also sees frees). Bytes asked for, so what
+/// is freed later still counts; issue 11 §7 allows 128 bytes per idle connection for spans and
+/// metrics.
+const SPAN_BYTES_BUDGET: f64 = 104.0;
 const SPAN_ALLOCATIONS_BUDGET: f64 = 1.05;
 /// One page of the span slab (`switchboard::log`).
 const SPAN_SESSIONS: usize = 256;
