@@ -177,6 +177,7 @@ impl Outbox {
     }
 
     /// Whether anything waits to be taken (no lock).
+    #[inline]
     pub(crate) fn has_items(&self) -> bool {
         self.charged.load(Ordering::Acquire) > 0
     }

@@ -215,10 +215,17 @@ impl<C: SessionCodec> Core<C> {
 
     /// Moves registry deliveries from the outbound queue into the write buffer while it is
     /// under `room` bytes, at most `budget` of them (each costs one frame of the turn's budget).
+    #[inline]
     pub(super) fn take_outbound(&mut self, room: usize, budget: &mut usize) {
-        if *budget == 0 || self.write_buf.len() >= room || !self.meta.outbox.has_items() {
-            return;
+        // Checked on every turn, true only while registry messages wait: the check inline,
+        // the taking out of line.
+        if *budget > 0 && self.write_buf.len() < room && self.meta.outbox.has_items() {
+            self.take_outbound_items(room, budget);
         }
+    }
+
+    #[inline(never)]
+    fn take_outbound_items(&mut self, room: usize, budget: &mut usize) {
         let Core {
             meta,
             codec,

@@ -80,6 +80,8 @@ pub(crate) struct LiveCounters {
 pub(crate) struct Counter(AtomicU64);
 
 impl Counter {
+    // Called a few times per frame from other modules: a call costs more than the add.
+    #[inline]
     pub(super) fn add(&self, n: u64) {
         self.0.store(
             self.0.load(Ordering::Relaxed).wrapping_add(n),
@@ -87,6 +89,7 @@ impl Counter {
         );
     }
 
+    #[inline]
     pub(crate) fn get(&self) -> u64 {
         self.0.load(Ordering::Relaxed)
     }
