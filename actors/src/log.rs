@@ -47,7 +47,7 @@ const FAR_FIELD: u8 = 0xFF;
 /// [`Slot::meta`] of a span whose metadata did not fit the table (65,534 span callsites).
 const META_ELSEWHERE: u16 = u16::MAX;
 
-/// Values as they are recorded, before they go into a slot.
+/// Values as they are recorded, and as a span keeps them once they outgrow its slot.
 type Values = SmallVec<[u8; 64]>;
 
 /// One span in 64 bytes: its metadata as a table index, its values (see [`FIELD`]) inline.
@@ -128,7 +128,7 @@ impl Slab {
     fn values(&self, index: usize) -> &[u8] {
         let slot = self.slot(index);
         match slot.len {
-            SPILLED => &self.spilled[&(index as u32)],
+            SPILLED => self.spilled.get(&(index as u32)).map_or(&[], |v| v),
             len => &slot.inline[..usize::from(len)],
         }
     }
@@ -137,19 +137,22 @@ impl Slab {
     fn add_values(&mut self, index: usize, added: &[u8]) {
         let key = index as u32;
         let slot = self.slot_mut(index);
-        let len = usize::from(slot.len);
-        if slot.len != SPILLED && len + added.len() <= INLINE_VALUES {
-            slot.inline[len..len + added.len()].copy_from_slice(added);
-            slot.len = (len + added.len()) as u8;
+        if slot.len == SPILLED {
+            self.spilled
+                .entry(key)
+                .or_default()
+                .extend_from_slice(added);
             return;
         }
-        if slot.len != SPILLED {
+        let len = usize::from(slot.len);
+        if len + added.len() <= INLINE_VALUES {
+            slot.inline[len..len + added.len()].copy_from_slice(added);
+            slot.len = (len + added.len()) as u8;
+        } else {
             let mut values = Values::from_slice(&slot.inline[..len]);
+            values.extend_from_slice(added);
             slot.len = SPILLED;
-            values.extend_from_slice(added);
             self.spilled.insert(key, values);
-        } else if let Some(values) = self.spilled.get_mut(&key) {
-            values.extend_from_slice(added);
         }
     }
 

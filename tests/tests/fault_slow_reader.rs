@@ -70,7 +70,7 @@ fn slow_reader(
 ) -> std::thread::JoinHandle<()> {
     std::thread::spawn(move || {
         // Fixed kernel buffers on the client's side: autotuned, they held ~3 MiB more per
-        // client (163 MiB pushed in all instead of ~95), and the test took as much longer.
+        // client (163 MiB pushed in all instead of ~95), all of it data the test waits on.
         let socket =
             socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
         socket.set_recv_buffer_size(KERNEL_BUFFER).unwrap();
