@@ -705,8 +705,13 @@ mod tests {
     #[test]
     fn spans_past_a_full_metadata_table_keep_their_metadata_aside() {
         let mut slab = Slab::default();
-        let first = tracing::info_span!("first").metadata().unwrap();
-        let later = tracing::info_span!("later").metadata().unwrap();
+        // A span has its metadata only while a subscriber takes it.
+        let (mut first, mut later) = (None, None);
+        with_log(|_| {
+            first = tracing::info_span!("first").metadata();
+            later = tracing::info_span!("later").metadata();
+        });
+        let (first, later) = (first.unwrap(), later.unwrap());
         slab.metas = vec![first; usize::from(META_ELSEWHERE) - 1];
         let index = slab.insert(later, 0, &[FIELD, b'v']);
         assert_eq!(slab.slot(index).meta, META_ELSEWHERE);
