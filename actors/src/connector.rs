@@ -10,7 +10,7 @@ use crate::{
     session::{Handshake, Launch, Parts, ProxyStep},
     transport::RawStream,
     ConnectError, IntoTarget, ProxyHeader, ProxyVersion, Registry, Session, SessionCodec,
-    SessionConfig, SessionError, SessionHandler, Target, TlsConnector, WorkerPool,
+    SessionConfig, SessionError, SessionHandler, SocketBuffers, Target, TlsConnector, WorkerPool,
 };
 
 /// Opens client connections and starts a [`Session`] on each: on the current arbiter, or on a
@@ -51,6 +51,7 @@ pub struct Connector {
     local_addr: Option<SocketAddr>,
     tls: Option<TlsConnector>,
     proxy: Option<ProxyHeaderPlan>,
+    socket_buffers: SocketBuffers,
 }
 
 /// The PROXY header a connector sends.
@@ -84,6 +85,7 @@ impl Connector {
             local_addr: None,
             tls: None,
             proxy: None,
+            socket_buffers: SocketBuffers::new(),
         }
     }
 
@@ -129,6 +131,22 @@ impl Connector {
     /// server name (its IP address for an address target).
     pub fn tls(mut self, connector: TlsConnector) -> Self {
         self.tls = Some(connector);
+        self
+    }
+
+    /// Fixes the kernel's receive and send buffers of each TCP connection, set before it
+    /// connects (default: the system's, tuned by the kernel); see [`SocketBuffers`]. A size of
+    /// 0 fails the connect with a config error.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use switchboard::{Connector, SocketBuffers};
+    /// let connector = Connector::new().socket_buffers(SocketBuffers::new().receive(256 * 1024));
+    /// # let _ = connector;
+    /// ```
+    pub fn socket_buffers(mut self, buffers: SocketBuffers) -> Self {
+        self.socket_buffers = buffers;
         self
     }
 
@@ -204,9 +222,10 @@ impl Connector {
             .map_err(|reason| ConnectError::InvalidTarget { reason })?;
         self.config
             .validate()
+            .and_then(|()| self.socket_buffers.validate("socket_buffers"))
             .map_err(|e| ConnectError::Session(SessionError::Config(e)))?;
-        let stream = match tokio::time::timeout(self.timeout, open(&target, self.local_addr)).await
-        {
+        let opening = open(&target, self.local_addr, self.socket_buffers);
+        let stream = match tokio::time::timeout(self.timeout, opening).await {
             Ok(result) => result?,
             Err(_) => {
                 return Err(ConnectError::Timeout {
@@ -263,7 +282,11 @@ enum Opened {
     Unix(tokio::net::UnixStream),
 }
 
-async fn open(target: &Target, local: Option<SocketAddr>) -> Result<Opened, ConnectError> {
+async fn open(
+    target: &Target,
+    local: Option<SocketAddr>,
+    buffers: SocketBuffers,
+) -> Result<Opened, ConnectError> {
     if let Target::Unix(path) = target {
         return match path.connect().await {
             Ok(stream) => Ok(Opened::Unix(stream)),
@@ -282,7 +305,7 @@ async fn open(target: &Target, local: Option<SocketAddr>) -> Result<Opened, Conn
         })?;
     let mut last = None;
     for addr in addrs {
-        match connect_one(addr, local).await {
+        match connect_one(addr, local, buffers).await {
             Ok(stream) => return Ok(Opened::Tcp(stream)),
             Err(source) => last = Some(ConnectError::Io { addr, source }),
         }
@@ -292,15 +315,23 @@ async fn open(target: &Target, local: Option<SocketAddr>) -> Result<Opened, Conn
     }))
 }
 
-async fn connect_one(addr: SocketAddr, local: Option<SocketAddr>) -> std::io::Result<TcpStream> {
-    let Some(local) = local else {
+async fn connect_one(
+    addr: SocketAddr,
+    local: Option<SocketAddr>,
+    buffers: SocketBuffers,
+) -> std::io::Result<TcpStream> {
+    if local.is_none() && buffers.is_system_default() {
         return TcpStream::connect(addr).await;
-    };
+    }
     let socket = if addr.is_ipv4() {
         tokio::net::TcpSocket::new_v4()?
     } else {
         tokio::net::TcpSocket::new_v6()?
     };
-    socket.bind(local)?;
+    // Before the handshake, so that the window scale offered fits the receive buffer.
+    buffers.apply(&socket2::SockRef::from(&socket))?;
+    if let Some(local) = local {
+        socket.bind(local)?;
+    }
     socket.connect(addr).await
 }

@@ -116,6 +116,7 @@ mod notify;
 mod outbox;
 mod registry;
 mod session;
+mod socket_buffers;
 mod spin;
 mod target;
 mod ticker;
@@ -150,6 +151,7 @@ pub use session::{
     PauseReading, ResumeReading, Session, SessionBuilder, SessionCodec, SessionHandler, SessionId,
     SessionInfo, SessionState, SharedError, ShutdownWrite, SlowConsumerPolicy, StartTls, Write,
 };
+pub use socket_buffers::SocketBuffers;
 pub use target::{IntoTarget, Target, UnixTarget};
 pub use transport::{
     Address, Cidr, Credentials, ProxyError, ProxyHeader, ProxyVersion, TlsAcceptor, TlsConnector,

@@ -39,8 +39,8 @@ use crate::{
     target::UnixTarget,
     transport::{peer_credentials, proxy::ProxyProtocol, RawStream},
     Address, Cidr, ConfigError, HandshakeStats, IntoTarget, ListenError, Registry, Session,
-    SessionCodec, SessionConfig, SessionError, SessionHandler, SessionId, ShutdownReport, Target,
-    TlsAcceptor, WorkerPool, ACCEPT_ERROR_KINDS, MAX_PROXY_HEADER,
+    SessionCodec, SessionConfig, SessionError, SessionHandler, SessionId, ShutdownReport,
+    SocketBuffers, Target, TlsAcceptor, WorkerPool, ACCEPT_ERROR_KINDS, MAX_PROXY_HEADER,
 };
 
 /// The default listen backlog. tokio's `TcpListener::bind` uses 128, which overflows under a
@@ -698,6 +698,7 @@ impl Listener {
             unix_mode: 0o600,
             proxy: None,
             reuse_port: None,
+            socket_buffers: SocketBuffers::new(),
         }
     }
 
@@ -932,6 +933,7 @@ pub struct ListenerBuilder {
     proxy: Option<Vec<Cidr>>,
     /// Sockets per TCP address with `SO_REUSEPORT`; `None`: one, without the option.
     reuse_port: Option<usize>,
+    socket_buffers: SocketBuffers,
 }
 
 impl fmt::Debug for ListenerBuilder {
@@ -1041,6 +1043,46 @@ impl ListenerBuilder {
     /// ```
     pub fn proxy_protocol(mut self, allowlist: impl IntoIterator<Item = Cidr>) -> Self {
         self.proxy = Some(allowlist.into_iter().collect());
+        self
+    }
+
+    /// Fixes the kernel's receive and send buffers of every TCP connection this listener
+    /// accepts (default: the system's, tuned by the kernel). They are set once on each
+    /// listening socket, adopted ones too, and every accepted socket inherits them; see
+    /// [`SocketBuffers`] for what fixing them does.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use bytes::Bytes;
+    /// use switchboard::{Conn, Listener, SessionHandler, SocketBuffers};
+    /// use switchboard_codec::Raw;
+    ///
+    /// struct Echo;
+    /// impl SessionHandler<Raw> for Echo {
+    ///     fn ready_read(&mut self, data: Bytes, conn: &mut Conn<'_, Raw, Self>) {
+    ///         let _ = conn.write(data);
+    ///     }
+    /// }
+    ///
+    /// # actix_rt::System::new().block_on(async {
+    /// // Bulk clients that read slowly hold at most ~256 KiB each in the server's kernel.
+    /// let server = Listener::bind("127.0.0.1:0")
+    ///     .socket_buffers(SocketBuffers::new().receive(64 * 1024).send(64 * 1024))
+    ///     .serve(Raw, || Echo)
+    ///     .unwrap();
+    /// assert_ne!(server.local_addr().port(), 0);
+    ///
+    /// // A size of 0 is refused by name.
+    /// let refused = Listener::bind("127.0.0.1:0")
+    ///     .socket_buffers(SocketBuffers::new().receive(0))
+    ///     .serve(Raw, || Echo)
+    ///     .unwrap_err();
+    /// assert!(refused.to_string().contains("socket_buffers"), "{refused}");
+    /// # });
+    /// ```
+    pub fn socket_buffers(mut self, buffers: SocketBuffers) -> Self {
+        self.socket_buffers = buffers;
         self
     }
 
@@ -1319,6 +1361,7 @@ impl ListenerBuilder {
             )
             .into());
         }
+        self.socket_buffers.validate("socket_buffers")?;
         if self.reuse_port == Some(0) {
             return Err(ConfigError::invalid("reuse_port", "needs at least one socket").into());
         }
@@ -1368,6 +1411,20 @@ impl ListenerBuilder {
         for target in self.more {
             let target = target.map_err(|reason| ListenError::InvalidTarget { reason })?;
             bind_target(&target, &bind_options, &mut bound)?;
+        }
+        if !self.socket_buffers.is_system_default() {
+            for socket in &bound {
+                if let Bound::Tcp(listener) = socket {
+                    let addr = listener
+                        .local_addr()
+                        .map_err(|source| ListenError::Register { source })?;
+                    let socket = socket2::SockRef::from(listener);
+                    self.socket_buffers
+                        .apply(&socket)
+                        .map_err(|source| ListenError::Bind { addr, source })?;
+                    self.socket_buffers.report(&addr, &socket);
+                }
+            }
         }
         let local_addr = bound.iter().find_map(|b| match b {
             Bound::Tcp(l) => l.local_addr().ok(),

@@ -200,6 +200,18 @@ pub(crate) struct ServeArgs {
     #[arg(long)]
     pub(crate) accept_on_worker: bool,
 
+    /// Fix each TCP connection's kernel receive buffer (SO_RCVBUF) at this many bytes; the
+    /// kernel books twice that and stops tuning it [default: the kernel's, grown with the
+    /// traffic up to net.ipv4.tcp_rmem].
+    #[arg(long, value_name = "BYTES", value_parser = clap::value_parser!(u32).range(1..=i32::MAX as i64))]
+    pub(crate) recv_buffer: Option<u32>,
+
+    /// Fix each TCP connection's kernel send buffer (SO_SNDBUF) at this many bytes: with
+    /// --recv-buffer, the most a client that stops reading can hold in the server's kernel
+    /// [default: the kernel's, up to net.ipv4.tcp_wmem].
+    #[arg(long, value_name = "BYTES", value_parser = clap::value_parser!(u32).range(1..=i32::MAX as i64))]
+    pub(crate) send_buffer: Option<u32>,
+
     /// What to do with clients.
     #[arg(long, short, value_enum, default_value_t = Mode::Chat)]
     pub(crate) mode: Mode,

@@ -31,6 +31,9 @@ const STUCK: Duration = Duration::from_millis(500);
 const MAX_GROWTH_KIB: u64 = 16 * 1024;
 /// The slow clients' socket buffers, each way.
 const KERNEL_BUFFER: usize = 128 * 1024;
+/// The server's, each way (`serve --recv-buffer / --send-buffer`): left to the kernel they
+/// grow to megabytes per connection, all of it data the test waits on to be pushed back.
+const SERVER_BUFFER: &str = "65536";
 
 fn rss_kib(pid: i32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
@@ -95,7 +98,18 @@ fn slow_reader(
 
 #[test]
 fn slow_readers_hold_server_memory_flat_and_others_keep_their_latency() {
-    let server = Server::start(&["--mode", "echo", "--codec", "raw", "--idle-timeout", "0"]);
+    let server = Server::start(&[
+        "--mode",
+        "echo",
+        "--codec",
+        "raw",
+        "--idle-timeout",
+        "0",
+        "--recv-buffer",
+        SERVER_BUFFER,
+        "--send-buffer",
+        SERVER_BUFFER,
+    ]);
     let pid = server.proc.pid();
     let mut good = TcpStream::connect(server.addr).unwrap();
     good.set_read_timeout(Some(STEP)).unwrap();

@@ -154,6 +154,14 @@ async fn serve(
         builder = builder.worker_spin(Duration::from_micros(args.spin_us));
     }
     builder = builder.accept_on_worker(args.accept_on_worker);
+    let mut buffers = switchboard::SocketBuffers::new();
+    if let Some(bytes) = args.recv_buffer {
+        buffers = buffers.receive(bytes as usize);
+    }
+    if let Some(bytes) = args.send_buffer {
+        buffers = buffers.send(bytes as usize);
+    }
+    builder = builder.socket_buffers(buffers);
     if let Some(max) = args.max_connections {
         builder = builder.max_connections(max);
     }
