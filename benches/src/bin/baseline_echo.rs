@@ -6,7 +6,7 @@
 //! once bound, like `switchboard serve`.
 //!
 //! ```text
-//! baseline_echo [--addr 127.0.0.1:0] [--workers N] [--buffer BYTES]
+//! baseline_echo [--addr 127.0.0.1:0] [--workers N] [--buffer BYTES] [--recv-buffer BYTES]
 //! ```
 
 use std::{io::Write as _, net::SocketAddr};
@@ -20,6 +20,11 @@ fn main() -> std::io::Result<()> {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let workers: usize = args.get("--workers", cores);
     let buffer: usize = args.get("--buffer", 64 * 1024);
+    // `SO_RCVBUF` on the listening socket, inherited by every accepted one (as `switchboard
+    // serve --recv-buffer`); unset, the kernel tunes it.
+    let recv_buffer: Option<usize> = args
+        .value("--recv-buffer")
+        .map(|v| v.parse().expect("--recv-buffer BYTES"));
     raise_nofile()?;
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -27,7 +32,7 @@ fn main() -> std::io::Result<()> {
         .enable_all()
         .build()?;
     runtime.block_on(async move {
-        let listener = bind(addr, 1024)?;
+        let listener = bind(addr, 1024, recv_buffer)?;
         let listener = tokio::net::TcpListener::from_std(listener)?;
         let local = listener.local_addr()?;
         {
@@ -69,11 +74,18 @@ fn main() -> std::io::Result<()> {
     })
 }
 
-fn bind(addr: SocketAddr, backlog: i32) -> std::io::Result<std::net::TcpListener> {
+fn bind(
+    addr: SocketAddr,
+    backlog: i32,
+    recv_buffer: Option<usize>,
+) -> std::io::Result<std::net::TcpListener> {
     use socket2::{Domain, Protocol, Socket, Type};
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
     socket.set_reuse_address(true)?;
     socket.set_nonblocking(true)?;
+    if let Some(bytes) = recv_buffer {
+        socket.set_recv_buffer_size(bytes)?;
+    }
     socket.bind(&addr.into())?;
     socket.listen(backlog)?;
     Ok(socket.into())

@@ -17,7 +17,8 @@
 //! Scenarios (names for `--only`): `throughput`, `workers` (throughput with 1 and with 2
 //! workers on both servers, side by side), `crosscheck` (throughput again with
 //! `switchboard load` as the client), `latency` (also Switchboard in latency mode against
-//! the plain baseline, with the server CPU it costs), `bandwidth`, `accept`, `memory`, `scale`,
+//! the plain baseline, with the server CPU it costs), `bandwidth` (then again with both servers'
+//! receive buffers fixed, `--recv-buffer`), `accept`, `memory`, `scale`,
 //! `registry`, `file`, `tls` (against a plain tokio-rustls echo, `baseline_tls_echo`), `unix`
 //! (Switchboard over a Unix socket against itself over TCP loopback), and, only when named,
 //! `ops` (the cost of metrics, logging and the admin socket: all on against all off) and
@@ -992,9 +993,12 @@ fn idle_cost_command(total: usize) -> String {
     )
 }
 
+/// The receive buffer both servers fix for the bandwidth scenario's second half.
+const FIXED_RECV_BUFFER: &str = "1048576";
+
 fn bandwidth(opts: &Opts, report: &mut Report) {
     let (c, p, size) = (10, 4, 64 * 1024);
-    let (base, sb) = alternate(opts, "bandwidth", |s, _| {
+    let run = |s: &Server, _| {
         // The kernel's tail loss probes over the run: on this loopback they fire when ACKs
         // wait (delayed ACKs, socket backlog), and runs with many of them stall on both servers.
         let probes = loss_probes();
@@ -1003,10 +1007,42 @@ fn bandwidth(opts: &Opts, report: &mut Report) {
             .zip(probes)
             .map(|(after, before)| after - before));
         v
-    });
+    };
     let command = load_command(opts, c, p, size);
-    let cpu_per_mb =
-        |v: &Value| num(v, "/server_cpu_s") / (num(v, "/messages") * size as f64) * 1e9;
+    let (base, sb) = alternate(opts, "bandwidth", run);
+    bandwidth_rows(report, "", &base, &sb, &command);
+    // Both servers again with the receive buffer fixed (`--recv-buffer`, so the kernel's
+    // receive autotuning is out of it): which connections of a round get a grown receive
+    // window is what splits rounds into fast and slow ones on this loopback.
+    let extra = ["--recv-buffer", FIXED_RECV_BUFFER];
+    let servers = [
+        (Side::Baseline, start_server(opts, Side::Baseline, &extra)),
+        (
+            Side::Switchboard,
+            start_server(opts, Side::Switchboard, &extra),
+        ),
+    ];
+    let (fixed_base, fixed_sb) = alternate_on(opts, "bandwidth, fixed buffers", &servers, run);
+    bandwidth_rows(
+        report,
+        ", receive buffer fixed at 1 MiB on both servers",
+        &fixed_base,
+        &fixed_sb,
+        &format!("{command} (servers started with --recv-buffer {FIXED_RECV_BUFFER})"),
+    );
+    report.raw.insert(
+        "bandwidth".into(),
+        json!({
+            "baseline": base,
+            "switchboard": sb,
+            "fixed_recv_buffer": {"baseline": fixed_base, "switchboard": fixed_sb},
+        }),
+    );
+}
+
+fn bandwidth_rows(report: &mut Report, suffix: &str, base: &[Value], sb: &[Value], command: &str) {
+    let size = 64.0 * 1024.0;
+    let cpu_per_mb = |v: &Value| num(v, "/server_cpu_s") / (num(v, "/messages") * size) * 1e9;
     let fairness = |v: &Value| {
         num(v, "/messages_per_connection/0") / num(v, "/messages_per_connection/1").max(1.0)
     };
@@ -1040,20 +1076,18 @@ fn bandwidth(opts: &Opts, report: &mut Report) {
         ),
     ];
     for (metric, unit, value, goal) in rows {
+        // The targets are judged on the servers as they come; the fixed-buffer rows explain.
+        let goal = if suffix.is_empty() { goal } else { Goal::None };
         report.paired(
             "bandwidth",
-            metric,
+            &format!("{metric}{suffix}"),
             unit,
-            &column(&sb, value),
-            &column(&base, value),
+            &column(sb, value),
+            &column(base, value),
             goal,
-            &command,
+            command,
         );
     }
-    report.raw.insert(
-        "bandwidth".into(),
-        json!({"baseline": base, "switchboard": sb}),
-    );
 }
 
 /// What a row reads off one run's report.
