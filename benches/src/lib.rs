@@ -350,6 +350,40 @@ impl Args {
         }
     }
 
+    /// For tools that take `HOST:PORT` first: [`check`](Args::check)s the options after it
+    /// and returns the address, or exits with `usage` (status 2) when it is missing or does
+    /// not parse.
+    pub fn address_then_check(
+        &self,
+        usage: &str,
+        flags: &[&str],
+        valued: &[&str],
+    ) -> std::net::SocketAddr {
+        let rest = Args {
+            args: self.args.iter().skip(1).cloned().collect(),
+        };
+        if matches!(self.args.first().map(String::as_str), Some("--help" | "-h")) {
+            println!("{usage}");
+            std::process::exit(0);
+        }
+        let address = match self.positional() {
+            None => Err("HOST:PORT comes first".to_string()),
+            Some(text) => text
+                .parse()
+                .map_err(|_| format!("`{text}` is not an address (HOST:PORT, an IP address)")),
+        };
+        match address {
+            Ok(address) => {
+                rest.check(usage, flags, valued);
+                address
+            }
+            Err(problem) => {
+                eprintln!("{problem}\n\n{usage}");
+                std::process::exit(2);
+            }
+        }
+    }
+
     /// What [`check`](Args::check) stops for, if anything.
     pub fn problem(&self, flags: &[&str], valued: &[&str]) -> Option<ArgProblem> {
         let mut args = self.args.iter();

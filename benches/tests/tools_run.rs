@@ -144,3 +144,27 @@ fn scale_server_serves_and_answers_registry_commands() {
     assert_eq!(measured["count"], 0, "{measured}");
     assert_eq!(measured["list_len"], 0, "{measured}");
 }
+
+/// A client tool run without its address, with a bad one or with an option it does not take
+/// stops with its usage and status 2 (not a panic, not a silently ignored option).
+#[test]
+fn client_tools_refuse_bad_arguments_with_their_usage() {
+    for exe in [
+        env!("CARGO_BIN_EXE_load_client"),
+        env!("CARGO_BIN_EXE_accept_rate"),
+        env!("CARGO_BIN_EXE_hold_clients"),
+    ] {
+        for args in [
+            &[][..],
+            &["not-an-address"][..],
+            &["127.0.0.1:9", "--no-such-option"][..],
+            &["127.0.0.1:9", "--duration"][..],
+        ] {
+            let output = Command::new(exe).args(args).output().expect("run tool");
+            let stderr = String::from_utf8_lossy(&output.stderr);
+            assert_eq!(output.status.code(), Some(2), "{exe} {args:?}: {stderr}");
+            assert!(stderr.contains("usage: "), "{exe} {args:?}: {stderr}");
+            assert!(!stderr.contains("panicked"), "{exe} {args:?}: {stderr}");
+        }
+    }
+}

@@ -30,13 +30,22 @@ use switchboard_benches::{
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+const USAGE: &str = "usage: accept_rate HOST:PORT [--concurrency 8] [--duration 5] [--warmup 0.5]\n                              [--source-first 10] [--source-count 200] [--server-pid PID]";
+
 fn main() -> std::io::Result<()> {
     let args = Args::from_env();
-    let server: SocketAddr = args
-        .positional()
-        .expect("usage: accept_rate HOST:PORT [options]")
-        .parse()
-        .expect("HOST:PORT");
+    let server: SocketAddr = args.address_then_check(
+        USAGE,
+        &[],
+        &[
+            "--concurrency",
+            "--duration",
+            "--warmup",
+            "--source-first",
+            "--source-count",
+            "--server-pid",
+        ],
+    );
     let concurrency: usize = args.get("--concurrency", 8).max(1);
     let duration = parse_seconds(args.value("--duration").unwrap_or("5")).expect("--duration");
     let warmup = parse_seconds(args.value("--warmup").unwrap_or("0.5")).expect("--warmup");

@@ -20,13 +20,21 @@ use std::{
 use switchboard_benches::{connect_from, loopback_source, parse_seconds, raise_nofile, Args};
 use tokio::{io::AsyncReadExt, sync::Semaphore};
 
+const USAGE: &str = "usage: hold_clients HOST:PORT [--count 1000] [--source-first 2] [--source-count 1]\n                               [--concurrency 128] [--hold 300]";
+
 fn main() -> std::io::Result<()> {
     let args = Args::from_env();
-    let server: SocketAddr = args
-        .positional()
-        .expect("usage: hold_clients HOST:PORT --count N")
-        .parse()
-        .expect("HOST:PORT");
+    let server: SocketAddr = args.address_then_check(
+        USAGE,
+        &[],
+        &[
+            "--count",
+            "--source-first",
+            "--source-count",
+            "--concurrency",
+            "--hold",
+        ],
+    );
     let count: usize = args.get("--count", 1000);
     let first: u32 = args.get("--source-first", 2);
     let sources: u32 = args.get("--source-count", 1);

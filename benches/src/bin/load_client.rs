@@ -36,13 +36,24 @@ struct Outcome {
     error: bool,
 }
 
+const USAGE: &str = "usage: load_client HOST:PORT [--connections 100] [--pipeline 16] [--size 64] [--duration 5]\n                              [--warmup 1] [--threads 1] [--server-pid PID] [--exclude-pid PID]";
+
 fn main() -> io::Result<()> {
     let args = Args::from_env();
-    let server: SocketAddr = args
-        .positional()
-        .expect("usage: load_client HOST:PORT [options]")
-        .parse()
-        .expect("HOST:PORT");
+    let server: SocketAddr = args.address_then_check(
+        USAGE,
+        &[],
+        &[
+            "--connections",
+            "--pipeline",
+            "--size",
+            "--duration",
+            "--warmup",
+            "--threads",
+            "--server-pid",
+            "--exclude-pid",
+        ],
+    );
     let connections: usize = args.get("--connections", 100);
     let pipeline: usize = args.get("--pipeline", 16).max(1);
     let size: usize = args.get("--size", 64).max(1);
