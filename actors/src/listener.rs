@@ -67,7 +67,7 @@ const RESERVED_DESCRIPTORS: u64 = 64;
 /// assert_ne!(listener.local_addr().unwrap().port(), 0);
 /// ```
 pub fn bind_listener(addr: SocketAddr, backlog: u32) -> Result<std::net::TcpListener, ListenError> {
-    bind_tcp(addr, backlog, false)
+    bind_tcp(addr, backlog, false, SocketBuffers::new())
 }
 
 /// Binds and listens; with `reuse_port`, sets `SO_REUSEPORT` first, so that other sockets
@@ -76,6 +76,7 @@ fn bind_tcp(
     addr: SocketAddr,
     backlog: u32,
     reuse_port: bool,
+    buffers: SocketBuffers,
 ) -> Result<std::net::TcpListener, ListenError> {
     use socket2::{Domain, Protocol, Socket, Type};
     let bind = || -> io::Result<std::net::TcpListener> {
@@ -88,8 +89,11 @@ fn bind_tcp(
             socket.set_reuse_port(true)?;
         }
         socket.set_nonblocking(true)?;
+        // Before `listen`: a connection takes the listener's sizes when its handshake ends.
+        buffers.apply(&socket2::SockRef::from(&socket))?;
         socket.bind(&addr.into())?;
         socket.listen(i32::try_from(backlog).unwrap_or(i32::MAX))?;
+        buffers.report(&addr, &socket2::SockRef::from(&socket));
         Ok(socket.into())
     };
     bind().map_err(|source| ListenError::Bind { addr, source })
@@ -835,7 +839,7 @@ impl Listener {
 
 /// A socket handed over already listening (socket activation, a hand-over), made
 /// non-blocking for the accept loop: the one way both come in.
-fn adopt(socket: StdListener) -> Result<Bound, ListenError> {
+fn adopt(socket: StdListener, buffers: SocketBuffers) -> Result<Bound, ListenError> {
     use std::os::fd::{AsFd, AsRawFd};
     let name = match socket.address() {
         Ok(address) => address.to_string(),
@@ -848,6 +852,12 @@ fn adopt(socket: StdListener) -> Result<Bound, ListenError> {
     match socket {
         StdListener::Tcp(listener) => {
             listener.set_nonblocking(true).map_err(error)?;
+            buffers
+                .apply(&socket2::SockRef::from(&listener))
+                .map_err(error)?;
+            if let Ok(addr) = listener.local_addr() {
+                buffers.report(&addr, &socket2::SockRef::from(&listener));
+            }
             Ok(Bound::Tcp(listener))
         }
         StdListener::Unix(listener) => {
@@ -1047,9 +1057,12 @@ impl ListenerBuilder {
     }
 
     /// Fixes the kernel's receive and send buffers of every TCP connection this listener
-    /// accepts (default: the system's, tuned by the kernel). They are set once on each
-    /// listening socket, adopted ones too, and every accepted socket inherits them; see
-    /// [`SocketBuffers`] for what fixing them does.
+    /// accepts (default: the system's, tuned by the kernel). They are set on each listening
+    /// socket before it listens, and every accepted socket inherits them; see
+    /// [`SocketBuffers`] for what fixing them does. An adopted socket (socket activation, a
+    /// hand-over) is already listening: connections already queued on it keep the sizes they
+    /// had, the setting reaches every process that holds the socket, and it stays after this
+    /// listener is gone.
     ///
     /// # Examples
     ///
@@ -1395,12 +1408,13 @@ impl ListenerBuilder {
             backlog: self.backlog,
             unix_mode: self.unix_mode,
             reuse_port: self.reuse_port,
+            socket_buffers: self.socket_buffers,
         };
         let mut bound = Vec::new();
         if !self.adopted.is_empty() {
             // Sockets bound by someone else (systemd, a parent, a previous process) come first.
             for socket in self.adopted {
-                bound.push(adopt(socket)?);
+                bound.push(adopt(socket, self.socket_buffers)?);
             }
         } else {
             let target = self
@@ -1411,20 +1425,6 @@ impl ListenerBuilder {
         for target in self.more {
             let target = target.map_err(|reason| ListenError::InvalidTarget { reason })?;
             bind_target(&target, &bind_options, &mut bound)?;
-        }
-        if !self.socket_buffers.is_system_default() {
-            for socket in &bound {
-                if let Bound::Tcp(listener) = socket {
-                    let addr = listener
-                        .local_addr()
-                        .map_err(|source| ListenError::Register { source })?;
-                    let socket = socket2::SockRef::from(listener);
-                    self.socket_buffers
-                        .apply(&socket)
-                        .map_err(|source| ListenError::Bind { addr, source })?;
-                    self.socket_buffers.report(&addr, &socket);
-                }
-            }
         }
         let local_addr = bound.iter().find_map(|b| match b {
             Bound::Tcp(l) => l.local_addr().ok(),
@@ -1563,6 +1563,7 @@ struct BindOptions {
     backlog: u32,
     unix_mode: u32,
     reuse_port: Option<usize>,
+    socket_buffers: SocketBuffers,
 }
 
 /// Binds `target` (several sockets for a TCP address with `SO_REUSEPORT`) into `bound`.
@@ -1586,17 +1587,23 @@ fn bind_target(
                     source,
                 })?;
             let Some(sockets) = options.reuse_port else {
-                bound.push(Bound::Tcp(bind_listener(addr, options.backlog)?));
+                let listener = bind_tcp(addr, options.backlog, false, options.socket_buffers)?;
+                bound.push(Bound::Tcp(listener));
                 return Ok(());
             };
-            let first = bind_tcp(addr, options.backlog, true)?;
+            let first = bind_tcp(addr, options.backlog, true, options.socket_buffers)?;
             // Port 0 is chosen once; the other sockets join the port the first one got.
             let resolved = first
                 .local_addr()
                 .map_err(|source| ListenError::Bind { addr, source })?;
             bound.push(Bound::Tcp(first));
             for _ in 1..sockets {
-                bound.push(Bound::Tcp(bind_tcp(resolved, options.backlog, true)?));
+                bound.push(Bound::Tcp(bind_tcp(
+                    resolved,
+                    options.backlog,
+                    true,
+                    options.socket_buffers,
+                )?));
             }
         }
     }

@@ -9,8 +9,10 @@ use crate::ConfigError;
 ///
 /// By default Linux sizes both buffers itself and grows them with the connection's traffic (up
 /// to `net.ipv4.tcp_rmem` / `tcp_wmem`, megabytes each). A size set here is fixed: the kernel
-/// stops tuning that buffer, books twice the value (its own accounting overhead, as `socket(7)`
-/// says) and caps it at `net.core.rmem_max` / `wmem_max`. Fixing them bounds the bytes a
+/// stops tuning that buffer, caps the value at `net.core.rmem_max` / `wmem_max` and, on Linux,
+/// books twice the capped value (its own accounting overhead, as `socket(7)` says). A fixed
+/// receive buffer also bounds the receive window, so one connection's rate is at most about
+/// the buffer per round trip: size it for the slowest long path it must serve. Fixing them bounds the bytes a
 /// connection can hold in the kernel, which matters for servers with many bulk clients that
 /// read slowly: the session's own write buffer stops at its high watermark, and then these
 /// buffers are all that is left to fill.
@@ -106,9 +108,13 @@ impl SocketBuffers {
     }
 }
 
+/// What the kernel books per byte asked of `SO_RCVBUF` / `SO_SNDBUF`.
+const BOOKED_PER_BYTE_ASKED: usize = if cfg!(target_os = "linux") { 2 } else { 1 };
+
 impl SocketBuffers {
     /// Logs what the kernel booked on the listening socket at `addr`, and warns when it gave
     /// less than asked (`net.core.rmem_max` / `wmem_max` cap what an unprivileged process sets).
+    /// Linux books twice the size asked; other systems book it as asked.
     pub(crate) fn report(&self, addr: &std::net::SocketAddr, socket: &socket2::SockRef<'_>) {
         let booked = |asked: Option<usize>, got: io::Result<usize>| asked.map(|a| (a, got.ok()));
         let receive = booked(self.receive, socket.recv_buffer_size());
@@ -119,7 +125,7 @@ impl SocketBuffers {
         ] {
             let Some((asked, got)) = entry else { continue };
             match got {
-                Some(got) if got >= asked.saturating_mul(2) => {
+                Some(got) if got >= asked.saturating_mul(BOOKED_PER_BYTE_ASKED) => {
                     tracing::info!(%addr, buffer = name, asked, booked = got, "socket buffer fixed");
                 }
                 got => tracing::warn!(
@@ -158,6 +164,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg(target_os = "linux")]
     fn the_kernel_books_twice_the_size_asked() {
         let socket = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         SocketBuffers::new()

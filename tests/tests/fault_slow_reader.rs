@@ -162,9 +162,10 @@ fn slow_readers_hold_server_memory_flat_and_others_keep_their_latency() {
     );
     println!("{report}");
     assert!(growth < MAX_GROWTH_KIB, "{report}");
-    // What the slow clients got out is far more than what the server holds: the rest waits
-    // in kernel buffers, pushed back.
-    assert!(pushed as u64 > 4 * growth * 1024, "{report}");
+    // What the slow clients got out is more than what the server holds: the rest waits in
+    // kernel buffers, pushed back (with the server's buffers fixed at 64 KiB, ~14 MiB against
+    // ~3 MiB of growth; a stall timeout that fires early only makes `pushed` smaller).
+    assert!(pushed as u64 > 2 * growth * 1024, "{report}");
     // Round trips stay those of an idle server: a generous bound for a loaded machine, where
     // a server that served slow readers before others would take seconds.
     assert!(

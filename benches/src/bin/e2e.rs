@@ -1010,7 +1010,15 @@ fn bandwidth(opts: &Opts, report: &mut Report) {
     };
     let command = load_command(opts, c, p, size);
     let (base, sb) = alternate(opts, "bandwidth", run);
-    bandwidth_rows(report, "", &base, &sb, &command);
+    bandwidth_rows(report, "", size, &base, &sb, &command);
+    if opts.library_server {
+        // `scale_server` takes no `--recv-buffer`: the fixed half would not be what it says.
+        report.raw.insert(
+            "bandwidth".into(),
+            json!({"baseline": base, "switchboard": sb}),
+        );
+        return;
+    }
     // Both servers again with the receive buffer fixed (`--recv-buffer`, so the kernel's
     // receive autotuning is out of it): which connections of a round get a grown receive
     // window is what splits rounds into fast and slow ones on this loopback.
@@ -1026,6 +1034,7 @@ fn bandwidth(opts: &Opts, report: &mut Report) {
     bandwidth_rows(
         report,
         ", receive buffer fixed at 1 MiB on both servers",
+        size,
         &fixed_base,
         &fixed_sb,
         &format!("{command} (servers started with --recv-buffer {FIXED_RECV_BUFFER})"),
@@ -1040,9 +1049,16 @@ fn bandwidth(opts: &Opts, report: &mut Report) {
     );
 }
 
-fn bandwidth_rows(report: &mut Report, suffix: &str, base: &[Value], sb: &[Value], command: &str) {
-    let size = 64.0 * 1024.0;
-    let cpu_per_mb = |v: &Value| num(v, "/server_cpu_s") / (num(v, "/messages") * size) * 1e9;
+fn bandwidth_rows(
+    report: &mut Report,
+    suffix: &str,
+    size: usize,
+    base: &[Value],
+    sb: &[Value],
+    command: &str,
+) {
+    let cpu_per_mb =
+        |v: &Value| num(v, "/server_cpu_s") / (num(v, "/messages") * size as f64) * 1e9;
     let fairness = |v: &Value| {
         num(v, "/messages_per_connection/0") / num(v, "/messages_per_connection/1").max(1.0)
     };
