@@ -359,29 +359,23 @@ impl Args {
         flags: &[&str],
         valued: &[&str],
     ) -> std::net::SocketAddr {
-        let rest = Args {
-            args: self.args.iter().skip(1).cloned().collect(),
-        };
         if matches!(self.args.first().map(String::as_str), Some("--help" | "-h")) {
             println!("{usage}");
             std::process::exit(0);
         }
-        let address = match self.positional() {
-            None => Err("HOST:PORT comes first".to_string()),
-            Some(text) => text
-                .parse()
-                .map_err(|_| format!("`{text}` is not an address (HOST:PORT, an IP address)")),
+        let Some(text) = self.positional() else {
+            eprintln!("HOST:PORT comes first\n\n{usage}");
+            std::process::exit(2);
         };
-        match address {
-            Ok(address) => {
-                rest.check(usage, flags, valued);
-                address
-            }
-            Err(problem) => {
-                eprintln!("{problem}\n\n{usage}");
-                std::process::exit(2);
-            }
+        let Ok(address) = text.parse() else {
+            eprintln!("`{text}` is not an address (HOST:PORT, an IP address)\n\n{usage}");
+            std::process::exit(2);
+        };
+        Args {
+            args: self.args[1..].to_vec(),
         }
+        .check(usage, flags, valued);
+        address
     }
 
     /// What [`check`](Args::check) stops for, if anything.

@@ -225,6 +225,29 @@ pub fn inbox<M: Message<Result = ()> + Send + 'static>() -> (Recipient<M>, Recei
     )
 }
 
+/// Pull mode: waits for the listener's `NewConnection`, takes the connection with
+/// `NextPendingConnection` and hands it over as the std TCP stream it is.
+pub async fn take_pending_tcp(
+    server: &switchboard::ListenerHandle,
+    announced: &mut Received<switchboard::ListenerEvent>,
+) -> TcpStream {
+    match announced.next("NewConnection").await {
+        switchboard::ListenerEvent::NewConnection { .. } => {}
+        other => panic!("expected NewConnection, got {other:?}"),
+    }
+    let pending = within(
+        "NextPendingConnection",
+        server.address().send(switchboard::NextPendingConnection),
+    )
+    .await
+    .unwrap()
+    .expect("a pending connection");
+    let switchboard::AcceptedStream::Tcp(stream) = pending.into_stream() else {
+        panic!("a TCP listener hands over a TCP stream");
+    };
+    stream
+}
+
 /// Messages received by an [`Inbox`] or a [`Probe`], taken in order or by what they are.
 pub struct Received<M> {
     rx: mpsc::UnboundedReceiver<M>,

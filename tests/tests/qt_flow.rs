@@ -13,7 +13,8 @@ use switchboard::{
 };
 use switchboard_codec::Lines;
 use switchboard_tests::{
-    any_port, blocking, echo_line, ended_once, inbox, read_line, std_connect, within, Probes,
+    any_port, blocking, echo_line, ended_once, inbox, read_line, std_connect, take_pending_tcp,
+    within, Probes,
 };
 use tokio::sync::mpsc;
 
@@ -351,20 +352,7 @@ async fn into_stream_hands_over_a_blocking_socket_outside_the_accounting() {
         let mut client = BufReader::new(std_connect(addr));
         echo_line(&mut client, "taken")
     });
-    match announced.next("NewConnection").await {
-        ListenerEvent::NewConnection { .. } => {}
-        other => panic!("expected NewConnection, got {other:?}"),
-    }
-    let pending = within(
-        "NextPendingConnection",
-        server.address().send(NextPendingConnection),
-    )
-    .await
-    .unwrap()
-    .expect("a pending connection");
-    let switchboard::AcceptedStream::Tcp(stream) = pending.into_stream() else {
-        panic!("a TCP listener hands over a TCP stream");
-    };
+    let stream = take_pending_tcp(&server, &mut announced).await;
     // SAFETY: F_GETFL only reads the descriptor's flags.
     let flags = unsafe { libc::fcntl(stream.as_raw_fd(), libc::F_GETFL) };
     assert!(flags >= 0, "fcntl: {}", std::io::Error::last_os_error());

@@ -11,11 +11,11 @@ use std::{net::SocketAddr, process::Command};
 use bytes::Bytes;
 use cli_support::Server;
 use switchboard::{
-    Conn, ConnectError, Connector, Listener, ListenerEvent, NextPendingConnection, SessionError,
-    SessionHandler, SocketBuffers,
+    Conn, ConnectError, Connector, Listener, ListenerEvent, SessionError, SessionHandler,
+    SocketBuffers,
 };
 use switchboard_codec::Raw;
-use switchboard_tests::{any_port, inbox, require_tool, within};
+use switchboard_tests::{any_port, inbox, require_tool, take_pending_tcp, within};
 
 struct Quiet;
 impl SessionHandler<Raw> for Quiet {
@@ -69,20 +69,7 @@ async fn accepted_sizes_are(builder: switchboard::ListenerBuilder) {
         .pull(owner)
         .unwrap();
     let client = std::net::TcpStream::connect(server.local_addr()).unwrap();
-    match announced.next("NewConnection").await {
-        ListenerEvent::NewConnection { .. } => {}
-        other => panic!("expected NewConnection, got {other:?}"),
-    }
-    let pending = within(
-        "NextPendingConnection",
-        server.address().send(NextPendingConnection),
-    )
-    .await
-    .unwrap()
-    .expect("a pending connection");
-    let switchboard::AcceptedStream::Tcp(stream) = pending.into_stream() else {
-        panic!("a TCP listener hands over a TCP stream");
-    };
+    let stream = take_pending_tcp(&server, &mut announced).await;
     let socket = socket2::SockRef::from(&stream);
     assert_eq!(socket.recv_buffer_size().unwrap(), 96 * 1024);
     assert_eq!(socket.send_buffer_size().unwrap(), 80 * 1024);

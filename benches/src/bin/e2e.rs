@@ -1011,42 +1011,33 @@ fn bandwidth(opts: &Opts, report: &mut Report) {
     let command = load_command(opts, c, p, size);
     let (base, sb) = alternate(opts, "bandwidth", run);
     bandwidth_rows(report, "", size, &base, &sb, &command);
-    if opts.library_server {
-        // `scale_server` takes no `--recv-buffer`: the fixed half would not be what it says.
-        report.raw.insert(
-            "bandwidth".into(),
-            json!({"baseline": base, "switchboard": sb}),
+    let mut raw = json!({"baseline": base, "switchboard": sb});
+    // `scale_server` (`--sb-server library`) takes no `--recv-buffer`: a fixed half would not
+    // be what it says.
+    if !opts.library_server {
+        // Both servers again with the receive buffer fixed (`--recv-buffer`): a large receive
+        // window from the start, whatever the kernel's autotuning does, which is what splits
+        // rounds into fast and slow ones on this loopback.
+        let extra = ["--recv-buffer", FIXED_RECV_BUFFER];
+        let servers = [
+            (Side::Baseline, start_server(opts, Side::Baseline, &extra)),
+            (
+                Side::Switchboard,
+                start_server(opts, Side::Switchboard, &extra),
+            ),
+        ];
+        let (fixed_base, fixed_sb) = alternate_on(opts, "bandwidth, fixed buffers", &servers, run);
+        bandwidth_rows(
+            report,
+            ", receive buffer fixed at 1 MiB on both servers",
+            size,
+            &fixed_base,
+            &fixed_sb,
+            &format!("{command} (servers started with --recv-buffer {FIXED_RECV_BUFFER})"),
         );
-        return;
+        raw["fixed_recv_buffer"] = json!({"baseline": fixed_base, "switchboard": fixed_sb});
     }
-    // Both servers again with the receive buffer fixed (`--recv-buffer`, so the kernel's
-    // receive autotuning is out of it): which connections of a round get a grown receive
-    // window is what splits rounds into fast and slow ones on this loopback.
-    let extra = ["--recv-buffer", FIXED_RECV_BUFFER];
-    let servers = [
-        (Side::Baseline, start_server(opts, Side::Baseline, &extra)),
-        (
-            Side::Switchboard,
-            start_server(opts, Side::Switchboard, &extra),
-        ),
-    ];
-    let (fixed_base, fixed_sb) = alternate_on(opts, "bandwidth, fixed buffers", &servers, run);
-    bandwidth_rows(
-        report,
-        ", receive buffer fixed at 1 MiB on both servers",
-        size,
-        &fixed_base,
-        &fixed_sb,
-        &format!("{command} (servers started with --recv-buffer {FIXED_RECV_BUFFER})"),
-    );
-    report.raw.insert(
-        "bandwidth".into(),
-        json!({
-            "baseline": base,
-            "switchboard": sb,
-            "fixed_recv_buffer": {"baseline": fixed_base, "switchboard": fixed_sb},
-        }),
-    );
+    report.raw.insert("bandwidth".into(), raw);
 }
 
 fn bandwidth_rows(
