@@ -1,7 +1,14 @@
 //! The [`Connector`]: the client side (Qt's `connectToHost`), yielding the same [`Session`] as
 //! the server side.
 
-use std::{net::SocketAddr, sync::Arc, time::Duration};
+use std::{
+    net::SocketAddr,
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
+    time::Duration,
+};
 
 use actix::Addr;
 use tokio::net::TcpStream;
@@ -52,6 +59,9 @@ pub struct Connector {
     tls: Option<TlsConnector>,
     proxy: Option<ProxyHeaderPlan>,
     socket_buffers: SocketBuffers,
+    /// Set once a connection found its buffers capped by the kernel: one warning per
+    /// connector (and its clones), not one per connection of a load test.
+    capped_buffers_warned: Arc<AtomicBool>,
 }
 
 /// The PROXY header a connector sends.
@@ -86,6 +96,7 @@ impl Connector {
             tls: None,
             proxy: None,
             socket_buffers: SocketBuffers::new(),
+            capped_buffers_warned: Arc::default(),
         }
     }
 
@@ -136,7 +147,9 @@ impl Connector {
 
     /// Fixes the kernel's receive and send buffers of each TCP connection, set before it
     /// connects (default: the system's, tuned by the kernel); see [`SocketBuffers`]. A size of
-    /// 0 fails the connect with a config error.
+    /// 0 fails the connect with a config error. When the kernel books less than asked
+    /// (`net.core.rmem_max` / `wmem_max`), the first connection that finds it logs a warning;
+    /// the connector and its clones warn once.
     ///
     /// # Examples
     ///
@@ -224,7 +237,11 @@ impl Connector {
             .validate()
             .and_then(|()| self.socket_buffers.validate("socket_buffers"))
             .map_err(|e| ConnectError::Session(SessionError::Config(e)))?;
-        let opening = open(&target, self.local_addr, self.socket_buffers);
+        let buffers = BufferPlan {
+            sizes: self.socket_buffers,
+            capped_warned: &self.capped_buffers_warned,
+        };
+        let opening = open(&target, self.local_addr, buffers);
         let stream = match tokio::time::timeout(self.timeout, opening).await {
             Ok(result) => result?,
             Err(_) => {
@@ -282,10 +299,18 @@ enum Opened {
     Unix(tokio::net::UnixStream),
 }
 
+/// The socket buffers a connection asks for, and whether its connector has warned already
+/// that the kernel capped them.
+#[derive(Clone, Copy)]
+struct BufferPlan<'a> {
+    sizes: SocketBuffers,
+    capped_warned: &'a AtomicBool,
+}
+
 async fn open(
     target: &Target,
     local: Option<SocketAddr>,
-    buffers: SocketBuffers,
+    buffers: BufferPlan<'_>,
 ) -> Result<Opened, ConnectError> {
     if let Target::Unix(path) = target {
         return match path.connect().await {
@@ -318,9 +343,9 @@ async fn open(
 async fn connect_one(
     addr: SocketAddr,
     local: Option<SocketAddr>,
-    buffers: SocketBuffers,
+    buffers: BufferPlan<'_>,
 ) -> std::io::Result<TcpStream> {
-    if local.is_none() && buffers.is_system_default() {
+    if local.is_none() && buffers.sizes.is_system_default() {
         return TcpStream::connect(addr).await;
     }
     let socket = if addr.is_ipv4() {
@@ -329,7 +354,13 @@ async fn connect_one(
         tokio::net::TcpSocket::new_v6()?
     };
     // Before the handshake, so that the window scale offered fits the receive buffer.
-    buffers.apply(&socket2::SockRef::from(&socket))?;
+    let sock = socket2::SockRef::from(&socket);
+    buffers.sizes.apply(&sock)?;
+    if let Some(capped) = buffers.sizes.booked(&sock).find(|b| b.is_capped()) {
+        if !buffers.capped_warned.swap(true, Ordering::Relaxed) {
+            capped.warn_capped("connector", &addr);
+        }
+    }
     if let Some(local) = local {
         socket.bind(local)?;
     }

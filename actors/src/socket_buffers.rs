@@ -111,30 +111,72 @@ impl SocketBuffers {
 /// What the kernel books per byte asked of `SO_RCVBUF` / `SO_SNDBUF`.
 const BOOKED_PER_BYTE_ASKED: usize = if cfg!(target_os = "linux") { 2 } else { 1 };
 
+/// One buffer size that was asked, against what the kernel booked on a socket.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Booked {
+    buffer: &'static str,
+    sysctl: &'static str,
+    asked: usize,
+    /// `None` when `getsockopt` failed.
+    booked: Option<usize>,
+}
+
+impl Booked {
+    /// The kernel gave less than asked: `net.core.rmem_max` / `wmem_max` cap what an
+    /// unprivileged process sets. Linux books twice the size asked; other systems book it as
+    /// asked.
+    pub(crate) fn is_capped(&self) -> bool {
+        self.booked
+            .is_none_or(|got| got < self.asked.saturating_mul(BOOKED_PER_BYTE_ASKED))
+    }
+
+    /// Warns that the kernel capped the size on the socket at `addr` (`side` says which end
+    /// that address is, for the reader of the log).
+    pub(crate) fn warn_capped(&self, side: &'static str, addr: &std::net::SocketAddr) {
+        tracing::warn!(
+            %addr,
+            side,
+            buffer = self.buffer,
+            asked = self.asked,
+            booked = self.booked.unwrap_or(0),
+            "the kernel gave a smaller socket buffer than asked (capped by {})",
+            self.sysctl
+        );
+    }
+}
+
 impl SocketBuffers {
+    /// What the kernel booked on `socket` for each size that was asked.
+    pub(crate) fn booked(&self, socket: &socket2::SockRef<'_>) -> impl Iterator<Item = Booked> {
+        let receive = self.receive.map(|asked| Booked {
+            buffer: "receive",
+            sysctl: "net.core.rmem_max",
+            asked,
+            booked: socket.recv_buffer_size().ok(),
+        });
+        let send = self.send.map(|asked| Booked {
+            buffer: "send",
+            sysctl: "net.core.wmem_max",
+            asked,
+            booked: socket.send_buffer_size().ok(),
+        });
+        receive.into_iter().chain(send)
+    }
+
     /// Logs what the kernel booked on the listening socket at `addr`, and warns when it gave
-    /// less than asked (`net.core.rmem_max` / `wmem_max` cap what an unprivileged process sets).
-    /// Linux books twice the size asked; other systems book it as asked.
+    /// less than asked.
     pub(crate) fn report(&self, addr: &std::net::SocketAddr, socket: &socket2::SockRef<'_>) {
-        let booked = |asked: Option<usize>, got: io::Result<usize>| asked.map(|a| (a, got.ok()));
-        let receive = booked(self.receive, socket.recv_buffer_size());
-        let send = booked(self.send, socket.send_buffer_size());
-        for (name, sysctl, entry) in [
-            ("receive", "net.core.rmem_max", receive),
-            ("send", "net.core.wmem_max", send),
-        ] {
-            let Some((asked, got)) = entry else { continue };
-            match got {
-                Some(got) if got >= asked.saturating_mul(BOOKED_PER_BYTE_ASKED) => {
-                    tracing::info!(%addr, buffer = name, asked, booked = got, "socket buffer fixed");
-                }
-                got => tracing::warn!(
+        for booked in self.booked(socket) {
+            if booked.is_capped() {
+                booked.warn_capped("listener", addr);
+            } else {
+                tracing::info!(
                     %addr,
-                    buffer = name,
-                    asked,
-                    booked = got.unwrap_or(0),
-                    "the kernel gave a smaller socket buffer than asked (capped by {sysctl})"
-                ),
+                    buffer = booked.buffer,
+                    asked = booked.asked,
+                    booked = booked.booked,
+                    "socket buffer fixed"
+                );
             }
         }
     }
@@ -175,5 +217,28 @@ mod tests {
         let sock = socket2::SockRef::from(&socket);
         assert_eq!(sock.recv_buffer_size().unwrap(), 128 * 1024);
         assert_eq!(sock.send_buffer_size().unwrap(), 96 * 1024);
+    }
+
+    #[test]
+    #[cfg(target_os = "linux")]
+    fn a_size_past_the_system_cap_is_reported_capped() {
+        let cap: usize = std::fs::read_to_string("/proc/sys/net/core/rmem_max")
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        let socket = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let sock = socket2::SockRef::from(&socket);
+        let over = SocketBuffers::new().receive(cap + 4096);
+        over.apply(&sock).unwrap();
+        let booked: Vec<Booked> = over.booked(&sock).collect();
+        assert_eq!(booked.len(), 1, "{booked:?}");
+        assert_eq!(booked[0].booked, Some(2 * cap), "{booked:?}");
+        assert!(booked[0].is_capped(), "{booked:?}");
+
+        let within = SocketBuffers::new().receive(cap / 2).send(64 * 1024);
+        within.apply(&sock).unwrap();
+        assert!(within.booked(&sock).all(|b| !b.is_capped()));
+        assert_eq!(within.booked(&sock).count(), 2);
     }
 }

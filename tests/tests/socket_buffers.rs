@@ -6,7 +6,12 @@
 #[path = "cli_support.rs"]
 mod cli_support;
 
-use std::{net::SocketAddr, process::Command};
+use std::{
+    io,
+    net::SocketAddr,
+    process::Command,
+    sync::{Arc, Mutex},
+};
 
 use bytes::Bytes;
 use cli_support::Server;
@@ -93,6 +98,82 @@ async fn a_connector_fixes_its_buffers_before_it_connects() {
     drop(session);
 }
 
+/// `net.core.rmem_max`: the largest receive buffer an unprivileged process may set.
+fn rmem_max() -> usize {
+    std::fs::read_to_string("/proc/sys/net/core/rmem_max")
+        .expect("read /proc/sys/net/core/rmem_max")
+        .trim()
+        .parse()
+        .expect("rmem_max is a number")
+}
+
+/// Log lines written while a test runs, for `tracing_subscriber::fmt().with_writer`.
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Captured {
+    fn lines_with(&self, needle: &str) -> Vec<String> {
+        String::from_utf8_lossy(&self.0.lock().unwrap())
+            .lines()
+            .filter(|line| line.contains(needle))
+            .map(str::to_owned)
+            .collect()
+    }
+}
+
+/// A size past `rmem_max` still connects, with the capped size booked; the connector says so
+/// once, not once per connection (a load test opens thousands), and its clones share that.
+#[actix_rt::test]
+async fn a_connector_warns_once_when_the_kernel_caps_its_buffers() {
+    let log = Captured::default();
+    let writer = log.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .finish();
+    let _default = tracing::subscriber::set_default(subscriber);
+
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let target = listener.local_addr().unwrap();
+    let cap = rmem_max();
+    let connector = Connector::new().socket_buffers(SocketBuffers::new().receive(cap + 4096));
+    let mut sessions = Vec::new();
+    for connector in [connector.clone(), connector.clone(), connector] {
+        let session = within("connect", connector.connect(target, Raw, Quiet))
+            .await
+            .expect("a capped size still connects");
+        let (_accepted, client) = listener.accept().unwrap();
+        assert_eq!(ss_buffers(client, target).0, 2 * cap);
+        sessions.push(session);
+    }
+    let warnings = log.lines_with("capped by net.core.rmem_max");
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert!(warnings[0].contains("WARN"), "{warnings:?}");
+    assert!(
+        warnings[0].contains(&format!("asked={}", cap + 4096)),
+        "{warnings:?}"
+    );
+
+    // A connector of its own warns again.
+    let other = Connector::new().socket_buffers(SocketBuffers::new().receive(cap + 4096));
+    let session = within("connect", other.connect(target, Raw, Quiet))
+        .await
+        .expect("connected");
+    sessions.push(session);
+    assert_eq!(log.lines_with("capped by net.core.rmem_max").len(), 2);
+    drop(sessions);
+}
+
 #[actix_rt::test]
 async fn a_zero_buffer_size_is_a_config_error_not_a_connection() {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -153,4 +234,27 @@ fn serve_fixes_the_buffers_it_is_given() {
         "{}",
         refused.stderr_text()
     );
+}
+
+/// The listener logs the size the kernel booked, and warns, naming the sysctl, when the kernel
+/// capped it; the server still serves.
+#[test]
+fn serve_warns_when_the_kernel_caps_a_buffer() {
+    let cap = rmem_max();
+    let asked = (cap + 4096).to_string();
+    let server = Server::start(&["--mode", "echo", "--codec", "raw", "--recv-buffer", &asked]);
+    let warning = server.proc.stderr_until("capped by net.core.rmem_max");
+    assert!(warning.contains(&format!("asked={asked}")), "{warning}");
+    let client = cli_support::echoed(server.addr, b"capped");
+    assert_eq!(
+        ss_buffers(server.addr, client.local_addr().unwrap()).0,
+        2 * cap
+    );
+    drop(client);
+    server.terminate();
+
+    let server = Server::start(&["--mode", "echo", "--codec", "raw", "--recv-buffer", "65536"]);
+    let booked = server.proc.stderr_until("socket buffer fixed");
+    assert!(booked.contains("booked=131072"), "{booked}");
+    server.terminate();
 }
