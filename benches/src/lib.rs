@@ -68,6 +68,19 @@ pub struct LoadReport {
     /// shares itself between connections.
     #[serde(default)]
     pub messages_per_connection: (u64, u64),
+    /// With `load_client --per-connection`: each connection's client port and messages
+    /// echoed, busiest first, to find which sessions a server favours.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub connections: Vec<ConnectionCount>,
+}
+
+/// One connection's share of a [`LoadReport`].
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub struct ConnectionCount {
+    /// The client's local port (the server sees it as the peer's port).
+    pub port: u16,
+    /// Messages echoed in the measured window.
+    pub messages: u64,
 }
 
 /// A process's CPU time so far (user + system, all threads), in seconds, from `/proc/PID/stat`.

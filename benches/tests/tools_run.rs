@@ -94,11 +94,30 @@ fn exercise(server: &mut Proc) {
             "0.1",
             "--server-pid",
             &pid,
+            "--per-connection",
         ],
     );
     assert_eq!(load["errors"], 0, "{load}");
     assert!(load["messages"].as_u64().unwrap() > 0, "{load}");
     assert!(load["server_cpu_s"].as_f64().is_some(), "{load}");
+    // One entry per connection, busiest first, adding up to the total and to the min/max.
+    let counts: Vec<(u64, u64)> = load["connections"]
+        .as_array()
+        .expect("--per-connection lists the connections")
+        .iter()
+        .map(|c| (c["port"].as_u64().unwrap(), c["messages"].as_u64().unwrap()))
+        .collect();
+    assert_eq!(counts.len(), 2, "{load}");
+    assert!(counts[0].1 >= counts[1].1, "{load}");
+    assert!(counts.iter().all(|&(port, _)| port > 0), "{load}");
+    assert_ne!(counts[0].0, counts[1].0, "{load}");
+    assert_eq!(
+        counts.iter().map(|c| c.1).sum::<u64>(),
+        load["messages"],
+        "{load}"
+    );
+    assert_eq!(load["messages_per_connection"][0], counts[1].1, "{load}");
+    assert_eq!(load["messages_per_connection"][1], counts[0].1, "{load}");
 
     let accept = run_json(
         env!("CARGO_BIN_EXE_accept_rate"),

@@ -269,6 +269,8 @@ impl SessionMeta {
 
     /// The close asked since the session last took one, if any. A request whose level is
     /// already set but whose reason is not stored yet is taken at the wake-up that follows.
+    /// Checked at the start of every driver turn: the check is inline, the rare take is not.
+    #[inline]
     pub(super) fn take_close_request(
         &self,
         taken_level: u8,
@@ -276,6 +278,12 @@ impl SessionMeta {
         if self.close_requested.load(Ordering::Acquire) <= taken_level {
             return None;
         }
+        self.take_stored_close_request()
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn take_stored_close_request(&self) -> Option<(DisconnectReason, CloseMode)> {
         lock(&self.close_request).take().map(|request| *request)
     }
 

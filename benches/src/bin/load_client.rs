@@ -9,7 +9,11 @@
 //! ```text
 //! load_client HOST:PORT [--connections 100] [--pipeline 16] [--size 64] [--duration 5]
 //!                       [--warmup 1] [--threads 1] [--server-pid PID] [--exclude-pid PID]
+//!                       [--per-connection]
 //! ```
+//!
+//! With `--per-connection`, the report lists every connection's client port and messages,
+//! busiest first (`connections`), to see which of a server's sessions get more turns.
 //!
 //! With `--server-pid`, the report also gives the server's CPU seconds (user + system, from
 //! `/proc/PID/stat`) over the measured window, `server_cpu_s`, this client's, `client_cpu_s`, and
@@ -19,7 +23,8 @@ use std::{collections::VecDeque, io, net::SocketAddr, sync::Arc, time::Instant};
 
 use hdrhistogram::Histogram;
 use switchboard_benches::{
-    cpu_seconds, others_cpu_seconds, parse_seconds, raise_nofile, Args, Latency, LoadReport,
+    cpu_seconds, others_cpu_seconds, parse_seconds, raise_nofile, Args, ConnectionCount, Latency,
+    LoadReport,
 };
 use tokio::{io::Interest, net::TcpStream, sync::Barrier};
 
@@ -34,15 +39,17 @@ struct Outcome {
     histogram: Histogram<u64>,
     messages: u64,
     error: bool,
+    /// The client's local port, 0 when it never connected.
+    port: u16,
 }
 
-const USAGE: &str = "usage: load_client HOST:PORT [--connections 100] [--pipeline 16] [--size 64] [--duration 5]\n                              [--warmup 1] [--threads 1] [--server-pid PID] [--exclude-pid PID]";
+const USAGE: &str = "usage: load_client HOST:PORT [--connections 100] [--pipeline 16] [--size 64] [--duration 5]\n                              [--warmup 1] [--threads 1] [--server-pid PID] [--exclude-pid PID]\n                              [--per-connection]";
 
 fn main() -> io::Result<()> {
     let args = Args::from_env();
     let server: SocketAddr = args.address_then_check(
         USAGE,
-        &[],
+        &["--per-connection"],
         &[
             "--connections",
             "--pipeline",
@@ -63,6 +70,7 @@ fn main() -> io::Result<()> {
     let server_pid: Option<u32> = args.value("--server-pid").map(|p| p.parse().expect("PID"));
     // A process whose CPU is not "other work" either (the runner's idle-priority spinners).
     let exclude_pid: Option<u32> = args.value("--exclude-pid").map(|p| p.parse().expect("PID"));
+    let per_connection_report = args.flag("--per-connection");
     raise_nofile()?;
 
     let runtime = if threads == 1 {
@@ -102,6 +110,7 @@ fn main() -> io::Result<()> {
                             histogram: new_histogram(),
                             messages: 0,
                             error: true,
+                            port: 0,
                         },
                     }
                 })
@@ -143,7 +152,10 @@ fn main() -> io::Result<()> {
                 Ok(outcome) => {
                     let _ = histogram.add(&outcome.histogram);
                     messages += outcome.messages;
-                    per_connection.push(outcome.messages);
+                    per_connection.push(ConnectionCount {
+                        port: outcome.port,
+                        messages: outcome.messages,
+                    });
                     errors += u64::from(outcome.error);
                 }
                 Err(_) => errors += 1,
@@ -169,9 +181,15 @@ fn main() -> io::Result<()> {
             client_cpu_s,
             foreign_cpu_s,
             messages_per_connection: (
-                per_connection.iter().copied().min().unwrap_or(0),
-                per_connection.iter().copied().max().unwrap_or(0),
+                per_connection.iter().map(|c| c.messages).min().unwrap_or(0),
+                per_connection.iter().map(|c| c.messages).max().unwrap_or(0),
             ),
+            connections: if per_connection_report {
+                per_connection.sort_by_key(|c| std::cmp::Reverse(c.messages));
+                per_connection
+            } else {
+                Vec::new()
+            },
         }
     });
     println!("{}", serde_json::to_string(&report).expect("json"));
@@ -190,6 +208,7 @@ async fn run(stream: TcpStream, plan: &Plan) -> Outcome {
         histogram: new_histogram(),
         messages: 0,
         error: false,
+        port: stream.local_addr().map_or(0, |a| a.port()),
     };
     let (start, end) = *plan.window.get().expect("window set before `go` opens");
     // Large enough to write everything owed in one call (a pipeline's worth, up to 1 MiB): one
