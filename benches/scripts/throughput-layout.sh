@@ -1,0 +1,72 @@
+#!/usr/bin/env bash
+# The throughput scenario (100 connections x 16 in flight x 64 B) under different thread
+# layouts, to separate what the server does from where the kernel runs the threads:
+#   benches/scripts/throughput-layout.sh [ROUNDS]      (default 4 rounds, ~2.5 min)
+# Each round runs, one after the other, the baseline and `switchboard serve --mode echo
+# --codec raw` with
+#   free      2 workers, no CPU affinity (the e2e scenario);
+#   pinned    2 workers all on CPU 0, load_client on CPU 1 (taskset): no thread of one
+#             process ever shares a CPU with the other;
+#   1 worker  --workers 1, no affinity.
+# and prints one line per run: msgs/s, p99, the busiest connection's messages over the least
+# busy one's (load_client --per-connection), the server's CPU per message, and the server's
+# context switches (all threads, /proc/PID/task/*/status) per 1,000 messages.
+# Needs a release build: cargo build --release -p switchboard-cli -p switchboard-benches
+set -euo pipefail
+rounds=${1:-4}
+here=$(cd "$(dirname "$0")/../.." && pwd)
+bin=$here/target/release
+command -v taskset >/dev/null || { echo "taskset missing: apt-get install -y util-linux" >&2; exit 1; }
+out=$(mktemp -d)
+server=
+trap '[ -n "$server" ] && kill "$server" 2>/dev/null; rm -rf "$out"' EXIT
+
+switches() { cat /proc/"$1"/task/*/status 2>/dev/null | awk '/ctxt_switches/ {s += $2} END {print s}'; }
+
+# run LABEL SERVER_PIN CLIENT_PIN SERVER_COMMAND...
+run() {
+    local label=$1 server_pin=$2 client_pin=$3
+    shift 3
+    taskset -c "$server_pin" "$@" >"$out/serve" 2>/dev/null &
+    server=$!
+    for _ in $(seq 50); do grep -q "listening on" "$out/serve" && break; sleep 0.1; done
+    local addr
+    addr=$(awk '/listening on/ {print $3; exit}' "$out/serve")
+    taskset -c "$client_pin" "$bin/load_client" "$addr" --connections 100 --pipeline 16 \
+        --size 64 --duration 3 --warmup 1 --server-pid "$server" --per-connection \
+        >"$out/load.json" &
+    local client=$!
+    # The measured window is the 3 s after the 1 s warm-up.
+    sleep 1
+    local before after
+    before=$(switches "$server")
+    sleep 3
+    after=$(switches "$server")
+    wait "$client"
+    kill "$server"
+    wait "$server" 2>/dev/null || true
+    server=
+    python3 - "$label" "$before" "$after" "$out/load.json" <<'PY'
+import json, sys
+label, before, after, path = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+r = json.load(open(path))
+counts = [c["messages"] for c in r["connections"]]
+m = r["messages"]
+print(f"{label:28s} {r['msgs_per_s'] / 1e6:6.3f} M msgs/s  p99 {r['latency_us']['p99'] / 1000:6.2f} ms"
+      f"  max/min {max(counts) / max(1, min(counts)):5.2f}  {r['server_cpu_s'] * 1e9 / m:5.0f} ns/msg"
+      f"  {(after - before) / m * 1000:5.2f} switches/1k msgs")
+PY
+}
+
+export RUST_LOG=warn
+sb=("$bin/switchboard" serve --mode echo --codec raw --port 0)
+base=("$bin/baseline_echo")
+for round in $(seq "$rounds"); do
+    echo "round $round"
+    run "baseline free" 0,1 0,1 "${base[@]}"
+    run "switchboard free" 0,1 0,1 "${sb[@]}"
+    run "baseline pinned" 0 1 "${base[@]}"
+    run "switchboard pinned" 0 1 "${sb[@]}"
+    run "baseline 1 worker" 0,1 0,1 "${base[@]}" --workers 1
+    run "switchboard 1 worker" 0,1 0,1 "${sb[@]}" --workers 1
+done
