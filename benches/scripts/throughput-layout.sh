@@ -10,7 +10,8 @@
 #   1 worker  --workers 1, no affinity.
 # and prints one line per run: msgs/s, p99, the busiest connection's messages over the least
 # busy one's (load_client --per-connection), the server's CPU per message, and the server's
-# context switches (all threads, /proc/PID/task/*/status) per 1,000 messages.
+# context switches over the measured window (load_client's `server_context_switches`) per
+# 1,000 messages.
 # Needs a release build: cargo build --release -p switchboard-cli -p switchboard-benches
 set -euo pipefail
 rounds=${1:-4}
@@ -21,7 +22,8 @@ out=$(mktemp -d)
 server=
 trap '[ -n "$server" ] && kill "$server" 2>/dev/null; rm -rf "$out"' EXIT
 
-switches() { cat /proc/"$1"/task/*/status 2>/dev/null | awk '/ctxt_switches/ {s += $2} END {print s}'; }
+# Every CPU: the "free" layout.
+all_cpus=0-$(($(nproc) - 1))
 
 # run LABEL SERVER_PIN CLIENT_PIN SERVER_COMMAND...
 run() {
@@ -34,27 +36,19 @@ run() {
     addr=$(awk '/listening on/ {print $3; exit}' "$out/serve")
     taskset -c "$client_pin" "$bin/load_client" "$addr" --connections 100 --pipeline 16 \
         --size 64 --duration 3 --warmup 1 --server-pid "$server" --per-connection \
-        >"$out/load.json" &
-    local client=$!
-    # The measured window is the 3 s after the 1 s warm-up.
-    sleep 1
-    local before after
-    before=$(switches "$server")
-    sleep 3
-    after=$(switches "$server")
-    wait "$client"
+        >"$out/load.json"
     kill "$server"
     wait "$server" 2>/dev/null || true
     server=
-    python3 - "$label" "$before" "$after" "$out/load.json" <<'PY'
+    python3 - "$label" "$out/load.json" <<'PY'
 import json, sys
-label, before, after, path = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+label, path = sys.argv[1:]
 r = json.load(open(path))
 counts = [c["messages"] for c in r["connections"]]
 m = r["messages"]
 print(f"{label:28s} {r['msgs_per_s'] / 1e6:6.3f} M msgs/s  p99 {r['latency_us']['p99'] / 1000:6.2f} ms"
       f"  max/min {max(counts) / max(1, min(counts)):5.2f}  {r['server_cpu_s'] * 1e9 / m:5.0f} ns/msg"
-      f"  {(after - before) / m * 1000:5.2f} switches/1k msgs")
+      f"  {r['server_context_switches'] / m * 1000:5.2f} switches/1k msgs")
 PY
 }
 
@@ -63,10 +57,10 @@ sb=("$bin/switchboard" serve --mode echo --codec raw --port 0)
 base=("$bin/baseline_echo")
 for round in $(seq "$rounds"); do
     echo "round $round"
-    run "baseline free" 0,1 0,1 "${base[@]}"
-    run "switchboard free" 0,1 0,1 "${sb[@]}"
+    run "baseline free" "$all_cpus" "$all_cpus" "${base[@]}"
+    run "switchboard free" "$all_cpus" "$all_cpus" "${sb[@]}"
     run "baseline pinned" 0 1 "${base[@]}"
     run "switchboard pinned" 0 1 "${sb[@]}"
-    run "baseline 1 worker" 0,1 0,1 "${base[@]}" --workers 1
-    run "switchboard 1 worker" 0,1 0,1 "${sb[@]}" --workers 1
+    run "baseline 1 worker" "$all_cpus" "$all_cpus" "${base[@]}" --workers 1
+    run "switchboard 1 worker" "$all_cpus" "$all_cpus" "${sb[@]}" --workers 1
 done

@@ -64,6 +64,10 @@ pub struct LoadReport {
     /// disturbed the run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub foreign_cpu_s: Option<f64>,
+    /// The server's context switches (all its threads, voluntary and not) over the window,
+    /// when its PID was given: how often its threads slept and woke.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_context_switches: Option<u64>,
     /// Messages echoed on the slowest and the fastest connection: how fairly the server
     /// shares itself between connections.
     #[serde(default)]
@@ -105,6 +109,28 @@ pub fn cpu_seconds(pid: u32) -> io::Result<f64> {
     };
     let ticks = parse(11)? + parse(12)?;
     Ok(ticks as f64 / clock_ticks_per_second())
+}
+
+/// A process's context switches so far, voluntary and involuntary, summed over its threads
+/// (`/proc/PID/task/*/status`; threads that already ended are not counted).
+///
+/// # Errors
+///
+/// The process is gone.
+pub fn context_switches(pid: u32) -> io::Result<u64> {
+    let mut total = 0;
+    for task in std::fs::read_dir(format!("/proc/{pid}/task"))? {
+        // A thread that ends between the listing and the read is skipped.
+        let Ok(status) = std::fs::read_to_string(task?.path().join("status")) else {
+            continue;
+        };
+        total += status
+            .lines()
+            .filter(|line| line.contains("ctxt_switches:"))
+            .filter_map(|line| line.split_whitespace().nth(1)?.parse::<u64>().ok())
+            .sum::<u64>();
+    }
+    Ok(total)
 }
 
 /// CPU seconds used so far by every user process on the machine except `exclude` (user +

@@ -100,6 +100,11 @@ fn exercise(server: &mut Proc) {
     assert_eq!(load["errors"], 0, "{load}");
     assert!(load["messages"].as_u64().unwrap() > 0, "{load}");
     assert!(load["server_cpu_s"].as_f64().is_some(), "{load}");
+    // Sampled with the CPU at the window's ends: a server that echoed messages woke for them.
+    assert!(
+        load["server_context_switches"].as_u64().unwrap() > 0,
+        "{load}"
+    );
     // One entry per connection, busiest first, adding up to the total and to the min/max.
     let counts: Vec<(u64, u64)> = load["connections"]
         .as_array()

@@ -17,14 +17,15 @@
 //!
 //! With `--server-pid`, the report also gives the server's CPU seconds (user + system, from
 //! `/proc/PID/stat`) over the measured window, `server_cpu_s`, this client's, `client_cpu_s`, and
-//! what the rest of the machine used meanwhile, `foreign_cpu_s`.
+//! what the rest of the machine used meanwhile, `foreign_cpu_s`, and the server's context
+//! switches (all threads), `server_context_switches`.
 
 use std::{collections::VecDeque, io, net::SocketAddr, sync::Arc, time::Instant};
 
 use hdrhistogram::Histogram;
 use switchboard_benches::{
-    cpu_seconds, others_cpu_seconds, parse_seconds, raise_nofile, Args, ConnectionCount, Latency,
-    LoadReport,
+    context_switches, cpu_seconds, others_cpu_seconds, parse_seconds, raise_nofile, Args,
+    ConnectionCount, Latency, LoadReport,
 };
 use tokio::{io::Interest, net::TcpStream, sync::Barrier};
 
@@ -130,15 +131,22 @@ fn main() -> io::Result<()> {
                 .collect();
             let sample = || {
                 let server = server_pid.and_then(|pid| cpu_seconds(pid).ok());
-                (server, cpu_seconds(me).ok(), others_cpu_seconds(&mine).ok())
+                let switches = server_pid.and_then(|pid| context_switches(pid).ok());
+                (
+                    server,
+                    switches,
+                    cpu_seconds(me).ok(),
+                    others_cpu_seconds(&mine).ok(),
+                )
             };
             tokio::time::sleep_until(start.into()).await;
-            let (server0, client0, others0) = sample();
+            let (server0, switches0, client0, others0) = sample();
             tokio::time::sleep_until((start + duration).into()).await;
-            let (server1, client1, others1) = sample();
+            let (server1, switches1, client1, others1) = sample();
             let delta = |a: Option<f64>, b: Option<f64>| a.zip(b).map(|(a, b)| b - a);
             (
                 delta(server0, server1),
+                switches0.zip(switches1).map(|(a, b)| b.saturating_sub(a)),
                 delta(client0, client1),
                 delta(others0, others1),
             )
@@ -161,7 +169,9 @@ fn main() -> io::Result<()> {
                 Err(_) => errors += 1,
             }
         }
-        let (server_cpu_s, client_cpu_s, foreign_cpu_s) = cpu.await.unwrap_or((None, None, None));
+        per_connection.sort_by_key(|c| std::cmp::Reverse(c.messages));
+        let (server_cpu_s, server_context_switches, client_cpu_s, foreign_cpu_s) =
+            cpu.await.unwrap_or((None, None, None, None));
         let seconds = duration.as_secs_f64();
         let us = |q: f64| histogram.value_at_quantile(q) as f64 / 1000.0;
         LoadReport {
@@ -180,12 +190,12 @@ fn main() -> io::Result<()> {
             server_cpu_s,
             client_cpu_s,
             foreign_cpu_s,
+            server_context_switches,
             messages_per_connection: (
-                per_connection.iter().map(|c| c.messages).min().unwrap_or(0),
-                per_connection.iter().map(|c| c.messages).max().unwrap_or(0),
+                per_connection.last().map_or(0, |c| c.messages),
+                per_connection.first().map_or(0, |c| c.messages),
             ),
             connections: if per_connection_report {
-                per_connection.sort_by_key(|c| std::cmp::Reverse(c.messages));
                 per_connection
             } else {
                 Vec::new()
