@@ -1,7 +1,8 @@
 //! One timeout clock per worker thread and tick period, shared by every session on that thread
 //! with that period: a session holds a slot (a waker) instead of a timer of its own, so an
-//! idle session costs 16 bytes here rather than a boxed interval and a timer entry, and a
-//! thread with 10,000 sessions keeps one timer running, not 10,000.
+//! idle session costs 8 bytes inline and 20 in its clock's slot lists rather than a boxed
+//! interval and a timer entry, and a thread with 10,000 sessions keeps one timer running, not
+//! 10,000.
 //!
 //! The clock counts ticks. Each tick it bumps its count and wakes every slot's waker; a
 //! session's driver, when polled, sees the count moved past what it last saw and runs its
@@ -13,16 +14,25 @@ use std::{
     cell::{Cell, RefCell},
     collections::HashMap,
     fmt,
+    marker::PhantomData,
+    num::NonZeroU32,
     rc::{Rc, Weak},
     task::Waker,
     time::Duration,
 };
 
 thread_local! {
-    /// The clocks of this thread, by period (a handful: one per distinct session config). A
-    /// clock stays for the thread's life; its task runs only while it has sessions, so a
-    /// thread whose sessions come and go one at a time never piles up timer tasks.
-    static CLOCKS: RefCell<HashMap<Duration, Rc<Clock>>> = RefCell::new(HashMap::new());
+    /// The clocks of this thread (a handful: one per distinct session config). A clock stays
+    /// for the thread's life, so its place in the list names it; its task runs only while it
+    /// has sessions, so a thread whose sessions come and go one at a time never piles up timer
+    /// tasks.
+    static CLOCKS: RefCell<Clocks> = RefCell::new(Clocks::default());
+}
+
+#[derive(Default)]
+struct Clocks {
+    list: Vec<Rc<Clock>>,
+    by_period: HashMap<Duration, NonZeroU32>,
 }
 
 struct Clock {
@@ -36,22 +46,26 @@ struct Clock {
 #[derive(Default)]
 struct Slots {
     wakers: Vec<Option<Waker>>,
+    /// By slot: the clock's count when its session last looked.
+    seen: Vec<u32>,
     free: Vec<u32>,
 }
 
-/// A session's place on its thread's clock for its period. Not `Send`: it belongs to the
-/// thread the session runs on.
+/// A session's place on its thread's clock for its period: indices, so that an idle session
+/// carries 8 bytes (a `Lines` session is at the edge of its allocator size class). Not `Send`:
+/// the indices are into this thread's clocks.
 pub(crate) struct Ticker {
-    clock: Rc<Clock>,
+    /// The clock's place in [`Clocks::list`], plus one.
+    clock: NonZeroU32,
     slot: u32,
-    seen: u32,
+    not_send: PhantomData<Rc<()>>,
 }
 
 impl fmt::Debug for Ticker {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Ticker")
+            .field("clock", &self.clock)
             .field("slot", &self.slot)
-            .field("seen", &self.seen)
             .finish()
     }
 }
@@ -60,65 +74,82 @@ impl Ticker {
     /// Joins this thread's clock for `period`, starting the clock (a task on the current
     /// tokio runtime) if this is its first session.
     pub(crate) fn join(period: Duration) -> Ticker {
-        let clock = CLOCKS.with(|clocks| {
-            clocks
-                .borrow_mut()
-                .entry(period)
-                .or_insert_with(|| {
-                    Rc::new(Clock {
-                        period,
-                        ticks: Cell::new(0),
-                        running: Cell::new(false),
-                        slots: RefCell::new(Slots::default()),
-                    })
-                })
-                .clone()
+        let (index, clock) = CLOCKS.with(|clocks| {
+            let mut clocks = clocks.borrow_mut();
+            let Clocks { list, by_period } = &mut *clocks;
+            let index = *by_period.entry(period).or_insert_with(|| {
+                list.push(Rc::new(Clock {
+                    period,
+                    ticks: Cell::new(0),
+                    running: Cell::new(false),
+                    slots: RefCell::new(Slots::default()),
+                }));
+                NonZeroU32::new(u32::try_from(list.len()).expect("fewer than 2^32 periods"))
+                    .expect("the list is not empty")
+            });
+            (index, list[index.get() as usize - 1].clone())
         });
         if !clock.running.replace(true) {
             tokio::task::spawn_local(run(Rc::downgrade(&clock), period));
         }
-        let slot = {
-            let mut slots = clock.slots.borrow_mut();
-            match slots.free.pop() {
-                Some(slot) => slot,
-                None => {
-                    slots.wakers.push(None);
-                    u32::try_from(slots.wakers.len() - 1).expect("fewer than 2^32 sessions")
-                }
+        let mut slots = clock.slots.borrow_mut();
+        let now = clock.ticks.get();
+        let slot = match slots.free.pop() {
+            Some(slot) => {
+                slots.seen[slot as usize] = now;
+                slot
+            }
+            None => {
+                slots.wakers.push(None);
+                slots.seen.push(now);
+                u32::try_from(slots.wakers.len() - 1).expect("fewer than 2^32 sessions")
             }
         };
-        let seen = clock.ticks.get();
-        Ticker { clock, slot, seen }
+        Ticker {
+            clock: index,
+            slot,
+            not_send: PhantomData,
+        }
+    }
+
+    fn with_clock<R>(&self, f: impl FnOnce(&Clock) -> R) -> R {
+        CLOCKS.with(|clocks| f(&clocks.borrow().list[self.clock.get() as usize - 1]))
     }
 
     /// The period of this ticker's clock.
     pub(crate) fn period(&self) -> Duration {
-        self.clock.period
+        self.with_clock(|clock| clock.period)
     }
 
     /// Records the waker to wake at the next tick (cheap when it has not changed) and returns
     /// how many ticks passed since the last call.
     pub(crate) fn poll(&mut self, waker: &Waker) -> u32 {
-        {
-            let mut slots = self.clock.slots.borrow_mut();
-            let slot = &mut slots.wakers[self.slot as usize];
-            match slot {
+        let slot = self.slot as usize;
+        self.with_clock(|clock| {
+            let mut slots = clock.slots.borrow_mut();
+            match &mut slots.wakers[slot] {
                 Some(current) if current.will_wake(waker) => {}
-                _ => *slot = Some(waker.clone()),
+                registered => *registered = Some(waker.clone()),
             }
-        }
-        let now = self.clock.ticks.get();
-        let passed = now.wrapping_sub(self.seen);
-        self.seen = now;
-        passed
+            let now = clock.ticks.get();
+            let passed = now.wrapping_sub(slots.seen[slot]);
+            slots.seen[slot] = now;
+            passed
+        })
     }
 }
 
 impl Drop for Ticker {
     fn drop(&mut self) {
-        let mut slots = self.clock.slots.borrow_mut();
-        slots.wakers[self.slot as usize] = None;
-        slots.free.push(self.slot);
+        // A session dropped while its thread tears down its locals has no clock left to leave.
+        let _ = CLOCKS.try_with(|clocks| {
+            let clocks = clocks.borrow();
+            let mut slots = clocks.list[self.clock.get() as usize - 1]
+                .slots
+                .borrow_mut();
+            slots.wakers[self.slot as usize] = None;
+            slots.free.push(self.slot);
+        });
     }
 }
 
@@ -175,7 +206,11 @@ mod tests {
                 let period = Duration::from_millis(100);
                 let mut first = Ticker::join(period);
                 let mut second = Ticker::join(period);
-                assert!(Rc::ptr_eq(&first.clock, &second.clock));
+                assert_eq!(first.clock, second.clock);
+                assert_ne!(first.slot, second.slot);
+                let other = Ticker::join(period * 2);
+                assert_ne!(other.clock, first.clock, "another period, another clock");
+                drop(other);
                 assert_eq!(first.poll(&waker), 0);
                 assert_eq!(second.poll(&waker), 0);
                 tokio::time::sleep(Duration::from_millis(350)).await;
@@ -194,10 +229,11 @@ mod tests {
                 // The freed slot is reused.
                 let third = Ticker::join(period);
                 assert_eq!(third.slot, 1);
+                let first_clock = first.clock.get() as usize - 1;
                 drop((first, third));
                 // The last session gone, the clock's task ends at its next tick; a new
                 // session starts it again.
-                let clock = CLOCKS.with(|c| c.borrow()[&period].clone());
+                let clock = CLOCKS.with(|c| c.borrow().list[first_clock].clone());
                 assert!(clock.running.get());
                 tokio::time::sleep(Duration::from_millis(150)).await;
                 assert!(!clock.running.get(), "an empty clock stops ticking");

@@ -86,12 +86,16 @@ const START_ALLOCATIONS_BUDGET: f64 = 12.5;
 /// guards; this one catches a large regression.
 const IDLE_HEAP_BYTES_BUDGET: f64 = 1_400.0;
 /// What a session's `tracing` span adds to its start under `switchboard::log::LineLog` at INFO
-/// (the command's subscriber): the session's 32-byte handle and a 64-byte slot of the span
-/// slab, 96 by construction (measured 88: the window also sees frees). Bytes asked for, so what
-/// is freed later still counts; issue 11 §7 allows 128 bytes per idle connection for spans and
-/// metrics.
-const SPAN_BYTES_BUDGET: f64 = 104.0;
-const SPAN_ALLOCATIONS_BUDGET: f64 = 1.05;
+/// (the command's subscriber): a 64-byte slot of the span slab, allocated a 16 KiB page at a
+/// time; the session holds its handle inline. 64 by construction, measured 47-72: the window
+/// also sees the registry's maps grow, and the per-start figure it is net of moves. Bytes asked
+/// for, so what is freed later still counts; issue 11 §7 allows 128 bytes per idle connection
+/// for spans and metrics. A boxed handle again would show in the allocation budget below.
+const SPAN_BYTES_BUDGET: f64 = 96.0;
+/// Below this the sessions made no spans: without them the window sees a few bytes of noise.
+const SPAN_BYTES_MADE: f64 = 32.0;
+/// One slab page per [`SPAN_SESSIONS`], and the callsite's first registration.
+const SPAN_ALLOCATIONS_BUDGET: f64 = 0.05;
 /// One page of the span slab (`switchboard::log`).
 const SPAN_SESSIONS: usize = 256;
 /// Heap allocations per echoed 64-byte message on a busy session.
@@ -210,10 +214,9 @@ fn session_start_and_frame_allocations_stay_within_budget() {
              echoed frame: {per_frame:.3} allocations; a session span adds \
              {span_allocations:.2} allocations and {span_bytes:.0} bytes"
         );
-        // Each session's handle is one allocation: fewer means the spans were not made.
         assert!(
-            span_allocations >= 0.95,
-            "the sessions got no spans ({span_allocations:.2} allocations more per start)"
+            span_bytes >= SPAN_BYTES_MADE,
+            "the sessions got no spans ({span_bytes:.0} bytes more per start)"
         );
         assert!(
             span_bytes <= SPAN_BYTES_BUDGET,

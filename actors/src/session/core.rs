@@ -103,9 +103,10 @@ pub(crate) struct Core<C> {
     pub(super) write_buf: LazyBuf,
     pub(super) state: State,
     pub(super) write_side: WriteSide,
-    /// Set by the first thing that ends the session; later causes do not overwrite it. Boxed:
-    /// it is set once, at the end, and an idle session should not carry its 32 bytes.
-    pub(super) reason: Option<Box<DisconnectReason>>,
+    /// The close reason, flush waiters and STARTTLS state: one box, made when the first of
+    /// them is needed (at the latest when the session ends), so an idle session carries one
+    /// pointer for all three.
+    pub(super) rare: Option<Box<Rare>>,
     pub(super) config: Arc<SessionConfig>,
     pub(super) meta: Arc<SessionMeta>,
     /// Yes-or-no state, one bit each.
@@ -117,19 +118,14 @@ pub(crate) struct Core<C> {
     /// Ticks in a row without movement, and in a row waiting on the peer for a frame's rest.
     pub(super) idle_ticks: u32,
     pub(super) partial_ticks: u32,
-    /// [`Flush`](super::Flush) callers waiting for the buffer to empty; boxed, as most
-    /// sessions never have one.
-    #[allow(clippy::box_collection)] // 8 bytes inline instead of 24, for a rarely used list.
-    pub(super) flush_waiters: Option<Box<Vec<oneshot::Sender<()>>>>,
-    /// A STARTTLS upgrade asked for and not finished; boxed, as it is rare.
-    pub(super) upgrade: Option<Box<Upgrade>>,
     /// The registry this session joins when it runs and leaves when it stops (or, dropped
     /// without stopping, in `Drop`).
     pub(super) registry: Option<Registry>,
     /// The session's `tracing` span (id, peer, transport, listener): entered around every
     /// driver turn, timeout tick, start and stop, so the log lines of the session are in it.
-    /// Boxed, and only when a subscriber takes it.
-    pub(super) span: Option<Box<SessionSpan>>,
+    /// None when no subscriber takes it. Inline: every session of a logging server has one
+    /// for its whole life, and a box would cost a 32-byte allocation each.
+    pub(super) span: Option<SessionSpan>,
     /// The session's place under the connection limits (total and per IP): released when it
     /// stops, before its handler and the registry hear of the end, so a client that reconnects
     /// on `disconnected` finds its slot free.
@@ -137,6 +133,18 @@ pub(crate) struct Core<C> {
     pub(super) limiter: Option<Arc<Limiter>>,
     /// The session's share of its worker's load; given back when the session is dropped.
     pub(super) pool: Option<PoolShare>,
+}
+
+/// What few sessions need before they end; see [`Core::rare`].
+#[derive(Default)]
+pub(super) struct Rare {
+    /// Set by the first thing that ends the session; later causes do not overwrite it.
+    pub(super) reason: Option<DisconnectReason>,
+    /// [`Flush`](super::Flush) callers waiting for the buffer to empty.
+    pub(super) flush_waiters: Vec<oneshot::Sender<()>>,
+    /// A STARTTLS upgrade asked for and not finished. Boxed again: the close reason alone
+    /// makes this box, at every session's end, and should not make it 160 bytes.
+    pub(super) upgrade: Option<Box<Upgrade>>,
 }
 
 impl<C> Drop for Core<C> {
@@ -158,6 +166,25 @@ impl<C> Drop for Core<C> {
 }
 
 impl<C> Core<C> {
+    /// The rarely needed part, made on first use.
+    pub(super) fn rare(&mut self) -> &mut Rare {
+        self.rare.get_or_insert_with(Box::default)
+    }
+
+    /// The STARTTLS upgrade asked for and not finished, if any.
+    pub(super) fn upgrade(&self) -> Option<&Upgrade> {
+        self.rare.as_ref()?.upgrade.as_deref()
+    }
+
+    pub(super) fn upgrade_mut(&mut self) -> Option<&mut Upgrade> {
+        self.rare.as_mut()?.upgrade.as_deref_mut()
+    }
+
+    /// Ends the upgrade's part of the session's state, handing it to the caller.
+    pub(super) fn take_upgrade(&mut self) -> Option<Box<Upgrade>> {
+        self.rare.as_mut()?.upgrade.take()
+    }
+
     /// Gives back the session's place under its listener's limits (total and per IP).
     pub(super) fn give_back_admission(&mut self) {
         if let Some(limiter) = self.limiter.take() {
@@ -173,9 +200,7 @@ impl<C> Core<C> {
 
 impl<C: SessionCodec> Core<C> {
     pub(super) fn set_reason(&mut self, reason: DisconnectReason) {
-        if self.reason.is_none() {
-            self.reason = Some(Box::new(reason));
-        }
+        self.rare().reason.get_or_insert(reason);
     }
 
     /// Whether writes are still taken (by `write` and from the outbound queue).
@@ -316,7 +341,7 @@ impl<C: SessionCodec> Core<C> {
         matches!(self.state, State::Open | State::Closing)
             && !self.flags.has(Flags::USER_PAUSED)
             && !self.flags.has(Flags::ANSWERS_HELD)
-            && self.upgrade.is_none()
+            && self.upgrade().is_none()
     }
 }
 
@@ -353,6 +378,9 @@ mod tests {
         assert!(session <= 192, "the session is {session} B (at most 192)");
         let lines = size_of::<Core<switchboard_codec::Lines>>();
         assert!(lines <= 192, "a `Lines` session is {lines} B (at most 192)");
+        // With its span inline (no allocation of its own) and the rare parts behind one box.
+        assert_eq!(size_of::<Option<super::SessionSpan>>(), 32);
+        assert_eq!(size_of::<Option<crate::ticker::Ticker>>(), 8);
         // Actix's context around it: fixed, and with tokio's header the cell is 640 B.
         assert!(
             actor - session <= 336,

@@ -88,7 +88,7 @@ impl<C: SessionCodec, H: SessionHandler<C>> Session<C, H> {
         // the rest waits for the TLS stream.
         // No publish before writing: the byte and frame counters are live in the record, so a
         // peer that has its reply already sees what was read and decoded before it.
-        let mut sendable = match &self.core.upgrade {
+        let mut sendable = match self.core.upgrade() {
             None => self.core.write_buf.len(),
             Some(upgrade) => upgrade.plaintext,
         };
@@ -115,7 +115,7 @@ impl<C: SessionCodec, H: SessionHandler<C>> Session<C, H> {
                 }
             }
         }
-        if let Some(upgrade) = self.core.upgrade.as_mut() {
+        if let Some(upgrade) = self.core.rare.as_mut().and_then(|r| r.upgrade.as_mut()) {
             upgrade.plaintext = sendable;
         }
         if let Some(buf) = self.core.write_buf.allocated_mut() {
@@ -146,16 +146,14 @@ impl<C: SessionCodec, H: SessionHandler<C>> Session<C, H> {
         }
         if self.core.write_buf.is_empty()
             && !self.core.flags.has(Flags::TRANSPORT_UNFLUSHED)
-            && self.core.flush_waiters.is_some()
+            && self
+                .core
+                .rare
+                .as_ref()
+                .is_some_and(|rare| !rare.flush_waiters.is_empty())
         {
             // The buffer stays for the next reply; the timeout tick frees it once idle.
-            for waiter in self
-                .core
-                .flush_waiters
-                .take()
-                .map(|w| *w)
-                .unwrap_or_default()
-            {
+            for waiter in std::mem::take(&mut self.core.rare().flush_waiters) {
                 let _ = waiter.send(());
             }
         }
@@ -356,7 +354,7 @@ impl<C: SessionCodec, H: SessionHandler<C>> Session<C, H> {
             // Never go to sleep on unflushed replies unless the socket itself said "full".
             if !self.core.write_buf.is_empty()
                 && !self.core.flags.has(Flags::WRITE_BLOCKED)
-                && self.core.upgrade.is_none()
+                && self.core.upgrade().is_none()
             {
                 continue;
             }
@@ -407,7 +405,7 @@ impl<C: SessionCodec, H: SessionHandler<C>> Session<C, H> {
                 self.fail(reason, ctx);
                 break Poll::Ready(());
             }
-            if self.core.upgrade.is_some() {
+            if self.core.upgrade().is_some() {
                 // STARTTLS: nothing is decoded or read until the TLS stream is in place.
                 if self.poll_upgrade(ctx, cx).is_pending() {
                     break Poll::Pending;
@@ -440,7 +438,7 @@ impl<C: SessionCodec, H: SessionHandler<C>> Session<C, H> {
                     break Poll::Pending;
                 }
                 // A frame asked for STARTTLS: carry it out at the top of the loop.
-                (_, Delivery::Stalled) if self.core.upgrade.is_some() => continue,
+                (_, Delivery::Stalled) if self.core.upgrade().is_some() => continue,
                 // Woken by the handler, the socket draining, or a resume message.
                 (_, Delivery::Stalled) => break Poll::Pending,
                 (_, Delivery::NeedsData) => {}

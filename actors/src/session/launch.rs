@@ -11,8 +11,8 @@ use actix::{
 };
 
 use super::{
-    Core, DisconnectReason, Flags, Session, SessionCodec, SessionHandler, SessionId, SessionMeta,
-    State, WriteSide,
+    Core, DisconnectReason, Flags, Rare, Session, SessionCodec, SessionHandler, SessionId,
+    SessionMeta, State, WriteSide,
 };
 use crate::{
     counters::HandshakeCounters,
@@ -453,9 +453,15 @@ pub(crate) fn new_session<C: SessionCodec, H: SessionHandler<C>>(
         permit,
         ..
     } = launch;
-    let (stream, reason) = match stream {
+    let (stream, rare) = match stream {
         Ok(stream) => (Some(stream), None),
-        Err(reason) => (None, Some(Box::new(reason))),
+        Err(reason) => (
+            None,
+            Some(Box::new(Rare {
+                reason: Some(reason),
+                ..Rare::default()
+            })),
+        ),
     };
     let worker = load.as_ref().map(|l| l.index);
     let transport = stream.as_ref().map(Stream::kind);
@@ -494,7 +500,7 @@ pub(crate) fn new_session<C: SessionCodec, H: SessionHandler<C>>(
             write_buf: LazyBuf::default(),
             state: State::Open,
             write_side: WriteSide::Open,
-            reason,
+            rare,
             config,
             registry,
             meta,
@@ -503,8 +509,6 @@ pub(crate) fn new_session<C: SessionCodec, H: SessionHandler<C>>(
             ticker: None,
             idle_ticks: 0,
             partial_ticks: 0,
-            flush_waiters: None,
-            upgrade: None,
             span: super::span::SessionSpan::of(span),
             limiter,
             pool: load.map(WorkerLoad::into_pool),

@@ -72,7 +72,7 @@ pub use types::{
 pub(crate) use launch::{Handshake, Launch, Parts, ProxyStep};
 pub(crate) use meta::SessionMeta;
 
-use self::core::{Core, Flags, State, WriteSide};
+use self::core::{Core, Flags, Rare, State, WriteSide};
 use crate::ticker::Ticker;
 use driver::Driver;
 use timeouts::arm_close_timeout;
@@ -151,9 +151,10 @@ impl<C: SessionCodec, H: SessionHandler<C>> Session<C, H> {
     fn stop(&mut self, _ctx: &mut Context<Self>) {
         let reason = self
             .core
-            .reason
-            .take()
-            .map_or(DisconnectReason::Closed, |reason| *reason);
+            .rare
+            .as_mut()
+            .and_then(|rare| rare.reason.take())
+            .unwrap_or(DisconnectReason::Closed);
         // A graceful close sent close_notify already; an abort discards, and a broken
         // socket takes nothing.
         let polite = !matches!(

@@ -64,7 +64,7 @@ impl std::fmt::Debug for Upgrade {
 impl<C: SessionCodec> super::Core<C> {
     /// Asks for the upgrade; the driver carries it out.
     fn request_upgrade(&mut self, side: Side) -> Result<(), SessionError> {
-        if self.upgrade.is_some() || self.meta.tls().is_some() {
+        if self.upgrade().is_some() || self.meta.tls().is_some() {
             return Err(SessionError::AlreadyEncrypted);
         }
         if self.state != State::Open || !self.takes_writes() || self.flags.has(Flags::EOF) {
@@ -74,7 +74,7 @@ impl<C: SessionCodec> super::Core<C> {
             // Only the in-memory test stream gets here.
             return Err(SessionError::AlreadyEncrypted);
         }
-        self.upgrade = Some(Box::new(Upgrade {
+        self.rare().upgrade = Some(Box::new(Upgrade {
             plaintext: self.write_buf.len(),
             side,
             handshake: None,
@@ -148,7 +148,7 @@ impl<C: SessionCodec, H: SessionHandler<C>> super::Conn<'_, C, H> {
 
     /// Whether an upgrade to TLS was asked for and has not finished yet.
     pub fn is_encrypting(&self) -> bool {
-        self.core.upgrade.is_some()
+        self.core.upgrade().is_some()
     }
 }
 
@@ -206,7 +206,7 @@ impl<C: SessionCodec, H: SessionHandler<C>> Handler<StartTls> for Session<C, H> 
             return Box::pin(async move { Err(error) });
         }
         let (tx, rx) = oneshot::channel();
-        if let Some(upgrade) = self.core.upgrade.as_mut() {
+        if let Some(upgrade) = self.core.upgrade_mut() {
             upgrade.waiters.push(tx);
         }
         Box::pin(async move { rx.await.unwrap_or(Err(SessionError::Gone)) })
@@ -223,7 +223,12 @@ impl<C: SessionCodec, H: SessionHandler<C>> Session<C, H> {
         ctx: &mut Context<Self>,
         cx: &mut task::Context<'_>,
     ) -> Poll<()> {
-        let Some(upgrade) = self.core.upgrade.as_mut() else {
+        let Some(upgrade) = self
+            .core
+            .rare
+            .as_mut()
+            .and_then(|r| r.upgrade.as_deref_mut())
+        else {
             return Poll::Ready(());
         };
         if upgrade.handshake.is_none() {
@@ -269,7 +274,7 @@ impl<C: SessionCodec, H: SessionHandler<C>> Session<C, H> {
             Ok(stream) => {
                 let info = stream.tls_info();
                 self.core.stream = Some(stream);
-                let upgrade = self.core.upgrade.take();
+                let upgrade = self.core.take_upgrade();
                 if let Some(info) = info {
                     tracing::debug!(version = %info.version, cipher = %info.cipher_suite, "STARTTLS done");
                     self.core.meta.set_tls(info.clone());
@@ -288,7 +293,7 @@ impl<C: SessionCodec, H: SessionHandler<C>> Session<C, H> {
     }
 
     fn fail_upgrade(&mut self, reason: DisconnectReason, ctx: &mut Context<Self>) {
-        if let Some(upgrade) = self.core.upgrade.take() {
+        if let Some(upgrade) = self.core.take_upgrade() {
             for waiter in upgrade.waiters {
                 let _ = waiter.send(Err(SessionError::Handshake(reason.clone())));
             }

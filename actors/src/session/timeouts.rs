@@ -87,7 +87,7 @@ pub(super) fn arm_close_timeout<C: SessionCodec, H: SessionHandler<C>>(
 ) {
     ctx.run_later(timeout, |session, ctx| {
         if session.core.state != State::Closed {
-            session.core.reason = Some(Box::new(DisconnectReason::CloseTimeout));
+            session.core.rare().reason = Some(DisconnectReason::CloseTimeout);
             session.fail(DisconnectReason::CloseTimeout, ctx);
         }
     });
