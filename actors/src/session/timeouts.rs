@@ -14,8 +14,12 @@ impl<C: SessionCodec, H: SessionHandler<C>> Session<C, H> {
         let Some(ticker) = self.core.ticker.as_mut() else {
             return;
         };
+        let passed = ticker.poll(cx.waker());
+        if passed == 0 {
+            return;
+        }
         let period = ticker.period();
-        for _ in 0..ticker.poll(cx.waker()) {
+        for _ in 0..passed {
             if self.core.state == State::Closed {
                 return;
             }
