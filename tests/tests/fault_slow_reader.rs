@@ -1,9 +1,11 @@
-//! Slow readers against the real `switchboard serve --mode echo --codec raw`: 20 clients send
+//! Slow readers against the real `switchboard serve --mode echo --codec raw`: clients send
 //! as fast as they can and never read, so the server has ever more to write to them. Each
 //! session's write buffer stops at its high watermark, then the session stops reading and TCP
 //! pushes back on the client: the server's resident memory grows by a small bounded amount
 //! however much the clients try to send, and another client's round trips stay as fast as
-//! before.
+//! before. Twice: with the server's socket buffers fixed small (20 clients), and left to the
+//! kernel's autotuning as `serve` runs by default (4 clients: each may push megabytes into
+//! kernel buffers before it stalls, all of it data the test waits on).
 //!
 //! `backpressure_write.rs` proves the per-session bound in-process; this measures the whole
 //! server process under many slow readers at once.
@@ -20,14 +22,14 @@ use std::{
 
 use cli_support::{Server, STEP};
 
-const SLOW: usize = 20;
 const CHUNK: usize = 64 * 1024;
 /// A slow client whose writes make no progress for this long counts as pushed back. A delay
 /// that is part of the test: "no progress" has no event, only a write timeout; a loaded
 /// machine can only make it fire early, on a smaller `pushed`, which the assertions allow.
 const STUCK: Duration = Duration::from_millis(500);
 /// The most the server's RSS may grow with every slow reader stuck: 20 sessions × (64 KiB
-/// write buffer + 64 KiB read chunk) is 2.5 MiB; the rest is allocator slack.
+/// write buffer + 64 KiB read chunk) is 2.5 MiB; the rest is allocator slack. The kernel's
+/// socket buffers are not in it, autotuned or not.
 const MAX_GROWTH_KIB: u64 = 16 * 1024;
 /// The slow clients' socket buffers, each way.
 const KERNEL_BUFFER: usize = 128 * 1024;
@@ -98,18 +100,24 @@ fn slow_reader(
 
 #[test]
 fn slow_readers_hold_server_memory_flat_and_others_keep_their_latency() {
-    let server = Server::start(&[
-        "--mode",
-        "echo",
-        "--codec",
-        "raw",
-        "--idle-timeout",
-        "0",
-        "--recv-buffer",
-        SERVER_BUFFER,
-        "--send-buffer",
-        SERVER_BUFFER,
-    ]);
+    slow_readers_against(20, Some(SERVER_BUFFER));
+}
+
+/// The server's socket buffers as `serve` leaves them by default: the kernel grows them while
+/// data moves, so the session's write buffer empties into a larger socket before it fills.
+#[test]
+fn slow_readers_against_autotuned_server_buffers() {
+    slow_readers_against(4, None);
+}
+
+/// `slow` clients that never read against a server with its socket buffers fixed at
+/// `server_buffer` bytes each way, or autotuned.
+fn slow_readers_against(slow: usize, server_buffer: Option<&str>) {
+    let mut args = vec!["--mode", "echo", "--codec", "raw", "--idle-timeout", "0"];
+    if let Some(size) = server_buffer {
+        args.extend(["--recv-buffer", size, "--send-buffer", size]);
+    }
+    let server = Server::start(&args);
     let pid = server.proc.pid();
     let mut good = TcpStream::connect(server.addr).unwrap();
     good.set_read_timeout(Some(STEP)).unwrap();
@@ -122,13 +130,13 @@ fn slow_readers_hold_server_memory_flat_and_others_keep_their_latency() {
     let (stuck_tx, stuck) = mpsc::channel();
     let mut releases = Vec::new();
     let mut threads = Vec::new();
-    for _ in 0..SLOW {
+    for _ in 0..slow {
         let (release, released) = mpsc::channel();
         releases.push(release);
         threads.push(slow_reader(server.addr, stuck_tx.clone(), released));
     }
     let mut pushed = 0;
-    for _ in 0..SLOW {
+    for _ in 0..slow {
         pushed += stuck
             .recv_timeout(STEP * 3)
             .expect("every slow reader is pushed back");
@@ -149,10 +157,12 @@ fn slow_readers_hold_server_memory_flat_and_others_keep_their_latency() {
     assert!(finished.status.success(), "{finished:?}");
 
     let report = format!(
-        "slow readers: {SLOW} pushed {} MiB before being pushed back; server RSS {rss_before} \
+        "slow readers: {slow} pushed {} MiB before being pushed back (server buffers {}); \
+         server RSS {rss_before} \
          KiB before, {rss_stuck} KiB with all stuck (+{growth} KiB); good client round trip \
          p50/p99/max {:?}/{:?}/{:?} before, {:?}/{:?}/{:?} during",
         pushed / (1024 * 1024),
+        server_buffer.unwrap_or("autotuned"),
         percentile(&before, 0.5),
         percentile(&before, 0.99),
         before[before.len() - 1],
@@ -164,7 +174,8 @@ fn slow_readers_hold_server_memory_flat_and_others_keep_their_latency() {
     assert!(growth < MAX_GROWTH_KIB, "{report}");
     // What the slow clients got out is more than what the server holds: the rest waits in
     // kernel buffers, pushed back (with the server's buffers fixed at 64 KiB, ~14 MiB against
-    // ~3 MiB of growth; a stall timeout that fires early only makes `pushed` smaller).
+    // ~3 MiB of growth for 20 clients; a stall timeout that fires early only makes `pushed`
+    // smaller).
     assert!(pushed as u64 > 2 * growth * 1024, "{report}");
     // Round trips stay those of an idle server: a generous bound for a loaded machine, where
     // a server that served slow readers before others would take seconds.
