@@ -315,7 +315,7 @@ impl<C: SessionCodec, H: SessionHandler<C>> Session<C, H> {
         let mut scratch = [0u8; 16 * 1024];
         loop {
             if *reads_left == 0 {
-                cx.waker().wake_by_ref();
+                yield_turn(cx);
                 return Poll::Pending;
             }
             let mut buf = tokio::io::ReadBuf::new(&mut scratch);
@@ -375,7 +375,7 @@ impl<C: SessionCodec, H: SessionHandler<C>> Session<C, H> {
                 if budget > 0 {
                     continue;
                 }
-                cx.waker().wake_by_ref();
+                yield_turn(cx);
             }
             break step;
         };
@@ -434,7 +434,7 @@ impl<C: SessionCodec, H: SessionHandler<C>> Session<C, H> {
                 (State::Closed, _) => break Poll::Ready(()),
                 (_, Delivery::BudgetSpent) => {
                     // Let the mailbox and the other sessions on this thread have their turn.
-                    cx.waker().wake_by_ref();
+                    yield_turn(cx);
                     break Poll::Pending;
                 }
                 // A frame asked for STARTTLS: carry it out at the top of the loop.
@@ -495,7 +495,7 @@ impl<C: SessionCodec, H: SessionHandler<C>> Session<C, H> {
             if *reads_left == 0 {
                 // A turn moves at most a few read chunks, so one fast sender cannot hold its
                 // worker thread while its neighbours' sockets wait.
-                cx.waker().wake_by_ref();
+                yield_turn(cx);
                 break Poll::Pending;
             }
             match self.read_socket(cx, *reads_left < READS_PER_TURN) {
@@ -556,6 +556,18 @@ impl<C: SessionCodec, H: SessionHandler<C>> Session<C, H> {
 
 /// Socket reads one driver turn may make before it yields (each up to `read_chunk` bytes).
 const READS_PER_TURN: usize = 4;
+
+/// Ends a turn that stopped for its neighbours' sake with work left: the session is woken
+/// again only once its thread has polled for I/O (tokio's `yield_now` defers the wake-up).
+/// Woken at once, it would run again ahead of every session whose socket became ready while
+/// it ran, and a few sessions that kept finding bytes would take turn after turn while the
+/// rest waited: under load, some connections got several times the service of others.
+fn yield_turn(cx: &mut task::Context<'_>) {
+    let mut yielded = std::pin::pin!(tokio::task::yield_now());
+    // The first poll hands the waker to the scheduler and is always pending; dropping the
+    // future after it does not take the wake-up back.
+    let _ = std::future::Future::poll(yielded.as_mut(), cx);
+}
 
 /// Why [`Session::deliver_frames`] stopped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
