@@ -150,10 +150,11 @@ impl<C: SessionCodec, H: SessionHandler<C>> Session<C, H> {
                 .core
                 .rare
                 .as_ref()
-                .is_some_and(|rare| !rare.flush_waiters.is_empty())
+                .is_some_and(|rare| rare.flush_waiters.is_some())
         {
             // The buffer stays for the next reply; the timeout tick frees it once idle.
-            for waiter in std::mem::take(&mut self.core.rare().flush_waiters) {
+            let waiters = self.core.rare().flush_waiters.take();
+            for waiter in waiters.map(|w| *w).unwrap_or_default() {
                 let _ = waiter.send(());
             }
         }

@@ -63,7 +63,11 @@ impl<C: SessionCodec, H: SessionHandler<C>> Handler<Flush> for Session<C, H> {
             return Box::pin(async { Ok(()) });
         }
         let (tx, rx) = oneshot::channel();
-        self.core.rare().flush_waiters.push(tx);
+        self.core
+            .rare()
+            .flush_waiters
+            .get_or_insert_with(Box::default)
+            .push(tx);
         Box::pin(async move { rx.await.map_err(|_| SessionError::Gone) })
     }
 }
