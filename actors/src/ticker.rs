@@ -35,6 +35,13 @@ struct Clocks {
     by_period: HashMap<Duration, NonZeroU32>,
 }
 
+impl Clocks {
+    /// The clock a [`Ticker::clock`] index names.
+    fn get(&self, index: NonZeroU32) -> &Rc<Clock> {
+        &self.list[index.get() as usize - 1]
+    }
+}
+
 struct Clock {
     period: Duration,
     ticks: Cell<u32>,
@@ -87,7 +94,7 @@ impl Ticker {
                 NonZeroU32::new(u32::try_from(list.len()).expect("fewer than 2^32 periods"))
                     .expect("the list is not empty")
             });
-            (index, list[index.get() as usize - 1].clone())
+            (index, clocks.get(index).clone())
         });
         if !clock.running.replace(true) {
             tokio::task::spawn_local(run(Rc::downgrade(&clock), period));
@@ -113,7 +120,7 @@ impl Ticker {
     }
 
     fn with_clock<R>(&self, f: impl FnOnce(&Clock) -> R) -> R {
-        CLOCKS.with(|clocks| f(&clocks.borrow().list[self.clock.get() as usize - 1]))
+        CLOCKS.with(|clocks| f(clocks.borrow().get(self.clock)))
     }
 
     /// The period of this ticker's clock.
@@ -144,9 +151,7 @@ impl Drop for Ticker {
         // A session dropped while its thread tears down its locals has no clock left to leave.
         let _ = CLOCKS.try_with(|clocks| {
             let clocks = clocks.borrow();
-            let mut slots = clocks.list[self.clock.get() as usize - 1]
-                .slots
-                .borrow_mut();
+            let mut slots = clocks.get(self.clock).slots.borrow_mut();
             slots.wakers[self.slot as usize] = None;
             slots.free.push(self.slot);
         });
@@ -229,11 +234,11 @@ mod tests {
                 // The freed slot is reused.
                 let third = Ticker::join(period);
                 assert_eq!(third.slot, 1);
-                let first_clock = first.clock.get() as usize - 1;
+                let first_clock = first.clock;
                 drop((first, third));
                 // The last session gone, the clock's task ends at its next tick; a new
                 // session starts it again.
-                let clock = CLOCKS.with(|c| c.borrow().list[first_clock].clone());
+                let clock = CLOCKS.with(|c| c.borrow().get(first_clock).clone());
                 assert!(clock.running.get());
                 tokio::time::sleep(Duration::from_millis(150)).await;
                 assert!(!clock.running.get(), "an empty clock stops ticking");

@@ -15,6 +15,7 @@ rounds=${1:-5}
 shift || true
 here=$(cd "$(dirname "$0")/../.." && pwd)
 bin=$here/target/release
+. "$here/benches/scripts/common.sh"
 if [ $# -eq 0 ]; then set -- "$bin/switchboard"; fi
 out=$(mktemp -d)
 server=
@@ -24,11 +25,7 @@ trap '[ -n "$server" ] && kill "$server" 2>/dev/null; rm -rf "$out"' EXIT
 run() {
     local label=$1
     shift
-    "$@" >"$out/serve" 2>&1 &
-    server=$!
-    for _ in $(seq 50); do grep -q "listening on" "$out/serve" && break; sleep 0.1; done
-    local addr
-    addr=$(awk '/listening on/{print $3; exit}' "$out/serve")
+    start_server "$out" "$@"
     "$bin/load_client" "$addr" --connections 2 --pipeline 4 --size 65536 --duration 4 \
         --warmup 0 >"$out/bulk.json" 2>/dev/null &
     local bulk=$!
@@ -38,9 +35,7 @@ run() {
     "$bin/load_client" "$addr" --connections 1 --pipeline 1 --size 64 --duration 3 \
         --warmup 0 >"$out/light.json" 2>/dev/null
     wait "$bulk"
-    kill "$server"
-    wait "$server" 2>/dev/null || true
-    server=
+    stop_server
     python3 - "$label" "$out/light.json" "$out/bulk.json" <<'PY'
 import json, sys
 label, light, bulk = sys.argv[1:]

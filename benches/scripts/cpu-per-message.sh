@@ -12,10 +12,8 @@ here=$(cd "$(dirname "$0")/../.." && pwd)
 load_client=$here/target/release/load_client
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
-"$bin" serve --mode echo --codec raw --port 0 >"$out/serve" 2>/dev/null &
-server=$!
-for _ in $(seq 50); do grep -q "listening on" "$out/serve" && break; sleep 0.1; done
-addr=$(awk '/listening on/{print $3; exit}' "$out/serve")
+. "$here/benches/scripts/common.sh"
+start_server "$out" "$bin" serve --mode echo --codec raw --port 0
 perf stat -x, -e task-clock -p "$server" -o "$out/perf" &
 perf=$!
 sleep 0.3
@@ -23,8 +21,7 @@ sleep 0.3
     >"$out/load.json" 2>/dev/null
 kill -INT "$perf"
 wait "$perf" || true
-kill "$server"
-wait "$server" || true
+stop_server
 python3 - "$bin" "$out/perf" "$out/load.json" <<'PY'
 import json, sys
 bin, perf, load = sys.argv[1:]

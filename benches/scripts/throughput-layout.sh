@@ -16,6 +16,7 @@
 set -euo pipefail
 rounds=${1:-4}
 here=$(cd "$(dirname "$0")/../.." && pwd)
+. "$here/benches/scripts/common.sh"
 bin=$here/target/release
 command -v taskset >/dev/null || { echo "taskset missing: apt-get install -y util-linux" >&2; exit 1; }
 out=$(mktemp -d)
@@ -29,17 +30,11 @@ all_cpus=0-$(($(nproc) - 1))
 run() {
     local label=$1 server_pin=$2 client_pin=$3
     shift 3
-    taskset -c "$server_pin" "$@" >"$out/serve" 2>/dev/null &
-    server=$!
-    for _ in $(seq 50); do grep -q "listening on" "$out/serve" && break; sleep 0.1; done
-    local addr
-    addr=$(awk '/listening on/ {print $3; exit}' "$out/serve")
+    start_server "$out" taskset -c "$server_pin" "$@"
     taskset -c "$client_pin" "$bin/load_client" "$addr" --connections 100 --pipeline 16 \
         --size 64 --duration 3 --warmup 1 --server-pid "$server" --per-connection \
         >"$out/load.json"
-    kill "$server"
-    wait "$server" 2>/dev/null || true
-    server=
+    stop_server
     python3 - "$label" "$out/load.json" <<'PY'
 import json, sys
 label, path = sys.argv[1:]

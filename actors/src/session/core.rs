@@ -149,6 +149,14 @@ pub(super) struct Rare {
     pub(super) upgrade: Option<Box<Upgrade>>,
 }
 
+impl Rare {
+    /// The upgrade in a session's `rare` field, borrowing that field alone, so the caller
+    /// can hold the stream or the buffers of the same session meanwhile.
+    pub(super) fn upgrade_in(rare: &mut Option<Box<Rare>>) -> Option<&mut Upgrade> {
+        rare.as_mut()?.upgrade.as_deref_mut()
+    }
+}
+
 impl<C> Drop for Core<C> {
     fn drop(&mut self) {
         // A session that stopped has given these back already; one dropped without stopping
@@ -179,7 +187,7 @@ impl<C> Core<C> {
     }
 
     pub(super) fn upgrade_mut(&mut self) -> Option<&mut Upgrade> {
-        self.rare.as_mut()?.upgrade.as_deref_mut()
+        Rare::upgrade_in(&mut self.rare)
     }
 
     /// Ends the upgrade's part of the session's state, handing it to the caller.

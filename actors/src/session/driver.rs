@@ -1,6 +1,6 @@
 use super::{
-    panic_message, Conn, DisconnectReason, Flags, Session, SessionCodec, SessionHandler, State,
-    WriteSide,
+    panic_message, Conn, DisconnectReason, Flags, Rare, Session, SessionCodec, SessionHandler,
+    State, WriteSide,
 };
 use crate::{transport::Stream, TransportKind};
 use std::{
@@ -115,7 +115,7 @@ impl<C: SessionCodec, H: SessionHandler<C>> Session<C, H> {
                 }
             }
         }
-        if let Some(upgrade) = self.core.rare.as_mut().and_then(|r| r.upgrade.as_mut()) {
+        if let Some(upgrade) = Rare::upgrade_in(&mut self.core.rare) {
             upgrade.plaintext = sendable;
         }
         if let Some(buf) = self.core.write_buf.allocated_mut() {
@@ -144,17 +144,10 @@ impl<C: SessionCodec, H: SessionHandler<C>> Session<C, H> {
             self.core.meta.bytes_out.add(written as u64);
             self.core.flags.set(Flags::MOVED_SINCE_TICK, true);
         }
-        if self.core.write_buf.is_empty()
-            && !self.core.flags.has(Flags::TRANSPORT_UNFLUSHED)
-            && self
-                .core
-                .rare
-                .as_ref()
-                .is_some_and(|rare| rare.flush_waiters.is_some())
-        {
+        if self.core.write_buf.is_empty() && !self.core.flags.has(Flags::TRANSPORT_UNFLUSHED) {
             // The buffer stays for the next reply; the timeout tick frees it once idle.
-            let waiters = self.core.rare().flush_waiters.take();
-            for waiter in waiters.map(|w| *w).unwrap_or_default() {
+            let waiters = self.core.rare.as_mut().and_then(|r| r.flush_waiters.take());
+            for waiter in waiters.into_iter().flat_map(|w| *w) {
                 let _ = waiter.send(());
             }
         }

@@ -22,7 +22,7 @@ use std::{
 use actix::{Context, Handler, Message, ResponseFuture};
 use tokio::sync::oneshot;
 
-use super::{DisconnectReason, Flags, Session, SessionCodec, SessionHandler, State};
+use super::{DisconnectReason, Flags, Rare, Session, SessionCodec, SessionHandler, State};
 use crate::{
     transport::{Prefixed, Stream},
     SessionError, TlsAcceptor, TlsConnector, TlsInfo,
@@ -223,12 +223,7 @@ impl<C: SessionCodec, H: SessionHandler<C>> Session<C, H> {
         ctx: &mut Context<Self>,
         cx: &mut task::Context<'_>,
     ) -> Poll<()> {
-        let Some(upgrade) = self
-            .core
-            .rare
-            .as_mut()
-            .and_then(|r| r.upgrade.as_deref_mut())
-        else {
+        let Some(upgrade) = Rare::upgrade_in(&mut self.core.rare) else {
             return Poll::Ready(());
         };
         if upgrade.handshake.is_none() {

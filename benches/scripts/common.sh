@@ -1,0 +1,24 @@
+# Sourced by the scripts beside it: starting and stopping the server under test.
+
+# start_server OUT_DIR COMMAND...: runs COMMAND (a server that prints `listening on ADDR` on
+# stdout, as `switchboard serve` and `baseline_echo` do; its log goes nowhere, so the run
+# measures the server and not its logging), and sets `server` to its PID and `addr` to ADDR.
+start_server() {
+    local dir=$1
+    shift
+    "$@" >"$dir/serve" 2>/dev/null &
+    server=$!
+    for _ in $(seq 50); do grep -q "listening on" "$dir/serve" && break; sleep 0.1; done
+    addr=$(awk '/listening on/ {print $3; exit}' "$dir/serve")
+    if [ -z "$addr" ]; then
+        echo "no 'listening on' line from: $*" >&2
+        exit 1
+    fi
+}
+
+# stop_server: stops the server start_server started.
+stop_server() {
+    kill "$server"
+    wait "$server" 2>/dev/null || true
+    server=
+}
