@@ -4,7 +4,9 @@
 #   benches/scripts/throughput-layout.sh [ROUNDS]      (default 4 rounds, ~2.5 min)
 # Each round runs, one after the other, the baseline and `switchboard serve --mode echo
 # --codec raw` with
-#   free      2 workers, no CPU affinity (the e2e scenario);
+#   free      2 workers, no CPU affinity (the e2e scenario); the baseline once more with
+#             --thread-per-worker (Switchboard's thread layout: a listener thread, each worker
+#             its own runtime and epoll, no work stealing);
 #   pinned    2 workers all on CPU 0, load_client on CPU 1 (taskset): no thread of one
 #             process ever shares a CPU with the other;
 #   1 worker  --workers 1, no affinity.
@@ -54,6 +56,7 @@ for round in $(seq "$rounds"); do
     echo "round $round"
     run "baseline free" "$all_cpus" "$all_cpus" "${base[@]}"
     run "switchboard free" "$all_cpus" "$all_cpus" "${sb[@]}"
+    run "baseline free, per worker" "$all_cpus" "$all_cpus" "${base[@]}" --thread-per-worker
     run "baseline pinned" 0 1 "${base[@]}"
     run "switchboard pinned" 0 1 "${sb[@]}"
     run "baseline 1 worker" "$all_cpus" "$all_cpus" "${base[@]}" --workers 1

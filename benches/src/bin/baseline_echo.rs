@@ -5,8 +5,14 @@
 //! one task that reads into a 64 KiB buffer (allocated at the first byte) and writes it back. Prints `listening on IP:PORT`
 //! once bound, like `switchboard serve`.
 //!
+//! `--thread-per-worker` lays the threads out as Switchboard does instead: the listener on its
+//! own thread hands each connection, round-robin, to one of N single-threaded runtimes (each
+//! with its own `epoll`), where it stays; no worker takes another's tasks. The echo task is the
+//! same. It tells what the layout costs apart from what the session code costs.
+//!
 //! ```text
 //! baseline_echo [--addr 127.0.0.1:0] [--workers N] [--buffer BYTES] [--recv-buffer BYTES]
+//!               [--thread-per-worker]
 //! ```
 
 use std::{io::Write as _, net::SocketAddr};
@@ -25,13 +31,28 @@ fn main() -> std::io::Result<()> {
     let recv_buffer: Option<usize> = args
         .value("--recv-buffer")
         .map(|v| v.parse().expect("--recv-buffer BYTES"));
+    let thread_per_worker = args.flag("--thread-per-worker");
     raise_nofile()?;
 
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(workers)
-        .enable_all()
-        .build()?;
+    let runtime = if thread_per_worker {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(workers)
+            .enable_all()
+            .build()?
+    };
+    // Thread per worker: each worker runs its own runtime and takes its connections from a
+    // channel; the listener (this thread) deals them out in turn.
+    let worker_queues: Vec<_> = if thread_per_worker {
+        (0..workers).map(|_| spawn_worker(buffer)).collect::<Result<_, _>>()?
+    } else {
+        Vec::new()
+    };
     runtime.block_on(async move {
+        let mut next_worker = 0;
         let listener = bind(addr, 1024, recv_buffer)?;
         let listener = tokio::net::TcpListener::from_std(listener)?;
         let local = listener.local_addr()?;
@@ -41,7 +62,7 @@ fn main() -> std::io::Result<()> {
             out.flush()?;
         }
         loop {
-            let (mut stream, _) = match listener.accept().await {
+            let (stream, _) = match listener.accept().await {
                 Ok(accepted) => accepted,
                 Err(error) => {
                     // Out of descriptors and the like: wait a little, as any server would.
@@ -51,27 +72,62 @@ fn main() -> std::io::Result<()> {
                 }
             };
             let _ = stream.set_nodelay(true);
-            tokio::spawn(async move {
-                // No buffer until the first byte is really there: an idle connection holds none
-                // (the fair comparison for idle memory). `peek` waits through the spurious
-                // readiness a fresh socket can report, which `readable()` alone does not.
-                let mut probe = [0u8; 1];
-                if !matches!(stream.peek(&mut probe).await, Ok(n) if n > 0) {
-                    return;
-                }
-                let mut buf = vec![0u8; buffer];
-                loop {
-                    let n = match stream.read(&mut buf).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => n,
-                    };
-                    if stream.write_all(&buf[..n]).await.is_err() {
-                        return;
+            if worker_queues.is_empty() {
+                tokio::spawn(echo(stream, buffer));
+                continue;
+            }
+            let stream = stream.into_std()?;
+            if worker_queues[next_worker].send(stream).is_err() {
+                return Err(std::io::Error::other("a worker thread ended"));
+            }
+            next_worker = (next_worker + 1) % worker_queues.len();
+        }
+    })
+}
+
+/// Starts one worker thread with its own single-threaded runtime; returns where to send it
+/// connections.
+fn spawn_worker(
+    buffer: usize,
+) -> std::io::Result<tokio::sync::mpsc::UnboundedSender<std::net::TcpStream>> {
+    let (queue, mut connections) = tokio::sync::mpsc::unbounded_channel::<std::net::TcpStream>();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    std::thread::Builder::new()
+        .name("baseline-worker".into())
+        .spawn(move || {
+            let local = tokio::task::LocalSet::new();
+            local.block_on(&runtime, async move {
+                while let Some(stream) = connections.recv().await {
+                    match tokio::net::TcpStream::from_std(stream) {
+                        Ok(stream) => drop(tokio::task::spawn_local(echo(stream, buffer))),
+                        Err(error) => eprintln!("register: {error}"),
                     }
                 }
             });
+        })?;
+    Ok(queue)
+}
+
+async fn echo(mut stream: tokio::net::TcpStream, buffer: usize) {
+    // No buffer until the first byte is really there: an idle connection holds none (the fair
+    // comparison for idle memory). `peek` waits through the spurious readiness a fresh socket
+    // can report, which `readable()` alone does not.
+    let mut probe = [0u8; 1];
+    if !matches!(stream.peek(&mut probe).await, Ok(n) if n > 0) {
+        return;
+    }
+    let mut buf = vec![0u8; buffer];
+    loop {
+        let n = match stream.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        if stream.write_all(&buf[..n]).await.is_err() {
+            return;
         }
-    })
+    }
 }
 
 fn bind(
