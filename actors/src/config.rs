@@ -12,13 +12,13 @@ use crate::ConfigError;
 ///
 /// | setting | default | when reached |
 /// |---|---|---|
-/// | write watermarks | high 64 KiB, low 32 KiB | at or above high: writes other than answers are refused with [`SessionError::WriteBufferFull`](crate::SessionError::WriteBufferFull), the handler hears [`write_buffer_full`](crate::SessionHandler::write_buffer_full), registry deliveries wait in the outbound queue; answers written in `ready_read` are taken up to one more high watermark, after which frames (and reading) wait; back at low: all resume. Reading never stops for the write buffer alone |
+/// | write watermarks | high 64 KiB, low 32 KiB | at or above high: writes other than answers are refused with [`SessionError::WriteBufferFull`](crate::SessionError::WriteBufferFull), the handler hears [`write_buffer_full`](crate::SessionHandler::write_buffer_full), registry deliveries wait in the outbound queue; answers written in `ready_read` are taken up to one more high watermark, after which frames (and reading) wait (the handler hears `write_buffer_full` then too, even if a large answer left less than the mark unsent); back at low: all resume. Reading never stops for the write buffer alone |
 /// | outbound queue | 64 KiB | bytes the registry (broadcast, send-to-id) may queue for the session beyond its write buffer; at the limit senders wait for room |
 /// | slow-consumer timeout | 5 s | a session that takes nothing from its full outbound queue for that long counts as a slow consumer: the broadcast's [`SlowConsumerPolicy`](crate::SlowConsumerPolicy) applies (drop, counted; or disconnect), [`Registry::send_to`](crate::Registry::send_to) fails |
 /// | handshake timeout | 10 s | PROXY header and TLS handshake (and the wait for one of the worker's 256 handshake slots) must finish by then, or the connection ends with [`DisconnectReason::HandshakeTimeout`](crate::DisconnectReason::HandshakeTimeout) |
 /// | half-close | off | after the peer's FIN and [`read_finished`](crate::SessionHandler::read_finished) the session flushes and closes; on: it stays open for writing until closed |
-/// | read chunk | 64 KiB | bytes asked of the socket per read; buffers are allocated at the first byte and given back after a quiet timeout-check period (a quarter of the shortest timeout), so an idle session holds none (with both timeouts off, a session keeps them once used) |
-/// | read buffer (notify mode) | 256 KiB | reading stops until the owner takes data (Qt's `setReadBufferSize`) |
+/// | read chunk | 64 KiB, growing to 256 KiB | bytes asked of the socket per read: a read that fills what it asked for doubles the next one, up to the largest read chunk; one that brings a quarter or less halves it, and a quiet period starts it over. A bulk sender is read in a quarter of the system calls, a chatty one never holds more than the first chunk. Buffers are allocated at the first byte and given back after a quiet timeout-check period (a quarter of the shortest timeout), so an idle session holds none (with both timeouts off, a session keeps them once used) |
+/// | read buffer (notify mode) | 256 KiB | reading stops until the owner takes data (Qt's `setReadBufferSize`), the buffer passes the size by one read at most (reads never grow past it) |
 /// | idle timeout | 120 s | no byte moved in either direction for that long: closed with [`DisconnectReason::IdleTimeout`](crate::DisconnectReason::IdleTimeout) |
 /// | frame timeout | 60 s | a partial frame waits that long with no complete frame arriving: closed with [`DisconnectReason::FrameTimeout`](crate::DisconnectReason::FrameTimeout) (slowloris) |
 /// | close timeout | 10 s | a graceful close that has not flushed and seen the peer's FIN by then is aborted |
@@ -43,6 +43,7 @@ pub struct SessionConfig {
     pub(crate) low_watermark: usize,
     pub(crate) high_watermark: usize,
     pub(crate) read_chunk: usize,
+    pub(crate) max_read_chunk: usize,
     pub(crate) read_buffer_size: usize,
     pub(crate) idle_timeout: Option<Duration>,
     pub(crate) frame_timeout: Option<Duration>,
@@ -62,6 +63,7 @@ impl Default for SessionConfig {
             low_watermark: 32 * 1024,
             high_watermark: 64 * 1024,
             read_chunk: 64 * 1024,
+            max_read_chunk: 256 * 1024,
             read_buffer_size: 256 * 1024,
             idle_timeout: Some(Duration::from_secs(120)),
             frame_timeout: Some(Duration::from_secs(60)),
@@ -85,13 +87,43 @@ impl SessionConfig {
         self
     }
 
-    /// Sets how many bytes one read asks of the socket (default 64 KiB).
+    /// Sets how many bytes a session's first read asks of the socket (default 64 KiB). Reads
+    /// that fill what they asked for double it, up to [`with_max_read_chunk`]; a largest read
+    /// chunk below this one is raised to it.
+    ///
+    /// [`with_max_read_chunk`]: Self::with_max_read_chunk
     pub fn with_read_chunk(mut self, bytes: usize) -> Self {
         self.read_chunk = bytes;
+        self.max_read_chunk = self.max_read_chunk.max(bytes);
+        self
+    }
+
+    /// Sets the most one read may ask of the socket once reads have grown (default 256 KiB);
+    /// [`validate`](Self::validate) refuses one below the read chunk. Equal to the read chunk,
+    /// every read asks the same. Reads also stay within the
+    /// [read buffer size](Self::with_read_buffer_size), and an echo's answer is one read: a
+    /// session whose peer stops reading holds up to the high watermark plus one read in its
+    /// write buffer.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use switchboard::SessionConfig;
+    ///
+    /// let fixed = SessionConfig::default().with_max_read_chunk(64 * 1024);
+    /// assert_eq!((fixed.read_chunk(), fixed.max_read_chunk()), (64 * 1024, 64 * 1024));
+    /// let raised = SessionConfig::default().with_read_chunk(1 << 20);
+    /// assert_eq!(raised.max_read_chunk(), 1 << 20);
+    /// assert!(SessionConfig::default().with_max_read_chunk(1024).validate().is_err());
+    /// ```
+    pub fn with_max_read_chunk(mut self, bytes: usize) -> Self {
+        self.max_read_chunk = bytes;
         self
     }
 
     /// Sets the notify-mode read buffer size in bytes (default 256 KiB), Qt's `setReadBufferSize`.
+    /// The owner's buffer passes it by one read at most: reads grow while they fill, but never
+    /// past this size (nor below the read chunk).
     pub fn with_read_buffer_size(mut self, bytes: usize) -> Self {
         self.read_buffer_size = bytes;
         self
@@ -182,9 +214,32 @@ impl SessionConfig {
         self.low_watermark
     }
 
-    /// Bytes one read asks of the socket.
+    /// Bytes a session's first read asks of the socket.
     pub fn read_chunk(&self) -> usize {
         self.read_chunk
+    }
+
+    /// The most one read asks of the socket once reads have grown.
+    pub fn max_read_chunk(&self) -> usize {
+        self.max_read_chunk
+    }
+
+    /// The most a grown read asks: the largest read chunk, but no more than the read buffer
+    /// may hold (a notify-mode owner's limit is passed by one read at most), and never less
+    /// than the first read.
+    pub(crate) fn largest_read(&self) -> usize {
+        self.max_read_chunk
+            .min(self.read_buffer_size)
+            .max(self.read_chunk)
+    }
+
+    /// What a read asks of the socket after `doublings` reads in a row filled theirs.
+    pub(crate) fn read_size(&self, doublings: u8) -> usize {
+        if u32::from(doublings) >= self.read_chunk.leading_zeros() {
+            // The doubled size would not fit a `usize`: far past any cap.
+            return self.largest_read();
+        }
+        (self.read_chunk << doublings).min(self.largest_read())
     }
 
     /// The notify-mode read buffer size in bytes.
@@ -284,6 +339,15 @@ impl SessionConfig {
             return Err(ConfigError::invalid(
                 "read_chunk",
                 "must be at least 1 byte",
+            ));
+        }
+        if self.max_read_chunk < self.read_chunk {
+            return Err(ConfigError::invalid(
+                "max_read_chunk",
+                format!(
+                    "the largest read chunk ({}) is below the read chunk ({})",
+                    self.max_read_chunk, self.read_chunk
+                ),
             ));
         }
         if self.read_buffer_size == 0 {

@@ -176,8 +176,10 @@ async fn full_read_buffer_stops_reading_until_the_owner_reads() {
         }
     }
     assert!(available >= LIMIT, "the buffer never filled: {available}");
+    // Past the limit by one read at most; reads grow from CHUNK while they fill, but never
+    // past the read buffer size.
     assert!(
-        available < LIMIT + 2 * CHUNK,
+        available < LIMIT + LIMIT.max(CHUNK),
         "the buffer grew to {available}"
     );
     let first = within("GetInfo", session.send(GetInfo)).await.unwrap();

@@ -113,6 +113,9 @@ pub(crate) struct Core<C> {
     pub(super) flags: Flags,
     /// The level of the last close request taken from the registry (`SessionMeta::request_close`).
     pub(super) close_taken: u8,
+    /// How many times the next read's size has doubled from the read chunk: reads that fill
+    /// what they asked for grow it (see [`Core::adapt_read_size`]).
+    pub(super) read_doublings: u8,
     /// This session's slot on its worker's timeout clock; none without timeouts.
     pub(super) ticker: Option<Ticker>,
     /// Ticks in a row without movement, and in a row waiting on the peer for a frame's rest.
@@ -281,6 +284,22 @@ impl<C: SessionCodec> Core<C> {
         });
         if refused > 0 {
             self.count_undelivered(refused);
+        }
+    }
+
+    /// Sizes the next read by how this one went: `got` bytes into `offered` bytes of room. A
+    /// read that fills its room says more was waiting, so the next asks twice as much (up to
+    /// the largest read chunk); one that brings a quarter or less halves it. A bulk sender is
+    /// read in large pieces, a request-response peer never makes its session hold more than
+    /// the first chunk.
+    #[inline]
+    pub(super) fn adapt_read_size(&mut self, got: usize, offered: usize) {
+        if got >= offered {
+            if self.config.read_size(self.read_doublings) < self.config.largest_read() {
+                self.read_doublings += 1;
+            }
+        } else if got <= offered / 4 && self.read_doublings > 0 {
+            self.read_doublings -= 1;
         }
     }
 

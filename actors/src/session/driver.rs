@@ -154,7 +154,7 @@ impl<C: SessionCodec, H: SessionHandler<C>> Session<C, H> {
         if written > 0 {
             self.call(ctx, |h, c| h.bytes_written(written, c));
         }
-        self.track_watermarks(ctx);
+        self.track_watermarks(ctx, false);
         Ok(())
     }
 
@@ -162,13 +162,18 @@ impl<C: SessionCodec, H: SessionHandler<C>> Session<C, H> {
     /// the high watermark itself, where `Core::write` starts refusing (`>=`), and a refused
     /// write counts as full even if a flush already took the buffer back under the mark:
     /// whoever was refused was told to wait for `write_buffer_drained`, so the pair must be
-    /// reported. "Drained" comes once the buffer is back at the low watermark, possibly right
-    /// after "full"; held answers are released at the same point.
-    pub(super) fn track_watermarks(&mut self, ctx: &mut Context<Self>) {
+    /// reported. So does a session `going_to_sleep` with its answers held: one answer larger
+    /// than the mark can stop reading and leave less than the mark unsent, and a handler must
+    /// hear why its frames stopped. "Drained" comes once the buffer is back at the low
+    /// watermark, possibly right after "full"; held answers are released at the same point.
+    pub(super) fn track_watermarks(&mut self, ctx: &mut Context<Self>, going_to_sleep: bool) {
         let buffered = self.core.write_buf.len();
         let refused = self.core.flags.take(Flags::REFUSED);
+        let held = going_to_sleep
+            && self.core.flags.has(Flags::ANSWERS_HELD)
+            && buffered > self.core.config.low_watermark;
         if !self.core.flags.has(Flags::ABOVE_HIGH)
-            && (refused || buffered >= self.core.config.high_watermark)
+            && (refused || held || buffered >= self.core.config.high_watermark)
         {
             self.core.flags.set(Flags::ABOVE_HIGH, true);
             self.core
@@ -263,7 +268,9 @@ impl<C: SessionCodec, H: SessionHandler<C>> Session<C, H> {
                 Poll::Ready(Ok(())) => {}
             }
             // Allocate only now: a fresh socket can report readable before any byte arrives.
-            core.read_buf.reserve(core.config.read_chunk);
+            core.read_buf
+                .reserve(core.config.read_size(core.read_doublings));
+            let offered = core.read_buf.capacity() - core.read_buf.len();
             // `poll_read` (unlike `try_read_buf`) clears readiness after a short read, which
             // saves the `recvfrom` that would only say EAGAIN.
             match tokio_util::io::poll_read_buf(Pin::new(&mut *stream), cx, &mut *core.read_buf) {
@@ -273,6 +280,7 @@ impl<C: SessionCodec, H: SessionHandler<C>> Session<C, H> {
                     return Ok(Poll::Ready(()));
                 }
                 Poll::Ready(Ok(n)) => {
+                    core.adapt_read_size(n, offered);
                     core.meta.bytes_in.add(n as u64);
                     core.flags.set(Flags::MOVED_SINCE_TICK, true);
                     core.flags.set(Flags::UNFRAMED_BYTES, true);
@@ -377,7 +385,7 @@ impl<C: SessionCodec, H: SessionHandler<C>> Session<C, H> {
         // the buffer over the mark with no flush to follow until the peer reads, which a peer
         // that never reads never does. The handler must hear `write_buffer_full` now.
         if result.is_pending() && self.core.state != State::Closed {
-            self.track_watermarks(ctx);
+            self.track_watermarks(ctx, true);
         }
         self.core.publish();
         result
@@ -548,7 +556,8 @@ impl<C: SessionCodec, H: SessionHandler<C>> Session<C, H> {
     }
 }
 
-/// Socket reads one driver turn may make before it yields (each up to `read_chunk` bytes).
+/// Socket reads one driver turn may make before it yields (each up to the read size, at most
+/// `max_read_chunk` bytes).
 const READS_PER_TURN: usize = 4;
 
 /// Ends a turn that stopped for its neighbours' sake with work left: the session is woken

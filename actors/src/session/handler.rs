@@ -105,9 +105,12 @@ pub trait SessionHandler<C: SessionCodec>: Sized + Unpin + 'static {
         let _ = (bytes, conn);
     }
 
-    /// The write buffer reached its high watermark: writes other than answers are refused
-    /// until [`write_buffer_drained`](Self::write_buffer_drained). Reading goes on: a pump
-    /// that stops writing here still hears its peer.
+    /// The write buffer reached its high watermark, or the session stopped reading to send an
+    /// answer that took the buffer past the mark (a large answer can be part sent, with less
+    /// than the mark left): writes other than answers are refused while the buffer is at or
+    /// above the mark, and [`write_buffer_drained`](Self::write_buffer_drained) follows once
+    /// it is back at the low watermark. Outside writes alone never stop reading: a pump that
+    /// stops writing here still hears its peer.
     fn write_buffer_full(&mut self, conn: &mut Conn<'_, C, Self>) {
         let _ = conn;
     }

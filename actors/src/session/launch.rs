@@ -506,6 +506,7 @@ pub(crate) fn new_session<C: SessionCodec, H: SessionHandler<C>>(
             meta,
             flags: Flags::new(Flags::NEEDS_DATA),
             close_taken: super::meta::NO_CLOSE_REQUESTED,
+            read_doublings: 0,
             ticker: None,
             idle_ticks: 0,
             partial_ticks: 0,

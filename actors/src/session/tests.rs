@@ -213,3 +213,96 @@ async fn a_half_close_from_this_side_keeps_reading_until_the_peer_is_done() {
     assert_eq!(next(&mut seen).await, Seen::ReadFinished);
     assert_eq!(next(&mut seen).await, Seen::Ended("Closed".into()));
 }
+
+/// Reports the size of each raw frame: with [`Raw`](switchboard_codec::Raw), one per read.
+struct ReadSizes(mpsc::UnboundedSender<usize>);
+
+impl SessionHandler<switchboard_codec::Raw> for ReadSizes {
+    fn ready_read(&mut self, bytes: Bytes, _: &mut Conn<'_, switchboard_codec::Raw, Self>) {
+        let _ = self.0.send(bytes.len());
+    }
+}
+
+#[actix_rt::test]
+async fn reads_grow_while_they_fill_and_shrink_when_they_come_back_small() {
+    const KIB: usize = 1024;
+    let (ours, mut peer) = tokio::io::duplex(2 * 1024 * KIB);
+    // Everything is waiting before the first read: each read gets all the room it asks for.
+    peer.write_all(&vec![1u8; 1024 * KIB]).await.unwrap();
+    let (tx, mut sizes) = mpsc::unbounded_channel();
+    let _session = start_in_memory(
+        ours,
+        switchboard_codec::Raw,
+        ReadSizes(tx),
+        SessionConfig::default(),
+    );
+    let mut take = async |count: usize| {
+        let mut got = Vec::new();
+        for _ in 0..count {
+            let size = tokio::time::timeout(LIMIT, sizes.recv()).await;
+            got.push(size.expect("a read in time").expect("the session reports") / KIB);
+        }
+        got
+    };
+    // 64 KiB first, doubled by each full read up to the 256 KiB cap; the last read finds only
+    // a quarter of its room...
+    assert_eq!(take(6).await, [64, 128, 256, 256, 256, 64]);
+    // ...so the next asks half as much, fills it, and the one after asks the cap again.
+    peer.write_all(&vec![2u8; 200 * KIB]).await.unwrap();
+    assert_eq!(take(2).await, [128, 72]);
+}
+
+#[derive(Debug, PartialEq)]
+enum Watermark {
+    Full,
+    Drained,
+}
+
+/// Answers every line with `answer` bytes, reports the watermark callbacks.
+struct BigAnswers {
+    answer: usize,
+    seen: mpsc::UnboundedSender<Watermark>,
+}
+
+impl SessionHandler<Lines> for BigAnswers {
+    fn ready_read(&mut self, _: String, conn: &mut Conn<'_, Lines, Self>) {
+        conn.write("a".repeat(self.answer - 1))
+            .expect("an answer is taken");
+    }
+    fn write_buffer_full(&mut self, _: &mut Conn<'_, Lines, Self>) {
+        let _ = self.seen.send(Watermark::Full);
+    }
+    fn write_buffer_drained(&mut self, _: &mut Conn<'_, Lines, Self>) {
+        let _ = self.seen.send(Watermark::Drained);
+    }
+}
+
+#[actix_rt::test]
+async fn an_answer_held_below_the_high_watermark_is_reported_full() {
+    const KIB: usize = 1024;
+    // The peer's pipe takes 24 KiB of a 48 KiB answer: 24 KiB stay, under the 32 KiB mark and
+    // over the 16 KiB one, and the session waits with its frames held.
+    let (ours, mut peer) = tokio::io::duplex(24 * KIB);
+    let (tx, mut seen) = mpsc::unbounded_channel();
+    let session = start_in_memory(
+        ours,
+        Lines::new(),
+        BigAnswers {
+            answer: 48 * KIB,
+            seen: tx,
+        },
+        SessionConfig::default().with_write_watermarks(16 * KIB, 32 * KIB),
+    );
+    peer.write_all(b"first\nsecond\n").await.unwrap();
+    let event = tokio::time::timeout(LIMIT, seen.recv()).await;
+    assert_eq!(event.expect("an event in time"), Some(Watermark::Full));
+    let info = session.send(GetInfo).await.unwrap();
+    assert!(info.read_paused, "{info:?}");
+    assert_eq!((info.frames_in, info.bytes_to_write), (1, 24 * KIB));
+    // The peer reads: drained, and the second line is answered too.
+    let mut answers = vec![0u8; 2 * 48 * KIB];
+    let read = tokio::time::timeout(LIMIT, peer.read_exact(&mut answers)).await;
+    read.expect("both answers in time").unwrap();
+    let event = tokio::time::timeout(LIMIT, seen.recv()).await;
+    assert_eq!(event.expect("an event in time"), Some(Watermark::Drained));
+}

@@ -40,10 +40,12 @@ impl<C: SessionCodec, H: SessionHandler<C>> Session<C, H> {
             .idle_ms
             .store(idle, std::sync::atomic::Ordering::Relaxed);
         if core.idle_ticks > 0 {
-            // Quiet for a whole period: give the buffers back (an idle session holds none).
+            // Quiet for a whole period: give the buffers back (an idle session holds none), and
+            // read small again when traffic comes back.
             if core.read_buf.is_empty() {
                 core.read_buf.release();
             }
+            core.read_doublings = 0;
             if core.write_buf.is_empty() {
                 core.write_buf.release();
             }

@@ -47,7 +47,9 @@ fn main() -> std::io::Result<()> {
     // Thread per worker: each worker runs its own runtime and takes its connections from a
     // channel; the listener (this thread) deals them out in turn.
     let worker_queues: Vec<_> = if thread_per_worker {
-        (0..workers).map(|_| spawn_worker(buffer)).collect::<Result<_, _>>()?
+        (0..workers)
+            .map(|_| spawn_worker(buffer))
+            .collect::<Result<_, _>>()?
     } else {
         Vec::new()
     };
