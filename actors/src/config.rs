@@ -17,7 +17,7 @@ use crate::ConfigError;
 /// | slow-consumer timeout | 5 s | a session that takes nothing from its full outbound queue for that long counts as a slow consumer: the broadcast's [`SlowConsumerPolicy`](crate::SlowConsumerPolicy) applies (drop, counted; or disconnect), [`Registry::send_to`](crate::Registry::send_to) fails |
 /// | handshake timeout | 10 s | PROXY header and TLS handshake (and the wait for one of the worker's 256 handshake slots) must finish by then, or the connection ends with [`DisconnectReason::HandshakeTimeout`](crate::DisconnectReason::HandshakeTimeout) |
 /// | half-close | off | after the peer's FIN and [`read_finished`](crate::SessionHandler::read_finished) the session flushes and closes; on: it stays open for writing until closed |
-/// | read chunk | 64 KiB, growing to 256 KiB | bytes asked of the socket per read: a read that fills what it asked for doubles the next one, up to the largest read chunk; one that brings a quarter or less halves it, and a quiet period starts it over. A bulk sender is read in a quarter of the system calls, a chatty one never holds more than the first chunk. Buffers are allocated at the first byte and given back after a quiet timeout-check period (a quarter of the shortest timeout), so an idle session holds none (with both timeouts off, a session keeps them once used) |
+/// | read chunk | 64 KiB, growing to 256 KiB | bytes asked of the socket per read: a read that fills what it asked for doubles the next one, up to [`largest_read`](Self::largest_read) (256 KiB, never past the read buffer size); one that brings a quarter or less halves it, and a quiet timeout-check period starts it over (with both timeouts off, never). A bulk sender over TCP or a Unix socket is read in half the `recv` calls (TLS hands over one record per read, so its reads stay small); request-response traffic never leaves the first size. Buffers are allocated at the first byte and given back after a quiet timeout-check period (a quarter of the shortest timeout), so an idle session holds none (with both timeouts off, a session keeps them once used) |
 /// | read buffer (notify mode) | 256 KiB | reading stops until the owner takes data (Qt's `setReadBufferSize`), the buffer passes the size by one read at most (reads never grow past it) |
 /// | idle timeout | 120 s | no byte moved in either direction for that long: closed with [`DisconnectReason::IdleTimeout`](crate::DisconnectReason::IdleTimeout) |
 /// | frame timeout | 60 s | a partial frame waits that long with no complete frame arriving: closed with [`DisconnectReason::FrameTimeout`](crate::DisconnectReason::FrameTimeout) (slowloris) |
@@ -88,8 +88,10 @@ impl SessionConfig {
     }
 
     /// Sets how many bytes a session's first read asks of the socket (default 64 KiB). Reads
-    /// that fill what they asked for double it, up to [`with_max_read_chunk`]; a largest read
-    /// chunk below this one is raised to it.
+    /// that fill what they asked for double it, up to [`largest_read`](Self::largest_read) (the
+    /// [`with_max_read_chunk`] and the read buffer size, whichever is smaller); a largest read
+    /// chunk below this one is raised to it. A small read chunk alone no longer keeps reads
+    /// small: set the largest read chunk to the same size for that.
     ///
     /// [`with_max_read_chunk`]: Self::with_max_read_chunk
     pub fn with_read_chunk(mut self, bytes: usize) -> Self {
@@ -219,15 +221,29 @@ impl SessionConfig {
         self.read_chunk
     }
 
-    /// The most one read asks of the socket once reads have grown.
+    /// The largest read chunk as set; reads are capped at [`largest_read`](Self::largest_read),
+    /// which also respects the read buffer size.
     pub fn max_read_chunk(&self) -> usize {
         self.max_read_chunk
     }
 
-    /// The most a grown read asks: the largest read chunk, but no more than the read buffer
-    /// may hold (a notify-mode owner's limit is passed by one read at most), and never less
-    /// than the first read.
-    pub(crate) fn largest_read(&self) -> usize {
+    /// The most one read asks of the socket once reads have grown: the largest read chunk, but
+    /// no more than the read buffer size (so a notify-mode owner's limit is passed by one read
+    /// at most), and never less than the read chunk.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use switchboard::SessionConfig;
+    ///
+    /// assert_eq!(SessionConfig::default().largest_read(), 256 * 1024);
+    /// let notify = SessionConfig::default().with_read_buffer_size(128 * 1024);
+    /// assert_eq!(notify.largest_read(), 128 * 1024);
+    /// // Never below the first read's 64 KiB.
+    /// let small_buffer = notify.with_read_buffer_size(16 * 1024);
+    /// assert_eq!(small_buffer.largest_read(), 64 * 1024);
+    /// ```
+    pub fn largest_read(&self) -> usize {
         self.max_read_chunk
             .min(self.read_buffer_size)
             .max(self.read_chunk)
@@ -236,7 +252,7 @@ impl SessionConfig {
     /// What a read asks of the socket after `doublings` reads in a row filled theirs.
     pub(crate) fn read_size(&self, doublings: u8) -> usize {
         if u32::from(doublings) >= self.read_chunk.leading_zeros() {
-            // The doubled size would not fit a `usize`: far past any cap.
+            // The doubled size might not fit a `usize`: it is past any cap anyway.
             return self.largest_read();
         }
         (self.read_chunk << doublings).min(self.largest_read())
@@ -415,5 +431,47 @@ impl SessionConfig {
             (None, None) => return None,
         };
         Some((shortest / 4).max(Duration::from_millis(5)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::SessionConfig;
+
+    #[test]
+    fn reads_double_up_to_the_largest_read_and_no_further() {
+        let config = SessionConfig::default();
+        let sizes: Vec<usize> = (0..5).map(|d| config.read_size(d) / 1024).collect();
+        assert_eq!(sizes, [64, 128, 256, 256, 256]);
+        // Doublings that would overflow a usize give the cap, not a wrapped size.
+        assert_eq!(config.read_size(u8::MAX), 256 * 1024);
+        let unbounded = SessionConfig::default()
+            .with_read_chunk(3)
+            .with_max_read_chunk(usize::MAX)
+            .with_read_buffer_size(usize::MAX);
+        assert_eq!(unbounded.read_size(61), 3 << 61);
+        assert_eq!(unbounded.read_size(62), usize::MAX);
+    }
+
+    #[test]
+    fn the_largest_read_stays_within_the_read_buffer_but_not_below_the_chunk() {
+        let fixed = SessionConfig::default().with_max_read_chunk(64 * 1024);
+        assert_eq!(
+            (fixed.read_size(0), fixed.read_size(3)),
+            (64 * 1024, 64 * 1024)
+        );
+        let small_buffer = SessionConfig::default().with_read_buffer_size(100 * 1024);
+        assert_eq!(small_buffer.read_size(1), 100 * 1024);
+        let tiny_buffer = SessionConfig::default().with_read_buffer_size(1024);
+        assert_eq!(tiny_buffer.read_size(0), 64 * 1024);
+        assert_eq!(tiny_buffer.read_size(2), 64 * 1024);
+        let raised = SessionConfig::default().with_read_chunk(1 << 20);
+        assert_eq!(
+            (raised.max_read_chunk(), raised.largest_read()),
+            (1 << 20, 1 << 20)
+        );
+        let below = SessionConfig::default().with_max_read_chunk(1024);
+        let error = below.validate().unwrap_err().to_string();
+        assert!(error.contains("max_read_chunk"), "{error}");
     }
 }

@@ -64,7 +64,7 @@ where
         /// How many.
         bytes: usize,
     },
-    /// The write buffer reached its high watermark.
+    /// The write buffer reached its high watermark, or an answer past it held the frames.
     WriteBufferFull {
         /// The session.
         id: SessionId,

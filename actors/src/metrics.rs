@@ -296,7 +296,7 @@ impl Collector for Metrics {
             ),
             (
                 "switchboard_write_buffer_full",
-                "Times a write buffer reached its high watermark.",
+                "Times a write buffer reached its high watermark, or an answer past it held the frames.",
                 vec![],
             ),
         ];

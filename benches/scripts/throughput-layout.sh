@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The throughput scenario (100 connections x 16 in flight x 64 B) under different thread
 # layouts, to separate what the server does from where the kernel runs the threads:
-#   benches/scripts/throughput-layout.sh [ROUNDS]      (default 4 rounds, ~2.5 min)
+#   benches/scripts/throughput-layout.sh [ROUNDS]      (default 4 rounds, ~3 min)
 # Each round runs, one after the other, the baseline and `switchboard serve --mode echo
 # --codec raw` with
 #   free      2 workers, no CPU affinity (the e2e scenario); the baseline once more with

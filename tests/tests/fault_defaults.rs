@@ -40,6 +40,10 @@ fn session_limits_are_on_by_default() {
     assert_eq!(config.close_timeout(), Duration::from_secs(10));
     assert_eq!(config.high_watermark(), 64 * 1024);
     assert_eq!(config.low_watermark(), 32 * 1024);
+    assert_eq!(config.read_chunk(), 64 * 1024);
+    assert_eq!(config.max_read_chunk(), 256 * 1024);
+    assert_eq!(config.largest_read(), 256 * 1024);
+    assert_eq!(config.read_buffer_size(), 256 * 1024);
     assert!(config.validate().is_ok());
 }
 
@@ -49,7 +53,8 @@ fn codec_limits_are_on_by_default() {
     assert_eq!(Lines::default().max_length(), 64 * 1024);
     assert_eq!(Frames::new().max_frame_length(), 1024 * 1024);
     assert_eq!(Frames::default().max_frame_length(), 1024 * 1024);
-    // Raw has no frames to limit: an item is at most one read chunk (64 KiB by default).
+    // Raw has no frames to limit: an item is at most one read (`SessionConfig::largest_read`,
+    // 256 KiB by default).
     let _ = Raw;
 }
 

@@ -27,8 +27,8 @@ const CHUNK: usize = 64 * 1024;
 /// that is part of the test: "no progress" has no event, only a write timeout; a loaded
 /// machine can only make it fire early, on a smaller `pushed`, which the assertions allow.
 const STUCK: Duration = Duration::from_millis(500);
-/// The most the server's RSS may grow with every slow reader stuck: 20 sessions × (64 KiB
-/// write buffer + 64 KiB read chunk) is 2.5 MiB; the rest is allocator slack. The kernel's
+/// The most the server's RSS may grow with every slow reader stuck: 20 sessions × (64 KiB of
+/// write buffer + one answer of up to a 256 KiB read) is 6.25 MiB; the rest is allocator slack. The kernel's
 /// socket buffers are not in it, autotuned or not.
 const MAX_GROWTH_KIB: u64 = 16 * 1024;
 /// The slow clients' socket buffers, each way.

@@ -191,7 +191,7 @@ async fn switchboard_pump_into_switchboard_echo_completes() {
     assert_pumped(&pumped, total);
     // The echo's answers go past the mark by at most one answer, and an answer is one read.
     let server_max = max_server_buffer.load(Ordering::Relaxed);
-    let bound = HIGH + config().max_read_chunk();
+    let bound = HIGH + config().largest_read();
     assert!(
         server_max < bound,
         "echo buffer grew to {server_max}, past {bound}"

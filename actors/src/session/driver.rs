@@ -268,12 +268,15 @@ impl<C: SessionCodec, H: SessionHandler<C>> Session<C, H> {
                 Poll::Ready(Ok(())) => {}
             }
             // Allocate only now: a fresh socket can report readable before any byte arrives.
-            core.read_buf
-                .reserve(core.config.read_size(core.read_doublings));
-            let offered = core.read_buf.capacity() - core.read_buf.len();
+            let size = core.config.read_size(core.read_doublings);
+            core.read_buf.reserve(size);
+            // The room may be larger (a partial frame kept its allocation, which grows as a
+            // `Vec` does): the read still asks `size`, so reads and a turn stay bounded.
+            let mut room = bytes::BufMut::limit(&mut *core.read_buf, size);
+            let offered = bytes::BufMut::remaining_mut(&room);
             // `poll_read` (unlike `try_read_buf`) clears readiness after a short read, which
             // saves the `recvfrom` that would only say EAGAIN.
-            match tokio_util::io::poll_read_buf(Pin::new(&mut *stream), cx, &mut *core.read_buf) {
+            match tokio_util::io::poll_read_buf(Pin::new(&mut *stream), cx, &mut room) {
                 Poll::Ready(Ok(0)) => {
                     core.flags.set(Flags::EOF, true);
                     core.flags.set(Flags::NEEDS_DATA, false);

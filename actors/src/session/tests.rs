@@ -306,3 +306,65 @@ async fn an_answer_held_below_the_high_watermark_is_reported_full() {
     let event = tokio::time::timeout(LIMIT, seen.recv()).await;
     assert_eq!(event.expect("an event in time"), Some(Watermark::Drained));
 }
+
+/// A codec whose one frame is `total` bytes: until they are all in, every decode sees a
+/// partial frame and records how much the last read added.
+struct OneLongFrame {
+    total: usize,
+    seen: usize,
+    reads: mpsc::UnboundedSender<usize>,
+}
+
+impl tokio_util::codec::Decoder for OneLongFrame {
+    type Item = Bytes;
+    type Error = std::io::Error;
+
+    fn decode(&mut self, buf: &mut bytes::BytesMut) -> Result<Option<Bytes>, std::io::Error> {
+        if buf.len() > self.seen {
+            let _ = self.reads.send(buf.len() - self.seen);
+            self.seen = buf.len();
+        }
+        Ok((buf.len() >= self.total).then(|| buf.split_to(self.total).freeze()))
+    }
+}
+
+impl tokio_util::codec::Encoder<Bytes> for OneLongFrame {
+    type Error = std::io::Error;
+
+    fn encode(&mut self, item: Bytes, buf: &mut bytes::BytesMut) -> Result<(), std::io::Error> {
+        buf.extend_from_slice(&item);
+        Ok(())
+    }
+}
+
+/// Takes the frame, says nothing.
+struct Sink;
+
+impl SessionHandler<OneLongFrame> for Sink {
+    fn ready_read(&mut self, _: Bytes, _: &mut Conn<'_, OneLongFrame, Self>) {}
+}
+
+#[actix_rt::test]
+async fn a_partial_frame_in_the_buffer_does_not_make_reads_larger_than_the_largest() {
+    const KIB: usize = 1024;
+    let (ours, mut peer) = tokio::io::duplex(2 * 1024 * KIB);
+    // The frame's start stays in the read buffer, whose allocation grows like a `Vec`'s: the
+    // room past it outgrows the largest read, which must still be the most one read takes.
+    peer.write_all(&vec![3u8; 1536 * KIB]).await.unwrap();
+    let (tx, mut reads) = mpsc::unbounded_channel();
+    let codec = OneLongFrame {
+        total: 2048 * KIB,
+        seen: 0,
+        reads: tx,
+    };
+    let _session = start_in_memory(ours, codec, Sink, SessionConfig::default());
+    let mut got = Vec::new();
+    while got.iter().sum::<usize>() < 1536 {
+        let read = tokio::time::timeout(LIMIT, reads.recv()).await;
+        let Ok(read) = read else {
+            panic!("reads so far: {got:?}")
+        };
+        got.push(read.expect("the session reports") / KIB);
+    }
+    assert_eq!(got, [64, 128, 256, 256, 256, 256, 256, 64]);
+}

@@ -251,7 +251,8 @@ pub struct SessionInfo {
     pub bytes_discarded: u64,
     /// Where the session is in its life.
     pub state: SessionState,
-    /// Times the write buffer reached its high watermark (`write_buffer_full` events).
+    /// Times the write buffer reached its high watermark, or an answer past it held the frames
+    /// (`write_buffer_full` events).
     pub write_buffer_full: u64,
     /// Whether reading is held back (paused by the handler or an owner, or answers waiting for
     /// the write buffer to drain), as of the session's last turn.

@@ -32,6 +32,9 @@ fn main() -> std::io::Result<()> {
         .value("--recv-buffer")
         .map(|v| v.parse().expect("--recv-buffer BYTES"));
     let thread_per_worker = args.flag("--thread-per-worker");
+    if workers == 0 {
+        return Err(std::io::Error::other("--workers must be at least 1"));
+    }
     raise_nofile()?;
 
     let runtime = if thread_per_worker {
@@ -74,11 +77,17 @@ fn main() -> std::io::Result<()> {
                 }
             };
             let _ = stream.set_nodelay(true);
-            if worker_queues.is_empty() {
+            if !thread_per_worker {
                 tokio::spawn(echo(stream, buffer));
                 continue;
             }
-            let stream = stream.into_std()?;
+            let stream = match stream.into_std() {
+                Ok(stream) => stream,
+                Err(error) => {
+                    eprintln!("hand-off: {error}");
+                    continue;
+                }
+            };
             if worker_queues[next_worker].send(stream).is_err() {
                 return Err(std::io::Error::other("a worker thread ended"));
             }
@@ -112,6 +121,7 @@ fn spawn_worker(
     Ok(queue)
 }
 
+/// Echoes what the connection sends, `buffer` bytes a read at most, until it closes.
 async fn echo(mut stream: tokio::net::TcpStream, buffer: usize) {
     // No buffer until the first byte is really there: an idle connection holds none (the fair
     // comparison for idle memory). `peek` waits through the spurious readiness a fresh socket
@@ -132,6 +142,7 @@ async fn echo(mut stream: tokio::net::TcpStream, buffer: usize) {
     }
 }
 
+/// A listening socket with the given backlog and, if asked, a fixed receive buffer.
 fn bind(
     addr: SocketAddr,
     backlog: i32,

@@ -4,7 +4,8 @@
 //! Backpressure is the session's: an answer written in `ready_read` is never refused for room,
 //! and once answers fill the write buffer the session holds further messages (and stops
 //! reading, so TCP pushes back on the client) until it drains. No message is ever dropped, and
-//! memory per session stays bounded by twice the high watermark.
+//! the write buffer of a session stays under the high watermark plus one answer, which is one
+//! read (at most `SessionConfig::largest_read`, 256 KiB by default).
 
 use std::marker::PhantomData;
 
