@@ -289,9 +289,8 @@ impl<C: SessionCodec> Core<C> {
 
     /// Sizes the next read by how this one went: `got` bytes into `offered` bytes of room. A
     /// read that fills its room says more was waiting, so the next asks twice as much (up to
-    /// the largest read chunk); one that brings a quarter or less halves it. A bulk sender is
-    /// read in large pieces, a request-response peer never makes its session hold more than
-    /// the first chunk.
+    /// `SessionConfig::largest_read`); one that brings a quarter or less halves it. A bulk
+    /// sender is read in large pieces; request-response traffic never asks past the first size.
     #[inline]
     pub(super) fn adapt_read_size(&mut self, got: usize, offered: usize) {
         if got >= offered {

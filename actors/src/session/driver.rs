@@ -560,7 +560,7 @@ impl<C: SessionCodec, H: SessionHandler<C>> Session<C, H> {
 }
 
 /// Socket reads one driver turn may make before it yields (each up to the read size, at most
-/// `max_read_chunk` bytes).
+/// `SessionConfig::largest_read` bytes).
 const READS_PER_TURN: usize = 4;
 
 /// Ends a turn that stopped for its neighbours' sake with work left: the session is woken

@@ -2,8 +2,8 @@
 //!
 //! A multi-thread runtime with one worker per core (Switchboard's default worker count), a
 //! listener bound through socket2 with backlog 1024 (Switchboard's default), and per connection
-//! one task that reads into a 64 KiB buffer (allocated at the first byte) and writes it back. Prints `listening on IP:PORT`
-//! once bound, like `switchboard serve`.
+//! one task that reads into a `--buffer`-byte buffer (64 KiB by default, allocated at the first
+//! byte) and writes it back. Prints `listening on IP:PORT` once bound, like `switchboard serve`.
 //!
 //! `--thread-per-worker` lays the threads out as Switchboard does instead: the listener on its
 //! own thread hands each connection, round-robin, to one of N single-threaded runtimes (each

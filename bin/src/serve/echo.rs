@@ -4,8 +4,9 @@
 //! Backpressure is the session's: an answer written in `ready_read` is never refused for room,
 //! and once answers fill the write buffer the session holds further messages (and stops
 //! reading, so TCP pushes back on the client) until it drains. No message is ever dropped, and
-//! the write buffer of a session stays under the high watermark plus one answer, which is one
-//! read (at most `SessionConfig::largest_read`, 256 KiB by default).
+//! the write buffer of a session stays under the high watermark plus one answer: one read with
+//! `Raw` (at most `SessionConfig::largest_read`, 256 KiB by default), one message with `Lines`
+//! or `Frames` (up to the codec's maximum length).
 
 use std::marker::PhantomData;
 
