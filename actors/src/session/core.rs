@@ -287,17 +287,17 @@ impl<C: SessionCodec> Core<C> {
         }
     }
 
-    /// Sizes the next read by how this one went: `got` bytes into `offered` bytes of room. A
-    /// read that fills its room says more was waiting, so the next asks twice as much (up to
-    /// `SessionConfig::largest_read`); one that brings a quarter or less halves it. A bulk
+    /// Sizes the next read by how this one went: `got` bytes of the `asked` it was given. A
+    /// read that fills what it asked says more was waiting, so the next asks twice as much (up
+    /// to `SessionConfig::largest_read`); one that brings a quarter or less halves it. A bulk
     /// sender is read in large pieces; request-response traffic never asks past the first size.
     #[inline]
-    pub(super) fn adapt_read_size(&mut self, got: usize, offered: usize) {
-        if got >= offered {
-            if self.config.read_size(self.read_doublings) < self.config.largest_read() {
+    pub(super) fn adapt_read_size(&mut self, got: usize, asked: usize) {
+        if got >= asked {
+            if asked < self.config.largest_read() {
                 self.read_doublings += 1;
             }
-        } else if got <= offered / 4 && self.read_doublings > 0 {
+        } else if got <= asked / 4 && self.read_doublings > 0 {
             self.read_doublings -= 1;
         }
     }

@@ -154,7 +154,7 @@ impl<C: SessionCodec, H: SessionHandler<C>> Session<C, H> {
         if written > 0 {
             self.call(ctx, |h, c| h.bytes_written(written, c));
         }
-        self.track_watermarks(ctx, false);
+        self.track_watermarks(ctx);
         Ok(())
     }
 
@@ -162,15 +162,15 @@ impl<C: SessionCodec, H: SessionHandler<C>> Session<C, H> {
     /// the high watermark itself, where `Core::write` starts refusing (`>=`), and a refused
     /// write counts as full even if a flush already took the buffer back under the mark:
     /// whoever was refused was told to wait for `write_buffer_drained`, so the pair must be
-    /// reported. So does a session `going_to_sleep` with its answers held: one answer larger
-    /// than the mark can stop reading and leave less than the mark unsent, and a handler must
-    /// hear why its frames stopped. "Drained" comes once the buffer is back at the low
-    /// watermark, possibly right after "full"; held answers are released at the same point.
-    pub(super) fn track_watermarks(&mut self, ctx: &mut Context<Self>, going_to_sleep: bool) {
+    /// reported. So do answers held while the socket takes no more: one answer larger than
+    /// the mark can stop reading and leave less than the mark unsent, and a handler must hear
+    /// why its frames stopped. "Drained" comes once the buffer is back at the low watermark,
+    /// possibly right after "full"; held answers are released at the same point.
+    pub(super) fn track_watermarks(&mut self, ctx: &mut Context<Self>) {
         let buffered = self.core.write_buf.len();
         let refused = self.core.flags.take(Flags::REFUSED);
-        let held = going_to_sleep
-            && self.core.flags.has(Flags::ANSWERS_HELD)
+        let held = self.core.flags.has(Flags::ANSWERS_HELD)
+            && self.core.flags.has(Flags::WRITE_BLOCKED)
             && buffered > self.core.config.low_watermark;
         if !self.core.flags.has(Flags::ABOVE_HIGH)
             && (refused || held || buffered >= self.core.config.high_watermark)
@@ -273,7 +273,6 @@ impl<C: SessionCodec, H: SessionHandler<C>> Session<C, H> {
             // The room may be larger (a partial frame kept its allocation, which grows as a
             // `Vec` does): the read still asks `size`, so reads and a turn stay bounded.
             let mut room = bytes::BufMut::limit(&mut *core.read_buf, size);
-            let offered = bytes::BufMut::remaining_mut(&room);
             // `poll_read` (unlike `try_read_buf`) clears readiness after a short read, which
             // saves the `recvfrom` that would only say EAGAIN.
             match tokio_util::io::poll_read_buf(Pin::new(&mut *stream), cx, &mut room) {
@@ -283,7 +282,7 @@ impl<C: SessionCodec, H: SessionHandler<C>> Session<C, H> {
                     return Ok(Poll::Ready(()));
                 }
                 Poll::Ready(Ok(n)) => {
-                    core.adapt_read_size(n, offered);
+                    core.adapt_read_size(n, size);
                     core.meta.bytes_in.add(n as u64);
                     core.flags.set(Flags::MOVED_SINCE_TICK, true);
                     core.flags.set(Flags::UNFRAMED_BYTES, true);
@@ -388,7 +387,7 @@ impl<C: SessionCodec, H: SessionHandler<C>> Session<C, H> {
         // the buffer over the mark with no flush to follow until the peer reads, which a peer
         // that never reads never does. The handler must hear `write_buffer_full` now.
         if result.is_pending() && self.core.state != State::Closed {
-            self.track_watermarks(ctx, true);
+            self.track_watermarks(ctx);
         }
         self.core.publish();
         result

@@ -223,6 +223,18 @@ impl SessionHandler<switchboard_codec::Raw> for ReadSizes {
     }
 }
 
+/// The read sizes the session reports, in KiB, until they add up to `kib`.
+async fn reads_adding_up_to(reads: &mut mpsc::UnboundedReceiver<usize>, kib: usize) -> Vec<usize> {
+    let mut got = Vec::new();
+    while got.iter().sum::<usize>() < kib {
+        let Ok(read) = tokio::time::timeout(LIMIT, reads.recv()).await else {
+            panic!("no read in time; reads so far: {got:?}")
+        };
+        got.push(read.expect("the session reports") / 1024);
+    }
+    got
+}
+
 #[actix_rt::test]
 async fn reads_grow_while_they_fill_and_shrink_when_they_come_back_small() {
     const KIB: usize = 1024;
@@ -236,20 +248,15 @@ async fn reads_grow_while_they_fill_and_shrink_when_they_come_back_small() {
         ReadSizes(tx),
         SessionConfig::default(),
     );
-    let mut take = async |count: usize| {
-        let mut got = Vec::new();
-        for _ in 0..count {
-            let size = tokio::time::timeout(LIMIT, sizes.recv()).await;
-            got.push(size.expect("a read in time").expect("the session reports") / KIB);
-        }
-        got
-    };
     // 64 KiB first, doubled by each full read up to the 256 KiB cap; the last read finds only
     // a quarter of its room...
-    assert_eq!(take(6).await, [64, 128, 256, 256, 256, 64]);
+    assert_eq!(
+        reads_adding_up_to(&mut sizes, 1024).await,
+        [64, 128, 256, 256, 256, 64]
+    );
     // ...so the next asks half as much, fills it, and the one after asks the cap again.
     peer.write_all(&vec![2u8; 200 * KIB]).await.unwrap();
-    assert_eq!(take(2).await, [128, 72]);
+    assert_eq!(reads_adding_up_to(&mut sizes, 200).await, [128, 72]);
 }
 
 #[derive(Debug, PartialEq)]
@@ -358,13 +365,8 @@ async fn a_partial_frame_in_the_buffer_does_not_make_reads_larger_than_the_large
         reads: tx,
     };
     let _session = start_in_memory(ours, codec, Sink, SessionConfig::default());
-    let mut got = Vec::new();
-    while got.iter().sum::<usize>() < 1536 {
-        let read = tokio::time::timeout(LIMIT, reads.recv()).await;
-        let Ok(read) = read else {
-            panic!("reads so far: {got:?}")
-        };
-        got.push(read.expect("the session reports") / KIB);
-    }
-    assert_eq!(got, [64, 128, 256, 256, 256, 256, 256, 64]);
+    assert_eq!(
+        reads_adding_up_to(&mut reads, 1536).await,
+        [64, 128, 256, 256, 256, 256, 256, 64]
+    );
 }
