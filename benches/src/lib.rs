@@ -85,6 +85,10 @@ pub struct ConnectionCount {
     pub port: u16,
     /// Messages echoed in the measured window.
     pub messages: u64,
+    /// Reads that completed at least one message in the measured window: `messages / reads` is
+    /// about how many answers came together on this connection.
+    #[serde(default)]
+    pub reads: u64,
 }
 
 /// A process's CPU time so far (user + system, all threads), in seconds, from `/proc/PID/stat`.
@@ -228,6 +232,56 @@ pub fn median(values: &[f64]) -> f64 {
     } else {
         (sorted[mid - 1] + sorted[mid]) / 2.0
     }
+}
+
+/// A distribution-free confidence interval for the median of `values`: the `k`-th smallest and
+/// `k`-th largest value, with `k` the largest for which the interval covers the median with at
+/// least `wanted` probability (for independent rounds, whatever their distribution: the count
+/// of values below the median is Binomial(n, ½)). Returns `(low, high, coverage)`; with too few
+/// values for `wanted` (5 give at most 93.75%) it is the whole range and the coverage it has.
+/// `None` for fewer than two values.
+///
+/// # Examples
+///
+/// ```
+/// use switchboard_benches::median_interval;
+/// let rounds: Vec<f64> = (1..=15).map(f64::from).collect();
+/// let (low, high, coverage) = median_interval(&rounds, 0.95).unwrap();
+/// assert_eq!((low, high), (4.0, 12.0));
+/// assert!(coverage >= 0.95);
+/// // Five rounds cannot give 95%: the range, at 1 − 2/32.
+/// assert_eq!(median_interval(&rounds[..5], 0.95), Some((1.0, 5.0, 0.9375)));
+/// ```
+pub fn median_interval(values: &[f64], wanted: f64) -> Option<(f64, f64, f64)> {
+    let mut sorted: Vec<f64> = values.iter().copied().filter(|v| !v.is_nan()).collect();
+    let n = sorted.len();
+    if n < 2 {
+        return None;
+    }
+    sorted.sort_by(|a, b| a.total_cmp(b));
+    // P(Bin(n, ½) ≤ j) for j = 0.., summed as we go; the interval [x(k), x(n+1−k)] misses the
+    // median with probability 2·P(Bin ≤ k−1).
+    let mut below = 0.0;
+    let mut choice = (1, 1.0 - 2.0 * 0.5f64.powi(n as i32));
+    for k in 1..=n / 2 {
+        below += binomial_half(n, k - 1);
+        let coverage = 1.0 - 2.0 * below;
+        if coverage < wanted {
+            break;
+        }
+        choice = (k, coverage);
+    }
+    let (k, coverage) = choice;
+    Some((sorted[k - 1], sorted[n - k], coverage))
+}
+
+/// P(Bin(n, ½) = j).
+fn binomial_half(n: usize, j: usize) -> f64 {
+    let mut p = 0.5f64.powi(n as i32);
+    for i in 0..j {
+        p *= (n - i) as f64 / (i + 1) as f64;
+    }
+    p
 }
 
 /// Raises the soft descriptor limit to the hard one; returns the new soft limit. The library's
@@ -455,6 +509,20 @@ mod tests {
         assert!(rss_kib(pid).unwrap() > 0);
         assert!(open_fds(pid).unwrap() > 0);
         assert!(others_cpu_seconds(&[pid]).unwrap() >= 0.0);
+    }
+
+    #[test]
+    fn median_interval_takes_the_order_statistics_the_binomial_allows() {
+        // Ten rounds: P(Bin(10, ½) ≤ 1) = 11/1024, so the 2nd and 9th values cover 97.9%; the
+        // 3rd and 8th would cover only 89.1%.
+        let rounds = [0.9, 1.3, 0.7, 1.0, f64::NAN, 1.1, 0.8, 1.2, 0.6, 1.4, 0.5];
+        let (low, high, coverage) = median_interval(&rounds, 0.95).unwrap();
+        assert_eq!((low, high), (0.6, 1.3));
+        assert!((coverage - (1.0 - 22.0 / 1024.0)).abs() < 1e-12);
+        let (low, high, coverage) = median_interval(&rounds, 0.85).unwrap();
+        assert_eq!((low, high), (0.7, 1.2));
+        assert!((coverage - (1.0 - 112.0 / 1024.0)).abs() < 1e-12);
+        assert_eq!(median_interval(&[1.0], 0.95), None);
     }
 
     #[test]

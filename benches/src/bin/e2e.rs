@@ -25,6 +25,11 @@
 //! `ops-listing` (its listing half alone). `--sb-server library` runs the Switchboard side as `scale_server` (the
 //! library, same raw echo) when the `switchboard` binary is not built. Loopback only. Every child it starts is killed by its own PID when the runner is done
 //! with it (or unwinds). The table goes to stdout, everything measured to the JSON file.
+//!
+//! Beside each ratio the table gives its interval: the order statistics of the per-round
+//! ratios that cover their median with 95% (the whole range, and the coverage it has, when the
+//! rounds are too few: five give 93.75%). A verdict whose interval covers the target, or covers
+//! the median with less than 90%, is marked "not resolved": more rounds could turn it.
 
 use std::{
     fmt::Write as _,
@@ -38,7 +43,9 @@ use std::{
 use bytes::Bytes;
 use serde_json::{json, Value};
 use switchboard::{Registry, SlowConsumerPolicy};
-use switchboard_benches::{median, open_fds, parse_seconds, raise_nofile, rss_kib, Args};
+use switchboard_benches::{
+    median, median_interval, open_fds, parse_seconds, raise_nofile, rss_kib, Args,
+};
 
 /// A child process, killed (by its PID) and reaped when dropped.
 struct Proc {
@@ -205,6 +212,9 @@ struct Row {
     switchboard: f64,
     baseline: Option<f64>,
     ratio: Option<f64>,
+    /// The per-round ratios' median interval at 95% (or the whole range when the rounds are too
+    /// few for that): `(low, high, coverage)`.
+    interval: Option<(f64, f64, f64)>,
     goal: Goal,
     command: String,
 }
@@ -217,6 +227,17 @@ impl Row {
             Goal::AbsAtMost(t) => Some(self.switchboard <= t),
             Goal::AbsAtLeast(t) => Some(self.switchboard >= t),
             Goal::None => None,
+        }
+    }
+
+    /// Whether the rounds settle the verdict: the ratio's interval covers the median with at
+    /// least 90% (six rounds or more) and lies wholly on one side of the target. `None` for rows
+    /// without a ratio target or an interval.
+    fn resolved(&self) -> Option<bool> {
+        let (low, high, coverage) = self.interval?;
+        match self.goal {
+            Goal::AtLeast(t) | Goal::AtMost(t) => Some(coverage >= 0.9 && (low > t || high < t)),
+            _ => None,
         }
     }
 
@@ -257,6 +278,7 @@ impl Report {
             switchboard: median(sb),
             baseline: Some(median(base)),
             ratio: Some(median(&ratios)),
+            interval: median_interval(&ratios, 0.95),
             goal,
             command: command.to_string(),
         });
@@ -278,6 +300,7 @@ impl Report {
             switchboard: value,
             baseline: None,
             ratio: None,
+            interval: None,
             goal,
             command: command.to_string(),
         });
@@ -464,7 +487,10 @@ fn main() {
             json!({
                 "scenario": r.scenario, "metric": r.metric, "unit": r.unit,
                 "switchboard": r.switchboard, "baseline": r.baseline, "ratio": r.ratio,
-                "target": r.target(), "met": r.met(), "command": r.command,
+                "ratio_interval": r.interval.map(|(low, high, _)| [low, high]),
+                "interval_coverage": r.interval.map(|(_, _, coverage)| coverage),
+                "target": r.target(), "met": r.met(), "resolved": r.resolved(),
+                "command": r.command,
             })
         })
         .collect();
@@ -495,9 +521,9 @@ fn table(rows: &[Row]) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "| scenario | metric | Switchboard | baseline | ratio | target | met |"
+        "| scenario | metric | Switchboard | baseline | ratio | ratio's interval | target | met |"
     );
-    let _ = writeln!(out, "|---|---|---|---|---|---|---|");
+    let _ = writeln!(out, "|---|---|---|---|---|---|---|---|");
     for r in rows {
         let num = |v: f64| {
             if v.abs() >= 100.0 {
@@ -510,18 +536,29 @@ fn table(rows: &[Row]) -> String {
         };
         let _ = writeln!(
             out,
-            "| {} | {} ({}) | {} | {} | {} | {} | {} |",
+            "| {} | {} ({}) | {} | {} | {} | {} | {} | {}{} |",
             r.scenario,
             r.metric,
             r.unit,
             num(r.switchboard),
             r.baseline.map_or("—".to_string(), num),
             r.ratio.map_or("—".to_string(), |x| format!("{x:.3}×")),
+            r.interval
+                .map_or("—".to_string(), |(low, high, coverage)| format!(
+                    "{low:.3}–{high:.3} ({:.0}%)",
+                    coverage * 100.0
+                )),
             r.target(),
             match r.met() {
                 Some(true) => "yes",
                 Some(false) => "**no**",
                 None => "—",
+            },
+            // A verdict the interval straddles is the median's only: more rounds could turn it.
+            if r.resolved() == Some(false) {
+                ", not resolved"
+            } else {
+                ""
             }
         );
     }
@@ -2388,4 +2425,49 @@ fn ops_listing(opts: &Opts, report: &mut Report, admin: PathBuf) -> Value {
         "opened": opened, "accepted_all": accepted, "listed": listed,
         "list_ms": list_ms, "scrape_ms": scrape, "pingpong_max_per_round": rtts,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn throughput_row(ratios: &[f64]) -> Row {
+        let mut report = Report {
+            rows: Vec::new(),
+            raw: serde_json::Map::new(),
+        };
+        let base = vec![1.0; ratios.len()];
+        report.paired(
+            "throughput",
+            "msgs/s",
+            "msgs/s",
+            ratios,
+            &base,
+            Goal::AtLeast(1.0),
+            "",
+        );
+        report.rows.pop().expect("one row")
+    }
+
+    #[test]
+    fn a_verdict_is_resolved_only_when_enough_rounds_lie_on_one_side() {
+        // Fifteen rounds, the 4th to 12th of them under the target: missed, and settled.
+        let mut under: Vec<f64> = (0..15).map(|i| 0.90 + 0.005 * f64::from(i)).collect();
+        under[14] = 1.2;
+        let row = throughput_row(&under);
+        assert_eq!(row.met(), Some(false));
+        assert_eq!(row.resolved(), Some(true));
+        // The same median with rounds on both sides of the target: not settled.
+        let mut straddling = under.clone();
+        for r in &mut straddling[9..] {
+            *r = 1.05;
+        }
+        let row = throughput_row(&straddling);
+        assert_eq!(row.met(), Some(false));
+        assert_eq!(row.resolved(), Some(false));
+        // Five rounds all under the target cover the median with only 93.75%, which is enough;
+        // three give 75%, which is not.
+        assert_eq!(throughput_row(&under[..5]).resolved(), Some(true));
+        assert_eq!(throughput_row(&under[..3]).resolved(), Some(false));
+    }
 }

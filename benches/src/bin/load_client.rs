@@ -12,8 +12,9 @@
 //!                       [--per-connection]
 //! ```
 //!
-//! With `--per-connection`, the report lists every connection's client port and messages,
-//! busiest first (`connections`), to see which of a server's sessions get more turns.
+//! With `--per-connection`, the report lists every connection's client port, messages and
+//! reads that completed a message, busiest first (`connections`), to see which of a server's sessions
+//! get more turns and how many answers each of its writes carried.
 //!
 //! With `--server-pid`, the report also gives the server's CPU seconds (user + system, from
 //! `/proc/PID/stat`) over the measured window, `server_cpu_s`, this client's, `client_cpu_s`, and
@@ -39,6 +40,8 @@ struct Plan {
 struct Outcome {
     histogram: Histogram<u64>,
     messages: u64,
+    /// Reads that completed at least one message while measuring.
+    reads: u64,
     error: bool,
     /// The client's local port, 0 when it never connected.
     port: u16,
@@ -110,6 +113,7 @@ fn main() -> io::Result<()> {
                         Err(_) => Outcome {
                             histogram: new_histogram(),
                             messages: 0,
+                            reads: 0,
                             error: true,
                             port: 0,
                         },
@@ -163,6 +167,7 @@ fn main() -> io::Result<()> {
                     per_connection.push(ConnectionCount {
                         port: outcome.port,
                         messages: outcome.messages,
+                        reads: outcome.reads,
                     });
                     errors += u64::from(outcome.error);
                 }
@@ -217,6 +222,7 @@ async fn run(stream: TcpStream, plan: &Plan) -> Outcome {
     let mut outcome = Outcome {
         histogram: new_histogram(),
         messages: 0,
+        reads: 0,
         error: false,
         port: stream.local_addr().map_or(0, |a| a.port()),
     };
@@ -289,6 +295,7 @@ async fn run(stream: TcpStream, plan: &Plan) -> Outcome {
             return outcome;
         }
         let measuring = now >= start;
+        outcome.reads += u64::from(measuring);
         while received >= plan.size {
             received -= plan.size;
             let queued = sent_at.pop_front().unwrap_or(now);
