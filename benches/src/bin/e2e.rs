@@ -231,14 +231,17 @@ impl Row {
     }
 
     /// Whether the rounds settle the verdict: the ratio's interval covers the median with at
-    /// least 90% (six rounds or more) and lies wholly on one side of the target. `None` for rows
-    /// without a ratio target or an interval.
+    /// least 90% (five rounds or more) and lies wholly on the met side of the target (the
+    /// target itself counting as met, as in [`met`](Self::met)) or wholly on the missed side.
+    /// `None` for rows without a ratio target or an interval.
     fn resolved(&self) -> Option<bool> {
         let (low, high, coverage) = self.interval?;
-        match self.goal {
-            Goal::AtLeast(t) | Goal::AtMost(t) => Some(coverage >= 0.9 && (low > t || high < t)),
-            _ => None,
-        }
+        let one_side = match self.goal {
+            Goal::AtLeast(t) => low >= t || high < t,
+            Goal::AtMost(t) => high <= t || low > t,
+            _ => return None,
+        };
+        Some(coverage >= 0.9 && one_side)
     }
 
     fn target(&self) -> String {
@@ -2451,7 +2454,8 @@ mod tests {
 
     #[test]
     fn a_verdict_is_resolved_only_when_enough_rounds_lie_on_one_side() {
-        // Fifteen rounds, the 4th to 12th of them under the target: missed, and settled.
+        // Fifteen rounds, all but the last under the target (so the 4th to the 12th too):
+        // missed, and settled.
         let mut under: Vec<f64> = (0..15).map(|i| 0.90 + 0.005 * f64::from(i)).collect();
         under[14] = 1.2;
         let row = throughput_row(&under);
@@ -2469,5 +2473,9 @@ mod tests {
         // three give 75%, which is not.
         assert_eq!(throughput_row(&under[..5]).resolved(), Some(true));
         assert_eq!(throughput_row(&under[..3]).resolved(), Some(false));
+        // An interval whose low end is the target itself: every round meets it, settled.
+        let at_target = vec![1.0, 1.0, 1.0, 1.02, 1.05];
+        let row = throughput_row(&at_target);
+        assert_eq!((row.met(), row.resolved()), (Some(true), Some(true)));
     }
 }

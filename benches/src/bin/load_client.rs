@@ -14,7 +14,7 @@
 //!
 //! With `--per-connection`, the report lists every connection's client port, messages and
 //! reads that completed a message, busiest first (`connections`), to see which of a server's sessions
-//! get more turns and how many answers each of its writes carried.
+//! get more turns and how many answers arrived together.
 //!
 //! With `--server-pid`, the report also gives the server's CPU seconds (user + system, from
 //! `/proc/PID/stat`) over the measured window, `server_cpu_s`, this client's, `client_cpu_s`, and
