@@ -221,11 +221,10 @@ pub fn open_fds(pid: u32) -> io::Result<usize> {
 /// assert_eq!(switchboard_benches::median(&[4.0, 1.0, 2.0, 3.0]), 2.5);
 /// ```
 pub fn median(values: &[f64]) -> f64 {
-    let mut sorted: Vec<f64> = values.iter().copied().filter(|v| !v.is_nan()).collect();
+    let sorted = sorted_numbers(values);
     if sorted.is_empty() {
         return f64::NAN;
     }
-    sorted.sort_by(|a, b| a.total_cmp(b));
     let mid = sorted.len() / 2;
     if sorted.len() % 2 == 1 {
         sorted[mid]
@@ -253,32 +252,34 @@ pub fn median(values: &[f64]) -> f64 {
 /// assert_eq!(median_interval(&rounds[..5], 0.95), Some((1.0, 5.0, 0.9375)));
 /// ```
 pub fn median_interval(values: &[f64], wanted: f64) -> Option<(f64, f64, f64)> {
-    let mut sorted: Vec<f64> = values.iter().copied().filter(|v| !v.is_nan()).collect();
+    let sorted = sorted_numbers(values);
     let n = sorted.len();
     if n < 2 {
         return None;
     }
-    sorted.sort_by(|a, b| a.total_cmp(b));
-    // P(Bin(n, ½) ≤ j) for j = 0.., summed as we go; the interval [x(k), x(n+1−k)] misses the
-    // median with probability 2·P(Bin ≤ k−1).
-    let mut below = 0.0;
-    let mut choice = (1, 1.0 - 2.0 * binomial_half(n, 0));
-    for k in 1..=n / 2 {
-        below += binomial_half(n, k - 1);
-        let coverage = 1.0 - 2.0 * below;
-        if coverage < wanted {
+    // The interval [x(k), x(n+1−k)] misses the median with probability 2·P(Bin(n, ½) ≤ k−1).
+    // P(Bin = j) is kept as a logarithm, stepped by (n−j)/(j+1): ½ⁿ itself underflows past
+    // n = 1074.
+    let mut ln_p = -(n as f64) * std::f64::consts::LN_2;
+    let mut below = ln_p.exp();
+    let (mut k, mut coverage) = (1, 1.0 - 2.0 * below);
+    while k < n / 2 {
+        ln_p += ((n - k + 1) as f64 / k as f64).ln();
+        let wider = 1.0 - 2.0 * (below + ln_p.exp());
+        if wider < wanted {
             break;
         }
-        choice = (k, coverage);
+        below += ln_p.exp();
+        (k, coverage) = (k + 1, wider);
     }
-    let (k, coverage) = choice;
     Some((sorted[k - 1], sorted[n - k], coverage))
 }
 
-/// P(Bin(n, ½) = j), summed in logarithms: ½ⁿ alone underflows past n = 1074.
-fn binomial_half(n: usize, j: usize) -> f64 {
-    let ln_choose: f64 = (0..j).map(|i| ((n - i) as f64 / (i + 1) as f64).ln()).sum();
-    (ln_choose - n as f64 * std::f64::consts::LN_2).exp()
+/// `values` without NaNs, in ascending order.
+fn sorted_numbers(values: &[f64]) -> Vec<f64> {
+    let mut sorted: Vec<f64> = values.iter().copied().filter(|v| !v.is_nan()).collect();
+    sorted.sort_by(|a, b| a.total_cmp(b));
+    sorted
 }
 
 /// Raises the soft descriptor limit to the hard one; returns the new soft limit. The library's
