@@ -17,7 +17,7 @@ use std::{
 
 use cli_support::{Server, STEP};
 use tokio::{
-    io::{AsyncBufReadExt, AsyncWriteExt, BufReader},
+    io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader},
     net::TcpStream,
     sync::{mpsc, oneshot},
 };
@@ -34,7 +34,9 @@ fn descriptors(pid: i32) -> usize {
 }
 
 /// A flood client: connects, sends one line, reports when it is answered, then holds its
-/// connection until `leave` fires (or is dropped).
+/// connection until `leave` fires (or is dropped). Leaving closes its side (the server sees
+/// the same FIN a dropped socket sends) and then waits for the server to close the connection,
+/// so the task ends only once the server has accepted it and finished with it.
 async fn client(
     i: usize,
     addr: SocketAddr,
@@ -58,6 +60,13 @@ async fn client(
         }
         _ = &mut leave => {}
     }
+    let _ = stream.get_mut().shutdown().await;
+    // Whatever the server still sends (its echo, if it had not answered before), then its
+    // close; an error (a reset) ends it too.
+    let mut rest = Vec::new();
+    let _ = tokio::time::timeout(STEP, stream.read_to_end(&mut rest))
+        .await
+        .expect("the server closes every connection of the flood once its client has left");
 }
 
 async fn next_served(served: &mut mpsc::UnboundedReceiver<usize>) -> usize {
@@ -83,11 +92,12 @@ async fn flood_beyond_max_connections_is_held_and_served_as_clients_leave() {
 
     let (served_tx, mut served) = mpsc::unbounded_channel();
     let mut leave = HashMap::new();
+    let mut clients = Vec::new();
     let started = Instant::now();
     for i in 0..FLOOD {
         let (tx, rx) = oneshot::channel();
         leave.insert(i, tx);
-        tokio::spawn(client(i, server.addr, served_tx.clone(), rx));
+        clients.push(tokio::spawn(client(i, server.addr, served_tx.clone(), rx)));
     }
 
     // Exactly the limit is served...
@@ -121,8 +131,14 @@ async fn flood_beyond_max_connections_is_held_and_served_as_clients_leave() {
     assert!(extra.is_err(), "client {extra:?} served over the limit");
     assert!(descriptors(pid) <= idle + MAX);
 
-    // Everyone leaves; a new client is served at once.
+    // Everyone leaves, and the server accepts and ends every waiting connection: before the
+    // late client, or shutting down right after it is served could find some of them still
+    // starting (those and the late one can be accepted in one batch and run on two workers).
     drop(leave);
+    for client in clients {
+        client.await.expect("flood client");
+    }
+    // A new client is served at once.
     let (late_tx, mut late_served) = mpsc::unbounded_channel();
     let (late_leave, late_rx) = oneshot::channel();
     tokio::spawn(client(FLOOD, server.addr, late_tx, late_rx));
