@@ -813,14 +813,16 @@ impl Registry {
                 return;
             }
             let info = info.unwrap_or_else(|| meta.info());
-            // The byte totals before the count (see `change_count`): a shutdown that sees the
-            // last session leave must also see its bytes in the report.
+            // Every total of an ended session before the count (see `change_count`): a
+            // shutdown that sees the last session leave must also see its bytes in the report,
+            // and whoever sees `disconnected` reach N sees the close reasons, frames and
+            // lifetimes of N sessions in the metrics.
             inner.bytes_in.fetch_add(info.bytes_in, Ordering::SeqCst);
             inner.bytes_out.fetch_add(info.bytes_out, Ordering::SeqCst);
+            inner.counters.record(&reason, &info);
             self.change_count(-1);
             info
         };
-        inner.counters.record(&reason, &info);
         self.publish(|| RegistryEvent::Disconnected { info, reason });
     }
 }

@@ -79,6 +79,13 @@ fn summary_reports_drained_aborted_and_unflushed() {
 
     // The stalled client: writes until the server stops taking its bytes.
     let mut stalled = TcpStream::connect(server.addr).unwrap();
+    // One echo first: its session runs before the shutdown, so it is one to drain (a socket
+    // still waiting for its worker would fill the kernel's buffers just the same).
+    stalled.set_read_timeout(Some(STEP)).unwrap();
+    stalled.write_all(&[0x17]).unwrap();
+    let mut first = [0u8; 1];
+    stalled.read_exact(&mut first).unwrap();
+    assert_eq!(first, [0x17]);
     stalled
         .set_write_timeout(Some(Duration::from_millis(500)))
         .unwrap();
