@@ -20,8 +20,15 @@ use std::{io::Write as _, net::SocketAddr};
 use switchboard_benches::{raise_nofile, Args};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+const USAGE: &str = "usage: baseline_echo [--addr 127.0.0.1:0] [--workers N] [--buffer BYTES] [--recv-buffer BYTES]\n                     [--thread-per-worker]";
+
 fn main() -> std::io::Result<()> {
     let args = Args::from_env();
+    args.check(
+        USAGE,
+        &["--thread-per-worker"],
+        &["--addr", "--workers", "--buffer", "--recv-buffer"],
+    );
     let addr: SocketAddr = args.get("--addr", "127.0.0.1:0".parse().expect("address"));
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let workers: usize = args.get("--workers", cores);

@@ -19,14 +19,23 @@ use switchboard_benches::{raise_nofile, Args};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_rustls::rustls;
 
+const USAGE: &str = "usage: baseline_tls_echo --cert FILE --key FILE [--addr 127.0.0.1:0] [--workers N] [--buffer BYTES]";
+
 fn main() -> std::io::Result<()> {
     let args = Args::from_env();
+    args.check(
+        USAGE,
+        &[],
+        &["--cert", "--key", "--addr", "--workers", "--buffer"],
+    );
+    let (Some(cert), Some(key)) = (args.value("--cert"), args.value("--key")) else {
+        eprintln!("--cert and --key are required\n\n{USAGE}");
+        std::process::exit(2);
+    };
     let addr: SocketAddr = args.get("--addr", "127.0.0.1:0".parse().expect("address"));
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let workers: usize = args.get("--workers", cores);
     let buffer: usize = args.get("--buffer", 64 * 1024);
-    let cert = args.value("--cert").expect("--cert FILE");
-    let key = args.value("--key").expect("--key FILE");
     raise_nofile()?;
 
     let certs: Vec<_> = CertificateDer::pem_file_iter(cert)

@@ -34,8 +34,21 @@ impl SessionHandler<Raw> for Echo {
     }
 }
 
+const USAGE: &str = "usage: scale_server [--addr 127.0.0.1:0] [--workers N] [--spin-us N (0 = off)] [--max-connections N]\n                    [--idle-timeout SECS (0 = off)]";
+
 fn main() -> std::io::Result<()> {
     let args = Args::from_env();
+    args.check(
+        USAGE,
+        &[],
+        &[
+            "--addr",
+            "--workers",
+            "--spin-us",
+            "--max-connections",
+            "--idle-timeout",
+        ],
+    );
     let addr: SocketAddr = args.get("--addr", "127.0.0.1:0".parse().expect("address"));
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let workers: usize = args.get("--workers", cores);

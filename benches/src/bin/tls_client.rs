@@ -160,13 +160,50 @@ fn cpu_window(
     })
 }
 
+const USAGE: &str =
+    "usage: tls_client bulk TARGET [--ca FILE] [--connections 10] [--pipeline 4] [--size 65536]
+                       [--duration 5] [--warmup 1] [--server-pid PID]
+       tls_client handshakes HOST:PORT --ca FILE [--resume] [--concurrency 4] [--duration 5]
+                       [--warmup 1] [--server-pid PID]
+       tls_client hold HOST:PORT --ca FILE --count N
+TARGET is tls://HOST:PORT, tcp://HOST:PORT or unix:PATH";
+
+/// `tls_client MODE TARGET [options]`: the mode and the target, then the mode's options;
+/// exits with the usage (status 2) when one is missing or not the mode's, 0 for `--help`.
+fn mode_and_target() -> (String, String) {
+    let all: Vec<String> = std::env::args().skip(1).collect();
+    if matches!(all.first().map(String::as_str), Some("--help" | "-h")) {
+        println!("{USAGE}");
+        std::process::exit(0);
+    }
+    let common = ["--duration", "--warmup", "--server-pid", "--ca"];
+    let (flags, valued): (&[&str], Vec<&str>) = match all.first().map(String::as_str) {
+        Some("bulk") => (
+            &[],
+            [&common[..], &["--connections", "--pipeline", "--size"]].concat(),
+        ),
+        Some("handshakes") => (&["--resume"], [&common[..], &["--concurrency"]].concat()),
+        Some("hold") => (&[], [&common[..], &["--count"]].concat()),
+        Some(other) => {
+            eprintln!("`{other}` is not a mode (bulk, handshakes, hold)\n\n{USAGE}");
+            std::process::exit(2);
+        }
+        None => {
+            eprintln!("a mode comes first\n\n{USAGE}");
+            std::process::exit(2);
+        }
+    };
+    let Some(target) = all.get(1).filter(|t| !t.starts_with("--")) else {
+        eprintln!("the target comes second\n\n{USAGE}");
+        std::process::exit(2);
+    };
+    Args::from_vec(all[2..].to_vec()).check(USAGE, flags, &valued);
+    (all[0].clone(), target.clone())
+}
+
 fn main() -> io::Result<()> {
     let args = Args::from_env();
-    // `tls_client MODE TARGET [options]`: the first two arguments, always.
-    let mode = std::env::args()
-        .nth(1)
-        .expect("usage: tls_client bulk|handshakes|hold TARGET ...");
-    let target = std::env::args().nth(2).expect("TARGET");
+    let (mode, target) = mode_and_target();
     let ca = args.value("--ca").map(str::to_string);
     let duration = parse_seconds(args.value("--duration").unwrap_or("5")).expect("--duration");
     let warmup = parse_seconds(args.value("--warmup").unwrap_or("1")).expect("--warmup");
