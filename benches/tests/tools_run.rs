@@ -154,6 +154,34 @@ fn baseline_echo_serves_every_client_tool() {
     exercise(&mut server);
 }
 
+/// `--busy-ns` holds the worker after every read: one connection with one message in flight
+/// cannot go faster than one message per busy period (2 ms here, so at most 500 a second).
+#[test]
+fn baseline_echo_busy_ns_costs_each_read_that_long() {
+    let mut server = Proc::start(
+        env!("CARGO_BIN_EXE_baseline_echo"),
+        &["--thread-per-worker", "--busy-ns", "2000000"],
+    );
+    let addr = server.listening();
+    let load = run_json(
+        env!("CARGO_BIN_EXE_load_client"),
+        &[
+            &addr,
+            "--connections",
+            "1",
+            "--pipeline",
+            "1",
+            "--duration",
+            "0.5",
+            "--warmup",
+            "0.1",
+        ],
+    );
+    assert_eq!(load["errors"], 0, "{load}");
+    let rate = load["msgs_per_s"].as_f64().unwrap();
+    assert!(rate > 0.0 && rate <= 500.0, "{load}");
+}
+
 #[test]
 fn scale_server_serves_and_answers_registry_commands() {
     let mut server = Proc::start(

@@ -10,9 +10,13 @@
 //! with its own `epoll`), where it stays; no worker takes another's tasks. The echo task is the
 //! same. It tells what the layout costs apart from what the session code costs.
 //!
+//! `--busy-ns N` keeps the thread busy for N ns after every read, before the echo: for
+//! experiments on what a cost per read does to the closed loop of the throughput scenario
+//! (Switchboard's session spends a few hundred ns more per 16-message read than this echo).
+//!
 //! ```text
 //! baseline_echo [--addr 127.0.0.1:0] [--workers N] [--buffer BYTES] [--recv-buffer BYTES]
-//!               [--thread-per-worker]
+//!               [--thread-per-worker] [--busy-ns N]
 //! ```
 
 use std::{io::Write as _, net::SocketAddr};
@@ -20,14 +24,20 @@ use std::{io::Write as _, net::SocketAddr};
 use switchboard_benches::{raise_nofile, Args};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-const USAGE: &str = "usage: baseline_echo [--addr 127.0.0.1:0] [--workers N] [--buffer BYTES] [--recv-buffer BYTES]\n                     [--thread-per-worker]";
+const USAGE: &str = "usage: baseline_echo [--addr 127.0.0.1:0] [--workers N] [--buffer BYTES] [--recv-buffer BYTES]\n                     [--thread-per-worker] [--busy-ns N]";
 
 fn main() -> std::io::Result<()> {
     let args = Args::from_env();
     args.check(
         USAGE,
         &["--thread-per-worker"],
-        &["--addr", "--workers", "--buffer", "--recv-buffer"],
+        &[
+            "--addr",
+            "--workers",
+            "--buffer",
+            "--recv-buffer",
+            "--busy-ns",
+        ],
     );
     let addr: SocketAddr = args.get("--addr", "127.0.0.1:0".parse().expect("address"));
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
@@ -39,6 +49,7 @@ fn main() -> std::io::Result<()> {
         .value("--recv-buffer")
         .map(|v| v.parse().expect("--recv-buffer BYTES"));
     let thread_per_worker = args.flag("--thread-per-worker");
+    let busy = std::time::Duration::from_nanos(args.get("--busy-ns", 0));
     if workers == 0 {
         return Err(std::io::Error::other("--workers must be at least 1"));
     }
@@ -58,7 +69,7 @@ fn main() -> std::io::Result<()> {
     // channel; the listener (this thread) deals them out in turn.
     let worker_queues: Vec<_> = if thread_per_worker {
         (0..workers)
-            .map(|_| spawn_worker(buffer))
+            .map(|_| spawn_worker(buffer, busy))
             .collect::<Result<_, _>>()?
     } else {
         Vec::new()
@@ -85,7 +96,7 @@ fn main() -> std::io::Result<()> {
             };
             let _ = stream.set_nodelay(true);
             if !thread_per_worker {
-                tokio::spawn(echo(stream, buffer));
+                tokio::spawn(echo(stream, buffer, busy));
                 continue;
             }
             let stream = match stream.into_std() {
@@ -107,6 +118,7 @@ fn main() -> std::io::Result<()> {
 /// connections.
 fn spawn_worker(
     buffer: usize,
+    busy: std::time::Duration,
 ) -> std::io::Result<tokio::sync::mpsc::UnboundedSender<std::net::TcpStream>> {
     let (queue, mut connections) = tokio::sync::mpsc::unbounded_channel::<std::net::TcpStream>();
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -119,7 +131,7 @@ fn spawn_worker(
             local.block_on(&runtime, async move {
                 while let Some(stream) = connections.recv().await {
                     match tokio::net::TcpStream::from_std(stream) {
-                        Ok(stream) => drop(tokio::task::spawn_local(echo(stream, buffer))),
+                        Ok(stream) => drop(tokio::task::spawn_local(echo(stream, buffer, busy))),
                         Err(error) => eprintln!("register: {error}"),
                     }
                 }
@@ -128,8 +140,9 @@ fn spawn_worker(
     Ok(queue)
 }
 
-/// Echoes what the connection sends, `buffer` bytes a read at most, until it closes.
-async fn echo(mut stream: tokio::net::TcpStream, buffer: usize) {
+/// Echoes what the connection sends, `buffer` bytes a read at most, until it closes; after
+/// each read the thread stays busy for `busy` (none by default).
+async fn echo(mut stream: tokio::net::TcpStream, buffer: usize, busy: std::time::Duration) {
     // No buffer until the first byte is really there: an idle connection holds none (the fair
     // comparison for idle memory). `peek` waits through the spurious readiness a fresh socket
     // can report, which `readable()` alone does not.
@@ -143,6 +156,12 @@ async fn echo(mut stream: tokio::net::TcpStream, buffer: usize) {
             Ok(0) | Err(_) => return,
             Ok(n) => n,
         };
+        if !busy.is_zero() {
+            let until = std::time::Instant::now() + busy;
+            while std::time::Instant::now() < until {
+                std::hint::spin_loop();
+            }
+        }
         if stream.write_all(&buf[..n]).await.is_err() {
             return;
         }
