@@ -17,9 +17,7 @@ here=$(cd "$(dirname "$0")/../.." && pwd)
 bin=$here/target/release
 . "$here/benches/scripts/common.sh"
 if [ $# -eq 0 ]; then set -- "$bin/switchboard"; fi
-out=$(mktemp -d)
-server=
-trap '[ -n "$server" ] && kill "$server" 2>/dev/null; rm -rf "$out"' EXIT
+scratch_dir
 
 # run LABEL SERVER_COMMAND...
 run() {

@@ -14,10 +14,8 @@ rounds=${1:-4}
 here=$(cd "$(dirname "$0")/../.." && pwd)
 . "$here/benches/scripts/common.sh"
 bin=$here/target/release
-command -v perf >/dev/null || { echo "perf missing: apt-get install -y linux-perf" >&2; exit 1; }
-out=$(mktemp -d)
-server=
-trap '[ -n "$server" ] && kill "$server" 2>/dev/null; rm -rf "$out"' EXIT
+require perf linux-perf
+scratch_dir
 export RUST_LOG=warn
 
 # run LABEL SERVER_COMMAND...

@@ -22,3 +22,16 @@ stop_server() {
     wait "$server" 2>/dev/null || true
     server=
 }
+
+# scratch_dir: sets `out` to a fresh directory, removed on exit together with any server
+# start_server left running.
+scratch_dir() {
+    out=$(mktemp -d)
+    server=
+    trap '[ -n "$server" ] && kill "$server" 2>/dev/null; rm -rf "$out"' EXIT
+}
+
+# require TOOL PACKAGE: stops with an install hint when TOOL is missing.
+require() {
+    command -v "$1" >/dev/null || { echo "$1 missing: apt-get install -y $2" >&2; exit 1; }
+}

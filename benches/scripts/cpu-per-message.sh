@@ -10,9 +10,8 @@ set -euo pipefail
 bin=$1
 here=$(cd "$(dirname "$0")/../.." && pwd)
 load_client=$here/target/release/load_client
-out=$(mktemp -d)
-trap 'rm -rf "$out"' EXIT
 . "$here/benches/scripts/common.sh"
+scratch_dir
 start_server "$out" "$bin" serve --mode echo --codec raw --port 0
 perf stat -x, -e task-clock -p "$server" -o "$out/perf" &
 perf=$!

@@ -20,10 +20,8 @@ rounds=${1:-4}
 here=$(cd "$(dirname "$0")/../.." && pwd)
 . "$here/benches/scripts/common.sh"
 bin=$here/target/release
-command -v taskset >/dev/null || { echo "taskset missing: apt-get install -y util-linux" >&2; exit 1; }
-out=$(mktemp -d)
-server=
-trap '[ -n "$server" ] && kill "$server" 2>/dev/null; rm -rf "$out"' EXIT
+require taskset util-linux
+scratch_dir
 
 # Every CPU: the "free" layout.
 all_cpus=0-$(($(nproc) - 1))
