@@ -266,7 +266,9 @@ impl Registry {
         RegistryStats {
             live: self.count(),
             connected: i.connected.load(Ordering::Relaxed),
-            disconnected: i.disconnected.load(Ordering::Relaxed),
+            // Acquire: the closed counters of every session counted here were added before
+            // (see `leave`), so `closed_stats` read after this holds at least as many.
+            disconnected: i.disconnected.load(Ordering::Acquire),
             broadcasts_dropped: i.broadcasts_dropped.load(Ordering::Relaxed),
             slow_consumers: i.slow_consumers.load(Ordering::Relaxed),
             events_dropped: i.events_dropped.load(Ordering::Relaxed),

@@ -27,7 +27,11 @@ run() {
         --warmup 1 --server-pid "$server" >"$out/load.json" &
     client=$!
     sleep 2
-    perf sched record -o "$out/sched.data" -- sleep 1 >/dev/null 2>&1
+    if ! perf sched record -o "$out/sched.data" -- sleep 1 >/dev/null 2>"$out/perf.err"; then
+        cat "$out/perf.err" >&2
+        kill "$client" 2>/dev/null || true
+        exit 1
+    fi
     wait "$client"
     stop_server
     rate=$(python3 -c "import json; print(round(json.load(open('$out/load.json'))['msgs_per_s']))")

@@ -28,7 +28,8 @@ stop_server() {
 scratch_dir() {
     out=$(mktemp -d)
     server=
-    trap '[ -n "$server" ] && kill "$server" 2>/dev/null; rm -rf "$out"' EXIT
+    # A kill that fails (the server already gone) must not stop the clean-up under `set -e`.
+    trap '{ [ -n "$server" ] && kill "$server"; } 2>/dev/null || true; rm -rf "$out"' EXIT
 }
 
 # require TOOL PACKAGE: stops with an install hint when TOOL is missing.

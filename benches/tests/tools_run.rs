@@ -225,46 +225,68 @@ fn client_tools_refuse_bad_arguments_with_their_usage() {
 /// prints the usage with status 0 instead of starting (a server that ignored it would listen).
 #[test]
 fn servers_and_the_tls_client_refuse_bad_arguments_with_their_usage() {
-    let cases: [(&str, &[&[&str]]); 4] = [
-        (
-            env!("CARGO_BIN_EXE_baseline_echo"),
-            &[&["--no-such-option"], &["--workers"]],
-        ),
-        (
-            env!("CARGO_BIN_EXE_baseline_tls_echo"),
-            &[
+    struct Case {
+        exe: &'static str,
+        bad: &'static [&'static [&'static str]],
+        help: &'static [&'static [&'static str]],
+    }
+    let cases = [
+        Case {
+            exe: env!("CARGO_BIN_EXE_baseline_echo"),
+            bad: &[&["--no-such-option"], &["--workers"]],
+            help: &[&["--help"]],
+        },
+        Case {
+            exe: env!("CARGO_BIN_EXE_baseline_tls_echo"),
+            bad: &[
                 &[],
                 &["--cert", "c.pem"],
                 &["--cert", "c.pem", "--key", "k.pem", "--bogus"],
             ],
-        ),
-        (
-            env!("CARGO_BIN_EXE_scale_server"),
-            &[&["--max-connections"], &["--no-such-option"]],
-        ),
-        (
-            env!("CARGO_BIN_EXE_tls_client"),
-            &[
+            help: &[&["--help"]],
+        },
+        Case {
+            exe: env!("CARGO_BIN_EXE_scale_server"),
+            bad: &[&["--max-connections"], &["--no-such-option"]],
+            help: &[&["--help"]],
+        },
+        Case {
+            exe: env!("CARGO_BIN_EXE_tls_client"),
+            bad: &[
                 &[],
                 &["sideways", "tls://127.0.0.1:9"],
                 &["bulk"],
                 &["bulk", "--ca", "ca.pem"],
                 &["hold", "127.0.0.1:9", "--resume"],
                 &["bulk", "tls://127.0.0.1:9", "--duration"],
+                // TLS without the CA to trust.
+                &["bulk", "tls://127.0.0.1:9"],
+                &["handshakes", "127.0.0.1:9"],
             ],
-        ),
+            help: &[&["--help"], &["bulk", "--help"]],
+        },
     ];
-    for (exe, bad) in cases {
-        for args in bad {
-            let output = Command::new(exe).args(*args).output().expect("run tool");
+    for case in cases {
+        for args in case.bad {
+            let output = Command::new(case.exe)
+                .args(*args)
+                .output()
+                .expect("run tool");
             let stderr = String::from_utf8_lossy(&output.stderr);
+            let exe = case.exe;
             assert_eq!(output.status.code(), Some(2), "{exe} {args:?}: {stderr}");
             assert!(stderr.contains("usage: "), "{exe} {args:?}: {stderr}");
             assert!(!stderr.contains("panicked"), "{exe} {args:?}: {stderr}");
         }
-        let help = Command::new(exe).arg("--help").output().expect("run tool");
-        assert_eq!(help.status.code(), Some(0), "{exe} --help");
-        let stdout = String::from_utf8_lossy(&help.stdout);
-        assert!(stdout.starts_with("usage: "), "{exe} --help: {stdout}");
+        for args in case.help {
+            let output = Command::new(case.exe)
+                .args(*args)
+                .output()
+                .expect("run tool");
+            let stdout = String::from_utf8_lossy(&output.stdout);
+            let exe = case.exe;
+            assert_eq!(output.status.code(), Some(0), "{exe} {args:?}");
+            assert!(stdout.starts_with("usage: "), "{exe} {args:?}: {stdout}");
+        }
     }
 }

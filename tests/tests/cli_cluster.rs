@@ -402,8 +402,8 @@ fn admin_info_shows_the_cluster() {
         // Heartbeats come every second (and at once when a count changes).
         assert!((0.0..2.0).contains(&age), "{peer}");
     }
-    // b's own incarnation is the one a lists for it.
-    // b hears c's heartbeat on its own subscription, not when a does.
+    // b's own incarnation is the one a lists for it. b counts c's session when it hears c's
+    // heartbeat on its own subscription, which may come after a heard it.
     let (on_b, _) = await_info(&admin_b, Duration::from_secs(5), "b counting 6", |c| {
         c["count"] == 6
     });

@@ -172,7 +172,7 @@ TARGET is tls://HOST:PORT, tcp://HOST:PORT or unix:PATH";
 /// exits with the usage (status 2) when one is missing or not the mode's, 0 for `--help`.
 fn mode_and_target() -> (String, String) {
     let all: Vec<String> = std::env::args().skip(1).collect();
-    if matches!(all.first().map(String::as_str), Some("--help" | "-h")) {
+    if all.iter().any(|a| a == "--help" || a == "-h") {
         println!("{USAGE}");
         std::process::exit(0);
     }
@@ -197,7 +197,13 @@ fn mode_and_target() -> (String, String) {
         eprintln!("the target comes second\n\n{USAGE}");
         std::process::exit(2);
     };
-    Args::from_vec(all[2..].to_vec()).check(USAGE, flags, &valued);
+    let options = Args::from_vec(all[2..].to_vec());
+    options.check(USAGE, flags, &valued);
+    // TLS needs the CA to trust: every mode but a bulk run over plain TCP or a Unix socket.
+    if (all[0] != "bulk" || target.starts_with("tls://")) && options.value("--ca").is_none() {
+        eprintln!("--ca FILE is needed for TLS\n\n{USAGE}");
+        std::process::exit(2);
+    }
     (all[0].clone(), target.clone())
 }
 
