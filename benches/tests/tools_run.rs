@@ -212,13 +212,19 @@ fn client_tools_refuse_bad_arguments_with_their_usage() {
             &["127.0.0.1:9", "--no-such-option"][..],
             &["127.0.0.1:9", "--duration"][..],
         ] {
-            let output = Command::new(exe).args(args).output().expect("run tool");
-            let stderr = String::from_utf8_lossy(&output.stderr);
-            assert_eq!(output.status.code(), Some(2), "{exe} {args:?}: {stderr}");
-            assert!(stderr.contains("usage: "), "{exe} {args:?}: {stderr}");
-            assert!(!stderr.contains("panicked"), "{exe} {args:?}: {stderr}");
+            assert_refused(exe, args);
         }
     }
+}
+
+/// Runs `exe` with `args` and asserts that it stopped with its usage and status 2, without a
+/// panic.
+fn assert_refused(exe: &str, args: &[&str]) {
+    let output = Command::new(exe).args(args).output().expect("run tool");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{exe} {args:?}: {stderr}");
+    assert!(stderr.contains("usage: "), "{exe} {args:?}: {stderr}");
+    assert!(!stderr.contains("panicked"), "{exe} {args:?}: {stderr}");
 }
 
 /// The servers and the TLS client refuse what they do not take the same way, and `--help`
@@ -268,15 +274,7 @@ fn servers_and_the_tls_client_refuse_bad_arguments_with_their_usage() {
     ];
     for case in cases {
         for args in case.bad {
-            let output = Command::new(case.exe)
-                .args(*args)
-                .output()
-                .expect("run tool");
-            let stderr = String::from_utf8_lossy(&output.stderr);
-            let exe = case.exe;
-            assert_eq!(output.status.code(), Some(2), "{exe} {args:?}: {stderr}");
-            assert!(stderr.contains("usage: "), "{exe} {args:?}: {stderr}");
-            assert!(!stderr.contains("panicked"), "{exe} {args:?}: {stderr}");
+            assert_refused(case.exe, args);
         }
         for args in case.help {
             let output = Command::new(case.exe)

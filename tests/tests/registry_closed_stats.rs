@@ -31,12 +31,7 @@ fn closed_stats_never_lag_the_disconnect_count() {
             let mut reads = 0u64;
             while !done.load(Ordering::Relaxed) {
                 let disconnected = registry.stats().disconnected;
-                let closed: u64 = registry
-                    .closed_stats()
-                    .by_reason
-                    .iter()
-                    .map(|(_, n)| n)
-                    .sum();
+                let closed = closed_sessions(&registry);
                 assert!(
                     closed >= disconnected,
                     "a scrape found {closed} closed sessions after {disconnected} disconnects"
@@ -58,11 +53,15 @@ fn closed_stats_never_lag_the_disconnect_count() {
         .expect("the reader found the counts out of order");
     assert!(reads > 0, "the reader never ran");
     assert_eq!(registry.stats().disconnected, ENDED);
-    let closed: u64 = registry
+    assert_eq!(closed_sessions(&registry), ENDED);
+}
+
+/// Ended sessions in `closed_stats`, over every close reason.
+fn closed_sessions(registry: &Registry) -> u64 {
+    registry
         .closed_stats()
         .by_reason
         .iter()
         .map(|(_, n)| n)
-        .sum();
-    assert_eq!(closed, ENDED);
+        .sum()
 }
