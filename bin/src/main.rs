@@ -48,7 +48,7 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 /// One background thread returns freed pages to the kernel after jemalloc's decay time (10 s):
 /// without it pages are purged only as the program allocates, so a server gone quiet after a
 /// burst of connections keeps the burst's freed memory resident for as long as it stays quiet
-/// (BENCHMARKS.md, "Idle memory after a burst").
+/// (BENCHMARKS.md, "Idle memory: 640-byte task cells and a quiet server", item 3).
 #[cfg(feature = "jemalloc")]
 #[allow(non_upper_case_globals)]
 #[export_name = "_rjem_malloc_conf"]
