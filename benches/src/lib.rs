@@ -265,12 +265,12 @@ pub fn median_interval(values: &[f64], wanted: f64) -> Option<(f64, f64, f64)> {
     let (mut k, mut coverage) = (1, 1.0 - 2.0 * below);
     while k < n / 2 {
         ln_p += ((n - k + 1) as f64 / k as f64).ln();
-        let wider = 1.0 - 2.0 * (below + ln_p.exp());
+        let through_k = below + ln_p.exp();
+        let wider = 1.0 - 2.0 * through_k;
         if wider < wanted {
             break;
         }
-        below += ln_p.exp();
-        (k, coverage) = (k + 1, wider);
+        (below, k, coverage) = (through_k, k + 1, wider);
     }
     Some((sorted[k - 1], sorted[n - k], coverage))
 }

@@ -8,7 +8,7 @@ use std::{
     net::SocketAddr,
     sync::{
         atomic::{AtomicBool, Ordering},
-        Arc,
+        Arc, Barrier,
     },
 };
 
@@ -24,10 +24,14 @@ const ENDED: u64 = 200_000;
 fn closed_stats_never_lag_the_disconnect_count() {
     let registry = Registry::new();
     let done = Arc::new(AtomicBool::new(false));
+    // The sessions start ending only once the reader runs, so the two overlap.
+    let both_running = Arc::new(Barrier::new(2));
     let reader = {
         let registry = registry.clone();
         let done = done.clone();
+        let both_running = both_running.clone();
         std::thread::spawn(move || {
+            both_running.wait();
             let mut reads = 0u64;
             while !done.load(Ordering::Relaxed) {
                 let disconnected = registry.stats().disconnected;
@@ -43,6 +47,7 @@ fn closed_stats_never_lag_the_disconnect_count() {
     };
     let peer: SocketAddr = "127.0.0.1:40000".parse().unwrap();
     let local: SocketAddr = "127.0.0.1:7000".parse().unwrap();
+    both_running.wait();
     for _ in 0..ENDED {
         // A placeholder joins when made and leaves when dropped, as a session does.
         drop(registry.register_placeholder(peer, local));

@@ -168,9 +168,9 @@ const USAGE: &str =
        tls_client hold HOST:PORT --ca FILE --count N
 TARGET is tls://HOST:PORT, tcp://HOST:PORT or unix:PATH";
 
-/// `tls_client MODE TARGET [options]`: the mode and the target, then the mode's options;
-/// exits with the usage (status 2) when one is missing or not the mode's, 0 for `--help`.
-fn mode_and_target() -> (String, String) {
+/// `tls_client MODE TARGET [options]`: the mode, the target and the mode's options; exits with
+/// the usage (status 2) when one is missing or not the mode's, 0 for `--help`.
+fn mode_target_options() -> (String, String, Args) {
     let all: Vec<String> = std::env::args().skip(1).collect();
     if all.iter().any(|a| a == "--help" || a == "-h") {
         println!("{USAGE}");
@@ -204,12 +204,11 @@ fn mode_and_target() -> (String, String) {
         eprintln!("--ca FILE is needed for TLS\n\n{USAGE}");
         std::process::exit(2);
     }
-    (all[0].clone(), target.clone())
+    (all[0].clone(), target.clone(), options)
 }
 
 fn main() -> io::Result<()> {
-    let args = Args::from_env();
-    let (mode, target) = mode_and_target();
+    let (mode, target, args) = mode_target_options();
     let ca = args.value("--ca").map(str::to_string);
     let duration = parse_seconds(args.value("--duration").unwrap_or("5")).expect("--duration");
     let warmup = parse_seconds(args.value("--warmup").unwrap_or("1")).expect("--warmup");
