@@ -154,6 +154,16 @@ fn baseline_echo_serves_every_client_tool() {
     exercise(&mut server);
 }
 
+/// The same echo with each connection an actix actor driving its socket from its context.
+#[test]
+fn baseline_echo_as_actors_serves_every_client_tool() {
+    let mut server = Proc::start(
+        env!("CARGO_BIN_EXE_baseline_echo"),
+        &["--thread-per-worker", "--actor"],
+    );
+    exercise(&mut server);
+}
+
 /// `--busy-ns` holds the worker after every read: one connection with one message in flight
 /// cannot go faster than one message per busy period (2 ms here, so at most 500 a second).
 #[test]
@@ -239,7 +249,8 @@ fn servers_and_the_tls_client_refuse_bad_arguments_with_their_usage() {
     let cases = [
         Case {
             exe: env!("CARGO_BIN_EXE_baseline_echo"),
-            bad: &[&["--no-such-option"], &["--workers"]],
+            // `--actor` is a layout of its own only beside `--thread-per-worker`.
+            bad: &[&["--no-such-option"], &["--workers"], &["--actor"]],
             help: &[&["--help"]],
         },
         Case {

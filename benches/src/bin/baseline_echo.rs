@@ -10,27 +10,32 @@
 //! with its own `epoll`), where it stays; no worker takes another's tasks. The echo task is the
 //! same. It tells what the layout costs apart from what the session code costs.
 //!
+//! `--actor` (with `--thread-per-worker`) runs each connection as an actix actor whose socket is
+//! driven by one future spawned in its own context, as Switchboard's session is, with the same
+//! echo body: it tells what the actor context costs apart from what the session code costs.
+//!
 //! `--busy-ns N` keeps the thread busy for N ns after every read, before the echo: for
 //! experiments on what a cost per read does to the closed loop of the throughput scenario
 //! (Switchboard's session spends a few hundred ns more per 16-message read than this echo).
 //!
 //! ```text
 //! baseline_echo [--addr 127.0.0.1:0] [--workers N] [--buffer BYTES] [--recv-buffer BYTES]
-//!               [--thread-per-worker] [--busy-ns N]
+//!               [--thread-per-worker [--actor]] [--busy-ns N]
 //! ```
 
 use std::{io::Write as _, net::SocketAddr};
 
+use actix::{Actor as _, AsyncContext as _};
 use switchboard_benches::{raise_nofile, Args};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-const USAGE: &str = "usage: baseline_echo [--addr 127.0.0.1:0] [--workers N] [--buffer BYTES] [--recv-buffer BYTES]\n                     [--thread-per-worker] [--busy-ns N]";
+const USAGE: &str = "usage: baseline_echo [--addr 127.0.0.1:0] [--workers N] [--buffer BYTES] [--recv-buffer BYTES]\n                     [--thread-per-worker [--actor]] [--busy-ns N]";
 
 fn main() -> std::io::Result<()> {
     let args = Args::from_env();
     args.check(
         USAGE,
-        &["--thread-per-worker"],
+        &["--thread-per-worker", "--actor"],
         &[
             "--addr",
             "--workers",
@@ -50,8 +55,13 @@ fn main() -> std::io::Result<()> {
         .map(|v| v.parse().expect("--recv-buffer BYTES"));
     let thread_per_worker = args.flag("--thread-per-worker");
     let busy = std::time::Duration::from_nanos(args.get("--busy-ns", 0));
+    let actor = args.flag("--actor");
     if workers == 0 {
         return Err(std::io::Error::other("--workers must be at least 1"));
+    }
+    if actor && !thread_per_worker {
+        eprintln!("--actor needs --thread-per-worker\n{USAGE}");
+        std::process::exit(2);
     }
     raise_nofile()?;
 
@@ -69,7 +79,7 @@ fn main() -> std::io::Result<()> {
     // channel; the listener (this thread) deals them out in turn.
     let worker_queues: Vec<_> = if thread_per_worker {
         (0..workers)
-            .map(|_| spawn_worker(buffer, busy))
+            .map(|_| spawn_worker(buffer, busy, actor))
             .collect::<Result<_, _>>()?
     } else {
         Vec::new()
@@ -119,6 +129,7 @@ fn main() -> std::io::Result<()> {
 fn spawn_worker(
     buffer: usize,
     busy: std::time::Duration,
+    actor: bool,
 ) -> std::io::Result<tokio::sync::mpsc::UnboundedSender<std::net::TcpStream>> {
     let (queue, mut connections) = tokio::sync::mpsc::unbounded_channel::<std::net::TcpStream>();
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -131,6 +142,12 @@ fn spawn_worker(
             local.block_on(&runtime, async move {
                 while let Some(stream) = connections.recv().await {
                     match tokio::net::TcpStream::from_std(stream) {
+                        Ok(stream) if actor => {
+                            EchoActor::create(|ctx| {
+                                ctx.spawn(EchoTurns::new(stream, buffer, busy));
+                                EchoActor
+                            });
+                        }
                         Ok(stream) => drop(tokio::task::spawn_local(echo(stream, buffer, busy))),
                         Err(error) => eprintln!("register: {error}"),
                     }
@@ -156,14 +173,107 @@ async fn echo(mut stream: tokio::net::TcpStream, buffer: usize, busy: std::time:
             Ok(0) | Err(_) => return,
             Ok(n) => n,
         };
-        if !busy.is_zero() {
-            let until = std::time::Instant::now() + busy;
-            while std::time::Instant::now() < until {
-                std::hint::spin_loop();
-            }
-        }
+        stay_busy(busy);
         if stream.write_all(&buf[..n]).await.is_err() {
             return;
+        }
+    }
+}
+
+/// Keeps the thread busy for `busy` (nothing when zero).
+fn stay_busy(busy: std::time::Duration) {
+    if busy.is_zero() {
+        return;
+    }
+    let until = std::time::Instant::now() + busy;
+    while std::time::Instant::now() < until {
+        std::hint::spin_loop();
+    }
+}
+
+/// `--actor`: a connection's actor. It holds nothing; its one item, [`EchoTurns`], owns the
+/// socket, as a Switchboard session's driver runs inside the session's context.
+struct EchoActor;
+
+impl actix::Actor for EchoActor {
+    type Context = actix::Context<Self>;
+}
+
+/// The echo loop of [`echo`] as a future polled by the actor's context: every wake-up of the
+/// socket goes through actix's `ContextFut` (mailbox check, item list) before it reaches here.
+struct EchoTurns {
+    stream: tokio::net::TcpStream,
+    /// Empty until the first read that finds the socket readable.
+    buf: Vec<u8>,
+    size: usize,
+    /// `buf[written..filled]` is read and not yet written back.
+    written: usize,
+    filled: usize,
+    busy: std::time::Duration,
+}
+
+impl EchoTurns {
+    fn new(stream: tokio::net::TcpStream, size: usize, busy: std::time::Duration) -> Self {
+        EchoTurns {
+            stream,
+            buf: Vec::new(),
+            size,
+            written: 0,
+            filled: 0,
+            busy,
+        }
+    }
+}
+
+impl actix::ActorFuture<EchoActor> for EchoTurns {
+    type Output = ();
+
+    fn poll(
+        self: std::pin::Pin<&mut Self>,
+        _actor: &mut EchoActor,
+        ctx: &mut actix::Context<EchoActor>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<()> {
+        use actix::ActorContext as _;
+        use std::{pin::Pin, task::Poll};
+        use tokio::io::{AsyncRead, AsyncWrite};
+        let this = self.get_mut();
+        loop {
+            while this.written < this.filled {
+                match Pin::new(&mut this.stream)
+                    .poll_write(cx, &this.buf[this.written..this.filled])
+                {
+                    Poll::Ready(Ok(n)) if n > 0 => this.written += n,
+                    Poll::Pending => return Poll::Pending,
+                    Poll::Ready(_) => {
+                        ctx.stop();
+                        return Poll::Ready(());
+                    }
+                }
+            }
+            if this.buf.is_empty() {
+                match this.stream.poll_read_ready(cx) {
+                    Poll::Pending => return Poll::Pending,
+                    Poll::Ready(Ok(())) => this.buf = vec![0u8; this.size],
+                    Poll::Ready(Err(_)) => {
+                        ctx.stop();
+                        return Poll::Ready(());
+                    }
+                }
+            }
+            let mut read = tokio::io::ReadBuf::new(&mut this.buf);
+            match Pin::new(&mut this.stream).poll_read(cx, &mut read) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Ok(())) if !read.filled().is_empty() => {
+                    this.filled = read.filled().len();
+                    this.written = 0;
+                    stay_busy(this.busy);
+                }
+                Poll::Ready(_) => {
+                    ctx.stop();
+                    return Poll::Ready(());
+                }
+            }
         }
     }
 }
