@@ -101,6 +101,15 @@ const SPAN_SESSIONS: usize = 256;
 /// Heap allocations per echoed 64-byte message on a busy session.
 const FRAME_ALLOCATIONS_BUDGET: f64 = 0.05;
 
+/// Heap allocations per echoed 64 KiB chunk on a bulk session. `Raw` moves a large read whole
+/// into the write buffer, and the next read takes that allocation back once it is written
+/// out, so no buffer is allocated per chunk (2.0 allocations before, a fresh read buffer
+/// each time). The one left is the small header `Bytes` needs to share a buffer the read did
+/// not fill (`BytesMut::freeze`), freed when the write buffer takes the chunk over.
+const BULK_ALLOCATIONS_BUDGET: f64 = 1.05;
+const BULK_CHUNK: usize = 64 * 1024;
+const BULK_CHUNKS: usize = 200;
+
 const SESSIONS: usize = 400;
 const FRAMES: usize = 2_000;
 
@@ -187,6 +196,28 @@ fn session_start_and_frame_allocations_stay_within_budget() {
             (after - before) as f64 / FRAMES as f64
         });
         let per_frame = echoes.await.expect("echo thread");
+
+        // The bulk path: another session echoing 64 KiB chunks one at a time.
+        let mut bulk = clients.pop().expect("a client");
+        let chunks = tokio::task::spawn_blocking(move || {
+            let chunk: Vec<u8> = (0..BULK_CHUNK).map(|i| (i % 251) as u8).collect();
+            let mut back = vec![0u8; BULK_CHUNK];
+            let mut round = |bulk: &mut TcpStream| {
+                bulk.write_all(&chunk).expect("write");
+                bulk.read_exact(&mut back).expect("read the echo");
+                assert!(back == chunk, "the chunk came back changed");
+            };
+            for _ in 0..20 {
+                round(&mut bulk);
+            }
+            let (before, _) = snapshot();
+            for _ in 0..BULK_CHUNKS {
+                round(&mut bulk);
+            }
+            let (after, _) = snapshot();
+            (after - before) as f64 / BULK_CHUNKS as f64
+        });
+        let per_chunk = chunks.await.expect("bulk thread");
         drop(clients);
         wait_for(0).await;
 
@@ -211,8 +242,9 @@ fn session_start_and_frame_allocations_stay_within_budget() {
 
         println!(
             "session start: {per_start:.2} allocations, idle session: {per_idle:.0} heap bytes, \
-             echoed frame: {per_frame:.3} allocations; a session span adds \
-             {span_allocations:.2} allocations and {span_bytes:.0} bytes"
+             echoed frame: {per_frame:.3} allocations, echoed 64 KiB chunk: {per_chunk:.3} \
+             allocations; a session span adds {span_allocations:.2} allocations and \
+             {span_bytes:.0} bytes"
         );
         assert!(
             span_bytes >= SPAN_BYTES_MADE,
@@ -237,6 +269,10 @@ fn session_start_and_frame_allocations_stay_within_budget() {
         assert!(
             per_frame <= FRAME_ALLOCATIONS_BUDGET,
             "an echoed frame made {per_frame:.3} allocations (budget {FRAME_ALLOCATIONS_BUDGET})"
+        );
+        assert!(
+            per_chunk <= BULK_ALLOCATIONS_BUDGET,
+            "an echoed 64 KiB chunk made {per_chunk:.3} allocations (budget {BULK_ALLOCATIONS_BUDGET})"
         );
         drop(clients);
         drop(server);
