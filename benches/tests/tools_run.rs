@@ -279,6 +279,12 @@ fn servers_and_the_tls_client_refuse_bad_arguments_with_their_usage() {
                 // TLS without the CA to trust.
                 &["bulk", "tls://127.0.0.1:9"],
                 &["handshakes", "127.0.0.1:9"],
+                // Targets of the wrong form.
+                &["bulk", "tls://", "--ca", "ca.pem"],
+                &["bulk", "localhost:9"],
+                &["bulk", "unix:"],
+                &["handshakes", "tls://127.0.0.1:9", "--ca", "ca.pem"],
+                &["hold", "nowhere", "--ca", "ca.pem", "--count", "1"],
             ],
             help: &[&["--help"], &["bulk", "--help"]],
         },

@@ -74,7 +74,7 @@ async fn open(target: &str, ca: Option<&str>) -> io::Result<Box<dyn Io>> {
     if let Some(addr) = target.strip_prefix("tls://") {
         let config = client_config(ca.expect("--ca FILE for tls://"), false);
         let connector = tokio_rustls::TlsConnector::from(config);
-        let addr: SocketAddr = addr.parse().expect("tls://HOST:PORT");
+        let addr: SocketAddr = addr.parse().expect("checked by check_target");
         Ok(Box::new(tls_connect(addr, &connector).await?))
     } else if let Some(addr) = target.strip_prefix("tcp://") {
         let tcp = tokio::net::TcpStream::connect(addr).await?;
@@ -83,7 +83,7 @@ async fn open(target: &str, ca: Option<&str>) -> io::Result<Box<dyn Io>> {
     } else if let Some(path) = target.strip_prefix("unix:") {
         Ok(Box::new(tokio::net::UnixStream::connect(path).await?))
     } else {
-        panic!("TARGET is tls://HOST:PORT, tcp://HOST:PORT or unix:PATH, not {target}")
+        unreachable!("check_target lets only tls://, tcp:// and unix: targets through")
     }
 }
 
@@ -197,6 +197,10 @@ fn mode_target_options() -> (String, String, Args) {
         eprintln!("the target comes second\n\n{USAGE}");
         std::process::exit(2);
     };
+    if let Err(problem) = check_target(&all[0], target) {
+        eprintln!("{problem}\n\n{USAGE}");
+        std::process::exit(2);
+    }
     let options = Args::from_vec(all[2..].to_vec());
     options.check(USAGE, flags, &valued);
     // TLS needs the CA to trust: every mode but a bulk run over plain TCP or a Unix socket.
@@ -205,6 +209,33 @@ fn mode_target_options() -> (String, String, Args) {
         std::process::exit(2);
     }
     (all[0].clone(), target.clone(), options)
+}
+
+/// Whether `target` has the form `mode` takes: `bulk` a `tls://` or `tcp://` address or a
+/// `unix:` path, the others a bare `HOST:PORT` (they always speak TLS).
+fn check_target(mode: &str, target: &str) -> Result<(), String> {
+    let address = |addr: &str| {
+        addr.parse::<SocketAddr>()
+            .map(drop)
+            .map_err(|_| format!("`{target}`: HOST:PORT must be an IP address and a port"))
+    };
+    if mode != "bulk" {
+        return address(target);
+    }
+    if let Some(addr) = target.strip_prefix("tls://") {
+        address(addr)
+    } else if let Some(addr) = target.strip_prefix("tcp://") {
+        address(addr)
+    } else if target
+        .strip_prefix("unix:")
+        .is_some_and(|path| !path.is_empty())
+    {
+        Ok(())
+    } else {
+        Err(format!(
+            "`{target}`: TARGET is tls://HOST:PORT, tcp://HOST:PORT or unix:PATH"
+        ))
+    }
 }
 
 fn main() -> io::Result<()> {
@@ -251,7 +282,7 @@ fn main() -> io::Result<()> {
                 })
             }
             "handshakes" => {
-                let addr: SocketAddr = target.parse().expect("HOST:PORT");
+                let addr: SocketAddr = target.parse().expect("checked by check_target");
                 let resume = args.flag("--resume");
                 let concurrency: usize = args.get("--concurrency", 4).max(1);
                 let connector = tokio_rustls::TlsConnector::from(client_config(
@@ -317,7 +348,7 @@ fn main() -> io::Result<()> {
                 })
             }
             "hold" => {
-                let addr: SocketAddr = target.parse().expect("HOST:PORT");
+                let addr: SocketAddr = target.parse().expect("checked by check_target");
                 let count: usize = args.get("--count", 1000);
                 let connector = tokio_rustls::TlsConnector::from(client_config(
                     ca.as_deref().expect("--ca FILE"),
