@@ -127,6 +127,36 @@ fn connect_all(addr: SocketAddr, count: usize, into: &mut Vec<TcpStream>) {
     }
 }
 
+/// Allocations per echo of `message` by the session behind `client`, one at a time, over
+/// `rounds` echoes after `warm_up` uncounted ones (on a blocking thread: the session's own
+/// runs on the test's runtime).
+async fn echo_allocations(
+    mut client: TcpStream,
+    message: Vec<u8>,
+    warm_up: usize,
+    rounds: usize,
+) -> f64 {
+    tokio::task::spawn_blocking(move || {
+        let mut back = vec![0u8; message.len()];
+        let mut round = || {
+            client.write_all(&message).expect("write");
+            client.read_exact(&mut back).expect("read the echo");
+            assert!(back == message, "the echo came back changed");
+        };
+        for _ in 0..warm_up {
+            round();
+        }
+        let (before, _) = snapshot();
+        for _ in 0..rounds {
+            round();
+        }
+        let (after, _) = snapshot();
+        (after - before) as f64 / rounds as f64
+    })
+    .await
+    .expect("echo thread")
+}
+
 #[test]
 fn session_start_and_frame_allocations_stay_within_budget() {
     let system = actix_rt::System::new();
@@ -175,49 +205,13 @@ fn session_start_and_frame_allocations_stay_within_budget() {
         let per_start = (allocations_after - allocations_before) as f64 / SESSIONS as f64;
         let per_idle = (live_after - live_before) as f64 / SESSIONS as f64;
 
-        // The per-frame path: one busy session echoing 64-byte messages one at a time.
-        let mut busy = clients.pop().expect("a client");
-        let echoes = tokio::task::spawn_blocking(move || {
-            let message = [7u8; 64];
-            let mut back = [0u8; 64];
-            let mut round = |busy: &mut TcpStream| {
-                busy.write_all(&message).expect("write");
-                busy.read_exact(&mut back).expect("read the echo");
-                assert_eq!(back, message);
-            };
-            for _ in 0..100 {
-                round(&mut busy);
-            }
-            let (before, _) = snapshot();
-            for _ in 0..FRAMES {
-                round(&mut busy);
-            }
-            let (after, _) = snapshot();
-            (after - before) as f64 / FRAMES as f64
-        });
-        let per_frame = echoes.await.expect("echo thread");
-
-        // The bulk path: another session echoing 64 KiB chunks one at a time.
-        let mut bulk = clients.pop().expect("a client");
-        let chunks = tokio::task::spawn_blocking(move || {
-            let chunk: Vec<u8> = (0..BULK_CHUNK).map(|i| (i % 251) as u8).collect();
-            let mut back = vec![0u8; BULK_CHUNK];
-            let mut round = |bulk: &mut TcpStream| {
-                bulk.write_all(&chunk).expect("write");
-                bulk.read_exact(&mut back).expect("read the echo");
-                assert!(back == chunk, "the chunk came back changed");
-            };
-            for _ in 0..20 {
-                round(&mut bulk);
-            }
-            let (before, _) = snapshot();
-            for _ in 0..BULK_CHUNKS {
-                round(&mut bulk);
-            }
-            let (after, _) = snapshot();
-            (after - before) as f64 / BULK_CHUNKS as f64
-        });
-        let per_chunk = chunks.await.expect("bulk thread");
+        // The per-frame path: one busy session echoing 64-byte messages one at a time; the
+        // bulk path: another echoing 64 KiB chunks.
+        let busy = clients.pop().expect("a client");
+        let per_frame = echo_allocations(busy, vec![7u8; 64], 100, FRAMES).await;
+        let bulk = clients.pop().expect("a client");
+        let chunk: Vec<u8> = (0..BULK_CHUNK).map(|i| (i % 251) as u8).collect();
+        let per_chunk = echo_allocations(bulk, chunk, 20, BULK_CHUNKS).await;
         drop(clients);
         wait_for(0).await;
 
