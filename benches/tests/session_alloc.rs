@@ -107,6 +107,9 @@ const FRAME_ALLOCATIONS_BUDGET: f64 = 0.05;
 /// each time). The one left is the small header `Bytes` needs to share a buffer the read did
 /// not fill (`BytesMut::freeze`), freed when the write buffer takes the chunk over.
 const BULK_ALLOCATIONS_BUDGET: f64 = 1.05;
+/// Heap allocations per 32 KiB read when two moved chunks come in one turn: 0.000 since the
+/// first is written out before the second read (1.000 while answers waited for the next read).
+const HALF_CHUNK_ALLOCATIONS_BUDGET: f64 = 0.05;
 const BULK_CHUNK: usize = 64 * 1024;
 const BULK_CHUNKS: usize = 200;
 
@@ -165,7 +168,7 @@ fn session_start_and_frame_allocations_stay_within_budget() {
         let config = SessionConfig::default().with_idle_timeout(None);
         let server = Listener::bind("127.0.0.1:0".parse::<SocketAddr>().expect("address"))
             .workers(1)
-            .session_config(config)
+            .session_config(config.clone())
             .serve(Raw, || Echo)
             .expect("listen");
         let addr = server.local_addr();
@@ -211,9 +214,26 @@ fn session_start_and_frame_allocations_stay_within_budget() {
         let per_frame = echo_allocations(busy, vec![7u8; 64], 100, FRAMES).await;
         let bulk = clients.pop().expect("a client");
         let chunk: Vec<u8> = (0..BULK_CHUNK).map(|i| (i % 251) as u8).collect();
-        let per_chunk = echo_allocations(bulk, chunk, 20, BULK_CHUNKS).await;
+        let per_chunk = echo_allocations(bulk, chunk.clone(), 20, BULK_CHUNKS).await;
         drop(clients);
         wait_for(0).await;
+
+        // Two moved chunks per turn: reads fixed at 32 KiB (under the 64 KiB high watermark,
+        // so nothing holds the frames) and 64 KiB sent at a time. The first chunk must be
+        // written out before the second read for that read to take its buffer back.
+        let halves = Listener::bind("127.0.0.1:0".parse::<SocketAddr>().expect("address"))
+            .workers(1)
+            .session_config(
+                config
+                    .clone()
+                    .with_read_chunk(BULK_CHUNK / 2)
+                    .with_max_read_chunk(BULK_CHUNK / 2),
+            )
+            .serve(Raw, || Echo)
+            .expect("listen");
+        let client = TcpStream::connect(halves.local_addr()).expect("connect");
+        let per_half_chunk = echo_allocations(client, chunk, 20, BULK_CHUNKS).await / 2.0;
+        drop(halves);
 
         // The same start with a span per session: the subscriber goes in last, as it stays
         // for the rest of the process. One slab page of sessions, so the slots they take are
@@ -237,7 +257,8 @@ fn session_start_and_frame_allocations_stay_within_budget() {
         println!(
             "session start: {per_start:.2} allocations, idle session: {per_idle:.0} heap bytes, \
              echoed frame: {per_frame:.3} allocations, echoed 64 KiB chunk: {per_chunk:.3} \
-             allocations; a session span adds {span_allocations:.2} allocations and \
+             allocations, two 32 KiB reads a turn: {per_half_chunk:.3} allocations a read; \
+             a session span adds {span_allocations:.2} allocations and \
              {span_bytes:.0} bytes"
         );
         assert!(
@@ -267,6 +288,11 @@ fn session_start_and_frame_allocations_stay_within_budget() {
         assert!(
             per_chunk <= BULK_ALLOCATIONS_BUDGET,
             "an echoed 64 KiB chunk made {per_chunk:.3} allocations (budget {BULK_ALLOCATIONS_BUDGET})"
+        );
+        assert!(
+            per_half_chunk <= HALF_CHUNK_ALLOCATIONS_BUDGET,
+            "a second moved chunk in a turn made {per_half_chunk:.3} allocations a read \
+             (budget {HALF_CHUNK_ALLOCATIONS_BUDGET})"
         );
         drop(clients);
         drop(server);

@@ -283,6 +283,8 @@ fn servers_and_the_tls_client_refuse_bad_arguments_with_their_usage() {
                 &["bulk", "tls://", "--ca", "ca.pem"],
                 &["bulk", "localhost:9"],
                 &["bulk", "unix:"],
+                &["bulk", "tcp://localhost"],
+                &["bulk", "tcp://127.0.0.1:9", "--duration", "soon"],
                 &["handshakes", "tls://127.0.0.1:9", "--ca", "ca.pem"],
                 &["hold", "nowhere", "--ca", "ca.pem", "--count", "1"],
             ],

@@ -20,8 +20,8 @@ use crate::CodecError;
 /// buffer it was read into along with it, and an item written into an empty buffer that it
 /// owns alone becomes that buffer. An echo or a proxy of bulk data so hands the bytes the
 /// socket gave it back to the socket without touching them, as a plain `read` / `write_all`
-/// loop does. Smaller items share the read buffer and are copied on encoding, which costs
-/// less than the allocation a move needs.
+/// loop does. Smaller items share the read buffer and are copied on encoding: a small copy
+/// costs less than giving the read buffer away.
 ///
 /// # Examples
 ///

@@ -12,7 +12,9 @@
 //!
 //! `--actor` (with `--thread-per-worker`) runs each connection as an actix actor whose socket is
 //! driven by one future spawned in its own context, as Switchboard's session is, with the same
-//! echo body: it tells what the actor context costs apart from what the session code costs.
+//! reads and writes (its buffer comes at the first readiness rather than after a `peek`, which
+//! matters only to idle memory): it tells what the actor context costs apart from what the
+//! session code costs.
 //!
 //! `--busy-ns N` keeps the thread busy for N ns after every read, before the echo: for
 //! experiments on what a cost per read does to the closed loop of the throughput scenario

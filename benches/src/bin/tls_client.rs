@@ -6,12 +6,12 @@
 //! ```text
 //! tls_client bulk TARGET [--ca FILE] [--connections 10] [--pipeline 4] [--size 65536]
 //!                        [--duration 5] [--warmup 1] [--server-pid PID]
-//! tls_client handshakes HOST:PORT --ca FILE [--resume] [--concurrency 4] [--duration 5]
+//! tls_client handshakes IP:PORT --ca FILE [--resume] [--concurrency 4] [--duration 5]
 //!                        [--warmup 1] [--server-pid PID]
-//! tls_client hold HOST:PORT --ca FILE --count N
+//! tls_client hold IP:PORT --ca FILE --count N
 //! ```
 //!
-//! `TARGET` is `tls://HOST:PORT`, `tcp://HOST:PORT` or `unix:PATH`. `bulk` keeps `--pipeline`
+//! `TARGET` is `tls://IP:PORT`, `tcp://HOST:PORT` or `unix:PATH`. `bulk` keeps `--pipeline`
 //! messages of `--size` bytes in flight on each connection and reports `mb_per_s` and
 //! `msgs_per_s` over the window. `handshakes` runs connect, handshake, a 1-byte echo and a
 //! close_notify, `--concurrency` at a time, and reports `per_s` and how many were resumed
@@ -163,10 +163,10 @@ fn cpu_window(
 const USAGE: &str =
     "usage: tls_client bulk TARGET [--ca FILE] [--connections 10] [--pipeline 4] [--size 65536]
                        [--duration 5] [--warmup 1] [--server-pid PID]
-       tls_client handshakes HOST:PORT --ca FILE [--resume] [--concurrency 4] [--duration 5]
+       tls_client handshakes IP:PORT --ca FILE [--resume] [--concurrency 4] [--duration 5]
                        [--warmup 1] [--server-pid PID]
-       tls_client hold HOST:PORT --ca FILE --count N
-TARGET is tls://HOST:PORT, tcp://HOST:PORT or unix:PATH";
+       tls_client hold IP:PORT --ca FILE --count N
+TARGET is tls://IP:PORT, tcp://HOST:PORT or unix:PATH";
 
 /// `tls_client MODE TARGET [options]`: the mode, the target and the mode's options; exits with
 /// the usage (status 2) when one is missing or not the mode's, 0 for `--help`.
@@ -212,12 +212,13 @@ fn mode_target_options() -> (String, String, Args) {
 }
 
 /// Whether `target` has the form `mode` takes: `bulk` a `tls://` or `tcp://` address or a
-/// `unix:` path, the others a bare `HOST:PORT` (they always speak TLS).
+/// `unix:` path, the others a bare `IP:PORT` (they always speak TLS). A `tcp://` host may be a
+/// name (the connect resolves it); the TLS paths take an address.
 fn check_target(mode: &str, target: &str) -> Result<(), String> {
     let address = |addr: &str| {
         addr.parse::<SocketAddr>()
             .map(drop)
-            .map_err(|_| format!("`{target}`: HOST:PORT must be an IP address and a port"))
+            .map_err(|_| format!("`{target}`: IP:PORT must be an IP address and a port"))
     };
     if mode != "bulk" {
         return address(target);
@@ -225,7 +226,12 @@ fn check_target(mode: &str, target: &str) -> Result<(), String> {
     if let Some(addr) = target.strip_prefix("tls://") {
         address(addr)
     } else if let Some(addr) = target.strip_prefix("tcp://") {
-        address(addr)
+        match addr.rsplit_once(':') {
+            Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => Ok(()),
+            _ => Err(format!(
+                "`{target}`: tcp://HOST:PORT needs a host and a port"
+            )),
+        }
     } else if target
         .strip_prefix("unix:")
         .is_some_and(|path| !path.is_empty())
@@ -233,7 +239,7 @@ fn check_target(mode: &str, target: &str) -> Result<(), String> {
         Ok(())
     } else {
         Err(format!(
-            "`{target}`: TARGET is tls://HOST:PORT, tcp://HOST:PORT or unix:PATH"
+            "`{target}`: TARGET is tls://IP:PORT, tcp://HOST:PORT or unix:PATH"
         ))
     }
 }
@@ -241,9 +247,20 @@ fn check_target(mode: &str, target: &str) -> Result<(), String> {
 fn main() -> io::Result<()> {
     let (mode, target, args) = mode_target_options();
     let ca = args.value("--ca").map(str::to_string);
-    let duration = parse_seconds(args.value("--duration").unwrap_or("5")).expect("--duration");
-    let warmup = parse_seconds(args.value("--warmup").unwrap_or("1")).expect("--warmup");
-    let server_pid: Option<u32> = args.value("--server-pid").map(|p| p.parse().expect("PID"));
+    let seconds = |option: &str, default: &str| {
+        parse_seconds(args.value(option).unwrap_or(default)).unwrap_or_else(|problem| {
+            eprintln!("{option}: {problem}\n\n{USAGE}");
+            std::process::exit(2);
+        })
+    };
+    let duration = seconds("--duration", "5");
+    let warmup = seconds("--warmup", "1");
+    let server_pid: Option<u32> = args.value("--server-pid").map(|p| {
+        p.parse().unwrap_or_else(|_| {
+            eprintln!("--server-pid takes a process id\n\n{USAGE}");
+            std::process::exit(2);
+        })
+    });
     raise_nofile()?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -256,7 +273,13 @@ fn main() -> io::Result<()> {
                 let size: usize = args.get("--size", 64 * 1024).max(1);
                 let mut streams = Vec::new();
                 for _ in 0..connections {
-                    streams.push(open(&target, ca.as_deref()).await.expect("connect"));
+                    match open(&target, ca.as_deref()).await {
+                        Ok(stream) => streams.push(stream),
+                        Err(error) => {
+                            eprintln!("tls_client: {target}: {error}");
+                            std::process::exit(1);
+                        }
+                    }
                 }
                 let span = window(warmup, duration);
                 let cpu = cpu_window(server_pid, span);
