@@ -105,11 +105,16 @@ const FRAME_ALLOCATIONS_BUDGET: f64 = 0.05;
 /// into the write buffer, and the next read takes that allocation back once it is written
 /// out, so no buffer is allocated per chunk (2.0 allocations before, a fresh read buffer
 /// each time). The one left is the small header `Bytes` needs to share a buffer the read did
-/// not fill (`BytesMut::freeze`), freed when the write buffer takes the chunk over.
-const BULK_ALLOCATIONS_BUDGET: f64 = 1.05;
-/// Heap allocations per 32 KiB read when two moved chunks come in one turn: 0.000 since the
-/// first is written out before the second read (1.000 while answers waited for the next read).
-const HALF_CHUNK_ALLOCATIONS_BUDGET: f64 = 0.05;
+/// not fill (`BytesMut::freeze`), freed when the write buffer takes the chunk over. The budget
+/// leaves room for the timing noise the half-chunk case below shows under load, and still
+/// fails at 2.0.
+const BULK_ALLOCATIONS_BUDGET: f64 = 1.5;
+/// Heap allocations per 32 KiB read when two moved chunks come in one turn: 0.000 on a quiet
+/// machine since the first is written out before the second read (1.000 while answers waited
+/// for the next read); 0.140 once under CI's load, where a read can come before the bytes (the
+/// taken buffer is then given back to the allocator) or bring less than a chunk (split, not
+/// moved). The budget sits between the two behaviours, not at the quiet figure.
+const HALF_CHUNK_ALLOCATIONS_BUDGET: f64 = 0.5;
 const BULK_CHUNK: usize = 64 * 1024;
 const BULK_CHUNKS: usize = 200;
 
