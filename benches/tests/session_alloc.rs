@@ -238,6 +238,10 @@ fn session_start_and_frame_allocations_stay_within_budget() {
             .expect("listen");
         let client = TcpStream::connect(halves.local_addr()).expect("connect");
         let per_half_chunk = echo_allocations(client, chunk, 20, BULK_CHUNKS).await / 2.0;
+        // Its session's end must not fall inside the span measurement below.
+        tokio::time::timeout(Duration::from_secs(20), halves.registry().wait_for_count(0))
+            .await
+            .expect("the two-chunk session never ended");
         drop(halves);
 
         // The same start with a span per session: the subscriber goes in last, as it stays

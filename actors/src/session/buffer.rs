@@ -32,6 +32,23 @@ impl LazyBuf {
     }
 }
 
+/// Makes the write buffer's allocation the read buffer again, rewound, when the read buffer
+/// has none and the write buffer is written out and holds at least `size`. The last chunk read
+/// went whole to the write side (a codec that moves large items, as `Raw` does): reading into
+/// that allocation instead of a fresh one costs no allocation per chunk and lands each read in
+/// memory the cache has just seen.
+pub(super) fn reuse_written(read_buf: &mut LazyBuf, write_buf: &mut LazyBuf, size: usize) {
+    if read_buf.capacity() > 0 {
+        return;
+    }
+    let reusable = write_buf
+        .allocated_mut()
+        .is_some_and(|written| written.is_empty() && written.try_reclaim(size));
+    if reusable {
+        std::mem::swap(read_buf, write_buf);
+    }
+}
+
 impl Deref for LazyBuf {
     type Target = BytesMut;
 
@@ -68,5 +85,28 @@ mod tests {
         buf.release();
         assert!(buf.allocated_mut().is_none());
         assert_eq!(std::mem::size_of::<LazyBuf>(), 8);
+    }
+
+    #[test]
+    fn a_written_out_buffer_comes_back_as_the_read_buffer() {
+        let (mut read, mut write) = (LazyBuf::default(), LazyBuf::default());
+        write.reserve(64);
+        write.extend_from_slice(&[1; 64]);
+        let at = write.as_ptr();
+        // Still holding bytes: stays on the write side.
+        reuse_written(&mut read, &mut write, 64);
+        assert_eq!(read.capacity(), 0);
+        assert_eq!(write.len(), 64);
+        // Written out (advanced to its end): rewound and handed over.
+        let _ = write.split();
+        reuse_written(&mut read, &mut write, 64);
+        assert!(read.capacity() >= 64 && read.is_empty());
+        assert_eq!(read.as_ptr(), at);
+        assert_eq!(write.capacity(), 0);
+        // A read buffer with room of its own keeps it.
+        write.extend_from_slice(&[2; 8]);
+        let _ = write.split();
+        reuse_written(&mut read, &mut write, 8);
+        assert_eq!(read.as_ptr(), at);
     }
 }

@@ -364,6 +364,14 @@ impl<C: SessionCodec> Core<C> {
         );
     }
 
+    /// Whether written bytes wait that the socket has not refused: the driver flushes before
+    /// it reads again or sleeps. During a STARTTLS switch the rest waits for the TLS stream.
+    pub(super) fn has_flushable_writes(&self) -> bool {
+        !self.write_buf.is_empty()
+            && !self.flags.has(Flags::WRITE_BLOCKED)
+            && self.upgrade().is_none()
+    }
+
     /// Whether buffered frames may go to the handler now.
     pub(super) fn may_deliver(&self) -> bool {
         matches!(self.state, State::Open | State::Closing)

@@ -269,17 +269,7 @@ impl<C: SessionCodec, H: SessionHandler<C>> Session<C, H> {
             }
             // Allocate only now: a fresh socket can report readable before any byte arrives.
             let size = core.config.read_size(core.read_doublings);
-            if core.read_buf.capacity() == 0 {
-                // The last chunk read went whole to the write buffer (a codec that moves large
-                // items, as `Raw` does). Once written out, read into that allocation again
-                // (rewound, nothing to copy) rather than a fresh one: no allocation per chunk,
-                // and each read lands in memory the cache has just seen.
-                if let Some(written) = core.write_buf.allocated_mut() {
-                    if written.is_empty() && written.try_reclaim(size) {
-                        std::mem::swap(&mut core.read_buf, &mut core.write_buf);
-                    }
-                }
-            }
+            super::buffer::reuse_written(&mut core.read_buf, &mut core.write_buf, size);
             core.read_buf.reserve(size);
             // The room may be larger (a partial frame kept its allocation, which grows as a
             // `Vec` does): the read still asks `size`, so reads and a turn stay bounded.
@@ -367,10 +357,7 @@ impl<C: SessionCodec, H: SessionHandler<C>> Session<C, H> {
                 break step;
             }
             // Never go to sleep on unflushed replies unless the socket itself said "full".
-            if !self.core.write_buf.is_empty()
-                && !self.core.flags.has(Flags::WRITE_BLOCKED)
-                && self.core.upgrade().is_none()
-            {
+            if self.core.has_flushable_writes() {
                 continue;
             }
             // Registry deliveries wake the driver when the queue stops being empty; one that
@@ -461,10 +448,7 @@ impl<C: SessionCodec, H: SessionHandler<C>> Session<C, H> {
             // Answers go out before the next read, as an echo loop's do: the socket sends them
             // while we read on, and a chunk a codec moved whole into the write buffer is
             // written out in time for the next read to take its allocation back.
-            if !self.core.write_buf.is_empty()
-                && !self.core.flags.has(Flags::WRITE_BLOCKED)
-                && self.core.upgrade().is_none()
-            {
+            if self.core.has_flushable_writes() {
                 continue;
             }
             if self.core.flags.has(Flags::EOF) && !self.core.flags.has(Flags::READ_FINISHED) {
