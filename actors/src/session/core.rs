@@ -69,6 +69,11 @@ impl Flags {
     /// has not finished sending.
     pub(super) const UNFRAMED_BYTES: u16 = 1 << 13;
 
+    /// What leaves work for a flush or a watermark report with an empty write buffer: bytes
+    /// the transport may still hold, a refused write, a crossing to report.
+    pub(super) const WRITE_SIDE_OWED: u16 =
+        Self::TRANSPORT_UNFLUSHED | Self::REFUSED | Self::ABOVE_HIGH | Self::ANSWERS_HELD;
+
     pub(super) const fn new(set: u16) -> Flags {
         Flags(set)
     }
@@ -370,6 +375,13 @@ impl<C: SessionCodec> Core<C> {
         !self.write_buf.is_empty()
             && !self.flags.has(Flags::WRITE_BLOCKED)
             && self.upgrade().is_none()
+    }
+
+    /// Nothing buffered, nothing held by the transport, no watermark crossing to report: a
+    /// flush has nothing to do, and so has `track_watermarks` (an empty buffer is under both
+    /// marks, and the high watermark is never 0). Flush waiters wait only while bytes do.
+    pub(super) fn write_side_settled(&self) -> bool {
+        self.write_buf.is_empty() && !self.flags.has(Flags::WRITE_SIDE_OWED)
     }
 
     /// Whether buffered frames may go to the handler now.

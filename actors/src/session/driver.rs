@@ -82,8 +82,12 @@ impl<C: SessionCodec, H: SessionHandler<C>> Session<C, H> {
         if self.core.stream.is_none() {
             return Ok(());
         }
-        let mut written = 0;
         self.core.flags.set(Flags::WRITE_BLOCKED, false);
+        if self.core.write_side_settled() {
+            // The driver calls this at every step, most often with nothing written since.
+            return Ok(());
+        }
+        let mut written = 0;
         // During a STARTTLS switch only what was written before it goes out (in plaintext);
         // the rest waits for the TLS stream.
         // No publish before writing: the byte and frame counters are live in the record, so a
@@ -102,6 +106,13 @@ impl<C: SessionCodec, H: SessionHandler<C>> Session<C, H> {
                         io::ErrorKind::WriteZero.into(),
                         self.core.meta.transport(),
                     ));
+                }
+                Poll::Ready(Ok(n)) if n == self.core.write_buf.len() => {
+                    // All of it: the next answer starts where this one did, nothing to advance
+                    // past or rewind later.
+                    self.core.write_buf.clear();
+                    written += n;
+                    sendable -= n;
                 }
                 Poll::Ready(Ok(n)) => {
                     self.core.write_buf.advance(n);
@@ -146,9 +157,10 @@ impl<C: SessionCodec, H: SessionHandler<C>> Session<C, H> {
         }
         if self.core.write_buf.is_empty() && !self.core.flags.has(Flags::TRANSPORT_UNFLUSHED) {
             // The buffer stays for the next reply; the timeout tick frees it once idle.
-            let waiters = self.core.rare.as_mut().and_then(|r| r.flush_waiters.take());
-            for waiter in waiters.into_iter().flat_map(|w| *w) {
-                let _ = waiter.send(());
+            if let Some(waiters) = self.core.rare.as_mut().and_then(|r| r.flush_waiters.take()) {
+                for waiter in *waiters {
+                    let _ = waiter.send(());
+                }
             }
         }
         if written > 0 {
@@ -167,6 +179,9 @@ impl<C: SessionCodec, H: SessionHandler<C>> Session<C, H> {
     /// why its frames stopped. "Drained" comes once the buffer is back at the low watermark,
     /// possibly right after "full"; held answers are released at the same point.
     pub(super) fn track_watermarks(&mut self, ctx: &mut Context<Self>) {
+        if self.core.write_side_settled() {
+            return;
+        }
         let buffered = self.core.write_buf.len();
         let refused = self.core.flags.take(Flags::REFUSED);
         let held = self.core.flags.has(Flags::ANSWERS_HELD)
@@ -261,13 +276,22 @@ impl<C: SessionCodec, H: SessionHandler<C>> Session<C, H> {
         let Some(stream) = core.stream.as_mut() else {
             return Ok(Poll::Pending);
         };
+        // A session in flow keeps its read buffer between reads (the timeout tick frees it once
+        // the session is quiet), so it reads straight away and the read says whether bytes are
+        // there. One without a buffer allocates only once the socket is readable (a fresh
+        // socket can report readable before any byte arrives); if that read finds nothing and
+        // none came this turn (a spurious wake-up, or a fresh socket), it holds none after.
+        let had_buffer = core.read_buf.capacity() > 0;
         loop {
-            match stream.poll_read_ready(cx) {
-                Poll::Pending => return Ok(Poll::Pending),
-                Poll::Ready(Err(e)) => return Err(Self::io_failure(e, self.core.meta.transport())),
-                Poll::Ready(Ok(())) => {}
+            if !had_buffer {
+                match stream.poll_read_ready(cx) {
+                    Poll::Pending => return Ok(Poll::Pending),
+                    Poll::Ready(Err(e)) => {
+                        return Err(Self::io_failure(e, self.core.meta.transport()))
+                    }
+                    Poll::Ready(Ok(())) => {}
+                }
             }
-            // Allocate only now: a fresh socket can report readable before any byte arrives.
             let size = core.config.read_size(core.read_doublings);
             super::buffer::reuse_written(&mut core.read_buf, &mut core.write_buf, size);
             core.read_buf.reserve(size);
@@ -292,9 +316,7 @@ impl<C: SessionCodec, H: SessionHandler<C>> Session<C, H> {
                     return Ok(Poll::Ready(()));
                 }
                 Poll::Pending => {
-                    // Keep the buffer for a session in full flow; one that read nothing this
-                    // turn (a spurious wake-up, or a fresh socket) holds none.
-                    if core.read_buf.is_empty() && !read_this_turn {
+                    if !had_buffer && !read_this_turn && core.read_buf.is_empty() {
                         core.read_buf.release();
                     }
                     return Ok(Poll::Pending);
