@@ -22,7 +22,9 @@
 //! `registry`, `file`, `tls` (against a plain tokio-rustls echo, `baseline_tls_echo`), `unix`
 //! (Switchboard over a Unix socket against itself over TCP loopback), and, only when named,
 //! `ops` (the cost of metrics, logging and the admin socket: all on against all off) and
-//! `ops-listing` (its listing half alone). `--sb-server library` runs the Switchboard side as `scale_server` (the
+//! `ops-listing` (its listing half alone), and `instructions` (the throughput load with both
+//! servers under valgrind's callgrind: user-space instructions per turn, a count that machine
+//! noise does not move; needs `valgrind`). `--sb-server library` runs the Switchboard side as `scale_server` (the
 //! library, same raw echo) when the `switchboard` binary is not built. Loopback only. Every child it starts is killed by its own PID when the runner is done
 //! with it (or unwinds). The table goes to stdout, everything measured to the JSON file.
 //!
@@ -326,6 +328,7 @@ const SCENARIOS: &[&str] = &[
     "unix",
     "ops",
     "ops-listing",
+    "instructions",
 ];
 
 const USAGE: &str = "\
@@ -335,7 +338,7 @@ usage: e2e [--quick] [--rounds N] [--duration SECS] [--only SCENARIO,...] [--out
 
 Switchboard against the plain-tokio baseline, A B A B, medians of the rounds. Build first:
 cargo build --release -p switchboard-cli -p switchboard-benches
-Without --only every scenario runs but ops and ops-listing. Scenarios:";
+Without --only every scenario runs but ops, ops-listing and instructions. Scenarios:";
 
 fn main() {
     let args = Args::from_env();
@@ -469,6 +472,9 @@ fn main() {
     if opts.wants("unix") && opts.switchboard.exists() {
         unix(&opts, &mut report);
     }
+    if opts.named("instructions") {
+        instructions(&opts, &mut report);
+    }
     if opts.named("ops") && opts.switchboard.exists() {
         ops(&opts, &mut report);
     } else if opts.named("ops-listing") && opts.switchboard.exists() {
@@ -575,6 +581,14 @@ fn start_server(opts: &Opts, side: Side, extra: &[&str]) -> Server {
 /// [`start_server`] with `switchboard serve` logging at `log` (`RUST_LOG`); its stderr, where
 /// the log goes, is /dev/null either way.
 fn start_server_with(opts: &Opts, side: Side, extra: &[&str], log: &str) -> Server {
+    let mut command = server_command(opts, side, extra, log);
+    let mut proc = Proc::spawn(&mut command);
+    let addr = listening(&mut proc);
+    Server { proc, addr }
+}
+
+/// The command [`start_server_with`] runs.
+fn server_command(opts: &Opts, side: Side, extra: &[&str], log: &str) -> Command {
     let mut command = match side {
         Side::Baseline => Command::new(opts.bin("baseline_echo")),
         Side::Switchboard if opts.library_server => {
@@ -594,9 +608,7 @@ fn start_server_with(opts: &Opts, side: Side, extra: &[&str], log: &str) -> Serv
     if let Some(workers) = opts.workers.filter(|_| !extra.contains(&"--workers")) {
         command.args(["--workers", &workers.to_string()]);
     }
-    let mut proc = Proc::spawn(&mut command);
-    let addr = listening(&mut proc);
-    Server { proc, addr }
+    command
 }
 
 fn listening(proc: &mut Proc) -> SocketAddr {
@@ -1920,6 +1932,225 @@ fn tls(opts: &Opts, report: &mut Report) {
 
 /// Switchboard's raw echo over a Unix socket against the same server over TCP loopback (the
 /// "baseline" column): small pipelined messages and 64 KiB bulk.
+/// The throughput load (100 × 16 × 64 B) against each server running under callgrind: the
+/// user-space instructions (program and libraries, not the kernel) per turn, counted between
+/// `callgrind_control --zero` and `--dump` inside the load. A turn is one write: both servers
+/// write once per turn of a connection (read, echo, write), so the calls to `send` count them.
+/// Under callgrind the servers run tens of times slower, so the rates are not this row's; the
+/// counts per turn are, and they do not drift with machine noise (rounds agree within a few
+/// per cent), which makes them the measure for changes too small for msgs/s to resolve. The
+/// baseline as actix actors (`baseline_echo --thread-per-worker --actor`) is measured too: what
+/// the actor runtime and the thread layout cost a turn before any session code runs.
+fn instructions(opts: &Opts, report: &mut Report) {
+    for (tool, package) in [("valgrind", "valgrind"), ("callgrind_control", "valgrind")] {
+        let found = Command::new(tool)
+            .arg("--version")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok();
+        assert!(
+            found,
+            "{tool} missing: install it with `apt-get install -y {package}`"
+        );
+    }
+    let dir = std::env::temp_dir().join(format!("e2e-callgrind-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let (c, p, size) = (100, 16, 64);
+    let actor = ["--thread-per-worker", "--actor"];
+    let servers = [
+        (
+            "baseline",
+            start_under_callgrind(opts, Side::Baseline, &[], &dir),
+        ),
+        (
+            "actor",
+            start_under_callgrind(opts, Side::Baseline, &actor, &dir),
+        ),
+        (
+            "switchboard",
+            start_under_callgrind(opts, Side::Switchboard, &[], &dir),
+        ),
+    ];
+    let mut runs: [Vec<Value>; 3] = Default::default();
+    for round in 0..opts.rounds {
+        for ((name, server), runs) in servers.iter().zip(runs.iter_mut()) {
+            let v = turn_instructions(opts, server, &dir, c, p, size);
+            eprintln!("instructions round {} {name}: {v}", round + 1);
+            runs.push(v);
+        }
+    }
+    let [base, actor, sb] = runs;
+    let command = format!(
+        "valgrind --tool=callgrind SERVER; load_client ADDR --connections {c} --pipeline {p} --size {size}; callgrind_control --zero PID, {} s, --dump PID",
+        opts.duration
+    );
+    let per_turn = |v: &Value| num(v, "/ir_per_turn");
+    let per_message = |v: &Value| num(v, "/ir_per_message");
+    report.paired(
+        "instructions",
+        "user-space instructions per turn (one write)",
+        "Ir",
+        &column(&sb, per_turn),
+        &column(&base, per_turn),
+        Goal::None,
+        &command,
+    );
+    report.paired(
+        "instructions",
+        "same, per message (messages per turn from the rate under callgrind)",
+        "Ir",
+        &column(&sb, per_message),
+        &column(&base, per_message),
+        Goal::None,
+        &command,
+    );
+    report.single(
+        "instructions",
+        "per turn, the baseline as actix actors (`--thread-per-worker --actor`)",
+        "Ir",
+        median(&column(&actor, per_turn)),
+        Goal::None,
+        &command,
+    );
+    report.raw.insert(
+        "instructions".into(),
+        json!({"baseline": base, "actor_baseline": actor, "switchboard": sb}),
+    );
+    drop(servers);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// [`start_server`] with the server under callgrind, writing its dumps into `dir`.
+fn start_under_callgrind(opts: &Opts, side: Side, extra: &[&str], dir: &Path) -> Server {
+    let plain = server_command(opts, side, extra, "warn");
+    let mut command = Command::new("valgrind");
+    command
+        .arg("--tool=callgrind")
+        .arg(format!("--callgrind-out-file={}/cg.%p", dir.display()))
+        .arg(plain.get_program())
+        .args(plain.get_args())
+        .stderr(Stdio::null());
+    for (key, value) in plain.get_envs() {
+        match value {
+            Some(value) => command.env(key, value),
+            None => command.env_remove(key),
+        };
+    }
+    let mut proc = Proc::spawn(&mut command);
+    let addr = listening(&mut proc);
+    Server { proc, addr }
+}
+
+/// One count: the load runs `duration` + 2 s; the counters are zeroed 1.5 s in and dumped
+/// `duration` later, inside it.
+fn turn_instructions(
+    opts: &Opts,
+    server: &Server,
+    dir: &Path,
+    c: usize,
+    p: usize,
+    size: usize,
+) -> Value {
+    let control = |what: &str| {
+        let status = Command::new("callgrind_control")
+            .args([what, &server.pid().to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .expect("callgrind_control");
+        assert!(status.success(), "callgrind_control {what} failed");
+    };
+    let load = die_with_parent(
+        Command::new(opts.bin("load_client"))
+            .arg(server.addr.to_string())
+            .args(["--connections", &c.to_string()])
+            .args(["--pipeline", &p.to_string()])
+            .args(["--size", &size.to_string()])
+            .args(["--duration", &(opts.duration + 2.0).to_string()])
+            .args(["--warmup", "1"]),
+    )
+    .stdout(Stdio::piped())
+    .stderr(Stdio::inherit())
+    .spawn()
+    .expect("start load_client");
+    std::thread::sleep(Duration::from_millis(1500));
+    control("--zero");
+    let zeroed = Instant::now();
+    std::thread::sleep(Duration::from_secs_f64(opts.duration));
+    control("--dump");
+    let window = zeroed.elapsed().as_secs_f64();
+    let output = load.wait_with_output().expect("load_client");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let load: Value = serde_json::from_str(stdout.lines().last().unwrap_or_default())
+        .unwrap_or_else(|_| panic!("load_client printed no JSON: {stdout:?}"));
+    let dump = newest_dump(dir, server.pid());
+    let text = std::fs::read_to_string(&dump).expect("read the callgrind dump");
+    let (ir, sends) = callgrind_counts(&text, "send");
+    let _ = std::fs::remove_file(&dump);
+    let turns = sends.max(1) as f64;
+    let messages = num(&load, "/msgs_per_s") * window;
+    json!({
+        "ir": ir, "sends": sends, "window_s": window,
+        "ir_per_turn": ir as f64 / turns,
+        "messages_per_turn": messages / turns,
+        "ir_per_message": ir as f64 / messages,
+        "msgs_per_s_under_callgrind": num(&load, "/msgs_per_s"),
+    })
+}
+
+/// The dump `callgrind_control --dump` wrote last for `pid` (`cg.PID.N`, the highest N).
+fn newest_dump(dir: &Path, pid: u32) -> PathBuf {
+    let prefix = format!("cg.{pid}.");
+    std::fs::read_dir(dir)
+        .expect("callgrind dir")
+        .filter_map(|entry| {
+            let name = entry.ok()?.file_name().into_string().ok()?;
+            let part: u32 = name.strip_prefix(&prefix)?.parse().ok()?;
+            Some((part, dir.join(name)))
+        })
+        .max()
+        .map(|(_, path)| path)
+        .unwrap_or_else(|| panic!("no callgrind dump for {pid} in {}", dir.display()))
+}
+
+/// The total instructions of a callgrind dump and the calls it records to the function `name`
+/// (names are compressed: `(id) name` the first time, `(id)` after; `fn` and `cfn` share ids).
+fn callgrind_counts(text: &str, name: &str) -> (u64, u64) {
+    let mut names = std::collections::HashMap::new();
+    let mut callee_matches = false;
+    let (mut total, mut calls) = (0, 0);
+    for line in text.lines() {
+        let named = line
+            .strip_prefix("cfn=")
+            .map(|rest| (true, rest))
+            .or_else(|| line.strip_prefix("fn=").map(|rest| (false, rest)));
+        if let Some((is_callee, rest)) = named {
+            let (id, given) = match rest.split_once(' ') {
+                Some((id, given)) => (id, Some(given)),
+                None => (rest, None),
+            };
+            if let Some(given) = given {
+                names.insert(id.to_string(), given.to_string());
+            }
+            if is_callee {
+                callee_matches = names.get(id).is_some_and(|n| n == name);
+            }
+        } else if let Some(rest) = line.strip_prefix("calls=") {
+            if callee_matches {
+                calls += rest
+                    .split_whitespace()
+                    .next()
+                    .and_then(|n| n.parse::<u64>().ok())
+                    .unwrap_or(0);
+            }
+        } else if let Some(rest) = line.strip_prefix("summary:") {
+            total = rest.trim().parse().unwrap_or(0);
+        }
+    }
+    (total, calls)
+}
+
 fn unix(opts: &Opts, report: &mut Report) {
     let dir = opts
         .out
@@ -2477,5 +2708,34 @@ mod tests {
         let at_target = vec![1.0, 1.0, 1.0, 1.02, 1.05];
         let row = throughput_row(&at_target);
         assert_eq!((row.met(), row.resolved()), (Some(true), Some(true)));
+    }
+
+    #[test]
+    fn a_callgrind_dump_gives_its_total_and_the_calls_to_one_function() {
+        // The shape callgrind writes: names compressed to `(id)` after their first use, `fn` and
+        // `cfn` sharing ids, a `calls=` line after each `cfn=`.
+        let dump = "\
+version: 1
+events: Ir
+fn=(1) poll
+10 5
+cfn=(2) send
+calls=7 0
+10 70
+cfn=(3) recv
+calls=9 0
+11 90
+fn=(4) flush
+cfn=(2)
+calls=3 0
+12 30
+fn=(2)
+0 40
+summary: 235
+totals: 235
+";
+        assert_eq!(callgrind_counts(dump, "send"), (235, 10));
+        assert_eq!(callgrind_counts(dump, "recv"), (235, 9));
+        assert_eq!(callgrind_counts(dump, "sendmsg"), (235, 0));
     }
 }
