@@ -1986,25 +1986,27 @@ fn instructions(opts: &Opts, report: &mut Report) {
         opts.duration
     );
     let per_turn = |v: &Value| num(v, "/ir_per_turn");
-    let per_message = |v: &Value| num(v, "/ir_per_message");
-    report.paired(
-        "instructions",
-        "user-space instructions per turn (one write)",
-        "Ir",
-        &column(&sb, per_turn),
-        &column(&base, per_turn),
-        Goal::None,
-        &command,
-    );
-    report.paired(
-        "instructions",
-        "same, per message (messages per turn from the rate under callgrind)",
-        "Ir",
-        &column(&sb, per_message),
-        &column(&base, per_message),
-        Goal::None,
-        &command,
-    );
+    for (metric, key) in [
+        (
+            "user-space instructions per turn (one write)",
+            "/ir_per_turn",
+        ),
+        (
+            "same, per message (messages per turn from the rate under callgrind)",
+            "/ir_per_message",
+        ),
+    ] {
+        let figure = |v: &Value| num(v, key);
+        report.paired(
+            "instructions",
+            metric,
+            "Ir",
+            &column(&sb, figure),
+            &column(&base, figure),
+            Goal::None,
+            &command,
+        );
+    }
     report.single(
         "instructions",
         "per turn, the baseline as actix actors (`--thread-per-worker --actor`)",
