@@ -68,6 +68,8 @@ impl Flags {
     /// Bytes arrived past the end of the last decoded frame: the start of a frame the peer
     /// has not finished sending.
     pub(super) const UNFRAMED_BYTES: u16 = 1 << 13;
+    /// Bytes were read since the last timeout tick: the read buffer stays for the next read.
+    pub(super) const READ_SINCE_TICK: u16 = 1 << 14;
 
     /// What leaves work for a flush or a watermark report with an empty write buffer: bytes
     /// the transport may still hold, a refused write, a crossing to report.

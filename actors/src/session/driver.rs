@@ -277,8 +277,8 @@ impl<C: SessionCodec, H: SessionHandler<C>> Session<C, H> {
             return Ok(Poll::Pending);
         };
         // A session in flow keeps its read buffer between reads (the timeout tick frees it once
-        // the session is quiet), so it reads straight away and the read says whether bytes are
-        // there. One without a buffer allocates only once the socket is readable (a fresh
+        // a period passes without a read), so it reads straight away and the read says whether
+        // bytes are there. One without a buffer allocates only once the socket is readable (a fresh
         // socket can report readable before any byte arrives); if that read finds nothing and
         // none came this turn (a spurious wake-up, or a fresh socket), it holds none after.
         let had_buffer = core.read_buf.capacity() > 0;
@@ -310,6 +310,7 @@ impl<C: SessionCodec, H: SessionHandler<C>> Session<C, H> {
                     core.adapt_read_size(n, size);
                     core.meta.bytes_in.add(n as u64);
                     core.flags.set(Flags::MOVED_SINCE_TICK, true);
+                    core.flags.set(Flags::READ_SINCE_TICK, true);
                     core.flags.set(Flags::UNFRAMED_BYTES, true);
                     core.flags.set(Flags::NEEDS_DATA, false);
                     crate::spin::note_activity();

@@ -370,3 +370,62 @@ async fn a_partial_frame_in_the_buffer_does_not_make_reads_larger_than_the_large
         [64, 128, 256, 256, 256, 256, 256, 64]
     );
 }
+
+/// What a session holds in buffers: its read and its write buffer's capacity.
+#[derive(actix::Message)]
+#[rtype(result = "(usize, usize)")]
+struct HeldBuffers;
+
+impl<C: super::SessionCodec, H: SessionHandler<C>> actix::Handler<HeldBuffers>
+    for super::Session<C, H>
+{
+    type Result = actix::MessageResult<HeldBuffers>;
+
+    fn handle(&mut self, _: HeldBuffers, _: &mut actix::Context<Self>) -> Self::Result {
+        actix::MessageResult((
+            self.core.read_buf.capacity(),
+            self.core.write_buf.capacity(),
+        ))
+    }
+}
+
+#[actix_rt::test]
+async fn a_session_that_only_writes_gives_its_read_buffer_back_after_a_period_without_reads() {
+    // A tick every 100 ms; writes count as activity, so the session never idles out. The
+    // in-memory stream, like TLS, reports readable at every poll: only the tick frees the
+    // buffer of a session that keeps one between reads.
+    let config = SessionConfig::default()
+        .with_idle_timeout(Some(Duration::from_millis(400)))
+        .with_frame_timeout(None);
+    let (session, mut peer, mut seen) = start(config, false);
+    peer.write_all(b"hello\n").await.unwrap();
+    assert_eq!(next(&mut seen).await, Seen::Line("hello".into()));
+    let (read, _) = session.send(HeldBuffers).await.unwrap();
+    assert!(read > 0, "a session that just read holds a read buffer");
+    let deadline = tokio::time::Instant::now() + LIMIT;
+    let mut answer = [0u8; 64];
+    loop {
+        // Only writes from here on: the peer reads each one.
+        session
+            .send(super::Write("update".to_string()))
+            .await
+            .unwrap()
+            .expect("the write is taken");
+        let n = tokio::time::timeout(LIMIT, peer.read(&mut answer))
+            .await
+            .expect("the write arrives in time")
+            .unwrap();
+        assert!(n > 0, "the session is still open");
+        let (read, write) = session.send(HeldBuffers).await.unwrap();
+        if read == 0 {
+            assert!(write > 0, "a session still writing keeps its write buffer");
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the read buffer ({read} B) is still held after {LIMIT:?} of writes without a read"
+        );
+        // Paces the writes (several per tick period); what the test waits for is the tick.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

@@ -39,16 +39,18 @@ impl<C: SessionCodec, H: SessionHandler<C>> Session<C, H> {
         core.meta
             .idle_ms
             .store(idle, std::sync::atomic::Ordering::Relaxed);
-        if core.idle_ticks > 0 {
-            // Quiet for a whole period: give the buffers back (an idle session holds none), and
-            // read small again when traffic comes back.
+        // Nothing read for a whole period: give the read buffer back, even while the session
+        // keeps writing (a subscriber that only receives holds none), and read small again
+        // when its peer sends again.
+        if !core.flags.take(Flags::READ_SINCE_TICK) {
             if core.read_buf.is_empty() {
                 core.read_buf.release();
             }
             core.read_doublings = 0;
-            if core.write_buf.is_empty() {
-                core.write_buf.release();
-            }
+        }
+        if core.idle_ticks > 0 && core.write_buf.is_empty() {
+            // Quiet for a whole period: an idle session holds no buffers.
+            core.write_buf.release();
         }
         // Only a frame the decoder is still waiting for the peer to finish counts: complete
         // frames held back (paused, write buffer full, busy handler) are not the peer's fault,
