@@ -436,6 +436,9 @@ fn main() {
         opts.warmup,
         if quick { " (quick)" } else { "" }
     );
+    if opts.named("instructions") {
+        require_callgrind();
+    }
     if opts.wants("throughput") {
         throughput(&opts, &mut report);
     }
@@ -1930,52 +1933,38 @@ fn tls(opts: &Opts, report: &mut Report) {
     report.raw.insert("tls".into(), Value::Object(raw));
 }
 
-/// Switchboard's raw echo over a Unix socket against the same server over TCP loopback (the
-/// "baseline" column): small pipelined messages and 64 KiB bulk.
 /// The throughput load (100 × 16 × 64 B) against each server running under callgrind: the
 /// user-space instructions (program and libraries, not the kernel) per turn, counted between
 /// `callgrind_control --zero` and `--dump` inside the load. A turn is one write: both servers
 /// write once per turn of a connection (read, echo, write), so the calls to `send` count them.
-/// Under callgrind the servers run tens of times slower, so the rates are not this row's; the
-/// counts per turn are, and they do not drift with machine noise (rounds agree within a few
-/// per cent), which makes them the measure for changes too small for msgs/s to resolve. The
-/// baseline as actix actors (`baseline_echo --thread-per-worker --actor`) is measured too: what
-/// the actor runtime and the thread layout cost a turn before any session code runs.
+/// Under callgrind the servers run several times slower, so the rates are not this row's; the
+/// counts per turn are, and a server's rounds agree within about 1.5% (a run's window and the
+/// messages per turn move them a little between runs), which makes them the measure for
+/// changes too small for msgs/s to resolve. The baseline as actix actors (`baseline_echo
+/// --thread-per-worker --actor`) is measured too: what the actor runtime and the thread layout
+/// cost a turn before any session code runs.
 fn instructions(opts: &Opts, report: &mut Report) {
-    for (tool, package) in [("valgrind", "valgrind"), ("callgrind_control", "valgrind")] {
-        let found = Command::new(tool)
-            .arg("--version")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok();
-        assert!(
-            found,
-            "{tool} missing: install it with `apt-get install -y {package}`"
-        );
-    }
-    let dir = std::env::temp_dir().join(format!("e2e-callgrind-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("temp dir");
+    let dir = ScratchDir::new("e2e-callgrind");
     let (c, p, size) = (100, 16, 64);
     let actor = ["--thread-per-worker", "--actor"];
     let servers = [
         (
             "baseline",
-            start_under_callgrind(opts, Side::Baseline, &[], &dir),
+            start_under_callgrind(opts, Side::Baseline, &[], &dir.0),
         ),
         (
             "actor",
-            start_under_callgrind(opts, Side::Baseline, &actor, &dir),
+            start_under_callgrind(opts, Side::Baseline, &actor, &dir.0),
         ),
         (
             "switchboard",
-            start_under_callgrind(opts, Side::Switchboard, &[], &dir),
+            start_under_callgrind(opts, Side::Switchboard, &[], &dir.0),
         ),
     ];
     let mut runs: [Vec<Value>; 3] = Default::default();
     for round in 0..opts.rounds {
         for ((name, server), runs) in servers.iter().zip(runs.iter_mut()) {
-            let v = turn_instructions(opts, server, &dir, c, p, size);
+            let v = turn_instructions(opts, server, &dir.0, c, p, size);
             eprintln!("instructions round {} {name}: {v}", round + 1);
             runs.push(v);
         }
@@ -1992,7 +1981,7 @@ fn instructions(opts: &Opts, report: &mut Report) {
             "/ir_per_turn",
         ),
         (
-            "same, per message (messages per turn from the rate under callgrind)",
+            "same, per message (messages per turn from the rate under callgrind: noisier)",
             "/ir_per_message",
         ),
     ] {
@@ -2009,7 +1998,7 @@ fn instructions(opts: &Opts, report: &mut Report) {
     }
     report.single(
         "instructions",
-        "per turn, the baseline as actix actors (`--thread-per-worker --actor`)",
+        "per turn, the baseline as actix actors (`--thread-per-worker --actor`; in the Switchboard column)",
         "Ir",
         median(&column(&actor, per_turn)),
         Goal::None,
@@ -2019,29 +2008,74 @@ fn instructions(opts: &Opts, report: &mut Report) {
         "instructions".into(),
         json!({"baseline": base, "actor_baseline": actor, "switchboard": sb}),
     );
-    drop(servers);
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// [`start_server`] with the server under callgrind, writing its dumps into `dir`.
+/// Stops the run before any scenario when `--only` names `instructions` and valgrind's tools
+/// are missing, so no other scenario's figures are lost to it.
+fn require_callgrind() {
+    for tool in ["valgrind", "callgrind_control"] {
+        let found = Command::new(tool)
+            .arg("--version")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|status| status.success());
+        if !found {
+            eprintln!(
+                "e2e: `--only instructions` needs {tool} (valgrind's package; callgrind_control \
+                 is a perl script): install it with `apt-get install -y valgrind`"
+            );
+            std::process::exit(2);
+        }
+    }
+}
+
+/// A directory under the system's temp dir, removed with everything in it when dropped (also
+/// on a panic).
+struct ScratchDir(PathBuf);
+
+impl ScratchDir {
+    fn new(name: &str) -> ScratchDir {
+        let dir = std::env::temp_dir().join(format!("{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        ScratchDir(dir)
+    }
+}
+
+impl Drop for ScratchDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// [`start_server`] with the server under callgrind, writing its dumps, and valgrind's gdb
+/// pipes, into `dir`.
 fn start_under_callgrind(opts: &Opts, side: Side, extra: &[&str], dir: &Path) -> Server {
     let plain = server_command(opts, side, extra, "warn");
     let mut command = Command::new("valgrind");
     command
         .arg("--tool=callgrind")
         .arg(format!("--callgrind-out-file={}/cg.%p", dir.display()))
+        .arg(format!("--vgdb-prefix={}", vgdb_prefix(dir)))
         .arg(plain.get_program())
-        .args(plain.get_args())
-        .stderr(Stdio::null());
+        .args(plain.get_args());
     for (key, value) in plain.get_envs() {
         match value {
             Some(value) => command.env(key, value),
             None => command.env_remove(key),
         };
     }
+    // Valgrind's own messages (and a server's panic) go to a file beside the dumps.
+    let log = std::fs::File::create(dir.join(format!("valgrind-{}.log", side.name())))
+        .expect("valgrind log");
+    command.stderr(log);
     let mut proc = Proc::spawn(&mut command);
     let addr = listening(&mut proc);
     Server { proc, addr }
+}
+
+fn vgdb_prefix(dir: &Path) -> String {
+    format!("{}/vgdb", dir.display())
 }
 
 /// One count: the load runs `duration` + 2 s; the counters are zeroed 1.5 s in and dumped
@@ -2056,6 +2090,7 @@ fn turn_instructions(
 ) -> Value {
     let control = |what: &str| {
         let status = Command::new("callgrind_control")
+            .arg(format!("--vgdb-prefix={}", vgdb_prefix(dir)))
             .args([what, &server.pid().to_string()])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -2063,34 +2098,33 @@ fn turn_instructions(
             .expect("callgrind_control");
         assert!(status.success(), "callgrind_control {what} failed");
     };
-    let load = die_with_parent(
+    let mut load = Proc::spawn(
         Command::new(opts.bin("load_client"))
             .arg(server.addr.to_string())
             .args(["--connections", &c.to_string()])
             .args(["--pipeline", &p.to_string()])
             .args(["--size", &size.to_string()])
             .args(["--duration", &(opts.duration + 2.0).to_string()])
-            .args(["--warmup", "1"]),
-    )
-    .stdout(Stdio::piped())
-    .stderr(Stdio::inherit())
-    .spawn()
-    .expect("start load_client");
+            .args(["--warmup", "1"])
+            .stderr(Stdio::inherit()),
+    );
     std::thread::sleep(Duration::from_millis(1500));
     control("--zero");
     let zeroed = Instant::now();
     std::thread::sleep(Duration::from_secs_f64(opts.duration));
     control("--dump");
     let window = zeroed.elapsed().as_secs_f64();
-    let output = load.wait_with_output().expect("load_client");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let load: Value = serde_json::from_str(stdout.lines().last().unwrap_or_default())
-        .unwrap_or_else(|_| panic!("load_client printed no JSON: {stdout:?}"));
+    let load = load.json();
     let dump = newest_dump(dir, server.pid());
     let text = std::fs::read_to_string(&dump).expect("read the callgrind dump");
-    let (ir, sends) = callgrind_counts(&text, "send");
+    let (ir, sends) = callgrind_counts(&text, &["send", "__send", "__libc_send"]);
     let _ = std::fs::remove_file(&dump);
-    let turns = sends.max(1) as f64;
+    assert!(
+        ir > 0 && sends > 0,
+        "the dump {} holds {ir} instructions and {sends} calls to send: nothing to count turns by",
+        dump.display()
+    );
+    let turns = sends as f64;
     let messages = num(&load, "/msgs_per_s") * window;
     json!({
         "ir": ir, "sends": sends, "window_s": window,
@@ -2116,9 +2150,10 @@ fn newest_dump(dir: &Path, pid: u32) -> PathBuf {
         .unwrap_or_else(|| panic!("no callgrind dump for {pid} in {}", dir.display()))
 }
 
-/// The total instructions of a callgrind dump and the calls it records to the function `name`
-/// (names are compressed: `(id) name` the first time, `(id)` after; `fn` and `cfn` share ids).
-fn callgrind_counts(text: &str, name: &str) -> (u64, u64) {
+/// The total instructions of a callgrind dump (its first event, as `--tool=callgrind` records
+/// only `Ir` by default) and the calls it records to any function in `callees` (names are
+/// compressed: `(id) name` the first time, `(id)` after; `fn` and `cfn` share ids).
+fn callgrind_counts(text: &str, callees: &[&str]) -> (u64, u64) {
     let mut names = std::collections::HashMap::new();
     let mut callee_matches = false;
     let (mut total, mut calls) = (0, 0);
@@ -2136,7 +2171,9 @@ fn callgrind_counts(text: &str, name: &str) -> (u64, u64) {
                 names.insert(id.to_string(), given.to_string());
             }
             if is_callee {
-                callee_matches = names.get(id).is_some_and(|n| n == name);
+                callee_matches = names
+                    .get(id)
+                    .is_some_and(|n: &String| callees.contains(&n.as_str()));
             }
         } else if let Some(rest) = line.strip_prefix("calls=") {
             if callee_matches {
@@ -2147,12 +2184,18 @@ fn callgrind_counts(text: &str, name: &str) -> (u64, u64) {
                     .unwrap_or(0);
             }
         } else if let Some(rest) = line.strip_prefix("summary:") {
-            total = rest.trim().parse().unwrap_or(0);
+            total = rest
+                .split_whitespace()
+                .next()
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(0);
         }
     }
     (total, calls)
 }
 
+/// Switchboard's raw echo over a Unix socket against the same server over TCP loopback (the
+/// "baseline" column): small pipelined messages and 64 KiB bulk.
 fn unix(opts: &Opts, report: &mut Report) {
     let dir = opts
         .out
@@ -2736,8 +2779,8 @@ fn=(2)
 summary: 235
 totals: 235
 ";
-        assert_eq!(callgrind_counts(dump, "send"), (235, 10));
-        assert_eq!(callgrind_counts(dump, "recv"), (235, 9));
-        assert_eq!(callgrind_counts(dump, "sendmsg"), (235, 0));
+        assert_eq!(callgrind_counts(dump, &["send"]), (235, 10));
+        assert_eq!(callgrind_counts(dump, &["recv", "__libc_recv"]), (235, 9));
+        assert_eq!(callgrind_counts(dump, &["sendmsg"]), (235, 0));
     }
 }
