@@ -107,15 +107,14 @@ impl<C: SessionCodec, H: SessionHandler<C>> Session<C, H> {
                         self.core.meta.transport(),
                     ));
                 }
-                Poll::Ready(Ok(n)) if n == self.core.write_buf.len() => {
-                    // All of it: the next answer starts where this one did, nothing to advance
-                    // past or rewind later.
-                    self.core.write_buf.clear();
-                    written += n;
-                    sendable -= n;
-                }
                 Poll::Ready(Ok(n)) => {
-                    self.core.write_buf.advance(n);
+                    if n == self.core.write_buf.len() {
+                        // All of it: the next answer starts where this one did, nothing to
+                        // advance past or rewind later.
+                        self.core.write_buf.clear();
+                    } else {
+                        self.core.write_buf.advance(n);
+                    }
                     written += n;
                     sendable -= n;
                 }
@@ -278,9 +277,9 @@ impl<C: SessionCodec, H: SessionHandler<C>> Session<C, H> {
         };
         // A session in flow keeps its read buffer between reads (the timeout tick frees it once
         // a period passes without a read), so it reads straight away and the read says whether
-        // bytes are there. One without a buffer allocates only once the socket is readable (a fresh
-        // socket can report readable before any byte arrives); if that read finds nothing and
-        // none came this turn (a spurious wake-up, or a fresh socket), it holds none after.
+        // bytes are there. One without a buffer allocates only once the socket is readable (a
+        // fresh socket can report readable before any byte arrives); if that read finds nothing
+        // and none came this turn (a spurious wake-up, or a fresh socket), it holds none after.
         let had_buffer = core.read_buf.capacity() > 0;
         loop {
             if !had_buffer {

@@ -24,7 +24,7 @@
 //! `ops` (the cost of metrics, logging and the admin socket: all on against all off) and
 //! `ops-listing` (its listing half alone), and `instructions` (the throughput load with both
 //! servers under valgrind's callgrind: user-space instructions per turn, a count that machine
-//! noise does not move; needs `valgrind`). `--sb-server library` runs the Switchboard side as `scale_server` (the
+//! noise barely moves; needs `valgrind`). `--sb-server library` runs the Switchboard side as `scale_server` (the
 //! library, same raw echo) when the `switchboard` binary is not built. Loopback only. Every child it starts is killed by its own PID when the runner is done
 //! with it (or unwinds). The table goes to stdout, everything measured to the JSON file.
 //!
@@ -481,13 +481,11 @@ fn main() {
     if opts.named("ops") && opts.switchboard.exists() {
         ops(&opts, &mut report);
     } else if opts.named("ops-listing") && opts.switchboard.exists() {
-        let dir = std::env::temp_dir().join(format!("e2e-ops-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("temp dir");
+        let dir = ScratchDir::new("e2e-ops");
         let listing = ops_listing(&opts, &mut report, dir.join("admin.sock"));
         report
             .raw
             .insert("ops".into(), json!({ "listing": listing }));
-        let _ = std::fs::remove_dir_all(&dir);
     }
 
     let table = table(&report.rows);
@@ -1950,21 +1948,21 @@ fn instructions(opts: &Opts, report: &mut Report) {
     let servers = [
         (
             "baseline",
-            start_under_callgrind(opts, Side::Baseline, &[], &dir.0),
+            start_under_callgrind(opts, Side::Baseline, &[], &dir),
         ),
         (
             "actor",
-            start_under_callgrind(opts, Side::Baseline, &actor, &dir.0),
+            start_under_callgrind(opts, Side::Baseline, &actor, &dir),
         ),
         (
             "switchboard",
-            start_under_callgrind(opts, Side::Switchboard, &[], &dir.0),
+            start_under_callgrind(opts, Side::Switchboard, &[], &dir),
         ),
     ];
     let mut runs: [Vec<Value>; 3] = Default::default();
     for round in 0..opts.rounds {
         for ((name, server), runs) in servers.iter().zip(runs.iter_mut()) {
-            let v = turn_instructions(opts, server, &dir.0, c, p, size);
+            let v = turn_instructions(opts, server, &dir, c, p, size);
             eprintln!("instructions round {} {name}: {v}", round + 1);
             runs.push(v);
         }
@@ -2039,6 +2037,14 @@ impl ScratchDir {
         let dir = std::env::temp_dir().join(format!("{name}-{}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("temp dir");
         ScratchDir(dir)
+    }
+}
+
+impl std::ops::Deref for ScratchDir {
+    type Target = Path;
+
+    fn deref(&self) -> &Path {
+        &self.0
     }
 }
 
@@ -2456,8 +2462,7 @@ fn max_between(times: &[(Instant, f64)], from: Instant, to: Instant) -> (f64, us
 /// `GET /metrics` take and whether a ping-pong session stalls meanwhile. Not in the default set
 /// (minutes of connections opened and closed): `--only ops`.
 fn ops(opts: &Opts, report: &mut Report) {
-    let dir = std::env::temp_dir().join(format!("e2e-ops-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("temp dir");
+    let dir = ScratchDir::new("e2e-ops");
     let mut started = 0;
     let mut admin_path = || {
         started += 1;
@@ -2562,7 +2567,6 @@ fn ops(opts: &Opts, report: &mut Report) {
 
     raw.insert("listing".into(), ops_listing(opts, report, admin_path()));
     report.raw.insert("ops".into(), Value::Object(raw));
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// The listing half of [`ops`] (alone: `--only ops-listing`): an all-on server holding 19,200
