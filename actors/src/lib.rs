@@ -9,7 +9,7 @@
 //! | `QTcpSocket` | [`Session`], one actor per connection, on a [`WorkerPool`] thread |
 //! | `connectToHost`, `connected` | [`Connector::connect`], [`SessionHandler::connected`] |
 //! | `readyRead` + `read` | [`SessionHandler::ready_read`] with decoded frames; or [`Notify`] with [`Read`], [`ReadAll`], [`ReadLine`] |
-//! | `write`, `bytesWritten`, `bytesToWrite` | [`Write`], [`SessionHandler::bytes_written`], [`SessionInfo::bytes_to_write`] |
+//! | `write`, `bytesWritten`, `bytesToWrite` | [`Write`] (or [`WriteBytes`] for bytes as they are, uncopied), [`SessionHandler::bytes_written`], [`SessionInfo::bytes_to_write`] |
 //! | `disconnectFromHost`, `abort` | [`DisconnectFromHost`], [`Abort`] |
 //! | `disconnected`, `errorOccurred` | [`SessionHandler::disconnected`] with a [`DisconnectReason`], exactly once |
 //! | (none) | [`Registry`]: count, list, send-to-one, broadcast, kick, subscribe, wait, shutdown |
@@ -150,6 +150,7 @@ pub use session::{
     Abort, CloseMode, Conn, DisconnectFromHost, DisconnectReason, Flush, GetInfo, Invoke,
     PauseReading, ResumeReading, Session, SessionBuilder, SessionCodec, SessionHandler, SessionId,
     SessionInfo, SessionState, SharedError, ShutdownWrite, SlowConsumerPolicy, StartTls, Write,
+    WriteBytes,
 };
 pub use socket_buffers::SocketBuffers;
 pub use target::{IntoTarget, Target, UnixTarget};

@@ -18,7 +18,7 @@ use switchboard_codec::Raw;
 
 use crate::{
     Conn, DisconnectReason, Session, SessionError, SessionHandler, SessionId, SessionInfo, TlsInfo,
-    Write,
+    WriteBytes,
 };
 
 /// What a [`Notify`] session tells its owner. Every event carries the session's
@@ -96,7 +96,7 @@ impl NotifyHandle {
         self.id
     }
 
-    /// The session's address, for [`Write`], [`Flush`](crate::Flush),
+    /// The session's address, for [`Write`](crate::Write), [`Flush`](crate::Flush),
     /// [`DisconnectFromHost`](crate::DisconnectFromHost), [`GetInfo`](crate::GetInfo)...
     pub fn session(&self) -> &Addr<Session<Raw, Notify>> {
         &self.session
@@ -138,13 +138,13 @@ impl NotifyHandle {
         state.buffer.finished && state.buffer.bytes.is_empty()
     }
 
-    /// Sends `data` (Qt's `write`).
+    /// Sends `data` (Qt's `write`), from its own memory: it is not copied ([`WriteBytes`]).
     ///
     /// # Errors
     ///
-    /// As [`Write`]; [`SessionError::Gone`] once the session has ended.
+    /// As [`WriteBytes`]; [`SessionError::Gone`] once the session has ended.
     pub async fn write(&self, data: Bytes) -> Result<(), SessionError> {
-        self.session.send(Write(data)).await?
+        self.session.send(WriteBytes(data)).await?
     }
 }
 

@@ -129,6 +129,16 @@ impl SessionHandler<Raw> for Echo {
     }
 }
 
+/// The same echo with the chunk handed back uncopied (`Conn::write_bytes`): held by
+/// reference instead of encoded into the write buffer, which must cost no allocation either.
+struct EchoUncopied;
+
+impl SessionHandler<Raw> for EchoUncopied {
+    fn ready_read(&mut self, data: Bytes, conn: &mut Conn<'_, Raw, Self>) {
+        let _ = conn.write_bytes(data);
+    }
+}
+
 fn connect_all(addr: SocketAddr, count: usize, into: &mut Vec<TcpStream>) {
     for _ in 0..count {
         into.push(TcpStream::connect(addr).expect("connect to the echo listener"));
@@ -244,6 +254,22 @@ fn session_start_and_frame_allocations_stay_within_budget() {
             .expect("the two-chunk session never ended");
         drop(halves);
 
+        // The frame and bulk paths again, each echo held by reference.
+        let uncopied = Listener::bind("127.0.0.1:0".parse::<SocketAddr>().expect("address"))
+            .workers(1)
+            .session_config(config.clone())
+            .serve(Raw, || EchoUncopied)
+            .expect("listen");
+        let client = TcpStream::connect(uncopied.local_addr()).expect("connect");
+        let per_frame_uncopied = echo_allocations(client, vec![7u8; 64], 100, FRAMES).await;
+        let client = TcpStream::connect(uncopied.local_addr()).expect("connect");
+        let chunk: Vec<u8> = (0..BULK_CHUNK).map(|i| (i % 251) as u8).collect();
+        let per_chunk_uncopied = echo_allocations(client, chunk, 20, BULK_CHUNKS).await;
+        tokio::time::timeout(Duration::from_secs(20), uncopied.registry().wait_for_count(0))
+            .await
+            .expect("the uncopied echo's sessions never ended");
+        drop(uncopied);
+
         // The same start with a span per session: the subscriber goes in last, as it stays
         // for the rest of the process. One slab page of sessions, so the slots they take are
         // counted in full; everything else was made to size above.
@@ -267,6 +293,8 @@ fn session_start_and_frame_allocations_stay_within_budget() {
             "session start: {per_start:.2} allocations, idle session: {per_idle:.0} heap bytes, \
              echoed frame: {per_frame:.3} allocations, echoed 64 KiB chunk: {per_chunk:.3} \
              allocations, two 32 KiB reads a turn: {per_half_chunk:.3} allocations a read; \
+             uncopied (`write_bytes`): {per_frame_uncopied:.3} per frame, \
+             {per_chunk_uncopied:.3} per 64 KiB chunk; \
              a session span adds {span_allocations:.2} allocations and \
              {span_bytes:.0} bytes"
         );
@@ -297,6 +325,16 @@ fn session_start_and_frame_allocations_stay_within_budget() {
         assert!(
             per_chunk <= BULK_ALLOCATIONS_BUDGET,
             "an echoed 64 KiB chunk made {per_chunk:.3} allocations (budget {BULK_ALLOCATIONS_BUDGET})"
+        );
+        assert!(
+            per_frame_uncopied <= FRAME_ALLOCATIONS_BUDGET,
+            "an echoed frame held by reference made {per_frame_uncopied:.3} allocations \
+             (budget {FRAME_ALLOCATIONS_BUDGET})"
+        );
+        assert!(
+            per_chunk_uncopied <= BULK_ALLOCATIONS_BUDGET,
+            "an echoed 64 KiB chunk held by reference made {per_chunk_uncopied:.3} allocations \
+             (budget {BULK_ALLOCATIONS_BUDGET})"
         );
         assert!(
             per_half_chunk <= HALF_CHUNK_ALLOCATIONS_BUDGET,

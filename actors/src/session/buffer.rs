@@ -1,13 +1,14 @@
-//! A session's read or write buffer, boxed only while it holds memory: an idle session's
-//! record carries 8 bytes per buffer instead of `BytesMut`'s 32, which keeps its actor's task
-//! cell in a smaller allocator size class.
+//! A session's read and write buffers, boxed only while they hold memory: an idle session's
+//! record carries 8 bytes per buffer instead of `BytesMut`'s 32 (or 64 for the write side),
+//! which keeps its actor's task cell in a smaller allocator size class.
 
 use std::{
+    io::IoSlice,
     ops::{Deref, DerefMut},
     sync::LazyLock,
 };
 
-use bytes::BytesMut;
+use bytes::{Buf, Bytes, BytesMut};
 
 /// What an absent buffer reads as.
 static EMPTY: LazyLock<BytesMut> = LazyLock::new(BytesMut::new);
@@ -24,28 +25,153 @@ impl LazyBuf {
         debug_assert!(self.is_empty(), "a buffer released with bytes in it");
         self.0 = None;
     }
-
-    /// The buffer, if one is allocated: a caller that only tidies an existing buffer must not
-    /// allocate one.
-    pub(super) fn allocated_mut(&mut self) -> Option<&mut BytesMut> {
-        self.0.as_deref_mut()
-    }
 }
 
 /// Makes the write buffer's allocation the read buffer again, rewound, when the read buffer
 /// has none and the write buffer is written out and holds at least `size`. The last chunk read
-/// went whole to the write side (a codec that moves large items, as `Raw` does): reading into
-/// that allocation instead of a fresh one costs no allocation per chunk and lands each read in
-/// memory the cache has just seen.
-pub(super) fn reuse_written(read_buf: &mut LazyBuf, write_buf: &mut LazyBuf, size: usize) {
+/// went whole to the write side (a codec that moves large items, as `Raw` does, or bytes held
+/// by reference that were their memory's only owner): reading into that allocation instead of
+/// a fresh one costs no allocation per chunk and lands each read in memory the cache has just
+/// seen.
+#[inline]
+pub(super) fn reuse_written(read_buf: &mut LazyBuf, write_buf: &mut WriteBuf, size: usize) {
     if read_buf.capacity() > 0 {
         return;
     }
-    let reusable = write_buf
-        .allocated_mut()
-        .is_some_and(|written| written.is_empty() && written.try_reclaim(size));
-    if reusable {
-        std::mem::swap(read_buf, write_buf);
+    if let Some(written) = write_buf.reclaimable(size) {
+        std::mem::swap(&mut **read_buf, written);
+    }
+}
+
+/// A session's write buffer: what the codec encoded, after at most one piece of bytes held by
+/// reference ([`WriteBuf::hold`]). A handler that hands back bytes it was given (an echo, a
+/// proxy) has them written from the memory they were read into: no copy, and the read buffer
+/// gets that memory back once they are out. Boxed only while it holds memory, as [`LazyBuf`].
+///
+/// Its length is both parts: the watermarks, `bytes_to_write` and a STARTTLS switch count
+/// every byte not yet written, held or encoded.
+#[derive(Default)]
+pub(super) struct WriteBuf(Option<Box<WriteParts>>);
+
+#[derive(Default)]
+struct WriteParts {
+    /// Goes out before `encoded`; empty when nothing is held.
+    held: Bytes,
+    encoded: BytesMut,
+}
+
+impl WriteBuf {
+    /// Bytes not yet written.
+    #[inline]
+    pub(super) fn len(&self) -> usize {
+        self.0
+            .as_ref()
+            .map_or(0, |parts| parts.held.len() + parts.encoded.len())
+    }
+
+    #[inline]
+    pub(super) fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// What the codec encodes into: after whatever is held, so the order of writes is kept.
+    #[inline]
+    pub(super) fn encoded_mut(&mut self) -> &mut BytesMut {
+        &mut self.0.get_or_insert_with(Box::default).encoded
+    }
+
+    /// Queues `bytes` to go out as they are. Into an empty buffer they are held by reference
+    /// (the socket is written from their own memory); behind anything else they are copied,
+    /// so one piece at most is held and the order of writes is kept.
+    pub(super) fn hold(&mut self, bytes: Bytes) {
+        if bytes.is_empty() {
+            return;
+        }
+        let parts = self.0.get_or_insert_with(Box::default);
+        if parts.held.is_empty() && parts.encoded.is_empty() {
+            parts.held = bytes;
+        } else {
+            parts.encoded.extend_from_slice(&bytes);
+        }
+    }
+
+    /// The first `limit` bytes not yet written, in order: the held part, then the encoded one.
+    #[inline]
+    pub(super) fn chunks(&self, limit: usize) -> [&[u8]; 2] {
+        let Some(parts) = self.0.as_deref() else {
+            return [&[], &[]];
+        };
+        let held = &parts.held[..limit.min(parts.held.len())];
+        let rest = limit - held.len();
+        [held, &parts.encoded[..rest.min(parts.encoded.len())]]
+    }
+
+    /// The same as slices for a vectored write.
+    pub(super) fn io_slices(&self, limit: usize) -> [IoSlice<'_>; 2] {
+        self.chunks(limit).map(IoSlice::new)
+    }
+
+    /// Drops the first `n` bytes, which the socket took. Held bytes written out to their end
+    /// are let go; if they were their memory's only owner and nothing encoded waits behind
+    /// them, that memory becomes the (empty) encoded part in place of a smaller one, for the
+    /// read side to take back ([`reuse_written`]): it is the memory the last read was sized
+    /// for.
+    #[inline]
+    pub(super) fn consume(&mut self, n: usize) {
+        let Some(parts) = self.0.as_deref_mut() else {
+            debug_assert_eq!(n, 0, "consumed from an empty write buffer");
+            return;
+        };
+        let from_held = n.min(parts.held.len());
+        if from_held > 0 {
+            if from_held < parts.held.len() {
+                parts.held.advance(from_held);
+            } else {
+                let held = std::mem::take(&mut parts.held);
+                if parts.encoded.is_empty() {
+                    if let Ok(mut memory) = held.try_into_mut() {
+                        if memory.capacity() >= parts.encoded.capacity() {
+                            memory.clear();
+                            parts.encoded = memory;
+                        }
+                    }
+                }
+            }
+        }
+        let from_encoded = n - from_held;
+        if from_encoded == parts.encoded.len() {
+            // All of it: the next answer starts where this one did, nothing to advance past
+            // or rewind later.
+            parts.encoded.clear();
+        } else {
+            parts.encoded.advance(from_encoded);
+        }
+    }
+
+    /// The encoded part's memory, if any: a caller that only tidies an existing buffer must
+    /// not allocate one.
+    pub(super) fn allocated_mut(&mut self) -> Option<&mut BytesMut> {
+        self.0.as_deref_mut().map(|parts| &mut parts.encoded)
+    }
+
+    /// The encoded part's memory, rewound, when nothing waits to be written and it holds at
+    /// least `size` bytes.
+    fn reclaimable(&mut self, size: usize) -> Option<&mut BytesMut> {
+        let parts = self.0.as_deref_mut()?;
+        (parts.held.is_empty() && parts.encoded.is_empty() && parts.encoded.try_reclaim(size))
+            .then_some(&mut parts.encoded)
+    }
+
+    /// The memory the buffer owns (held bytes are shared, so not counted).
+    #[cfg(test)]
+    pub(super) fn capacity(&self) -> usize {
+        self.0.as_ref().map_or(0, |parts| parts.encoded.capacity())
+    }
+
+    /// Frees the buffer and its box; only called on an empty buffer.
+    pub(super) fn release(&mut self) {
+        debug_assert!(self.is_empty(), "a buffer released with bytes in it");
+        self.0 = None;
     }
 }
 
@@ -77,36 +203,104 @@ mod tests {
     fn a_buffer_is_boxed_from_its_first_write_until_released() {
         let mut buf = LazyBuf::default();
         assert!(buf.is_empty());
-        assert!(buf.allocated_mut().is_none(), "reading allocates nothing");
+        assert!(buf.0.is_none(), "reading allocates nothing");
         buf.extend_from_slice(b"abc");
         assert_eq!(&buf[..], b"abc");
-        assert!(buf.allocated_mut().is_some());
+        assert!(buf.0.is_some());
         let _ = buf.split();
         buf.release();
-        assert!(buf.allocated_mut().is_none());
+        assert!(buf.0.is_none());
         assert_eq!(std::mem::size_of::<LazyBuf>(), 8);
+        assert_eq!(std::mem::size_of::<WriteBuf>(), 8);
     }
 
     #[test]
     fn a_written_out_buffer_comes_back_as_the_read_buffer() {
-        let (mut read, mut write) = (LazyBuf::default(), LazyBuf::default());
-        write.reserve(64);
-        write.extend_from_slice(&[1; 64]);
-        let at = write.as_ptr();
+        let (mut read, mut write) = (LazyBuf::default(), WriteBuf::default());
+        write.encoded_mut().reserve(64);
+        write.encoded_mut().extend_from_slice(&[1; 64]);
+        let at = write.chunks(64)[1].as_ptr();
         // Still holding bytes: stays on the write side.
         reuse_written(&mut read, &mut write, 64);
         assert_eq!(read.capacity(), 0);
         assert_eq!(write.len(), 64);
-        // Written out (advanced to its end): rewound and handed over.
-        let _ = write.split();
+        // Written out in two pieces: rewound and handed over.
+        write.consume(10);
+        write.consume(54);
         reuse_written(&mut read, &mut write, 64);
         assert!(read.capacity() >= 64 && read.is_empty());
         assert_eq!(read.as_ptr(), at);
         assert_eq!(write.capacity(), 0);
         // A read buffer with room of its own keeps it.
-        write.extend_from_slice(&[2; 8]);
-        let _ = write.split();
+        write.encoded_mut().extend_from_slice(&[2; 8]);
+        write.consume(8);
         reuse_written(&mut read, &mut write, 8);
         assert_eq!(read.as_ptr(), at);
+    }
+
+    #[test]
+    fn held_bytes_are_written_from_their_own_memory_before_what_follows() {
+        let mut read = BytesMut::with_capacity(4096);
+        read.extend_from_slice(b"echo me");
+        let frame = read.split().freeze();
+        let mut write = WriteBuf::default();
+        write.hold(frame.clone());
+        write.encoded_mut().extend_from_slice(b" and this");
+        write.hold(Bytes::from_static(b" then that"));
+        assert_eq!(write.len(), 26);
+        let [held, encoded] = write.chunks(usize::MAX);
+        assert_eq!(
+            held.as_ptr(),
+            frame.as_ptr(),
+            "held by reference, not copied"
+        );
+        assert_eq!(held, b"echo me");
+        assert_eq!(encoded, b" and this then that");
+        // A limit (a STARTTLS switch) can end inside either part.
+        assert_eq!(write.chunks(3), [&b"ech"[..], &b""[..]]);
+        assert_eq!(write.chunks(9), [&b"echo me"[..], &b" a"[..]]);
+        write.consume(4);
+        assert_eq!(write.chunks(usize::MAX)[0], b" me");
+        write.consume(5);
+        assert_eq!(
+            write.chunks(usize::MAX),
+            [&b""[..], &b"nd this then that"[..]]
+        );
+        write.consume(17);
+        assert!(write.is_empty());
+        drop(frame);
+        // The read buffer is its memory's only owner again: it takes the memory back.
+        read.reserve(4096);
+        assert_eq!(read.capacity(), 4096);
+    }
+
+    #[test]
+    fn held_bytes_that_owned_their_memory_leave_it_for_the_read_side() {
+        let mut chunk = BytesMut::with_capacity(1024);
+        chunk.extend_from_slice(&[7; 100]);
+        let at = chunk.as_ptr();
+        let mut write = WriteBuf::default();
+        write.hold(chunk.freeze());
+        assert_eq!(write.capacity(), 0, "held memory is not the buffer's own");
+        write.consume(100);
+        let mut read = LazyBuf::default();
+        reuse_written(&mut read, &mut write, 1024);
+        assert_eq!(read.as_ptr(), at);
+        assert!(read.capacity() >= 1024 && read.is_empty());
+
+        // An empty encoded part that kept smaller memory gives way to the held memory.
+        write.encoded_mut().reserve(256);
+        let mut larger = BytesMut::with_capacity(4096);
+        larger.extend_from_slice(&[8; 4096]);
+        let at = larger.as_ptr();
+        write.hold(larger.freeze());
+        write.consume(4096);
+        let mut read = LazyBuf::default();
+        reuse_written(&mut read, &mut write, 4096);
+        assert_eq!(
+            read.as_ptr(),
+            at,
+            "the held memory came back, not the smaller one"
+        );
     }
 }

@@ -4,8 +4,10 @@ use tokio::sync::oneshot;
 use tokio_util::codec::Encoder;
 
 use super::{
-    buffer::LazyBuf, span::SessionSpan, starttls::Upgrade, DisconnectReason, SessionCodec,
-    SessionMeta, SessionState,
+    buffer::{LazyBuf, WriteBuf},
+    span::SessionSpan,
+    starttls::Upgrade,
+    DisconnectReason, SessionCodec, SessionMeta, SessionState,
 };
 use crate::{
     limits::Limiter, registry::Registry, ticker::Ticker, transport::Stream, worker::PoolShare,
@@ -106,8 +108,8 @@ pub(crate) struct Core<C> {
     pub(super) codec: C,
     /// Bytes read but not yet decoded; empty with no allocation while nothing waits.
     pub(super) read_buf: LazyBuf,
-    /// Encoded bytes not yet written; released once empty.
-    pub(super) write_buf: LazyBuf,
+    /// Bytes not yet written (encoded, or held by reference); released once idle.
+    pub(super) write_buf: WriteBuf,
     pub(super) state: State,
     pub(super) write_side: WriteSide,
     /// The close reason, flush waiters and STARTTLS state: one box, made when the first of
@@ -233,6 +235,26 @@ impl<C: SessionCodec> Core<C> {
         C: Encoder<T>,
         <C as Encoder<T>>::Error: std::error::Error + Send + Sync + 'static,
     {
+        self.admit_write()?;
+        self.codec
+            .encode(item, self.write_buf.encoded_mut())
+            .map_err(|e| SessionError::Encode(Arc::new(e)))?;
+        self.meta.frames_out.add(1);
+        Ok(())
+    }
+
+    /// Queues `bytes` as they are, past the codec, held by reference where the buffer is
+    /// empty (see `WriteBuf::hold`). Taken and refused as `write` is, and counted as a frame.
+    pub(super) fn write_bytes(&mut self, bytes: bytes::Bytes) -> Result<(), SessionError> {
+        self.admit_write()?;
+        self.write_buf.hold(bytes);
+        self.meta.frames_out.add(1);
+        Ok(())
+    }
+
+    /// Whether a write may go into the buffer now.
+    #[inline]
+    fn admit_write(&mut self) -> Result<(), SessionError> {
         if !self.takes_writes() {
             return Err(SessionError::Closing);
         }
@@ -251,10 +273,6 @@ impl<C: SessionCodec> Core<C> {
                 high_watermark: high,
             });
         }
-        self.codec
-            .encode(item, &mut self.write_buf)
-            .map_err(|e| SessionError::Encode(Arc::new(e)))?;
-        self.meta.frames_out.add(1);
         Ok(())
     }
 
@@ -279,7 +297,7 @@ impl<C: SessionCodec> Core<C> {
         } = self;
         let mut refused = 0u64;
         meta.outbox.take(|item| {
-            match codec.encode(item, write_buf) {
+            match codec.encode(item, write_buf.encoded_mut()) {
                 Ok(()) => meta.frames_out.add(1),
                 Err(error) => {
                     tracing::debug!(session = %meta.id, %error, "codec refused a registry message");

@@ -14,7 +14,6 @@ use std::{
 use tokio::io::AsyncRead;
 
 use actix::{fut::ActorFuture, ActorContext, Context};
-use bytes::Buf;
 use tokio::io::AsyncWrite;
 
 impl<C: SessionCodec, H: SessionHandler<C>> Session<C, H> {
@@ -100,7 +99,18 @@ impl<C: SessionCodec, H: SessionHandler<C>> Session<C, H> {
             return Ok(());
         };
         while sendable > 0 {
-            match Pin::new(&mut *stream).poll_write(cx, &self.core.write_buf[..sendable]) {
+            let write_buf = &self.core.write_buf;
+            let wrote = match write_buf.chunks(sendable) {
+                // Held bytes and encoded ones behind them: one vectored write for both.
+                [held, encoded] if !held.is_empty() && !encoded.is_empty() => {
+                    Pin::new(&mut *stream).poll_write_vectored(cx, &write_buf.io_slices(sendable))
+                }
+                [held, encoded] => {
+                    let only = if held.is_empty() { encoded } else { held };
+                    Pin::new(&mut *stream).poll_write(cx, only)
+                }
+            };
+            match wrote {
                 Poll::Ready(Ok(0)) => {
                     return Err(Self::io_failure(
                         io::ErrorKind::WriteZero.into(),
@@ -108,13 +118,7 @@ impl<C: SessionCodec, H: SessionHandler<C>> Session<C, H> {
                     ));
                 }
                 Poll::Ready(Ok(n)) => {
-                    if n == self.core.write_buf.len() {
-                        // All of it: the next answer starts where this one did, nothing to
-                        // advance past or rewind later.
-                        self.core.write_buf.clear();
-                    } else {
-                        self.core.write_buf.advance(n);
-                    }
+                    self.core.write_buf.consume(n);
                     written += n;
                     sendable -= n;
                 }

@@ -198,6 +198,51 @@ impl<C: SessionCodec, H: SessionHandler<C>> Conn<'_, C, H> {
         self.core.write(item)
     }
 
+    /// Queues `bytes` to be sent exactly as they are, past the codec, without copying them:
+    /// the socket is written from their own memory. This is how a handler hands back bytes it
+    /// was given (an echo, a proxy with [`Raw`](switchboard_codec::Raw)) at no cost but the
+    /// write: [`write`](Self::write) would copy them into the write buffer. Written into an
+    /// empty buffer, the bytes are held by reference (the memory they share stays allocated
+    /// until they are out, and a read buffer they were split from gets its memory back then);
+    /// behind other unwritten bytes they are copied, so the order of writes is always kept.
+    ///
+    /// Taken, refused and counted as `write` is (one frame out). With a framing codec the
+    /// bytes must already be a whole encoded frame: nothing checks or frames them.
+    ///
+    /// # Errors
+    ///
+    /// [`SessionError::WriteBufferFull`] at or above the high watermark,
+    /// [`SessionError::Closing`] once the write side is shut.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use bytes::Bytes;
+    /// use switchboard::{Conn, SessionHandler};
+    /// use switchboard_codec::Raw;
+    ///
+    /// /// Sends every chunk back from the memory it was read into.
+    /// struct Echo;
+    ///
+    /// impl SessionHandler<Raw> for Echo {
+    ///     fn ready_read(&mut self, chunk: Bytes, conn: &mut Conn<'_, Raw, Self>) {
+    ///         if conn.write_bytes(chunk).is_err() {
+    ///             conn.disconnect_from_host();
+    ///         }
+    ///     }
+    /// }
+    ///
+    /// # #[allow(dead_code)]
+    /// fn serve_echo() -> Result<(), switchboard::ListenError> {
+    ///     let addr = "127.0.0.1:0".parse::<std::net::SocketAddr>().unwrap();
+    ///     let _echo = switchboard::Listener::bind(addr).serve(Raw, || Echo)?;
+    ///     Ok(())
+    /// }
+    /// ```
+    pub fn write_bytes(&mut self, bytes: bytes::Bytes) -> Result<(), SessionError> {
+        self.core.write_bytes(bytes)
+    }
+
     /// Bytes waiting in the write buffer (Qt's `bytesToWrite`).
     pub fn bytes_to_write(&self) -> usize {
         self.core.write_buf.len()

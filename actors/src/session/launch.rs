@@ -4,7 +4,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use super::buffer::LazyBuf;
+use super::buffer::{LazyBuf, WriteBuf};
 use actix::{
     dev::channel::{self, AddressReceiver},
     Addr, Context,
@@ -497,7 +497,7 @@ pub(crate) fn new_session<C: SessionCodec, H: SessionHandler<C>>(
             stream,
             codec,
             read_buf: LazyBuf::default(),
-            write_buf: LazyBuf::default(),
+            write_buf: WriteBuf::default(),
             state: State::Open,
             write_side: WriteSide::Open,
             rare,

@@ -10,7 +10,7 @@ use tokio_util::codec::Encoder;
 use crate::SessionError;
 
 /// Sends `item` (Qt's `write`): encoded into the write buffer at once, written as the socket
-/// allows.
+/// allows. Bytes to send as they are go uncopied with [`WriteBytes`].
 ///
 /// # Errors
 ///
@@ -41,6 +41,38 @@ where
 
     fn handle(&mut self, msg: Write<T>, _ctx: &mut Context<Self>) -> Self::Result {
         self.core.write(msg.0)
+    }
+}
+
+/// Sends `bytes` exactly as they are, past the codec and without copying them, as
+/// [`Conn::write_bytes`](crate::Conn::write_bytes) does: how a proxy hands a chunk read on one
+/// session to another with no copy on the way.
+///
+/// # Errors
+///
+/// As `Conn::write_bytes`: [`SessionError::WriteBufferFull`] at or above the high watermark,
+/// [`SessionError::Closing`] once the write side is shut.
+///
+/// # Examples
+///
+/// ```no_run
+/// # #[allow(dead_code)]
+/// # async fn demo<H: switchboard::SessionHandler<switchboard_codec::Raw>>(
+/// #     session: actix::Addr<switchboard::Session<switchboard_codec::Raw, H>>) {
+/// use bytes::Bytes;
+/// use switchboard::WriteBytes;
+/// session.send(WriteBytes(Bytes::from_static(b"hello"))).await.unwrap().unwrap();
+/// # }
+/// ```
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "Result<(), SessionError>")]
+pub struct WriteBytes(pub bytes::Bytes);
+
+impl<C: SessionCodec, H: SessionHandler<C>> Handler<WriteBytes> for Session<C, H> {
+    type Result = Result<(), SessionError>;
+
+    fn handle(&mut self, msg: WriteBytes, _ctx: &mut Context<Self>) -> Self::Result {
+        self.core.write_bytes(msg.0)
     }
 }
 

@@ -61,7 +61,7 @@ pub use handler::{Conn, SessionHandler};
 pub use launch::SessionBuilder;
 pub use messages::{
     Abort, DisconnectFromHost, Flush, GetInfo, Invoke, PauseReading, ResumeReading, ShutdownWrite,
-    Write,
+    Write, WriteBytes,
 };
 pub use starttls::StartTls;
 pub use types::{

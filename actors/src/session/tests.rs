@@ -429,3 +429,117 @@ async fn a_session_that_only_writes_gives_its_read_buffer_back_after_a_period_wi
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// Writes bytes past the codec between encoded lines, and reports each write's result.
+struct PastTheCodec {
+    results: mpsc::UnboundedSender<WriteResult>,
+}
+
+type WriteResult = Result<(), crate::SessionError>;
+
+/// Larger than the duplex's buffer and twice the high watermark: most of it waits unsent.
+const HELD_BYTES: usize = 1 << 20;
+
+impl SessionHandler<Lines> for PastTheCodec {
+    fn ready_read(&mut self, line: String, conn: &mut Conn<'_, Lines, Self>) {
+        let results = match line.as_str() {
+            "order" => vec![
+                conn.write_bytes(Bytes::from_static(b"first\n")),
+                conn.write("second".to_string()),
+                conn.write_bytes(Bytes::from_static(b"third\n")),
+            ],
+            "big" => vec![
+                conn.write_bytes(Bytes::from(vec![b'x'; HELD_BYTES])),
+                conn.write_bytes(Bytes::from_static(b"refused\n")),
+            ],
+            _ => vec![conn.write_bytes(Bytes::from_static(b"end\n"))],
+        };
+        for result in results {
+            let _ = self.results.send(result);
+        }
+    }
+}
+
+fn start_past_the_codec() -> (
+    actix::Addr<super::Session<Lines, PastTheCodec>>,
+    DuplexStream,
+    mpsc::UnboundedReceiver<WriteResult>,
+) {
+    let (ours, theirs) = tokio::io::duplex(64 * 1024);
+    let (tx, rx) = mpsc::unbounded_channel();
+    let handler = PastTheCodec { results: tx };
+    let session = start_in_memory(ours, Lines::new(), handler, SessionConfig::default());
+    (session, theirs, rx)
+}
+
+async fn next_result(results: &mut mpsc::UnboundedReceiver<WriteResult>) -> WriteResult {
+    tokio::time::timeout(LIMIT, results.recv())
+        .await
+        .expect("a write result in time")
+        .expect("the handler reports")
+}
+
+#[actix_rt::test]
+async fn bytes_written_as_they_are_keep_their_place_among_encoded_writes() {
+    let (session, mut peer, mut results) = start_past_the_codec();
+    peer.write_all(b"order\n").await.unwrap();
+    for _ in 0..3 {
+        next_result(&mut results)
+            .await
+            .expect("each write is taken");
+    }
+    let mut answer = vec![0u8; b"first\nsecond\nthird\n".len()];
+    tokio::time::timeout(LIMIT, peer.read_exact(&mut answer))
+        .await
+        .expect("the answers in time")
+        .unwrap();
+    assert_eq!(answer, b"first\nsecond\nthird\n");
+    let info = session.send(GetInfo).await.unwrap();
+    assert_eq!(info.frames_out, 3, "each write is one frame out");
+    assert_eq!(info.bytes_out, answer.len() as u64);
+}
+
+#[actix_rt::test]
+async fn bytes_held_by_reference_are_not_copied_and_count_against_the_watermarks() {
+    let (session, mut peer, mut results) = start_past_the_codec();
+    peer.write_all(b"big\n").await.unwrap();
+    next_result(&mut results)
+        .await
+        .expect("the answer is taken");
+    match next_result(&mut results).await {
+        Err(crate::SessionError::WriteBufferFull { buffered, .. }) => {
+            assert_eq!(buffered, HELD_BYTES, "held bytes count as buffered")
+        }
+        other => panic!("a write past twice the high watermark was not refused: {other:?}"),
+    }
+    // The peer reads nothing yet: the session holds what the duplex did not take.
+    let info = session.send(GetInfo).await.unwrap();
+    assert!(
+        info.bytes_to_write > HELD_BYTES / 2,
+        "{} bytes to write",
+        info.bytes_to_write
+    );
+    let (_, write_capacity) = session.send(HeldBuffers).await.unwrap();
+    assert_eq!(
+        write_capacity, 0,
+        "the held bytes were copied into the write buffer"
+    );
+    let mut all = vec![0u8; HELD_BYTES];
+    tokio::time::timeout(LIMIT, peer.read_exact(&mut all))
+        .await
+        .expect("the held bytes in time")
+        .unwrap();
+    assert!(
+        all.iter().all(|&b| b == b'x'),
+        "the held bytes came back changed"
+    );
+    // Drained, the session takes writes again.
+    peer.write_all(b"again\n").await.unwrap();
+    next_result(&mut results).await.expect("taken once drained");
+    let mut end = [0u8; 4];
+    tokio::time::timeout(LIMIT, peer.read_exact(&mut end))
+        .await
+        .expect("the last answer in time")
+        .unwrap();
+    assert_eq!(&end, b"end\n");
+}

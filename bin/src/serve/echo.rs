@@ -11,20 +11,55 @@
 use std::marker::PhantomData;
 
 use switchboard::{
-    Conn, DisconnectReason, ListenerBuilder, ListenerHandle, SessionCodec, SessionHandler,
-    SessionInfo,
+    Conn, DisconnectReason, ListenerBuilder, ListenerHandle, SessionCodec, SessionError,
+    SessionHandler, SessionInfo,
 };
-use tokio_util::codec::Encoder;
+use switchboard_codec::{Frames, Lines, Raw};
 
 /// Starts an echo listener framed by `codec`.
 pub(crate) fn start<C>(builder: ListenerBuilder, codec: C) -> anyhow::Result<ListenerHandle>
 where
-    C: SessionCodec + Encoder<C::Item> + Clone + Send,
-    <C as Encoder<C::Item>>::Error: std::error::Error + Send + Sync + 'static,
+    C: Echoed + Clone + Send,
 {
     Ok(builder.serve(codec, || Echo::<C> {
         _codec: PhantomData,
     })?)
+}
+
+/// How a codec's messages go back: encoded again, or with `Raw` handed back as they are (from
+/// the memory they were read into, no copy).
+pub(crate) trait Echoed: SessionCodec + Sized {
+    fn echo<H: SessionHandler<Self>>(
+        item: Self::Item,
+        conn: &mut Conn<'_, Self, H>,
+    ) -> Result<(), SessionError>;
+}
+
+impl Echoed for Raw {
+    fn echo<H: SessionHandler<Self>>(
+        chunk: bytes::Bytes,
+        conn: &mut Conn<'_, Self, H>,
+    ) -> Result<(), SessionError> {
+        conn.write_bytes(chunk)
+    }
+}
+
+impl Echoed for Lines {
+    fn echo<H: SessionHandler<Self>>(
+        line: String,
+        conn: &mut Conn<'_, Self, H>,
+    ) -> Result<(), SessionError> {
+        conn.write(line)
+    }
+}
+
+impl Echoed for Frames {
+    fn echo<H: SessionHandler<Self>>(
+        frame: bytes::Bytes,
+        conn: &mut Conn<'_, Self, H>,
+    ) -> Result<(), SessionError> {
+        conn.write(frame)
+    }
 }
 
 /// Writes every message back.
@@ -32,11 +67,7 @@ struct Echo<C> {
     _codec: PhantomData<fn() -> C>,
 }
 
-impl<C> SessionHandler<C> for Echo<C>
-where
-    C: SessionCodec + Encoder<C::Item>,
-    <C as Encoder<C::Item>>::Error: std::error::Error + Send + Sync + 'static,
-{
+impl<C: Echoed> SessionHandler<C> for Echo<C> {
     fn connected(&mut self, conn: &mut Conn<'_, C, Self>) {
         tracing::debug!(session = %conn.id(), peer = %conn.peer_addr(), "connected");
     }
@@ -44,7 +75,7 @@ where
     fn ready_read(&mut self, item: C::Item, conn: &mut Conn<'_, C, Self>) {
         // Only an item the codec cannot encode is refused here (an answer is never refused
         // for room).
-        if let Err(error) = conn.write(item) {
+        if let Err(error) = C::echo(item, conn) {
             tracing::debug!(session = %conn.id(), %error, "echo not written; closing");
             conn.disconnect_from_host();
         }
