@@ -138,7 +138,8 @@ impl NotifyHandle {
         state.buffer.finished && state.buffer.bytes.is_empty()
     }
 
-    /// Sends `data` (Qt's `write`), from its own memory: it is not copied ([`WriteBytes`]).
+    /// Sends `data` (Qt's `write`), without copying it into the write buffer
+    /// ([`WriteBytes`]).
     ///
     /// # Errors
     ///

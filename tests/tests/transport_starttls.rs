@@ -42,7 +42,14 @@ impl SessionHandler<Lines> for StartTlsServer {
     fn ready_read(&mut self, line: String, conn: &mut Conn<'_, Lines, Self>) {
         let _ = self.seen.send(Seen::Frame(line.clone()));
         if line == "STARTTLS" {
-            conn.write("OK").unwrap();
+            // Over TCP "OK" is held by reference (`write_bytes` into an empty buffer), over a
+            // Unix socket encoded: the switch must send exactly it in plaintext either way.
+            if conn.transport() == TransportKind::Tcp {
+                conn.write_bytes(bytes::Bytes::from_static(b"OK\n"))
+                    .unwrap();
+            } else {
+                conn.write("OK").unwrap();
+            }
             match conn.start_server_encryption(&self.tls) {
                 Ok(()) => conn.write("after").unwrap(),
                 Err(error) => conn.write(format!("error: {error}")).unwrap(),

@@ -53,6 +53,10 @@ pub(super) fn reuse_written(read_buf: &mut LazyBuf, write_buf: &mut WriteBuf, si
 #[derive(Default)]
 pub(super) struct WriteBuf(Option<Box<WriteParts>>);
 
+/// Below this a held piece that shares its memory is copied once the socket blocks (see
+/// [`WriteBuf::copy_small_held`]); `Raw` splits reads under the same size and moves larger ones.
+pub(super) const HOLD_WHILE_BLOCKED: usize = switchboard_codec::Raw::MOVE_AT;
+
 #[derive(Default)]
 struct WriteParts {
     /// Goes out before `encoded`; empty when nothing is held.
@@ -146,6 +150,28 @@ impl WriteBuf {
         } else {
             parts.encoded.advance(from_encoded);
         }
+    }
+
+    /// Copies a small held piece that shares its memory into the encoded part, ahead of what
+    /// is encoded there, once the socket has stopped taking bytes. Held, a 64-byte chunk split
+    /// from a 256 KiB read buffer keeps that whole buffer allocated, and the next read
+    /// allocates another, for as long as the peer does not read: the watermarks count 64 bytes.
+    /// Copied, it costs its own size. Pieces of [`HOLD_WHILE_BLOCKED`] bytes and more stay
+    /// held (a copy would cost about what it frees), and so does a piece that is its
+    /// memory's only owner.
+    pub(super) fn copy_small_held(&mut self) {
+        let Some(parts) = self.0.as_deref_mut() else {
+            return;
+        };
+        let held = &parts.held;
+        if held.is_empty() || held.len() >= HOLD_WHILE_BLOCKED || held.is_unique() {
+            return;
+        }
+        let mut copied = BytesMut::with_capacity(held.len() + parts.encoded.len());
+        copied.extend_from_slice(held);
+        copied.extend_from_slice(&parts.encoded);
+        parts.held = Bytes::new();
+        parts.encoded = copied;
     }
 
     /// The encoded part's memory, if any: a caller that only tidies an existing buffer must
@@ -272,6 +298,37 @@ mod tests {
         // The read buffer is its memory's only owner again: it takes the memory back.
         read.reserve(4096);
         assert_eq!(read.capacity(), 4096);
+    }
+
+    #[test]
+    fn a_small_shared_piece_is_copied_once_the_socket_blocks_and_frees_its_read_buffer() {
+        let mut read = BytesMut::with_capacity(64 * 1024);
+        read.extend_from_slice(b"small");
+        let mut write = WriteBuf::default();
+        write.hold(read.split().freeze());
+        write.encoded_mut().extend_from_slice(b" then encoded");
+        write.consume(2);
+        write.copy_small_held();
+        assert_eq!(
+            write.chunks(usize::MAX),
+            [&b""[..], &b"all then encoded"[..]]
+        );
+        assert_eq!(write.len(), 16);
+        // Nothing else holds the read buffer's memory: it is reclaimed, not reallocated.
+        let at = read.as_ptr();
+        read.reserve(64 * 1024);
+        assert_eq!(read.as_ptr(), at.wrapping_sub(5));
+
+        // A piece that owns its memory, and a large shared one, stay held.
+        let mut write = WriteBuf::default();
+        write.hold(Bytes::from(vec![1u8; 10]));
+        write.copy_small_held();
+        assert_eq!(write.chunks(usize::MAX)[0].len(), 10);
+        let large = Bytes::from(vec![2u8; HOLD_WHILE_BLOCKED]);
+        let mut write = WriteBuf::default();
+        write.hold(large.clone());
+        write.copy_small_held();
+        assert_eq!(write.chunks(usize::MAX)[0].as_ptr(), large.as_ptr());
     }
 
     #[test]

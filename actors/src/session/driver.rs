@@ -125,6 +125,8 @@ impl<C: SessionCodec, H: SessionHandler<C>> Session<C, H> {
                 Poll::Ready(Err(e)) => return Err(Self::io_failure(e, self.core.meta.transport())),
                 Poll::Pending => {
                     self.core.flags.set(Flags::WRITE_BLOCKED, true);
+                    // Until the peer reads, a small held piece must not keep a read buffer.
+                    self.core.write_buf.copy_small_held();
                     break;
                 }
             }

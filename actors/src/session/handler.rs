@@ -187,7 +187,8 @@ impl<C: SessionCodec, H: SessionHandler<C>> Conn<'_, C, H> {
     ///
     /// # Errors
     ///
-    /// [`SessionError::WriteBufferFull`] at or above the high watermark,
+    /// [`SessionError::WriteBufferFull`] at or above the high watermark (twice it for an
+    /// answer written in [`ready_read`](SessionHandler::ready_read)),
     /// [`SessionError::Closing`] once the write side is shut, [`SessionError::Encode`] when the
     /// codec refuses the item.
     pub fn write<T>(&mut self, item: T) -> Result<(), SessionError>
@@ -198,20 +199,25 @@ impl<C: SessionCodec, H: SessionHandler<C>> Conn<'_, C, H> {
         self.core.write(item)
     }
 
-    /// Queues `bytes` to be sent exactly as they are, past the codec, without copying them:
-    /// the socket is written from their own memory. This is how a handler hands back bytes it
-    /// was given (an echo, a proxy with [`Raw`](switchboard_codec::Raw)) at no cost but the
-    /// write: [`write`](Self::write) would copy them into the write buffer. Written into an
-    /// empty buffer, the bytes are held by reference (the memory they share stays allocated
-    /// until they are out, and a read buffer they were split from gets its memory back then);
-    /// behind other unwritten bytes they are copied, so the order of writes is always kept.
+    /// Queues `bytes` to be sent exactly as they are, past the codec, without copying them
+    /// into the write buffer: on a plain socket the kernel takes them straight from their own
+    /// memory (TLS encrypts from it into its records). This is how a handler hands back bytes
+    /// it was given (an echo, a proxy with [`Raw`](switchboard_codec::Raw)) at no cost but the
+    /// write: [`write`](Self::write) would copy them. Written into an empty buffer, the bytes
+    /// are held by reference, and the memory they share stays allocated until they are out: a
+    /// chunk split from the read buffer goes back to it if it is written before the next read.
+    /// If the socket stops taking bytes first, a held piece under 16 KiB that shares its
+    /// memory is copied after all, so a slow peer does not keep a read buffer allocated for
+    /// a few bytes. Behind other unwritten bytes they are copied, so the order of writes
+    /// always holds.
     ///
     /// Taken, refused and counted as `write` is (one frame out). With a framing codec the
     /// bytes must already be a whole encoded frame: nothing checks or frames them.
     ///
     /// # Errors
     ///
-    /// [`SessionError::WriteBufferFull`] at or above the high watermark,
+    /// [`SessionError::WriteBufferFull`] at or above the high watermark (twice it for an
+    /// answer written in [`ready_read`](SessionHandler::ready_read)),
     /// [`SessionError::Closing`] once the write side is shut.
     ///
     /// # Examples

@@ -44,9 +44,9 @@ where
     }
 }
 
-/// Sends `bytes` exactly as they are, past the codec and without copying them, as
-/// [`Conn::write_bytes`](crate::Conn::write_bytes) does: how a proxy hands a chunk read on one
-/// session to another with no copy on the way.
+/// Sends `bytes` exactly as they are, past the codec and without copying them into the write
+/// buffer, as [`Conn::write_bytes`](crate::Conn::write_bytes) does (where it says when a copy
+/// is made after all): how a proxy hands a chunk read on one session to another.
 ///
 /// # Errors
 ///

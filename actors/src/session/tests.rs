@@ -449,8 +449,14 @@ impl SessionHandler<Lines> for PastTheCodec {
                 conn.write_bytes(Bytes::from_static(b"third\n")),
             ],
             "big" => vec![
-                conn.write_bytes(Bytes::from(vec![b'x'; HELD_BYTES])),
+                conn.write_bytes(pattern(HELD_BYTES)),
                 conn.write_bytes(Bytes::from_static(b"refused\n")),
+            ],
+            // Static bytes share their memory: held while the socket takes them, copied once
+            // it blocks (a 5-byte duplex blocks at once).
+            "split" => vec![
+                conn.write_bytes(Bytes::from_static(b"abcdefgh")),
+                conn.write("ijk".to_string()),
             ],
             _ => vec![conn.write_bytes(Bytes::from_static(b"end\n"))],
         };
@@ -460,12 +466,22 @@ impl SessionHandler<Lines> for PastTheCodec {
     }
 }
 
-fn start_past_the_codec() -> (
+/// Bytes that show an offset error: no two neighbouring windows of a few bytes alike.
+fn pattern(len: usize) -> Bytes {
+    (0..len)
+        .map(|i| (i % 251) as u8)
+        .collect::<Vec<u8>>()
+        .into()
+}
+
+fn start_past_the_codec(
+    duplex_capacity: usize,
+) -> (
     actix::Addr<super::Session<Lines, PastTheCodec>>,
     DuplexStream,
     mpsc::UnboundedReceiver<WriteResult>,
 ) {
-    let (ours, theirs) = tokio::io::duplex(64 * 1024);
+    let (ours, theirs) = tokio::io::duplex(duplex_capacity);
     let (tx, rx) = mpsc::unbounded_channel();
     let handler = PastTheCodec { results: tx };
     let session = start_in_memory(ours, Lines::new(), handler, SessionConfig::default());
@@ -481,7 +497,7 @@ async fn next_result(results: &mut mpsc::UnboundedReceiver<WriteResult>) -> Writ
 
 #[actix_rt::test]
 async fn bytes_written_as_they_are_keep_their_place_among_encoded_writes() {
-    let (session, mut peer, mut results) = start_past_the_codec();
+    let (session, mut peer, mut results) = start_past_the_codec(64 * 1024);
     peer.write_all(b"order\n").await.unwrap();
     for _ in 0..3 {
         next_result(&mut results)
@@ -501,7 +517,7 @@ async fn bytes_written_as_they_are_keep_their_place_among_encoded_writes() {
 
 #[actix_rt::test]
 async fn bytes_held_by_reference_are_not_copied_and_count_against_the_watermarks() {
-    let (session, mut peer, mut results) = start_past_the_codec();
+    let (session, mut peer, mut results) = start_past_the_codec(64 * 1024);
     peer.write_all(b"big\n").await.unwrap();
     next_result(&mut results)
         .await
@@ -530,7 +546,7 @@ async fn bytes_held_by_reference_are_not_copied_and_count_against_the_watermarks
         .expect("the held bytes in time")
         .unwrap();
     assert!(
-        all.iter().all(|&b| b == b'x'),
+        all == pattern(HELD_BYTES),
         "the held bytes came back changed"
     );
     // Drained, the session takes writes again.
@@ -542,4 +558,53 @@ async fn bytes_held_by_reference_are_not_copied_and_count_against_the_watermarks
         .expect("the last answer in time")
         .unwrap();
     assert_eq!(&end, b"end\n");
+}
+
+#[actix_rt::test]
+async fn held_bytes_written_in_pieces_through_a_blocking_socket_arrive_whole_and_in_order() {
+    // Five bytes at a time: writes end inside the held part, then inside the encoded one, and
+    // the socket blocks between them.
+    let (session, mut peer, mut results) = start_past_the_codec(5);
+    peer.write_all(b"split\n").await.unwrap();
+    next_result(&mut results)
+        .await
+        .expect("the held bytes are taken");
+    next_result(&mut results)
+        .await
+        .expect("the line behind them is taken");
+    let mut answer = vec![0u8; b"abcdefghijk\n".len()];
+    tokio::time::timeout(LIMIT, peer.read_exact(&mut answer))
+        .await
+        .expect("the answer in time")
+        .unwrap();
+    assert_eq!(answer, b"abcdefghijk\n");
+    let info = session.send(GetInfo).await.unwrap();
+    assert_eq!((info.bytes_out, info.bytes_to_write), (12, 0));
+}
+
+#[actix_rt::test]
+async fn the_write_bytes_message_sends_as_they_are_and_is_refused_once_the_write_side_is_shut() {
+    let (session, mut peer, _results) = start_past_the_codec(64 * 1024);
+    session
+        .send(super::WriteBytes(Bytes::from_static(b"from outside\n")))
+        .await
+        .unwrap()
+        .expect("taken");
+    let mut line = vec![0u8; b"from outside\n".len()];
+    tokio::time::timeout(LIMIT, peer.read_exact(&mut line))
+        .await
+        .expect("the bytes in time")
+        .unwrap();
+    assert_eq!(line, b"from outside\n");
+    session.send(ShutdownWrite).await.unwrap();
+    match session
+        .send(super::WriteBytes(Bytes::from_static(b"late\n")))
+        .await
+        .unwrap()
+    {
+        Err(crate::SessionError::Closing) => {}
+        other => panic!("a write after the write side was shut: {other:?}"),
+    }
+    // The shut write side ends the peer's reading: nothing else came.
+    assert!(read_all(&mut peer).await.is_empty());
 }
