@@ -495,6 +495,16 @@ async fn next_result(results: &mut mpsc::UnboundedReceiver<WriteResult>) -> Writ
         .expect("the handler reports")
 }
 
+/// The next `len` bytes the session sent.
+async fn read_exactly(peer: &mut DuplexStream, len: usize) -> Vec<u8> {
+    let mut bytes = vec![0u8; len];
+    tokio::time::timeout(LIMIT, peer.read_exact(&mut bytes))
+        .await
+        .expect("the bytes in time")
+        .expect("a clean read");
+    bytes
+}
+
 #[actix_rt::test]
 async fn bytes_written_as_they_are_keep_their_place_among_encoded_writes() {
     let (session, mut peer, mut results) = start_past_the_codec(64 * 1024);
@@ -504,11 +514,7 @@ async fn bytes_written_as_they_are_keep_their_place_among_encoded_writes() {
             .await
             .expect("each write is taken");
     }
-    let mut answer = vec![0u8; b"first\nsecond\nthird\n".len()];
-    tokio::time::timeout(LIMIT, peer.read_exact(&mut answer))
-        .await
-        .expect("the answers in time")
-        .unwrap();
+    let answer = read_exactly(&mut peer, b"first\nsecond\nthird\n".len()).await;
     assert_eq!(answer, b"first\nsecond\nthird\n");
     let info = session.send(GetInfo).await.unwrap();
     assert_eq!(info.frames_out, 3, "each write is one frame out");
@@ -540,11 +546,7 @@ async fn bytes_held_by_reference_are_not_copied_and_count_against_the_watermarks
         write_capacity, 0,
         "the held bytes were copied into the write buffer"
     );
-    let mut all = vec![0u8; HELD_BYTES];
-    tokio::time::timeout(LIMIT, peer.read_exact(&mut all))
-        .await
-        .expect("the held bytes in time")
-        .unwrap();
+    let all = read_exactly(&mut peer, HELD_BYTES).await;
     assert!(
         all == pattern(HELD_BYTES),
         "the held bytes came back changed"
@@ -572,11 +574,7 @@ async fn held_bytes_written_in_pieces_through_a_blocking_socket_arrive_whole_and
     next_result(&mut results)
         .await
         .expect("the line behind them is taken");
-    let mut answer = vec![0u8; b"abcdefghijk\n".len()];
-    tokio::time::timeout(LIMIT, peer.read_exact(&mut answer))
-        .await
-        .expect("the answer in time")
-        .unwrap();
+    let answer = read_exactly(&mut peer, b"abcdefghijk\n".len()).await;
     assert_eq!(answer, b"abcdefghijk\n");
     let info = session.send(GetInfo).await.unwrap();
     assert_eq!((info.bytes_out, info.bytes_to_write), (12, 0));
@@ -590,11 +588,7 @@ async fn the_write_bytes_message_sends_as_they_are_and_is_refused_once_the_write
         .await
         .unwrap()
         .expect("taken");
-    let mut line = vec![0u8; b"from outside\n".len()];
-    tokio::time::timeout(LIMIT, peer.read_exact(&mut line))
-        .await
-        .expect("the bytes in time")
-        .unwrap();
+    let line = read_exactly(&mut peer, b"from outside\n".len()).await;
     assert_eq!(line, b"from outside\n");
     session.send(ShutdownWrite).await.unwrap();
     match session
