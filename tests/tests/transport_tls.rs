@@ -577,6 +577,52 @@ print(version, alpn, got.decode().strip())
     assert!(server.terminate().status.success());
 }
 
+#[test]
+fn python_ssl_gets_two_mebibytes_back_byte_for_byte_from_the_raw_echo() {
+    // The raw echo hands each chunk back uncopied (`Conn::write_bytes`): over TLS, records of
+    // held and encoded pieces. A patterned payload in pieces of 1 byte to 64 KiB, the echo
+    // drained after each (one thread: an `SSLSocket` must not be read and written at once).
+    require_tool("python3", "python3");
+    let pki = Pki::new();
+    let (server, addr) = serve_tls(&pki, &["--codec", "raw"]);
+    let script = r#"
+import hashlib, select, socket, ssl, sys
+ctx = ssl.create_default_context(cafile=sys.argv[2])
+raw = socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=10)
+s = ctx.wrap_socket(raw, server_hostname="localhost")
+total = 2 * 1024 * 1024
+payload = bytes(i % 251 for i in range(total))
+view, got, at, step = memoryview(payload), bytearray(), 0, 1
+def drain():
+    global got
+    while s.pending() or select.select([s], [], [], 0)[0]:
+        d = s.recv(65536)
+        if not d: sys.exit("eof after %d bytes" % len(got))
+        got += d
+while at < total:
+    # Pieces from 1 byte to 64 KiB, so the server reads small and large chunks.
+    n = min(step, total - at)
+    s.sendall(view[at:at + n])
+    at += n
+    step = step * 3 % 65537 or 1
+    drain()
+while len(got) < total:
+    d = s.recv(65536)
+    if not d: sys.exit("eof after %d bytes" % len(got))
+    got += d
+s.unwrap()
+print(len(got), hashlib.sha256(got).hexdigest() == hashlib.sha256(payload).hexdigest())
+"#;
+    let output = python_tls_client(script, addr, &pki);
+    assert_eq!(
+        String::from_utf8_lossy(&output.stdout).trim(),
+        "2097152 True",
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(server.terminate().status.success());
+}
+
 /// Runs a Python `ssl` client script with the server's port and the CA file as its arguments.
 fn python_tls_client(script: &str, addr: SocketAddr, pki: &Pki) -> std::process::Output {
     Command::new("python3")
