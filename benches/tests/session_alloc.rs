@@ -247,7 +247,7 @@ fn session_start_and_frame_allocations_stay_within_budget() {
             .serve(Raw, || Echo)
             .expect("listen");
         let client = TcpStream::connect(halves.local_addr()).expect("connect");
-        let per_half_chunk = echo_allocations(client, chunk, 20, BULK_CHUNKS).await / 2.0;
+        let per_half_chunk = echo_allocations(client, chunk.clone(), 20, BULK_CHUNKS).await / 2.0;
         // Its session's end must not fall inside the span measurement below.
         tokio::time::timeout(Duration::from_secs(20), halves.registry().wait_for_count(0))
             .await
@@ -263,7 +263,6 @@ fn session_start_and_frame_allocations_stay_within_budget() {
         let client = TcpStream::connect(uncopied.local_addr()).expect("connect");
         let per_frame_uncopied = echo_allocations(client, vec![7u8; 64], 100, FRAMES).await;
         let client = TcpStream::connect(uncopied.local_addr()).expect("connect");
-        let chunk: Vec<u8> = (0..BULK_CHUNK).map(|i| (i % 251) as u8).collect();
         let per_chunk_uncopied = echo_allocations(client, chunk, 20, BULK_CHUNKS).await;
         tokio::time::timeout(Duration::from_secs(20), uncopied.registry().wait_for_count(0))
             .await

@@ -3,7 +3,6 @@
 //! which keeps its actor's task cell in a smaller allocator size class.
 
 use std::{
-    io::IoSlice,
     ops::{Deref, DerefMut},
     sync::LazyLock,
 };
@@ -64,6 +63,27 @@ struct WriteParts {
     encoded: BytesMut,
 }
 
+impl WriteParts {
+    /// Drops the held bytes, written out. If they were their memory's only owner and nothing
+    /// encoded waits behind them, that memory, rewound, becomes the empty encoded part in
+    /// place of a smaller one, for the read side to take back ([`reuse_written`]): it is the
+    /// memory the last read was sized for. Rewound (`try_reclaim` moves an empty buffer back
+    /// to the start of its allocation), it also no longer points past its end, where a leak
+    /// checker would not see it.
+    fn let_go_of_held(&mut self) {
+        let held = std::mem::take(&mut self.held);
+        if !self.encoded.is_empty() {
+            return;
+        }
+        if let Ok(mut memory) = held.try_into_mut() {
+            memory.clear();
+            if memory.try_reclaim(self.encoded.capacity().max(1)) {
+                self.encoded = memory;
+            }
+        }
+    }
+}
+
 impl WriteBuf {
     /// Bytes not yet written.
     #[inline]
@@ -110,16 +130,9 @@ impl WriteBuf {
         [held, &parts.encoded[..rest.min(parts.encoded.len())]]
     }
 
-    /// The same as slices for a vectored write.
-    pub(super) fn io_slices(&self, limit: usize) -> [IoSlice<'_>; 2] {
-        self.chunks(limit).map(IoSlice::new)
-    }
-
     /// Drops the first `n` bytes, which the socket took. Held bytes written out to their end
-    /// are let go; if they were their memory's only owner and nothing encoded waits behind
-    /// them, that memory becomes the (empty) encoded part in place of a smaller one, for the
-    /// read side to take back ([`reuse_written`]): it is the memory the last read was sized
-    /// for.
+    /// are let go ([`WriteParts::let_go_of_held`]); encoded bytes written out to their end are
+    /// cleared, not advanced past, so the next answer starts where this one did.
     #[inline]
     pub(super) fn consume(&mut self, n: usize) {
         let Some(parts) = self.0.as_deref_mut() else {
@@ -127,25 +140,15 @@ impl WriteBuf {
             return;
         };
         let from_held = n.min(parts.held.len());
-        if from_held > 0 {
-            if from_held < parts.held.len() {
-                parts.held.advance(from_held);
-            } else {
-                let held = std::mem::take(&mut parts.held);
-                if parts.encoded.is_empty() {
-                    if let Ok(mut memory) = held.try_into_mut() {
-                        if memory.capacity() >= parts.encoded.capacity() {
-                            memory.clear();
-                            parts.encoded = memory;
-                        }
-                    }
-                }
+        if from_held == parts.held.len() {
+            if from_held > 0 {
+                parts.let_go_of_held();
             }
+        } else {
+            parts.held.advance(from_held);
         }
         let from_encoded = n - from_held;
         if from_encoded == parts.encoded.len() {
-            // All of it: the next answer starts where this one did, nothing to advance past
-            // or rewind later.
             parts.encoded.clear();
         } else {
             parts.encoded.advance(from_encoded);
@@ -172,12 +175,6 @@ impl WriteBuf {
         copied.extend_from_slice(&parts.encoded);
         parts.held = Bytes::new();
         parts.encoded = copied;
-    }
-
-    /// The encoded part's memory, if any: a caller that only tidies an existing buffer must
-    /// not allocate one.
-    pub(super) fn allocated_mut(&mut self) -> Option<&mut BytesMut> {
-        self.0.as_deref_mut().map(|parts| &mut parts.encoded)
     }
 
     /// The encoded part's memory, rewound, when nothing waits to be written and it holds at

@@ -4,7 +4,7 @@ use super::{
 };
 use crate::{transport::Stream, TransportKind};
 use std::{
-    io,
+    io::{self, IoSlice},
     marker::PhantomData,
     panic::{catch_unwind, AssertUnwindSafe},
     pin::Pin,
@@ -99,16 +99,11 @@ impl<C: SessionCodec, H: SessionHandler<C>> Session<C, H> {
             return Ok(());
         };
         while sendable > 0 {
-            let write_buf = &self.core.write_buf;
-            let wrote = match write_buf.chunks(sendable) {
+            let wrote = match self.core.write_buf.chunks(sendable) {
+                [only, []] | [[], only] => Pin::new(&mut *stream).poll_write(cx, only),
                 // Held bytes and encoded ones behind them: one vectored write for both.
-                [held, encoded] if !held.is_empty() && !encoded.is_empty() => {
-                    Pin::new(&mut *stream).poll_write_vectored(cx, &write_buf.io_slices(sendable))
-                }
-                [held, encoded] => {
-                    let only = if held.is_empty() { encoded } else { held };
-                    Pin::new(&mut *stream).poll_write(cx, only)
-                }
+                [held, encoded] => Pin::new(&mut *stream)
+                    .poll_write_vectored(cx, &[IoSlice::new(held), IoSlice::new(encoded)]),
             };
             match wrote {
                 Poll::Ready(Ok(0)) => {
@@ -133,14 +128,6 @@ impl<C: SessionCodec, H: SessionHandler<C>> Session<C, H> {
         }
         if let Some(upgrade) = Rare::upgrade_in(&mut self.core.rare) {
             upgrade.plaintext = sendable;
-        }
-        if let Some(buf) = self.core.write_buf.allocated_mut() {
-            if buf.is_empty() && buf.capacity() == 0 {
-                // Written out to its last byte, the buffer points one past its allocation:
-                // rewind it (no allocation, nothing to copy), so the next reply reuses it from
-                // the start and a leak checker sees the buffer the session still holds.
-                let _ = buf.try_reclaim(1);
-            }
         }
         if written > 0 {
             self.core.flags.set(Flags::TRANSPORT_UNFLUSHED, true);

@@ -14,7 +14,8 @@ use switchboard::{
     Conn, DisconnectReason, ListenerBuilder, ListenerHandle, SessionCodec, SessionError,
     SessionHandler, SessionInfo,
 };
-use switchboard_codec::{Frames, Lines, Raw};
+use switchboard_codec::{CodecError, Frames, Lines, Raw};
+use tokio_util::codec::{Decoder, Encoder};
 
 /// Starts an echo listener framed by `codec`.
 pub(crate) fn start<C>(builder: ListenerBuilder, codec: C) -> anyhow::Result<ListenerHandle>
@@ -28,12 +29,20 @@ where
 
 /// How a codec's messages go back: encoded again, or with `Raw` handed back as they are (from
 /// the memory they were read into, no copy).
-pub(crate) trait Echoed: SessionCodec + Sized {
+pub(crate) trait Echoed:
+    SessionCodec + Encoder<<Self as Decoder>::Item, Error = CodecError> + Sized
+{
     fn echo<H: SessionHandler<Self>>(
         item: Self::Item,
         conn: &mut Conn<'_, Self, H>,
-    ) -> Result<(), SessionError>;
+    ) -> Result<(), SessionError> {
+        conn.write(item)
+    }
 }
+
+impl Echoed for Lines {}
+
+impl Echoed for Frames {}
 
 impl Echoed for Raw {
     fn echo<H: SessionHandler<Self>>(
@@ -41,24 +50,6 @@ impl Echoed for Raw {
         conn: &mut Conn<'_, Self, H>,
     ) -> Result<(), SessionError> {
         conn.write_bytes(chunk)
-    }
-}
-
-impl Echoed for Lines {
-    fn echo<H: SessionHandler<Self>>(
-        line: String,
-        conn: &mut Conn<'_, Self, H>,
-    ) -> Result<(), SessionError> {
-        conn.write(line)
-    }
-}
-
-impl Echoed for Frames {
-    fn echo<H: SessionHandler<Self>>(
-        frame: bytes::Bytes,
-        conn: &mut Conn<'_, Self, H>,
-    ) -> Result<(), SessionError> {
-        conn.write(frame)
     }
 }
 
