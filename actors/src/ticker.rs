@@ -4,9 +4,12 @@
 //! interval and a timer entry, and a thread with 10,000 sessions keeps one timer running, not
 //! 10,000.
 //!
-//! The clock counts ticks. Each tick it bumps its count and wakes every slot's waker; a
-//! session's driver, when polled, sees the count moved past what it last saw and runs its
-//! timeout check once per tick missed. Nothing here knows sessions: it is wakers and time.
+//! The clock counts ticks. Each tick it bumps its count and wakes every slot's waker (given
+//! once, when the session joins); a session's driver, when polled, sees the count moved past
+//! what it last saw and runs its timeout check once per tick missed. Every turn of every
+//! session asks, so the question is one thread-local load: a counter bumped at each tick of
+//! any clock on the thread, against the value the ticker saw last; only when it moved does
+//! the ticker look at its clock. Nothing here knows sessions: it is wakers and time.
 //!
 //! This module is a leaf.
 
@@ -15,7 +18,7 @@ use std::{
     collections::HashMap,
     fmt,
     marker::PhantomData,
-    num::NonZeroU32,
+    num::NonZeroU16,
     rc::{Rc, Weak},
     task::Waker,
     time::Duration,
@@ -27,17 +30,21 @@ thread_local! {
     /// has sessions, so a thread whose sessions come and go one at a time never piles up timer
     /// tasks.
     static CLOCKS: RefCell<Clocks> = RefCell::new(Clocks::default());
+    /// Bumped at every tick of any clock on this thread: a ticker whose last look saw the
+    /// same value has no tick to count. Const and without a destructor, so reading it costs
+    /// a load (`CLOCKS` is lazily set up and borrowed).
+    static TICKS_ON_THREAD: Cell<u32> = const { Cell::new(0) };
 }
 
 #[derive(Default)]
 struct Clocks {
     list: Vec<Rc<Clock>>,
-    by_period: HashMap<Duration, NonZeroU32>,
+    by_period: HashMap<Duration, NonZeroU16>,
 }
 
 impl Clocks {
     /// The clock a [`Ticker::clock`] index names.
-    fn get(&self, index: NonZeroU32) -> &Rc<Clock> {
+    fn get(&self, index: NonZeroU16) -> &Rc<Clock> {
         &self.list[index.get() as usize - 1]
     }
 }
@@ -63,7 +70,12 @@ struct Slots {
 /// the indices are into this thread's clocks.
 pub(crate) struct Ticker {
     /// The clock's place in [`Clocks::list`], plus one.
-    clock: NonZeroU32,
+    clock: NonZeroU16,
+    /// The low 16 bits of [`TICKS_ON_THREAD`] at the last look. Only equality is asked, so a
+    /// wrap could hide ticks only if exactly a multiple of 65,536 ticks came between two
+    /// turns of a session that each of them woke; the clock's own count (per slot, 32 bits)
+    /// is what the ticks are counted from.
+    seen_on_thread: u16,
     slot: u32,
     not_send: PhantomData<Rc<()>>,
 }
@@ -79,8 +91,10 @@ impl fmt::Debug for Ticker {
 
 impl Ticker {
     /// Joins this thread's clock for `period`, starting the clock (a task on the current
-    /// tokio runtime) if this is its first session.
-    pub(crate) fn join(period: Duration) -> Ticker {
+    /// tokio runtime) if this is its first session. `waker` is woken at every tick until the
+    /// ticker is dropped: it must reach whatever polls the ticker (the session hands a waker
+    /// that wakes its driver's current one).
+    pub(crate) fn join(period: Duration, waker: Waker) -> Ticker {
         let (index, clock) = CLOCKS.with(|clocks| {
             let mut clocks = clocks.borrow_mut();
             let Clocks { list, by_period } = &mut *clocks;
@@ -91,7 +105,7 @@ impl Ticker {
                     running: Cell::new(false),
                     slots: RefCell::new(Slots::default()),
                 }));
-                NonZeroU32::new(u32::try_from(list.len()).expect("fewer than 2^32 periods"))
+                NonZeroU16::new(u16::try_from(list.len()).expect("fewer than 2^16 periods"))
                     .expect("the list is not empty")
             });
             (index, clocks.get(index).clone())
@@ -104,16 +118,18 @@ impl Ticker {
         let slot = match slots.free.pop() {
             Some(slot) => {
                 slots.seen[slot as usize] = now;
+                slots.wakers[slot as usize] = Some(waker);
                 slot
             }
             None => {
-                slots.wakers.push(None);
+                slots.wakers.push(Some(waker));
                 slots.seen.push(now);
                 u32::try_from(slots.wakers.len() - 1).expect("fewer than 2^32 sessions")
             }
         };
         Ticker {
             clock: index,
+            seen_on_thread: TICKS_ON_THREAD.get() as u16,
             slot,
             not_send: PhantomData,
         }
@@ -128,16 +144,22 @@ impl Ticker {
         self.with_clock(|clock| clock.period)
     }
 
-    /// Records the waker to wake at the next tick (cheap when it has not changed) and returns
-    /// how many ticks passed since the last call.
-    pub(crate) fn poll(&mut self, waker: &Waker) -> u32 {
+    /// How many ticks of this ticker's clock passed since the last call.
+    #[inline]
+    pub(crate) fn poll(&mut self) -> u32 {
+        let on_thread = TICKS_ON_THREAD.get() as u16;
+        if on_thread == self.seen_on_thread {
+            return 0;
+        }
+        self.seen_on_thread = on_thread;
+        self.count_ticks()
+    }
+
+    #[inline(never)]
+    fn count_ticks(&mut self) -> u32 {
         let slot = self.slot as usize;
         self.with_clock(|clock| {
             let mut slots = clock.slots.borrow_mut();
-            match &mut slots.wakers[slot] {
-                Some(current) if current.will_wake(waker) => {}
-                registered => *registered = Some(waker.clone()),
-            }
             let now = clock.ticks.get();
             let passed = now.wrapping_sub(slots.seen[slot]);
             slots.seen[slot] = now;
@@ -175,6 +197,7 @@ async fn run(clock: Weak<Clock>, period: Duration) {
             return;
         }
         clock.ticks.set(clock.ticks.get().wrapping_add(1));
+        TICKS_ON_THREAD.set(TICKS_ON_THREAD.get().wrapping_add(1));
         // A tokio waker only queues its task, never polls it here, so waking under the borrow
         // cannot re-enter `Ticker::poll`.
         for waker in slots.wakers.iter().flatten() {
@@ -209,21 +232,21 @@ mod tests {
                 let count = Arc::new(Count(AtomicUsize::new(0)));
                 let waker = Waker::from(count.clone());
                 let period = Duration::from_millis(100);
-                let mut first = Ticker::join(period);
-                let mut second = Ticker::join(period);
+                let mut first = Ticker::join(period, waker.clone());
+                let mut second = Ticker::join(period, waker.clone());
                 assert_eq!(first.clock, second.clock);
                 assert_ne!(first.slot, second.slot);
-                let other = Ticker::join(period * 2);
+                let other = Ticker::join(period * 2, waker.clone());
                 assert_ne!(other.clock, first.clock, "another period, another clock");
                 drop(other);
-                assert_eq!(first.poll(&waker), 0);
-                assert_eq!(second.poll(&waker), 0);
+                assert_eq!(first.poll(), 0);
+                assert_eq!(second.poll(), 0);
                 tokio::time::sleep(Duration::from_millis(350)).await;
                 // Three ticks: each woke both registered wakers, and each session counts all
                 // three at its next poll.
                 assert_eq!(count.0.load(Ordering::SeqCst), 6);
-                assert_eq!(first.poll(&waker), 3);
-                assert_eq!(first.poll(&waker), 0);
+                assert_eq!(first.poll(), 3);
+                assert_eq!(first.poll(), 0);
                 drop(second);
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 assert_eq!(
@@ -232,7 +255,7 @@ mod tests {
                     "a dropped slot is not woken"
                 );
                 // The freed slot is reused.
-                let third = Ticker::join(period);
+                let third = Ticker::join(period, waker.clone());
                 assert_eq!(third.slot, 1);
                 let first_clock = first.clock;
                 drop((first, third));
@@ -242,11 +265,36 @@ mod tests {
                 assert!(clock.running.get());
                 tokio::time::sleep(Duration::from_millis(150)).await;
                 assert!(!clock.running.get(), "an empty clock stops ticking");
-                let mut fourth = Ticker::join(period);
+                let mut fourth = Ticker::join(period, waker.clone());
                 assert!(clock.running.get());
-                assert_eq!(fourth.poll(&waker), 0);
+                assert_eq!(fourth.poll(), 0);
                 tokio::time::sleep(Duration::from_millis(150)).await;
-                assert_eq!(fourth.poll(&waker), 1, "the restarted clock ticks");
+                assert_eq!(fourth.poll(), 1, "the restarted clock ticks");
+            })
+            .await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_tick_of_another_clock_on_the_thread_counts_nothing_for_this_one() {
+        tokio::task::LocalSet::new()
+            .run_until(async {
+                let count = Arc::new(Count(AtomicUsize::new(0)));
+                let waker = Waker::from(count.clone());
+                let mut fast = Ticker::join(Duration::from_millis(100), waker.clone());
+                let mut slow = Ticker::join(Duration::from_millis(250), waker.clone());
+                tokio::time::sleep(Duration::from_millis(260)).await;
+                assert_eq!(fast.poll(), 2);
+                assert_eq!(slow.poll(), 1);
+                // The fast clock ticks alone: the thread's counter moves, the slow ticker
+                // looks at its clock and finds nothing to count.
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                assert_eq!(slow.poll(), 0);
+                assert_eq!(fast.poll(), 1);
+                assert_eq!(
+                    (fast.poll(), slow.poll()),
+                    (0, 0),
+                    "nothing since the last look"
+                );
             })
             .await;
     }

@@ -25,6 +25,10 @@ impl<C: SessionCodec, H: SessionHandler<C>> Session<C, H> {
     /// Runs `f` inside the session's span. The span is moved out for the call (no reference
     /// count is touched) and put back after.
     pub(super) fn in_span<R>(&mut self, f: impl FnOnce(&mut Self) -> R) -> R {
+        // Without a subscriber taking spans (the usual case under load) nothing moves.
+        if self.core.span.is_none() {
+            return f(self);
+        }
         let Some(span) = self.core.span.take() else {
             return f(self);
         };
@@ -617,7 +621,7 @@ impl<C: SessionCodec, H: SessionHandler<C>> ActorFuture<Session<C, H>> for Drive
         cx: &mut task::Context<'_>,
     ) -> Poll<()> {
         session.in_span(|session| {
-            session.before_turn(ctx, cx);
+            session.before_turn(ctx);
             if session.core.state == State::Closed {
                 return Poll::Ready(());
             }

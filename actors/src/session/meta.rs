@@ -101,6 +101,19 @@ const NO_WORKER: u32 = u32::MAX;
 /// [`SessionMeta::close_requested`] before any close was asked.
 pub(crate) const NO_CLOSE_REQUESTED: u8 = 0;
 
+/// Waking a session's record wakes its driver (the waker the driver registered last with
+/// the outbound queue): the worker's timeout clock holds one such waker per session, made
+/// once, instead of a copy of the driver's own that would have to be checked every turn.
+impl std::task::Wake for SessionMeta {
+    fn wake(self: Arc<Self>) {
+        self.outbox.wake_session();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.outbox.wake_session();
+    }
+}
+
 impl SessionMeta {
     pub(super) fn new(
         id: SessionId,

@@ -141,8 +141,14 @@ impl<C: SessionCodec, H: SessionHandler<C>> Session<C, H> {
             registry.join(&self.core.meta);
         }
         // The timeout tick comes from this thread's shared clock (`crate::ticker`), checked
-        // by the driver.
-        self.core.ticker = self.core.config.tick().map(Ticker::join);
+        // by the driver. The clock wakes the session through its record, which wakes the
+        // waker the driver registered last (as a registry delivery or a close request does).
+        let meta = &self.core.meta;
+        self.core.ticker = self
+            .core
+            .config
+            .tick()
+            .map(|period| Ticker::join(period, std::task::Waker::from(meta.clone())));
         if self.call(ctx, |h, c| h.connected(c)) {
             ctx.spawn(Driver(PhantomData));
         }

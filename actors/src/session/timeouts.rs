@@ -1,12 +1,12 @@
 use super::{DisconnectReason, Flags, Session, SessionCodec, SessionHandler, State};
-use std::{task, time::Duration};
+use std::time::Duration;
 
 use actix::{AsyncContext, Context};
 
 impl<C: SessionCodec, H: SessionHandler<C>> Session<C, H> {
     /// What comes from outside the socket before a driver turn: a close asked through the
     /// registry, then the timeout ticks missed since the last turn (either may end the session).
-    pub(super) fn before_turn(&mut self, ctx: &mut Context<Self>, cx: &mut task::Context<'_>) {
+    pub(super) fn before_turn(&mut self, ctx: &mut Context<Self>) {
         if let Some((reason, mode)) = self.core.meta.take_close_request(self.core.close_taken) {
             self.core.close_taken = mode as u8;
             self.close(reason, mode, ctx);
@@ -14,7 +14,7 @@ impl<C: SessionCodec, H: SessionHandler<C>> Session<C, H> {
         let Some(ticker) = self.core.ticker.as_mut() else {
             return;
         };
-        let passed = ticker.poll(cx.waker());
+        let passed = ticker.poll();
         if passed == 0 {
             return;
         }
