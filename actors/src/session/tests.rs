@@ -389,45 +389,66 @@ impl<C: super::SessionCodec, H: SessionHandler<C>> actix::Handler<HeldBuffers>
     }
 }
 
-#[actix_rt::test]
-async fn a_session_that_only_writes_gives_its_read_buffer_back_after_a_period_without_reads() {
-    // A tick every 100 ms; writes count as activity, so the session never idles out. The
-    // in-memory stream, like TLS, reports readable at every poll: only the tick frees the
-    // buffer of a session that keeps one between reads.
-    let config = SessionConfig::default()
-        .with_idle_timeout(Some(Duration::from_millis(400)))
-        .with_frame_timeout(None);
-    let (session, mut peer, mut seen) = start(config, false);
-    peer.write_all(b"hello\n").await.unwrap();
-    assert_eq!(next(&mut seen).await, Seen::Line("hello".into()));
-    let (read, _) = session.send(HeldBuffers).await.unwrap();
-    assert!(read > 0, "a session that just read holds a read buffer");
-    let deadline = tokio::time::Instant::now() + LIMIT;
-    let mut answer = [0u8; 64];
-    loop {
-        // Only writes from here on: the peer reads each one.
-        session
-            .send(super::Write("update".to_string()))
-            .await
-            .unwrap()
-            .expect("the write is taken");
-        let n = tokio::time::timeout(LIMIT, peer.read(&mut answer))
-            .await
-            .expect("the write arrives in time")
-            .unwrap();
-        assert!(n > 0, "the session is still open");
-        let (read, write) = session.send(HeldBuffers).await.unwrap();
-        if read == 0 {
-            assert!(write > 0, "a session still writing keeps its write buffer");
-            break;
+/// On tokio's paused clock (it moves only when every task waits on time), so the session's
+/// timeout clock ticks when the test says and the bounds below are exact, not a race with a
+/// loaded machine.
+#[test]
+fn a_session_that_only_writes_gives_its_read_buffer_back_in_the_second_tick_without_a_read() {
+    let system = actix_rt::System::with_tokio_rt(|| {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .start_paused(true)
+            .build()
+            .expect("a paused runtime")
+    });
+    system.block_on(async {
+        // A tick every 100 ms (a quarter of the idle timeout); writes count as activity, so
+        // the session never idles out. The in-memory stream, like TLS, reports readable at
+        // every poll: only the tick frees the buffer of a session that keeps one between
+        // reads.
+        let config = SessionConfig::default()
+            .with_idle_timeout(Some(Duration::from_millis(400)))
+            .with_frame_timeout(None);
+        let period = config.tick().expect("timeouts tick");
+        let (session, mut peer, mut seen) = start(config, false);
+        peer.write_all(b"hello\n").await.unwrap();
+        assert_eq!(next(&mut seen).await, Seen::Line("hello".into()));
+        let (read, _) = session.send(HeldBuffers).await.unwrap();
+        assert!(read > 0, "a session that just read holds a read buffer");
+        let last_read = tokio::time::Instant::now();
+        let pace = period / 5;
+        let mut answer = [0u8; 64];
+        loop {
+            // Only writes from here on, `pace` apart on the paused clock; the peer reads each.
+            session
+                .send(super::Write("update".to_string()))
+                .await
+                .unwrap()
+                .expect("the write is taken");
+            let n = tokio::time::timeout(LIMIT, peer.read(&mut answer))
+                .await
+                .expect("the write arrives in time")
+                .unwrap();
+            assert!(n > 0, "the session is still open");
+            let (read, write) = session.send(HeldBuffers).await.unwrap();
+            let quiet_for = last_read.elapsed();
+            if read == 0 {
+                assert!(write > 0, "a session still writing keeps its write buffer");
+                // The first tick after the read sees it and keeps the buffer; the next one,
+                // a whole period without a read, gives it back.
+                assert!(
+                    quiet_for > period && quiet_for <= 2 * period + pace,
+                    "given back after {quiet_for:?} without a read (ticks every {period:?})"
+                );
+                break;
+            }
+            assert!(
+                quiet_for <= 2 * period + pace,
+                "the read buffer ({read} B) is still held after {quiet_for:?} without a read"
+            );
+            tokio::time::sleep(pace).await;
         }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the read buffer ({read} B) is still held after {LIMIT:?} of writes without a read"
-        );
-        // Paces the writes (several per tick period); what the test waits for is the tick.
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    });
 }
 
 /// Writes bytes past the codec between encoded lines, and reports each write's result.
