@@ -75,7 +75,8 @@ fn run_json(exe: &str, args: &[&str]) -> Value {
     serde_json::from_str(stdout.lines().last().expect("a line")).expect("JSON")
 }
 
-fn exercise(server: &mut Proc) {
+/// Load, then accept-rate runs against `server`; returns its address.
+fn exercise(server: &mut Proc) -> String {
     let addr = server.listening();
     let pid = server.child.id().to_string();
     let load = run_json(
@@ -138,12 +139,21 @@ fn exercise(server: &mut Proc) {
     );
     assert_eq!(accept["errors"], 0, "{accept}");
     assert!(accept["connections"].as_u64().unwrap() > 0, "{accept}");
+    addr
+}
 
+/// Ten idle connections held open by `hold_clients` (connected, which the kernel completes
+/// before the server has accepted them).
+fn hold_ten(addr: &str) -> Proc {
     let mut hold = Proc::start(
         env!("CARGO_BIN_EXE_hold_clients"),
-        &[&addr, "--count", "10", "--hold", "30"],
+        &[addr, "--count", "10", "--hold", "30"],
     );
     assert_eq!(hold.json()["opened"], 10);
+    hold
+}
+
+fn close(mut hold: Proc) {
     hold.stdin = None;
     let _ = hold.child.wait();
 }
@@ -151,7 +161,8 @@ fn exercise(server: &mut Proc) {
 #[test]
 fn baseline_echo_serves_every_client_tool() {
     let mut server = Proc::start(env!("CARGO_BIN_EXE_baseline_echo"), &[]);
-    exercise(&mut server);
+    let addr = exercise(&mut server);
+    close(hold_ten(&addr));
 }
 
 /// The same echo with each connection an actix actor driving its socket from its context.
@@ -161,7 +172,8 @@ fn baseline_echo_as_actors_serves_every_client_tool() {
         env!("CARGO_BIN_EXE_baseline_echo"),
         &["--thread-per-worker", "--actor"],
     );
-    exercise(&mut server);
+    let addr = exercise(&mut server);
+    close(hold_ten(&addr));
 }
 
 /// `--busy-ns` holds the worker after every read: one connection with one message in flight
@@ -198,7 +210,15 @@ fn scale_server_serves_and_answers_registry_commands() {
         env!("CARGO_BIN_EXE_scale_server"),
         &["--idle-timeout", "120"],
     );
-    exercise(&mut server);
+    let addr = exercise(&mut server);
+    // The load's sessions gone first, so the count below rises only with the held ones: it
+    // reaches 10 once the server has accepted every one, and none can arrive after `wait 0`.
+    server.send("wait 0 10");
+    assert_eq!(server.json()["reached"], true);
+    let hold = hold_ten(&addr);
+    server.send("wait 10 10");
+    assert_eq!(server.json()["reached"], true);
+    close(hold);
     server.send("wait 0 10");
     assert_eq!(server.json()["reached"], true);
     server.send("measure");
