@@ -25,10 +25,6 @@ impl<C: SessionCodec, H: SessionHandler<C>> Session<C, H> {
     /// Runs `f` inside the session's span. The span is moved out for the call (no reference
     /// count is touched) and put back after.
     pub(super) fn in_span<R>(&mut self, f: impl FnOnce(&mut Self) -> R) -> R {
-        // Without a subscriber taking spans (the usual case under load) nothing moves.
-        if self.core.span.is_none() {
-            return f(self);
-        }
         let Some(span) = self.core.span.take() else {
             return f(self);
         };
